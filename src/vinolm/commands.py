@@ -1,0 +1,152 @@
+"""Core commands: models, devices, prepare, export, generate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vinolm.cliutil import (
+    add_generation_args, add_model_args, engine_from_args, metrics_line, params_from_args, status,
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the model catalog and what is prepared locally")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("devices", help="list OpenVINO devices")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("prepare", help="export a model into the cache ($VINOLM_HOME) if needed")
+    p.add_argument("model", nargs="?", default=None, help="default: smollm2-135m")
+    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default=None)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("export", help="export a model to an OpenVINO folder with compressed weights")
+    p.add_argument("source", help="catalog name, HF folder, .gguf file or hub id")
+    p.add_argument("-o", "--output", type=Path, default=None, help="output folder (default: ./<name>-<format>)")
+    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int4")
+    p.add_argument("--group-size", type=int, default=None, help="int4 group size (catalog preset or 128)")
+    p.add_argument("--ratio", type=float, default=None, help="share of int4 layers, the rest int8")
+    p.add_argument("--sym", action="store_true", default=None, help="symmetric quantization")
+    p.add_argument("--awq", action="store_true", help="data-aware AWQ (needs --dataset)")
+    p.add_argument("--dataset", default=None, help="calibration set: a name or a .txt/.jsonl file")
+    p.add_argument("--num-samples", type=int, default=None)
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--force", action="store_true", help="export again even if the folder is complete")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("generate", help="complete a prompt, streaming to stdout")
+    p.add_argument("prompt")
+    add_model_args(p)
+    add_generation_args(p)
+    p.add_argument("--chat", action="store_true", help="wrap the prompt as a user message in the chat format")
+    p.add_argument("--json", action="store_true", help="print one JSON object (text + metrics) at the end")
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from vinolm.catalog import entries
+    from vinolm.models import is_prepared
+
+    rows = [
+        {"name": e.name, "hub_id": e.hub_id, "languages": list(e.languages), "prepared": is_prepared(e)}
+        for e in entries()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        prepared = ",".join(r["prepared"]) or "-"
+        print(f"{r['name']:<{width}}  {r['hub_id']:<45} {'/'.join(r['languages']):<8} prepared: {prepared}")
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    import openvino as ov
+
+    core = ov.Core()
+    for device in core.available_devices:
+        print(f"{device}: {core.get_property(device, 'FULL_DEVICE_NAME')}")
+    print("AUTO: let OpenVINO choose")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from vinolm.models import prepare
+
+    model = prepare(args.model, args.weight_format, progress=status)
+    print(model.path)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from vinolm.export import ExportOptions, SizeReport, export_model
+    from vinolm.models import locate_source
+
+    source = locate_source(args.source)
+    options = ExportOptions(
+        weight_format=args.weight_format, group_size=args.group_size, ratio=args.ratio, sym=args.sym,
+        awq=args.awq, dataset=args.dataset, num_samples=args.num_samples,
+        trust_remote_code=args.trust_remote_code, force=args.force,
+    ).validated()
+    if source.entry is not None:
+        options = options.with_preset(_preset_dict(source.entry))
+    if source.kind == "ir":
+        status(f"{args.source} is already an OpenVINO model; nothing to export")
+        return 0
+    from vinolm.models import _check_remote_code
+
+    _check_remote_code(source, options)
+    output = args.output or Path(f"{source.name.replace('/', '--')}-{options.weight_format}")
+    result = export_model(source.location, output, options, source_kind=source.kind,
+                          catalog_name=source.entry.name if source.entry else None, progress=status)
+    verb = "reused the complete export in" if result.reused else f"exported in {result.seconds:.0f} s to"
+    status(f"{verb} {result.path}")
+    print(SizeReport(_sibling_sizes(result.path, options.weight_format)).table())
+    return 0
+
+
+def _preset_dict(entry: object) -> dict | None:
+    preset = getattr(entry, "int4", None)
+    return None if preset is None else {"sym": preset.sym, "group_size": preset.group_size, "ratio": preset.ratio}
+
+
+def _sibling_sizes(path: Path, weight_format: str) -> list[tuple[str, int]]:
+    """This export's size next to its fp16/int8/int4 siblings (``name-fp16`` ...), if present."""
+    from vinolm.export import WEIGHT_FORMATS, folder_weight_bytes, is_complete
+
+    stem = path.name[: -len(weight_format)] if path.name.endswith(weight_format) else None
+    rows = []
+    for fmt in WEIGHT_FORMATS:
+        candidate = path if fmt == weight_format else (path.parent / f"{stem}{fmt}" if stem else None)
+        if candidate is not None and is_complete(candidate):
+            rows.append((fmt, folder_weight_bytes(candidate)))
+    return rows
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from vinolm.types import Message, Request
+
+    params = params_from_args(args)
+    engine = engine_from_args(args)
+    request = (
+        Request(messages=[Message("user", args.prompt)], params=params)
+        if args.chat else Request(prompt=args.prompt, params=params)
+    )
+    generation = engine.generate(request)
+    if args.json:
+        result = generation.result()
+        print(json.dumps({"text": result.text, "finish_reason": result.finish_reasons[0],
+                          "metrics": result.metrics.to_dict()}, ensure_ascii=False))
+        return 0
+    for chunk in generation:
+        sys.stdout.write(chunk.text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    print(metrics_line(generation.metrics), file=sys.stderr)
+    return 0

@@ -1,0 +1,267 @@
+"""The one interface every caller (CLI, chat, server, UI, bench) uses to run a model.
+
+An engine turns a :class:`~vinolm.types.Request` into a :class:`Generation`: a handle
+that streams :class:`~vinolm.types.Chunk` objects, can be cancelled from any thread,
+and yields :class:`~vinolm.types.Metrics` when done. Engines implement ``_produce``,
+a blocking loop that calls ``emit`` for each piece of text and checks ``cancelled``
+once per token step; the handle runs it on a worker thread so synchronous and
+asyncio callers consume the same stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from vinolm.errors import EngineError, InvalidRequest, VinolmError
+from vinolm.types import Chunk, FinishReason, Message, Metrics, Request, Result
+
+if TYPE_CHECKING:
+    from vinolm.models import PreparedModel
+
+Emit = Callable[[Chunk], None]
+_DONE = object()
+
+
+@dataclass
+class EngineOptions:
+    """How to load: device, OpenVINO properties, and switches an engine may honour."""
+
+    device: str = "CPU"
+    ov_config: dict[str, Any] = field(default_factory=dict)
+    batching: bool = False
+    max_concurrency: int = 8
+    cache_dir: str | None = None
+
+
+@dataclass
+class PreparedInput:
+    """Token ids to feed and how to stop, after chat formatting and the context budget."""
+
+    ids: list[int]
+    max_new_tokens: int
+    stop_strings: list[str]
+    stop_token_ids: set[int]
+    trimmed_messages: int = 0
+
+
+class Generation:
+    """A request in flight. Iterate (sync or async) for chunks; ``cancel()`` from anywhere.
+
+    The producer starts on the first iteration (or ``start()``), so a caller can
+    attach to the stream before any token is lost.
+    """
+
+    def __init__(self, produce: Callable[[Emit, threading.Event], Metrics]) -> None:
+        self._produce = produce
+        self._cancelled = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sink: Callable[[object], None] | None = None
+        self._error: BaseException | None = None
+        self._first_token_at: float | None = None
+        self._started_at = 0.0
+        self.metrics = Metrics()
+        self._texts: dict[int, list[str]] = {}
+        self._ids: dict[int, list[int]] = {}
+        self._finish: dict[int, FinishReason] = {}
+
+    # -- producer side -------------------------------------------------------------
+    def _emit(self, chunk: Chunk) -> None:
+        if self._first_token_at is None and (chunk.token_ids or chunk.text):
+            self._first_token_at = time.perf_counter()
+        self._texts.setdefault(chunk.index, []).append(chunk.text)
+        self._ids.setdefault(chunk.index, []).extend(chunk.token_ids)
+        if chunk.finish_reason:
+            self._finish[chunk.index] = chunk.finish_reason
+        assert self._sink is not None
+        self._sink(chunk)
+
+    def _run(self) -> None:
+        assert self._sink is not None
+        self._started_at = time.perf_counter()
+        try:
+            metrics = self._produce(self._emit, self._cancelled)
+            end = time.perf_counter()
+            if not metrics.total_time:
+                metrics.total_time = end - self._started_at
+            if not metrics.ttft and self._first_token_at is not None:
+                metrics.ttft = self._first_token_at - self._started_at
+            if not metrics.output_tokens:
+                metrics.output_tokens = sum(len(v) for v in self._ids.values())
+            self.metrics = metrics
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            self._error = exc
+        finally:
+            self._done.set()
+            self._sink(_DONE)
+
+    def _start(self, sink: Callable[[object], None]) -> None:
+        if self._thread is not None:
+            raise RuntimeError("a Generation can be consumed only once")
+        self._sink = sink
+        self._thread = threading.Thread(target=self._run, name="vinolm-generate", daemon=True)
+        self._thread.start()
+
+    # -- consumer side -------------------------------------------------------------
+    def cancel(self) -> None:
+        """Ask the engine to stop; it does so within one token step."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def __iter__(self) -> Iterator[Chunk]:
+        q: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._start(q.put)
+        try:
+            while (item := q.get()) is not _DONE:
+                yield item  # type: ignore[misc]
+        finally:
+            if not self._done.is_set():
+                self.cancel()
+        self._raise_if_failed()
+
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue[object] = asyncio.Queue()
+        self._start(lambda item: loop.call_soon_threadsafe(q.put_nowait, item))
+        try:
+            while (item := await q.get()) is not _DONE:
+                yield item  # type: ignore[misc]
+        finally:
+            if not self._done.is_set():
+                self.cancel()
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is None:
+            return
+        if isinstance(self._error, VinolmError):
+            raise self._error
+        raise EngineError(f"generation failed: {self._error}") from self._error
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def result(self) -> Result:
+        """Consume the whole stream (if nobody did) and return the texts and metrics."""
+        if self._thread is None:
+            for _ in self:
+                pass
+        else:
+            self._done.wait()
+            self._raise_if_failed()
+        indices = sorted(self._texts) or [0]
+        return Result(
+            texts=["".join(self._texts.get(i, [])) for i in indices],
+            token_ids=[self._ids.get(i, []) for i in indices],
+            finish_reasons=[self._finish.get(i, "stop") for i in indices],
+            metrics=self.metrics,
+        )
+
+
+class Engine(ABC):
+    """Base of the genai, native and optimum engines."""
+
+    name: ClassVar[str]
+
+    def __init__(self, model: PreparedModel, options: EngineOptions | None = None) -> None:
+        self.model = model
+        self.options = options or EngineOptions()
+
+    # -- text <-> tokens -------------------------------------------------------------
+    @abstractmethod
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of ``text`` as this model's tokenizer produces them."""
+
+    @abstractmethod
+    def detokenize(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        """Text of ``ids``."""
+
+    def format_chat(self, messages: list[Message]) -> str:
+        """The model input for a conversation, ending where the assistant speaks next."""
+        from vinolm.prompts import render_chat
+
+        return render_chat(self.model.chat_spec, messages)
+
+    @property
+    def context_length(self) -> int:
+        return self.model.context_length
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        return self.model.eos_token_ids
+
+    # -- generation ------------------------------------------------------------------
+    def prompt_text(self, request: Request) -> str:
+        if request.messages is not None:
+            return self.format_chat(request.messages)
+        assert request.prompt is not None
+        return request.prompt
+
+    def check(self, request: Request) -> None:
+        """Reject what this engine cannot do before any work starts."""
+        request.params.validated()
+
+    def generate(self, request: Request) -> Generation:
+        """Start ``request``; iterate the handle for chunks."""
+        self.check(request)
+        return Generation(lambda emit, cancelled: self._produce(request, emit, cancelled))
+
+    def complete(self, request: Request) -> Result:
+        return self.generate(request).result()
+
+    @abstractmethod
+    def _produce(self, request: Request, emit: Emit, cancelled: threading.Event) -> Metrics:
+        """Run the request to the end, calling ``emit`` per text piece; stop when ``cancelled``."""
+
+    def prepare_input(self, request: Request) -> PreparedInput:
+        """Format, tokenize and budget the request the same way for every engine.
+
+        Chat history that does not fit is trimmed (oldest turns first); a raw prompt
+        that does not fit is an error; ``max_new_tokens`` is capped at what is left of
+        the context so generation ends with ``length`` instead of failing midway.
+        """
+        params = request.params
+        stops = list(params.stop)
+        trimmed = 0
+        if request.messages is not None:
+            from vinolm.prompts import fit_messages
+
+            spec = self.model.chat_spec
+            _, ids, trimmed = fit_messages(
+                spec, request.messages, lambda text: self.tokenize(text, add_special_tokens=False),
+                self.context_length, min(params.max_new_tokens, self.context_length // 2),
+            )
+            stops += [s for s in spec.stop_strings if s not in stops]
+        else:
+            assert request.prompt is not None
+            ids = self.tokenize(request.prompt, add_special_tokens=request.add_special_tokens)
+            if len(ids) >= self.context_length:
+                raise InvalidRequest(
+                    f"the prompt has {len(ids)} tokens but the model's context is "
+                    f"{self.context_length} tokens",
+                    param="prompt",
+                )
+        stop_ids = set(params.stop_token_ids)
+        if not params.ignore_eos:
+            stop_ids |= set(self.eos_token_ids)
+        max_new = max(1, min(params.max_new_tokens, self.context_length - len(ids)))
+        return PreparedInput(ids, max_new, stops, stop_ids, trimmed)
+
+    def close(self) -> None:
+        """Free the model. Engines holding threads or pipelines override this."""
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

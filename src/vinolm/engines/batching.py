@@ -1,0 +1,193 @@
+"""Continuous batching on openvino-genai: one scheduler thread steps the pipeline for all
+requests, so concurrent streams advance together token by token.
+
+Requests are added and cancelled only from the scheduler thread (between steps), so the
+pipeline is never touched from two threads at once; callers block in ``run`` on their own
+worker thread, and tokens reach them through their ``emit`` callback.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vinolm.engines.base import Emit, PreparedInput
+from vinolm.engines.streaming import TextStreamer
+from vinolm.errors import EngineError
+from vinolm.types import Chunk, FinishReason, Metrics
+
+KV_CACHE_GB = 1
+
+
+@dataclass
+class _Active:
+    prepared: PreparedInput
+    config: Any
+    streamer: Callable[[], TextStreamer]
+    emit: Emit
+    cancelled: threading.Event
+    metrics: Metrics
+    submitted: float = field(default_factory=time.perf_counter)
+    handle: Any = None
+    texts: dict[int, TextStreamer] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)
+    ended: set[int] = field(default_factory=set)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+    @property
+    def prepared_sequences(self) -> int:
+        return max(1, int(self.config.num_return_sequences))
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.done.set()
+
+
+class BatchScheduler:
+    def __init__(self, path: Path, device: str, props: dict[str, Any], max_concurrency: int = 8) -> None:
+        import openvino_genai as ov_genai
+
+        self._genai = ov_genai
+        config = ov_genai.SchedulerConfig()
+        config.enable_prefix_caching = True
+        config.max_num_seqs = max_concurrency
+        config.cache_size = KV_CACHE_GB
+        config.dynamic_split_fuse = True
+        self.pipe = ov_genai.ContinuousBatchingPipeline(str(path), config, device, props)
+        self.tokenizer = self.pipe.get_tokenizer()
+        self._ids = itertools.count()
+        self._pending: list[_Active] = []
+        self._active: list[_Active] = []
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="vinolm-batch", daemon=True)
+        self._thread.start()
+
+    def run(
+        self, prepared: PreparedInput, config: Any, streamer: Callable[[], TextStreamer],
+        emit: Emit, cancelled: threading.Event, metrics: Metrics,
+    ) -> None:
+        """Queue one request and block until it finished, failed or was cancelled."""
+        item = _Active(prepared, config, streamer, emit, cancelled, metrics)
+        with self._wake:
+            if self._closed:
+                raise EngineError("the engine is shut down")
+            self._pending.append(item)
+            self._wake.notify()
+        while not item.done.wait(0.05):
+            if cancelled.is_set():
+                with self._wake:
+                    self._wake.notify()
+        if item.error is not None:
+            raise item.error
+
+    def stats(self) -> dict[str, int]:
+        with self._wake:
+            return {"running": len(self._active), "queued": len(self._pending)}
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout=30)
+
+    # -- scheduler thread ----------------------------------------------------------------
+    def _loop(self) -> None:
+        import numpy as np
+        import openvino as ov
+
+        while True:
+            with self._wake:
+                while not self._closed and not self._pending and not self._active:
+                    self._wake.wait()
+                if self._closed:
+                    break
+                new, self._pending = self._pending, []
+            for item in new:
+                if item.cancelled.is_set():
+                    item.emit(Chunk("", [], finish_reason="cancelled"))
+                    item.finish()
+                    continue
+                ids = ov.Tensor(np.asarray([item.prepared.ids], dtype=np.int64))
+                item.handle = self.pipe.add_request(next(self._ids), ids, item.config)
+                self._active.append(item)
+            self._step()
+        for item in self._pending + self._active:
+            item.finish(EngineError("the engine shut down before the request finished"))
+
+    def _step(self) -> None:
+        try:
+            if self.pipe.has_non_finished_requests():
+                self.pipe.step()
+        except Exception as exc:  # one bad step fails every request in it, not the server
+            failed, self._active = self._active, []
+            for item in failed:
+                item.finish(EngineError(f"generation failed: {exc}"))
+            return
+        still = []
+        for item in self._active:
+            if self._poll(item):
+                item.finish()
+            else:
+                still.append(item)
+        with self._wake:
+            self._active = still
+
+    def _poll(self, item: _Active) -> bool:
+        """Emit what ``item`` produced in the last step; True when it is over."""
+        status = item.handle.get_status()
+        if item.cancelled.is_set() and status == self._genai.GenerationStatus.RUNNING:
+            item.handle.cancel()
+            item.emit(Chunk("", [], finish_reason="cancelled"))
+            return True
+        if item.handle.can_read():
+            for index, output in sorted(item.handle.read().items()):
+                self._emit_tokens(item, index, list(output.generated_ids), output.finish_reason)
+        if item.ended and len(item.ended) >= item.prepared_sequences:
+            if status == self._genai.GenerationStatus.RUNNING:
+                item.handle.stop()  # we saw a stop string genai does not know about
+            return True
+        if status == self._genai.GenerationStatus.RUNNING:
+            return False
+        if status != self._genai.GenerationStatus.FINISHED:
+            item.emit(Chunk("", [], finish_reason="cancelled"))
+        return True
+
+    def _emit_tokens(self, item: _Active, index: int, tokens: list[int], reason_code: Any) -> None:
+        text = item.texts.setdefault(index, item.streamer())
+        if index not in item.counts:
+            item.counts[index] = 0
+            if not item.metrics.ttft:
+                item.metrics.ttft = time.perf_counter() - item.submitted
+        reason = _reason(self._genai, reason_code)
+        pieces: list[str] = []
+        for token in tokens:
+            item.counts[index] += 1
+            if token in item.prepared.stop_token_ids:
+                reason = "stop"
+                break
+            pieces.append(text.push(token))
+            if text.stopped:
+                reason = "stop"
+                break
+        if reason is not None and not text.stopped:
+            pieces.append(text.flush())
+        item.metrics.output_tokens = sum(item.counts.values())
+        if pieces or reason:
+            item.emit(Chunk("".join(pieces), tokens, index=index, finish_reason=reason))
+        if reason is not None:
+            item.ended.add(index)
+
+
+def _reason(genai: Any, code: Any) -> FinishReason | None:
+    if code == genai.GenerationFinishReason.LENGTH:
+        return "length"
+    if code == genai.GenerationFinishReason.STOP:
+        return "stop"
+    return None

@@ -1,0 +1,216 @@
+"""The default engine: openvino-genai.
+
+One stream at a time goes through ``LLMPipeline``; with ``batching`` all requests share a
+``ContinuousBatchingPipeline`` driven by one scheduler thread (see ``batching.py``). In
+both, vinolm tokenizes and formats the input itself and detokenizes the streamed ids with
+its own ``TextStreamer``, so stop strings and UTF-8 boundaries behave the same on every
+engine.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
+from vinolm.engines.ovconfig import check_device, compile_properties
+from vinolm.engines.streaming import TextStreamer
+from vinolm.errors import EngineError
+from vinolm.models import PreparedModel, vinolm_home
+from vinolm.types import Chunk, FinishReason, GenerationParams, Metrics, Request
+
+
+class GenaiEngine(Engine):
+    name = "genai"
+
+    def __init__(self, model: PreparedModel, options: EngineOptions | None = None) -> None:
+        super().__init__(model, options)
+        import openvino_genai as ov_genai
+
+        self._genai = ov_genai
+        opts = self.options
+        check_device(opts.device)
+        cache = opts.cache_dir or str(vinolm_home() / "ov_cache")
+        props = compile_properties(opts.device, opts.ov_config, cache)
+        started = time.perf_counter()
+        try:
+            if opts.batching:
+                from vinolm.engines.batching import BatchScheduler
+
+                self._scheduler: BatchScheduler | None = BatchScheduler(
+                    model.path, opts.device, props, max_concurrency=opts.max_concurrency
+                )
+                self._tokenizer = self._scheduler.tokenizer
+                self._pipe = None
+            else:
+                self._scheduler = None
+                self._pipe = ov_genai.LLMPipeline(str(model.path), opts.device, **props)
+                self._tokenizer = self._pipe.get_tokenizer()
+        except RuntimeError as exc:
+            raise EngineError(f"openvino-genai cannot load {model.path}: {_first_line(exc)}") from exc
+        self.load_seconds = time.perf_counter() - started
+        self._lock = threading.Lock()
+
+    # -- tokens ------------------------------------------------------------------------
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        encoded = self._tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        return encoded.input_ids.data[0].tolist()
+
+    def detokenize(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return self._tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    # -- generation --------------------------------------------------------------------
+    def generation_config(self, params: GenerationParams, prepared: PreparedInput) -> Any:
+        cfg = self._genai.GenerationConfig()
+        cfg.max_new_tokens = prepared.max_new_tokens
+        cfg.ignore_eos = params.ignore_eos
+        cfg.stop_token_ids = set(prepared.stop_token_ids)
+        if self.eos_token_ids:
+            cfg.eos_token_id = self.eos_token_ids[0]
+        cfg.repetition_penalty = params.repetition_penalty
+        cfg.presence_penalty = params.presence_penalty
+        cfg.frequency_penalty = params.frequency_penalty
+        cfg.num_return_sequences = params.num_return_sequences
+        if params.do_sample:
+            cfg.do_sample = True
+            cfg.temperature = params.temperature
+            cfg.top_p = params.top_p
+            if params.top_k:
+                cfg.top_k = params.top_k
+            cfg.min_p = params.min_p
+            if params.seed is not None:
+                cfg.rng_seed = params.seed
+        elif params.num_beams > 1:
+            cfg.num_beams = params.num_beams
+            cfg.num_beam_groups = 1
+            cfg.length_penalty = params.length_penalty
+        if params.logprobs:
+            cfg.logprobs = params.logprobs
+        return cfg
+
+    def _produce(self, request: Request, emit: Emit, cancelled: threading.Event) -> Metrics:
+        started = time.perf_counter()
+        prepared = self.prepare_input(request)
+        cfg = self.generation_config(request.params, prepared)
+        metrics = Metrics(input_tokens=len(prepared.ids), trimmed_messages=prepared.trimmed)
+        if self._scheduler is not None:
+            self._scheduler.run(prepared, cfg, self._streamer_factory(prepared), emit, cancelled, metrics)
+        elif request.params.num_beams > 1 or request.params.num_return_sequences > 1:
+            self._run_multi(prepared, cfg, emit, cancelled, metrics)
+        else:
+            self._run_stream(prepared, cfg, emit, cancelled, metrics, started)
+        metrics.total_time = time.perf_counter() - started
+        return metrics
+
+    def _streamer_factory(self, prepared: PreparedInput) -> Any:
+        return lambda: TextStreamer(self.detokenize, prepared.stop_strings)
+
+    def _run_stream(
+        self, prepared: PreparedInput, cfg: Any, emit: Emit, cancelled: threading.Event,
+        metrics: Metrics, started: float,
+    ) -> None:
+        genai = self._genai
+        text = TextStreamer(self.detokenize, prepared.stop_strings)
+        state: dict[str, Any] = {"count": 0, "reason": None}
+
+        def on_token(token: int) -> Any:
+            if state["count"] == 0:
+                metrics.ttft = time.perf_counter() - started
+            state["count"] += 1
+            reason = finish_reason_for(token, state["count"], prepared)
+            delta = "" if token in prepared.stop_token_ids else text.push(token)
+            if text.stopped:
+                reason = "stop"
+            if cancelled.is_set():
+                reason = "cancelled"
+            if reason:
+                delta += "" if reason != "length" or text.stopped else text.flush()
+                state["reason"] = reason
+            emit(Chunk(delta, [token], finish_reason=reason))
+            if reason == "cancelled":
+                return genai.StreamingStatus.CANCEL
+            return genai.StreamingStatus.STOP if reason else genai.StreamingStatus.RUNNING
+
+        streamer = _CallbackStreamer(genai, on_token)
+        with self._lock:
+            self._pipe.generate(_tokenized(genai, prepared.ids), cfg, streamer)
+        if state["reason"] is None:  # ended without our say: EOS seen by genai or no tokens
+            emit(Chunk(text.flush(), [], finish_reason="stop"))
+        metrics.output_tokens = state["count"]
+
+    def _run_multi(
+        self, prepared: PreparedInput, cfg: Any, emit: Emit, cancelled: threading.Event, metrics: Metrics
+    ) -> None:
+        """Beam search and n > 1: genai returns whole sequences, so emit each at the end."""
+        with self._lock:
+            result = self._pipe.generate(_tokenized(self._genai, prepared.ids), cfg)
+        perf = result.perf_metrics
+        metrics.ttft = perf.get_ttft().mean / 1000
+        total = 0
+        for index, ids in enumerate(result.tokens):
+            text, reason = finish_sequence(list(ids), prepared, TextStreamer(self.detokenize, prepared.stop_strings))
+            emit(Chunk(text, list(ids), index=index, finish_reason="cancelled" if cancelled.is_set() else reason))
+            total += len(ids)
+        metrics.output_tokens = total
+
+    def stats(self) -> dict[str, int]:
+        return self._scheduler.stats() if self._scheduler else {"running": int(self._lock.locked()), "queued": 0}
+
+    def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.close()
+        self._pipe = None
+
+
+def finish_reason_for(token: int, count: int, prepared: PreparedInput) -> FinishReason | None:
+    if token in prepared.stop_token_ids:
+        return "stop"
+    if count >= prepared.max_new_tokens:
+        return "length"
+    return None
+
+
+def finish_sequence(ids: list[int], prepared: PreparedInput, text: TextStreamer) -> tuple[str, FinishReason]:
+    """Detokenize a whole sequence with the same stop rules as streaming."""
+    pieces = []
+    for count, token in enumerate(ids, 1):
+        if token in prepared.stop_token_ids:
+            return "".join(pieces) + text.flush(), "stop"
+        pieces.append(text.push(token))
+        if text.stopped:
+            return "".join(pieces), "stop"
+    reason: FinishReason = "length" if len(ids) >= prepared.max_new_tokens else "stop"
+    return "".join(pieces) + text.flush(), reason
+
+
+def _tokenized(genai: Any, ids: list[int]) -> Any:
+    import numpy as np
+    import openvino as ov
+
+    array = np.asarray([ids], dtype=np.int64)
+    return genai.TokenizedInputs(ov.Tensor(array), ov.Tensor(np.ones_like(array)))
+
+
+class _CallbackStreamer:
+    """Adapts a per-token callback to genai's StreamerBase (built lazily: it needs the module)."""
+
+    def __new__(cls, genai: Any, on_token: Any) -> Any:
+        class Streamer(genai.StreamerBase):
+            def write(self, token: Any) -> Any:
+                status = genai.StreamingStatus.RUNNING
+                for t in token if isinstance(token, list) else [token]:
+                    status = on_token(int(t))
+                    if status != genai.StreamingStatus.RUNNING:
+                        break
+                return status
+
+            def end(self) -> None:
+                return None
+
+        return Streamer()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip() and "Exception from" not in line]
+    return lines[-1].strip() if lines else type(exc).__name__

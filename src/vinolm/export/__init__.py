@@ -1,0 +1,235 @@
+"""Source model -> self-contained OpenVINO folder usable by every engine.
+
+Written into a temporary sibling folder and renamed at the end, so an interrupted
+export never leaves something that looks like a model. Heavy imports (torch,
+transformers, optimum, nncf) happen inside the functions: importing vinolm must
+stay cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vinolm.errors import ExportError, InvalidRequest
+from vinolm.export.report import SizeReport, folder_weight_bytes
+
+WEIGHT_FORMATS = ("fp16", "int8", "int4")
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ExportOptions:
+    """Weight compression settings. ``None`` fields take the catalog preset or NNCF's default."""
+
+    weight_format: str = "int8"
+    group_size: int | None = None
+    ratio: float | None = None
+    sym: bool | None = None
+    awq: bool = False
+    dataset: str | None = None
+    num_samples: int | None = None
+    trust_remote_code: bool = False
+    force: bool = False
+
+    def validated(self) -> "ExportOptions":
+        if self.weight_format not in WEIGHT_FORMATS:
+            raise InvalidRequest(
+                f"unknown weight format {self.weight_format!r}; use one of {', '.join(WEIGHT_FORMATS)}"
+            )
+        if self.group_size is not None and not (self.group_size == -1 or self.group_size > 0):
+            raise InvalidRequest(f"group size must be positive or -1, got {self.group_size}")
+        if self.ratio is not None and not 0 < self.ratio <= 1:
+            raise InvalidRequest(f"ratio must be in (0, 1], got {self.ratio}")
+        if self.num_samples is not None and self.num_samples <= 0:
+            raise InvalidRequest(f"num-samples must be positive, got {self.num_samples}")
+        if self.awq and self.weight_format != "int4":
+            raise InvalidRequest("AWQ applies to int4 weights: add --weight-format int4")
+        if self.awq and not self.dataset:
+            raise InvalidRequest("AWQ needs a calibration set: add --dataset NAME|FILE")
+        if self.weight_format != "int4" and (self.group_size or self.ratio):
+            raise InvalidRequest("--group-size and --ratio apply to int4 only")
+        return self
+
+    def with_preset(self, preset: dict[str, Any] | None) -> "ExportOptions":
+        """Fill unset int4 settings from a catalog preset (the tutorials' values)."""
+        if self.weight_format != "int4" or not preset:
+            return self
+        return ExportOptions(
+            **{
+                **asdict(self),
+                "group_size": self.group_size if self.group_size is not None else preset.get("group_size"),
+                "ratio": self.ratio if self.ratio is not None else preset.get("ratio"),
+                "sym": self.sym if self.sym is not None else preset.get("sym"),
+            }
+        )
+
+    def compression(self) -> dict[str, Any]:
+        data = {"weight_format": self.weight_format}
+        if self.weight_format == "int4":
+            data.update(group_size=self.group_size, ratio=self.ratio, sym=bool(self.sym), awq=self.awq)
+            if self.awq:
+                data.update(dataset=self.dataset, num_samples=self.num_samples)
+        return data
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    reused: bool
+    info: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def is_complete(folder: Path) -> bool:
+    """A finished export: the IR, both tokenizer models and our record are all there."""
+    return all(
+        (folder / name).is_file()
+        for name in ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml",
+                     "openvino_detokenizer.xml", "vinolm.json")
+    )
+
+
+def export_model(
+    source: str,
+    output: Path,
+    options: ExportOptions,
+    *,
+    source_kind: str,
+    catalog_name: str | None = None,
+    progress: Progress = print,
+) -> ExportResult:
+    """Export ``source`` (HF folder, hub id or .gguf path) to ``output``; reuse a complete one."""
+    options = options.validated()
+    output = Path(output)
+    if is_complete(output) and not options.force:
+        return ExportResult(output, reused=True, info=json.loads((output / "vinolm.json").read_text()))
+    if output.exists() and not options.force and any(output.iterdir()) and not is_complete(output):
+        raise ExportError(f"{output} exists and is not a vinolm export; choose another folder or add --force")
+    started = time.perf_counter()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    try:
+        _export_into(source, tmp, options, source_kind, progress)
+        info = {
+            "source": source,
+            "source_kind": source_kind,
+            "catalog": catalog_name,
+            "trust_remote_code": options.trust_remote_code,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **options.compression(),
+        }
+        (tmp / "vinolm.json").write_text(json.dumps(info, indent=2) + "\n")
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(output, reused=False, info=info, seconds=time.perf_counter() - started)
+
+
+def _export_into(source: str, out: Path, options: ExportOptions, source_kind: str, progress: Progress) -> None:
+    with tempfile.TemporaryDirectory(prefix="vinolm-hf-", dir=out.parent) as scratch:
+        hf_source = source
+        if source_kind == "gguf":
+            from vinolm.export.gguf import gguf_to_hf
+
+            progress(f"dequantizing {Path(source).name} to a Hugging Face model")
+            hf_source = str(gguf_to_hf(Path(source), Path(scratch)))
+        progress(f"converting to OpenVINO IR with {options.weight_format} weights")
+        _optimum_export(hf_source, out, options)
+        progress("converting the tokenizer to OpenVINO")
+        from vinolm.export.tokenizer import export_tokenizer
+
+        export_tokenizer(hf_source, out, trust_remote_code=options.trust_remote_code)
+
+
+def _optimum_export(source: str, out: Path, options: ExportOptions) -> None:
+    """Mirror ``optimum-cli export openvino``: export in 16 bit, then compress the weights."""
+    try:
+        from optimum.exporters.openvino.__main__ import _main_quantize, main_export
+        from optimum.intel import OVConfig, OVWeightQuantizationConfig
+    except ImportError as exc:
+        raise ExportError(
+            f"exporting needs the export extra ({exc.name} is missing): pip install 'vinolm[export]'"
+        ) from exc
+    quant = _quantization_config(options, OVWeightQuantizationConfig)
+    try:
+        main_export(
+            model_name_or_path=source,
+            output=out,
+            task="text-generation-with-past",
+            trust_remote_code=options.trust_remote_code,
+            ov_config=OVConfig(quantization_config=quant, dtype=options.weight_format),
+            convert_tokenizer=False,
+            stateful=True,
+        )
+        if quant is not None:
+            _main_quantize(
+                model_name_or_path=source,
+                task="text-generation-with-past",
+                library_name="transformers",
+                quantization_config=quant,
+                output=out,
+                cache_dir=None,
+                trust_remote_code=options.trust_remote_code,
+            )
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(_explain_export_failure(source, exc)) from exc
+
+
+def _quantization_config(options: ExportOptions, cfg_cls: type) -> Any:
+    if options.weight_format == "fp16":
+        return None
+    if options.weight_format == "int8":
+        return cfg_cls(bits=8, sym=bool(options.sym), group_size=-1, ratio=1.0, dtype="int8")
+    kwargs: dict[str, Any] = {
+        "bits": 4,
+        "sym": bool(options.sym),
+        "group_size": options.group_size or 128,
+        "ratio": options.ratio or 1.0,
+        "dtype": "int4",
+        # Hidden sizes like 576 are not multiples of 128: let NNCF pick a divisor
+        # instead of failing, as a user would expect from a preset.
+        "group_size_fallback": "adjust",
+    }
+    if options.awq:
+        from vinolm.export.calibration import load_calibration
+
+        kwargs.update(
+            quant_method="awq",
+            dataset=load_calibration(options.dataset or "", options.num_samples),
+            num_samples=options.num_samples,
+        )
+    return cfg_cls(**kwargs)
+
+
+def _explain_export_failure(source: str, exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lowered = text.lower()
+    if "trust_remote_code" in lowered or "remote code" in lowered:
+        return f"{source} needs custom code from its repository: add --trust-remote-code if you trust it"
+    if "not supported" in lowered or "unrecognized configuration" in lowered or "model_type" in lowered:
+        return f"the architecture of {source} is not supported for export: {text}"
+    return f"export of {source} failed: {text}"
+
+
+__all__ = [
+    "WEIGHT_FORMATS",
+    "ExportOptions",
+    "ExportResult",
+    "SizeReport",
+    "export_model",
+    "folder_weight_bytes",
+    "is_complete",
+]

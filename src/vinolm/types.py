@@ -1,0 +1,219 @@
+"""Plain data passed between layers. No OpenVINO, no pydantic: every layer may import this."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+from vinolm.errors import InvalidRequest
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "cancelled"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+
+
+@dataclass
+class Message:
+    role: str
+    content: str
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise InvalidRequest(
+                f"unknown role {self.role!r}; use one of {', '.join(ROLES)}", param="role"
+            )
+        if not isinstance(self.content, str):
+            raise InvalidRequest("message content must be a string", param="content")
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass
+class GenerationParams:
+    """Decoding settings shared by every engine.
+
+    ``temperature == 0`` means greedy decoding, the way the OpenAI API treats it, so
+    one number switches sampling on and off in every front end.
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    num_return_sequences: int = 1
+    logprobs: int = 0
+
+    @property
+    def do_sample(self) -> bool:
+        return self.temperature > 0
+
+    def with_(self, **changes: Any) -> "GenerationParams":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GenerationParams":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidRequest(f"unknown generation parameter(s): {', '.join(unknown)}")
+        return cls(**data).validated()
+
+    def validated(self) -> "GenerationParams":
+        """Raise InvalidRequest naming the first bad field; return self when all are sane."""
+        _check_int(self.max_new_tokens, "max_new_tokens", low=1)
+        _check_num(self.temperature, "temperature", low=0.0)
+        _check_num(self.top_p, "top_p", low=0.0, low_open=True, high=1.0)
+        _check_int(self.top_k, "top_k", low=0)
+        _check_num(self.min_p, "min_p", low=0.0, high=1.0)
+        _check_num(self.repetition_penalty, "repetition_penalty", low=0.0, low_open=True)
+        _check_num(self.presence_penalty, "presence_penalty", low=-2.0, high=2.0)
+        _check_num(self.frequency_penalty, "frequency_penalty", low=-2.0, high=2.0)
+        _check_int(self.num_beams, "num_beams", low=1)
+        _check_int(self.num_return_sequences, "num_return_sequences", low=1)
+        _check_num(self.length_penalty, "length_penalty")
+        _check_int(self.logprobs, "logprobs", low=0, high=20)
+        if self.seed is not None:
+            _check_int(self.seed, "seed", low=0)
+        if self.num_beams > 1 and self.do_sample:
+            raise InvalidRequest(
+                "beam search is deterministic: use num_beams > 1 with temperature 0",
+                param="num_beams",
+            )
+        if self.num_return_sequences > max(self.num_beams, 1) and not self.do_sample:
+            raise InvalidRequest(
+                "num_return_sequences greater than num_beams needs sampling (temperature > 0)",
+                param="num_return_sequences",
+            )
+        if not all(isinstance(s, str) and s for s in self.stop):
+            raise InvalidRequest("stop strings must be non-empty strings", param="stop")
+        if not all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids):
+            raise InvalidRequest("stop token ids must be non-negative integers", param="stop")
+        return self
+
+
+def _check_int(value: Any, name: str, low: int | None = None, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"{name} must be an integer, got {value!r}", param=name)
+    if low is not None and value < low:
+        raise InvalidRequest(f"{name} must be >= {low}, got {value}", param=name)
+    if high is not None and value > high:
+        raise InvalidRequest(f"{name} must be <= {high}, got {value}", param=name)
+
+
+def _check_num(
+    value: Any,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidRequest(f"{name} must be a finite number, got {value!r}", param=name)
+    if low is not None and (value <= low if low_open else value < low):
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise InvalidRequest(f"{name} must be {bound}, got {value}", param=name)
+    if high is not None and value > high:
+        raise InvalidRequest(f"{name} must be <= {high}, got {value}", param=name)
+
+
+@dataclass
+class Request:
+    """One generation: either a raw prompt or a chat conversation, plus settings.
+
+    ``prompt_ids`` lets callers that already tokenized (the chat budget, KServe) skip
+    a second tokenization.
+    """
+
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    params: GenerationParams = field(default_factory=GenerationParams)
+    add_special_tokens: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.prompt is None) == (self.messages is None):
+            raise InvalidRequest("give exactly one of prompt or messages")
+        if self.prompt is not None and not self.prompt.strip():
+            raise InvalidRequest("prompt is empty", param="prompt")
+        if self.messages is not None and not self.messages:
+            raise InvalidRequest("messages is empty", param="messages")
+
+
+@dataclass
+class Chunk:
+    """A piece of streamed output for one sequence (``index`` > 0 with n > 1 or beams)."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    index: int = 0
+    finish_reason: FinishReason | None = None
+    logprobs: list[float] | None = None
+
+
+@dataclass
+class Metrics:
+    """Per-request measurements. Times in seconds; rates in tokens per second."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    ttft: float = 0.0
+    total_time: float = 0.0
+    trimmed_messages: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def tpot(self) -> float:
+        """Mean time per output token after the first one."""
+        if self.output_tokens <= 1:
+            return 0.0
+        return (self.total_time - self.ttft) / (self.output_tokens - 1)
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return 1.0 / self.tpot if self.tpot > 0 else 0.0
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.input_tokens / self.ttft if self.ttft > 0 else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.output_tokens / self.total_time if self.total_time > 0 else 0.0
+
+    def to_dict(self) -> dict[str, float | int]:
+        data: dict[str, float | int] = asdict(self)
+        data.update(
+            tpot=self.tpot,
+            decode_tokens_per_s=self.decode_tokens_per_s,
+            prefill_tokens_per_s=self.prefill_tokens_per_s,
+            tokens_per_s=self.tokens_per_s,
+        )
+        return data
+
+
+@dataclass
+class Result:
+    """A finished generation: one text per returned sequence, and the metrics."""
+
+    texts: list[str]
+    token_ids: list[list[int]]
+    finish_reasons: list[FinishReason]
+    metrics: Metrics
+
+    @property
+    def text(self) -> str:
+        return self.texts[0]
