@@ -93,7 +93,7 @@ class GenaiEngine(Engine):
         started = time.perf_counter()
         prepared = self.prepare_input(request)
         cfg = self.generation_config(request.params, prepared)
-        metrics = Metrics(input_tokens=len(prepared.ids), trimmed_messages=prepared.trimmed)
+        metrics = Metrics(input_tokens=len(prepared.ids), trimmed_messages=prepared.trimmed_messages)
         if self._scheduler is not None:
             self._scheduler.run(prepared, cfg, self._streamer_factory(prepared), emit, cancelled, metrics)
         elif request.params.num_beams > 1 or request.params.num_return_sequences > 1:

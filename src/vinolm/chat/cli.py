@@ -1,0 +1,47 @@
+"""``vinolm chat`` and ``vinolm instruct``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vinolm.cliutil import add_generation_args, add_model_args, engine_from_args, metrics_line, params_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="chat in the terminal (streaming; Ctrl-C stops an answer)")
+    add_model_args(p)
+    add_generation_args(p, max_new_tokens=512)
+    p.add_argument("--system", default=None, help="system message (default: the model's own)")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("instruct", help="follow one instruction with the model's instruction template")
+    p.add_argument("instruction")
+    add_model_args(p)
+    add_generation_args(p)
+    p.set_defaults(func=cmd_instruct)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from vinolm.chat.repl import ChatRepl
+    from vinolm.chat.session import Chat
+
+    params = params_from_args(args)
+    # Prefix caching (genai's batching pipeline) lets each turn reuse the KV cache of the
+    # history instead of re-encoding it; the native engine reuses its cache itself.
+    engine = engine_from_args(args, batching=args.engine == "genai", max_concurrency=1)
+    return ChatRepl(Chat(engine, system=args.system, params=params)).run()
+
+
+def cmd_instruct(args: argparse.Namespace) -> int:
+    from vinolm.api import Model
+
+    params = params_from_args(args)
+    model = Model(engine_from_args(args))
+    response = model.instruct(args.instruction, **params.to_dict())
+    for piece in response:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    print(metrics_line(response.metrics), file=sys.stderr)
+    return 0
