@@ -14,11 +14,12 @@ import time
 from typing import Any
 
 from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
+from vinolm.engines.common import finish_reason_for, finish_sequence
 from vinolm.engines.ovconfig import check_device, compile_properties
 from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import EngineError
 from vinolm.models import PreparedModel, vinolm_home
-from vinolm.types import Chunk, FinishReason, GenerationParams, Metrics, Request
+from vinolm.types import Chunk, GenerationParams, Metrics, Request
 
 
 class GenaiEngine(Engine):
@@ -161,27 +162,6 @@ class GenaiEngine(Engine):
         if self._scheduler is not None:
             self._scheduler.close()
         self._pipe = None
-
-
-def finish_reason_for(token: int, count: int, prepared: PreparedInput) -> FinishReason | None:
-    if token in prepared.stop_token_ids:
-        return "stop"
-    if count >= prepared.max_new_tokens:
-        return "length"
-    return None
-
-
-def finish_sequence(ids: list[int], prepared: PreparedInput, text: TextStreamer) -> tuple[str, FinishReason]:
-    """Detokenize a whole sequence with the same stop rules as streaming."""
-    pieces = []
-    for count, token in enumerate(ids, 1):
-        if token in prepared.stop_token_ids:
-            return "".join(pieces) + text.flush(), "stop"
-        pieces.append(text.push(token))
-        if text.stopped:
-            return "".join(pieces), "stop"
-    reason: FinishReason = "length" if len(ids) >= prepared.max_new_tokens else "stop"
-    return "".join(pieces) + text.flush(), reason
 
 
 def _tokenized(genai: Any, ids: list[int]) -> Any:
