@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from vinolm.errors import ExportError, InvalidRequest, UnknownModel, VinolmError
+from vinolm.errors import EngineError, VinolmError
 
 COMMAND_MODULES = (
     "vinolm.commands",
@@ -45,12 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (InvalidRequest, UnknownModel) as exc:
+    except VinolmError as exc:
         print(f"vinolm: error: {exc.message}", file=sys.stderr)
-        return 2
-    except (ExportError, VinolmError) as exc:
-        print(f"vinolm: error: {exc.message}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(exc, EngineError) else 2
     except KeyboardInterrupt:
         print("vinolm: interrupted", file=sys.stderr)
         return 130

@@ -113,6 +113,7 @@ def export_model(
         return ExportResult(output, reused=True, info=json.loads((output / "vinolm.json").read_text()))
     if output.exists() and not options.force and any(output.iterdir()) and not is_complete(output):
         raise ExportError(f"{output} exists and is not a vinolm export; choose another folder or add --force")
+    _preflight(source, source_kind, options)
     started = time.perf_counter()
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
@@ -134,6 +135,42 @@ def export_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportResult(output, reused=False, info=info, seconds=time.perf_counter() - started)
+
+
+def _preflight(source: str, source_kind: str, options: ExportOptions) -> None:
+    """Fail in a second, not after minutes of conversion: calibration data and architecture."""
+    if options.awq:
+        from vinolm.export.calibration import load_calibration
+
+        load_calibration(options.dataset or "", options.num_samples)
+    if source_kind == "hf":
+        config_path = Path(source) / "config.json"
+        try:
+            model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
+        except ValueError as exc:
+            raise InvalidRequest(f"{config_path} is not valid JSON: {exc}") from exc
+        check_architecture(str(model_type), source)
+
+
+def check_architecture(model_type: str, source: str) -> None:
+    try:
+        import optimum.exporters.openvino  # noqa: F401  (registers the OpenVINO exporters)
+        from optimum.exporters.tasks import TasksManager
+    except ImportError as exc:
+        raise ExportError(
+            f"exporting needs the export extra ({exc.name} is missing): pip install 'vinolm[export]'"
+        ) from exc
+    try:
+        tasks = TasksManager.get_supported_tasks_for_model_type(
+            model_type, exporter="openvino", library_name="transformers"
+        )
+    except KeyError:
+        tasks = {}
+    if "text-generation-with-past" not in tasks:
+        raise InvalidRequest(
+            f"the architecture {model_type!r} of {source} is not supported: it is not a text-generation "
+            "model that optimum-intel can export to OpenVINO"
+        )
 
 
 def _export_into(source: str, out: Path, options: ExportOptions, source_kind: str, progress: Progress) -> None:
@@ -219,6 +256,8 @@ def _explain_export_failure(source: str, exc: Exception) -> str:
     lowered = text.lower()
     if "trust_remote_code" in lowered or "remote code" in lowered:
         return f"{source} needs custom code from its repository: add --trust-remote-code if you trust it"
+    if any(word in lowered for word in ("connect", "offline", "resolve", "couldn't", "network")):
+        return f"cannot download {source} from the Hugging Face hub (no network?): {text}"
     if "not supported" in lowered or "unrecognized configuration" in lowered or "model_type" in lowered:
         return f"the architecture of {source} is not supported for export: {text}"
     return f"export of {source} failed: {text}"
