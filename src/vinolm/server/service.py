@@ -8,13 +8,14 @@ code never imports OpenVINO: it builds a :class:`~vinolm.types.Request`, calls
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vinolm.errors import InvalidRequest, Overloaded, UnknownModel
+from vinolm.errors import InvalidRequest, Overloaded, UnknownModel, VinolmError
 from vinolm.types import Chunk, Metrics, Request
 
 if TYPE_CHECKING:
@@ -78,14 +79,28 @@ class ModelService:
         running = min(self._in_flight, self.limits.max_concurrency)
         return {"running": running, "queued": self._in_flight - running}
 
+    @property
+    def supports_logprobs(self) -> bool:
+        """Whether the engine fills ``Chunk.logprobs`` (an engine opts in with ``supports_logprobs = True``)."""
+        return bool(getattr(self.engine, "supports_logprobs", False))
+
     def submit(self, request: Request, protocol: str) -> Ticket:
-        """Validate and admit ``request``; raise Overloaded when the queue is full."""
-        params = request.params.validated()
-        if params.max_new_tokens > self.limits.max_tokens_limit:
-            raise InvalidRequest(
-                f"max_tokens {params.max_new_tokens} is over this server's limit of "
-                f"{self.limits.max_tokens_limit}", param="max_tokens",
-            )
+        """Validate and admit ``request``; raise Overloaded when the queue is full.
+
+        Every rejection raised here is counted in the metrics, so a protocol layer that
+        called ``submit`` has nothing left to account for.
+        """
+        try:
+            params = request.params.validated()
+            if params.max_new_tokens > self.limits.max_tokens_limit:
+                raise InvalidRequest(
+                    f"max_tokens {params.max_new_tokens} is over this server's limit of "
+                    f"{self.limits.max_tokens_limit}", param="max_tokens",
+                )
+        except VinolmError as exc:
+            if self.metrics:
+                self.metrics.request_done(protocol, str(exc.http_status))
+            raise
         with self._lock:
             if self._in_flight >= self.limits.max_concurrency + self.limits.max_queue:
                 if self.metrics:
@@ -96,11 +111,18 @@ class ModelService:
             self._in_flight += 1
         try:
             generation = self.engine.generate(request)
-        except BaseException:
+        except BaseException as exc:
             self._release()
+            if self.metrics:
+                self.metrics.request_done(protocol, _status_of(exc))
             raise
         self._publish()
         return Ticket(generation, protocol)
+
+    def abandon(self, ticket: Ticket, status: str = "499") -> None:
+        """Give back a ticket that was never iterated (e.g. its siblings of ``n`` > 1 were refused)."""
+        ticket.generation.cancel()
+        self.finish(ticket, status)
 
     def _release(self) -> None:
         with self._lock:
@@ -120,6 +142,29 @@ class ModelService:
             m: Metrics = ticket.generation.metrics
             self.metrics.observe(m)
 
+    def _settle(self, ticket: Ticket, status: str) -> None:
+        """Account for ``ticket`` once its engine work has really stopped.
+
+        A consumer that leaves early cancels the generation; the engine notices within a
+        token step. Releasing the slot only then keeps the running gauge honest (it is the
+        engine's load, not the number of open connections) and counts the tokens the
+        cancelled request did generate. The wait happens on a small thread, never on the
+        event loop.
+        """
+        generation = ticket.generation
+        if generation.cancelled and status == "200":
+            status = "499"
+        if generation.wait(0):
+            self.finish(ticket, status)
+            return
+        generation.cancel()
+
+        def settle_later() -> None:
+            generation.wait()
+            self.finish(ticket, status)
+
+        threading.Thread(target=settle_later, name="vinolm-settle", daemon=True).start()
+
     # -- convenience for protocol layers ------------------------------------------------
     def stream(self, ticket: Ticket) -> Iterator[Chunk]:
         """Iterate ``ticket`` synchronously, accounting for it however the caller stops."""
@@ -130,9 +175,7 @@ class ModelService:
             status = _status_of(exc)
             raise
         finally:
-            if ticket.generation.cancelled and status == "200":
-                status = "499"
-            self.finish(ticket, status)
+            self._settle(ticket, status)
 
     async def astream(self, ticket: Ticket) -> AsyncIterator[Chunk]:
         """The asyncio twin of :meth:`stream`: a client that goes away cancels the engine."""
@@ -144,16 +187,13 @@ class ModelService:
             status = _status_of(exc)
             raise
         finally:
-            if not ticket.generation.wait(0):
-                ticket.generation.cancel()
-            if ticket.generation.cancelled and status == "200":
-                status = "499"
-            self.finish(ticket, status)
+            self._settle(ticket, status)
 
 
 def _status_of(exc: BaseException) -> str:
-    from vinolm.errors import VinolmError
-
+    """The status a failed or abandoned request is counted under (499: the client left)."""
     if isinstance(exc, VinolmError):
         return str(exc.http_status)
-    return "499" if isinstance(exc, (GeneratorExit, KeyboardInterrupt)) else "500"
+    if isinstance(exc, (GeneratorExit, KeyboardInterrupt, asyncio.CancelledError)):
+        return "499"
+    return "500"

@@ -1,0 +1,173 @@
+"""``vinolm serve``: load the model once, then serve HTTP (OpenAI, KServe REST, UI) and gRPC.
+
+Only argparse and light helpers are imported here; uvicorn, FastAPI and the engine are
+imported when the command runs, so ``vinolm --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from vinolm.cliutil import add_model_args, engine_from_args, status
+from vinolm.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from vinolm.server.service import ModelService
+
+log = logging.getLogger("vinolm.server")
+READY_PREFIX = "ready:"  # the announcement line starts "vinolm: ready: http://HOST:PORT ..."
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a model over the OpenAI API, KServe v2 REST and gRPC",
+                       description="Load a model once and serve it: OpenAI API under /v1, KServe v2 REST "
+                                   "under /v2, gRPC on --grpc-port, docs at /docs, metrics at /metrics.")
+    add_model_args(p)
+    net = p.add_argument_group("network")
+    net.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
+                     help="name(s) clients use for the model (default: the model's own name)")
+    net.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    net.add_argument("--port", type=int, default=8000, help="HTTP port (0 = any free port, announced at start)")
+    net.add_argument("--grpc-port", type=int, default=9000, help="KServe v2 gRPC port (0 = no gRPC)")
+    net.add_argument("--api-key", default=os.environ.get("VINOLM_API_KEY") or None,
+                     help="require this key on every API route (default: $VINOLM_API_KEY, else none)")
+    lim = p.add_argument_group("limits")
+    lim.add_argument("--max-concurrency", type=int, default=8, help="requests generated together (batch slots)")
+    lim.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond those; more get 429")
+    lim.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens a request may ask")
+    lim.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body (413 above)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _check_args(args)
+    _configure_logging(args.log_level)
+    from vinolm.server.metrics import ServerMetrics
+    from vinolm.server.service import Limits, ModelService
+
+    engine = engine_from_args(args, batching=True, max_concurrency=args.max_concurrency)
+    grpc_server = None
+    try:
+        limits = Limits(max_concurrency=args.max_concurrency, max_queue=args.max_queue,
+                        max_tokens_limit=args.max_tokens_limit, max_request_bytes=args.max_request_bytes)
+        service = ModelService(engine, args.served_model_name, limits, ServerMetrics())
+        grpc_server = _start_grpc(service, args)
+        return _run_http(service, args, grpc_port=args.grpc_port if grpc_server else 0)
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop()
+        engine.close()
+        status("stopped")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name, low in (("max_concurrency", 1), ("max_queue", 0), ("max_tokens_limit", 1), ("max_request_bytes", 1)):
+        if getattr(args, name) < low:
+            raise InvalidRequest(f"--{name.replace('_', '-')} must be >= {low}")
+    for name in ("port", "grpc_port"):
+        if not 0 <= getattr(args, name) <= 65535:
+            raise InvalidRequest(f"--{name.replace('_', '-')} must be a port number (0-65535)")
+
+
+def _configure_logging(level: str) -> None:
+    """Logs on stderr; the access log as bare JSON lines on stdout, one per request."""
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    access = logging.getLogger("vinolm.access")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.propagate = False
+
+
+def _start_grpc(service: ModelService, args: argparse.Namespace) -> Any:
+    if not args.grpc_port:
+        return None
+    from vinolm.server.app import optional
+
+    serve_grpc = optional("vinolm.server.grpc", "serve_grpc")
+    if serve_grpc is None:
+        log.warning("the gRPC server is not part of this build; serving HTTP only")
+        return None
+    return serve_grpc(service, args.host, args.grpc_port, args.api_key)
+
+
+def _run_http(service: ModelService, args: argparse.Namespace, grpc_port: int) -> int:
+    import uvicorn
+
+    from vinolm.server.app import build_app
+
+    app = build_app(service, api_key=args.api_key)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False,
+                            timeout_graceful_shutdown=5, lifespan="on")
+
+    def announce(port: int) -> None:
+        _announce(service, args.host, port, grpc_port, ui=app.state.ui, keyed=bool(args.api_key))
+
+    server = _Server(config, announce)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _announce(service: ModelService, host: str, port: int, grpc_port: int, ui: bool, keyed: bool) -> None:
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}"
+    where = [f"OpenAI {url}/v1", f"KServe REST {url}/v2", f"docs {url}/docs", f"metrics {url}/metrics"]
+    if ui:
+        where.append(f"UI {url}/ui")
+    where.append(f"gRPC {shown}:{grpc_port}" if grpc_port else "gRPC off")
+    limits = service.limits
+    status(f"serving {', '.join(service.served_names)} with the {service.engine.name} engine "
+           f"({limits.max_concurrency} concurrent, queue {limits.max_queue}"
+           f"{', API key required' if keyed else ''})")
+    status(f"{READY_PREFIX} {url} · " + " · ".join(where))
+
+
+class _Server:
+    """uvicorn's Server with an announcement once the socket listens and a quiet, clean exit.
+
+    uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown, which would kill the
+    process before the gRPC server and the engine are closed; here the signal only asks
+    for shutdown, and ``cmd_serve`` then closes everything in order.
+    """
+
+    def __new__(cls, config: Any, on_started: Callable[[int], None]) -> Any:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            async def startup(self, sockets: Any = None) -> None:
+                await super().startup(sockets)
+                if self.started and not self.should_exit:
+                    on_started(_bound_port(self, config.port))
+
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                if threading.current_thread() is not threading.main_thread():
+                    yield
+                    return
+                import signal
+
+                previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+                try:
+                    yield
+                finally:
+                    for sig, handler in previous.items():
+                        signal.signal(sig, handler)
+
+        return Server(config)
+
+
+def _bound_port(server: Any, requested: int) -> int:
+    """The real port (``--port 0`` asks the OS for a free one)."""
+    for listener in getattr(server, "servers", []):
+        for sock in listener.sockets:
+            return int(sock.getsockname()[1])
+    return requested

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible API: protocol (pydantic), serving (protocol <-> ModelService), routes."""

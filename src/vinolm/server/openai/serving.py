@@ -1,0 +1,357 @@
+"""OpenAI protocol <-> ModelService: unary answers and server-sent-event streams.
+
+``n`` > 1 (and a list of prompts) is served by submitting one engine request per choice:
+every engine supports it, greedy ``n`` works (OpenAI allows it), each choice streams on
+its own, and with continuous batching the choices run side by side and share the
+prompt's KV cache through prefix caching. With a seed, choice ``j`` uses ``seed + j`` so
+the choices differ yet stay reproducible.
+
+Errors the engine finds before the first token (a prompt longer than the context, a
+conversation its chat format cannot express) still become HTTP 4xx: a stream is answered
+only once every choice has produced its first event. Later failures arrive as an OpenAI
+error event inside the stream, since the status line is gone by then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fastapi import Request as HTTPRequest
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from vinolm.errors import EngineError, InvalidRequest, VinolmError
+from vinolm.server.openai.protocol import (
+    AssistantMessage, ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ChatCompletionStreamResponse,
+    ChatStreamChoice, ChoiceLogprobs, CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse,
+    CompletionStreamResponse, DeltaMessage, ErrorDetail, ErrorResponse, ModelCard, ModelList, TokenLogprob,
+    UsageInfo,
+)
+from vinolm.server.service import ModelService, Ticket
+from vinolm.types import Chunk, Request
+
+log = logging.getLogger("vinolm.openai")
+PROTOCOL = "openai"
+T = TypeVar("T")
+_END = object()
+_BACKGROUND: set[asyncio.Task[Any]] = set()  # pumps outlive a cancelled consumer briefly
+
+
+def error_response(exc: VinolmError) -> ErrorResponse:
+    """The one OpenAI error body, for HTTP errors and errors inside a stream alike."""
+    return ErrorResponse(error=ErrorDetail(message=exc.message, type=exc.kind, param=exc.param,
+                                           code=getattr(exc, "code", None)))
+
+
+# -- many tickets, one stream -------------------------------------------------------------------
+class MergedStream:
+    """The chunks of several tickets in arrival order, tagged with their choice index.
+
+    One small task per ticket pumps ``ModelService.astream`` into a queue. ``close()``
+    cancels the pumps, which cancels their generations: that is how a client that left
+    frees its slots, without awaiting anything in a cancelled context.
+    """
+
+    def __init__(self, service: ModelService, tickets: list[Ticket]) -> None:
+        self.tickets = tickets
+        self._queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue()
+        self._buffer: list[tuple[int, object]] = []
+        self._tasks = [_spawn(self._pump(service, i, t)) for i, t in enumerate(tickets)]
+
+    async def _pump(self, service: ModelService, index: int, ticket: Ticket) -> None:
+        try:
+            async for chunk in service.astream(ticket):
+                self._queue.put_nowait((index, chunk))
+        except Exception as exc:  # handed to the consumer, which raises it
+            self._queue.put_nowait((index, exc))
+        self._queue.put_nowait((index, _END))
+
+    async def prime(self) -> None:
+        """Wait for every choice's first event; raise its error if one failed at once."""
+        seen: set[int] = set()
+        while len(seen) < len(self._tasks):
+            index, payload = await self._queue.get()
+            self._buffer.append((index, payload))
+            if isinstance(payload, BaseException):
+                self.close()
+                raise payload
+            seen.add(index)
+
+    async def events(self) -> AsyncIterator[tuple[int, Chunk]]:
+        remaining = len(self._tasks)
+        while remaining:
+            index, payload = self._buffer.pop(0) if self._buffer else await self._queue.get()
+            if payload is _END:
+                remaining -= 1
+            elif isinstance(payload, BaseException):
+                self.close()
+                raise payload
+            else:
+                yield index, payload  # type: ignore[misc]
+
+    def usage(self, prompt_groups: list[int]) -> UsageInfo:
+        """Prompt tokens once per prompt (not per choice), completion tokens of every choice."""
+        prompt = sum(self.tickets[i].generation.metrics.input_tokens for i in prompt_groups)
+        completion = sum(t.generation.metrics.output_tokens for t in self.tickets)
+        return UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+
+class EventStreamResponse(StreamingResponse):
+    """Server-sent events that call ``on_close`` however the response ends.
+
+    When the client leaves, Starlette cancels the response while the body generator is
+    usually parked at a ``yield``, so the generator's own ``finally`` would run only
+    when it is garbage-collected; this hook frees the engine slots at once instead.
+    """
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+def _spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    task = asyncio.ensure_future(coro)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return task
+
+
+@dataclass
+class _Accumulated:
+    """One choice of a unary answer, built from its chunks."""
+
+    text: list[str] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    def add(self, chunk: Chunk) -> None:
+        self.text.append(chunk.text)
+        if chunk.logprobs:
+            self.token_ids.extend(chunk.token_ids[: len(chunk.logprobs)])
+            self.logprobs.extend(chunk.logprobs)
+        if chunk.finish_reason:
+            self.finish_reason = finish_reason(chunk.finish_reason)
+
+
+def finish_reason(reason: str | None) -> str | None:
+    """stop and length pass; ``cancelled`` reaches a client only if the server cancelled
+    (shutdown), since a client that left is not written to: it reads as ``stop``."""
+    return None if reason is None else ("length" if reason == "length" else "stop")
+
+
+# -- the serving object ---------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    """What one HTTP request became: engine requests per choice and the answer's frame."""
+
+    kind: str  # "chat" | "completion"
+    model: str
+    requests: list[Request]
+    prompt_groups: list[int]  # the first choice index of each prompt
+    body: ChatCompletionRequest | CompletionRequest
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        prefix = "chatcmpl" if self.kind == "chat" else "cmpl"
+        self.id = f"{prefix}-{uuid.uuid4().hex}"
+
+
+class OpenAIServing:
+    def __init__(self, service: ModelService) -> None:
+        self.service = service
+
+    # -- models ------------------------------------------------------------------------------
+    def models(self) -> ModelList:
+        return ModelList(data=[self._card(name) for name in self.service.served_names])
+
+    def model(self, name: str) -> ModelCard:
+        return self._card(self.service.check_model(name))
+
+    def _card(self, name: str) -> ModelCard:
+        return ModelCard(id=name, created=self.service.created)
+
+    # -- generation ----------------------------------------------------------------------------
+    async def completions(self, body: CompletionRequest, raw: HTTPRequest) -> Response:
+        return await self._serve(self._plan("completion", body, body.to_requests()), raw)
+
+    async def chat(self, body: ChatCompletionRequest, raw: HTTPRequest) -> Response:
+        requests = body.to_requests(self.service.limits.max_tokens_limit)
+        return await self._serve(self._plan("chat", body, requests), raw)
+
+    def _plan(self, kind: str, body: ChatCompletionRequest | CompletionRequest,
+              requests: list[Request]) -> _Plan:
+        model = self.service.check_model(body.model)
+        if body.model_extra:
+            log.info("ignoring unknown fields in %s request: %s", kind, ", ".join(sorted(body.model_extra)))
+        self._check_logprobs(body)
+        expanded, groups = [], []
+        for request in requests:
+            groups.append(len(expanded))
+            expanded += [_choice_request(request, j) for j in range(body.n)]
+        return _Plan(kind, model, expanded, groups, body)
+
+    def _check_logprobs(self, body: ChatCompletionRequest | CompletionRequest) -> None:
+        param = "top_logprobs" if isinstance(body, ChatCompletionRequest) else "logprobs"
+        if body.top_logprobs_asked:
+            raise InvalidRequest(f"{param} > 0 is not supported: only the chosen tokens' log-probabilities "
+                                 "are available", param=param)
+        if body.wants_logprobs and not self.service.supports_logprobs:
+            raise InvalidRequest(f"logprobs are not supported by the {self.service.engine.name} engine",
+                                 param="logprobs")
+
+    async def _serve(self, plan: _Plan, raw: HTTPRequest) -> Response:
+        merged = MergedStream(self.service, self._submit_all(plan.requests, raw))
+        if plan.body.stream:
+            try:
+                await merged.prime()
+            except BaseException:
+                merged.close()
+                raise
+            return EventStreamResponse(self._sse(plan, merged), on_close=merged.close)
+        answer = await _unless_disconnected(raw, self._unary(plan, merged), merged.close)
+        return answer if answer is not None else Response(status_code=499)
+
+    def _submit_all(self, requests: list[Request], raw: HTTPRequest) -> list[Ticket]:
+        """Admit every choice or none: a refusal gives back the ones already admitted."""
+        raw.state.vinolm_accounted = True  # the service counts this request from here on
+        tickets: list[Ticket] = []
+        try:
+            for request in requests:
+                tickets.append(self.service.submit(request, PROTOCOL))
+        except VinolmError as exc:
+            for ticket in tickets:
+                self.service.abandon(ticket, str(exc.http_status))
+            raise
+        return tickets
+
+    # -- unary --------------------------------------------------------------------------------
+    async def _unary(self, plan: _Plan, merged: MergedStream) -> JSONResponse:
+        choices = [_Accumulated() for _ in plan.requests]
+        async for index, chunk in merged.events():
+            choices[index].add(chunk)
+        usage = merged.usage(plan.prompt_groups)
+        if plan.kind == "chat":
+            answer: Any = ChatCompletionResponse(id=plan.id, model=plan.model, usage=usage, choices=[
+                ChatChoice(index=i, message=AssistantMessage(content="".join(c.text)),
+                           logprobs=self._chat_logprobs(c.token_ids, c.logprobs),
+                           finish_reason=c.finish_reason or "stop")  # type: ignore[arg-type]
+                for i, c in enumerate(choices)])
+        else:
+            answer = CompletionResponse(id=plan.id, model=plan.model, usage=usage, choices=[
+                CompletionChoice(index=i, text="".join(c.text),
+                                 logprobs=self._completion_logprobs(c.token_ids, c.logprobs),
+                                 finish_reason=c.finish_reason or "stop")  # type: ignore[arg-type]
+                for i, c in enumerate(choices)])
+        return JSONResponse(answer.model_dump(mode="json"))
+
+    # -- streaming ----------------------------------------------------------------------------
+    async def _sse(self, plan: _Plan, merged: MergedStream) -> AsyncIterator[str]:
+        try:
+            if plan.kind == "chat":
+                for i in range(len(plan.requests)):
+                    yield _data(self._chat_chunk(plan, i, DeltaMessage(role="assistant", content="")))
+            async for index, chunk in merged.events():
+                if chunk.text or chunk.finish_reason or chunk.logprobs:
+                    yield _data(self._stream_chunk(plan, index, chunk))
+            if plan.body.include_usage:
+                yield _data(self._usage_chunk(plan, merged.usage(plan.prompt_groups)))
+            yield "data: [DONE]\n\n"
+        except VinolmError as exc:
+            log.warning("%s stream %s failed: %s", plan.kind, plan.id, exc.message)
+            yield _data(error_response(exc))
+        except Exception as exc:  # a bug of ours: say so in the stream rather than cut it
+            log.exception("%s stream %s failed", plan.kind, plan.id)
+            yield _data(error_response(EngineError(f"internal error: {type(exc).__name__}")))
+        finally:
+            merged.close()
+
+    def _stream_chunk(self, plan: _Plan, index: int, chunk: Chunk) -> Any:
+        reason = finish_reason(chunk.finish_reason)
+        ids = chunk.token_ids[: len(chunk.logprobs or [])]
+        if plan.kind == "chat":
+            return self._chat_chunk(plan, index, DeltaMessage(content=chunk.text), reason,
+                                    self._chat_logprobs(ids, chunk.logprobs or []))
+        return CompletionStreamResponse(id=plan.id, model=plan.model, choices=[CompletionChoice(
+            index=index, text=chunk.text, finish_reason=reason,  # type: ignore[arg-type]
+            logprobs=self._completion_logprobs(ids, chunk.logprobs or []))])
+
+    def _chat_chunk(self, plan: _Plan, index: int, delta: DeltaMessage, reason: str | None = None,
+                    logprobs: ChoiceLogprobs | None = None) -> ChatCompletionStreamResponse:
+        return ChatCompletionStreamResponse(id=plan.id, model=plan.model, choices=[ChatStreamChoice(
+            index=index, delta=delta, finish_reason=reason, logprobs=logprobs)])  # type: ignore[arg-type]
+
+    def _usage_chunk(self, plan: _Plan, usage: UsageInfo) -> Any:
+        if plan.kind == "chat":
+            return ChatCompletionStreamResponse(id=plan.id, model=plan.model, choices=[], usage=usage)
+        return CompletionStreamResponse(id=plan.id, model=plan.model, choices=[], usage=usage)
+
+    # -- logprobs (only when the engine reports them) ---------------------------------------------
+    def _tokens(self, ids: list[int]) -> list[str]:
+        return [self.service.engine.detokenize([i], skip_special_tokens=False) for i in ids]
+
+    def _chat_logprobs(self, ids: list[int], logprobs: list[float]) -> ChoiceLogprobs | None:
+        if not logprobs:
+            return None
+        return ChoiceLogprobs(content=[TokenLogprob(token=t, logprob=lp, bytes=list(t.encode()))
+                                       for t, lp in zip(self._tokens(ids), logprobs)])
+
+    def _completion_logprobs(self, ids: list[int], logprobs: list[float]) -> CompletionLogprobs | None:
+        if not logprobs:
+            return None
+        tokens = self._tokens(ids)
+        offsets, position = [], 0
+        for token in tokens:
+            offsets.append(position)
+            position += len(token)
+        return CompletionLogprobs(tokens=tokens, token_logprobs=list(logprobs), text_offset=offsets)
+
+
+def _choice_request(request: Request, j: int) -> Request:
+    """Choice ``j`` of ``n``: the same request, with ``seed + j`` so seeded choices differ."""
+    if j == 0 or request.params.seed is None:
+        return request
+    return dataclasses.replace(request, params=request.params.with_(seed=request.params.seed + j))
+
+
+def _data(model: Any) -> str:
+    return f"data: {model.model_dump_json()}\n\n"
+
+
+async def _unless_disconnected(raw: HTTPRequest, work: Awaitable[T], on_disconnect: Callable[[], None]) -> T | None:
+    """Run ``work`` unless the client goes away first; then call ``on_disconnect`` and return None.
+
+    After the body is read, the ASGI ``receive`` channel only ever yields
+    ``http.disconnect``, so waiting on it costs nothing and needs no polling.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(raw))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            on_disconnect()
+    return task.result() if task in done else None
+
+
+async def _disconnected(raw: HTTPRequest) -> None:
+    while (await raw.receive())["type"] != "http.disconnect":
+        pass
