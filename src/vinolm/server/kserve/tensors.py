@@ -1,0 +1,182 @@
+"""The LLM demo's KServe v2 tensors, checked and converted once for REST and gRPC alike.
+
+Both transports first reduce their wire form (JSON ``data``, the binary-tensor extension,
+gRPC ``bytes_contents`` or ``raw_input_contents``) to :class:`InputTensor` with its
+elements as raw bytes; everything after that - which tensor, which shape, valid UTF-8,
+generation settings, the output tensors - is decided here, so the two transports cannot
+drift apart. Bad input raises :class:`~vinolm.errors.InvalidRequest` naming the problem.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vinolm.errors import InvalidRequest
+from vinolm.types import GenerationParams
+
+INPUT = "pre_prompt"
+COMPLETION = "completion"
+TOKEN_COUNT = "token_count"
+#: Output of the last response of a ModelStreamInfer request, as the OVMS demo sends it.
+END_SIGNAL = "end_signal"
+OUTPUTS: dict[str, str] = {COMPLETION: "BYTES", TOKEN_COUNT: "INT32"}
+
+#: Request parameters that set generation, with the GenerationParams field each sets.
+GENERATION_KEYS: dict[str, str] = {
+    "max_tokens": "max_new_tokens",
+    "max_new_tokens": "max_new_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repetition_penalty": "repetition_penalty",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "seed": "seed",
+    "stop": "stop",
+    "ignore_eos": "ignore_eos",
+}
+#: Parameters standard clients send about the transport; accepted and not acted on.
+TRANSPORT_KEYS = frozenset({"binary_data_output", "priority", "timeout", "triton_enable_empty_final_response"})
+#: ``chat: false`` sends the prompt to the model as is instead of as a user message.
+CHAT_KEY = "chat"
+
+_LENGTH = struct.Struct("<I")
+
+
+@dataclass
+class InputTensor:
+    """One input tensor, transport removed: its elements are the raw BYTES items."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    elements: list[bytes]
+
+
+@dataclass
+class OutputTensor:
+    """One output tensor; ``raw()`` gives the binary form, ``data`` the JSON form."""
+
+    name: str
+    datatype: str
+    data: list[str] | list[int]
+
+    @property
+    def shape(self) -> list[int]:
+        return [len(self.data)]
+
+    def raw(self) -> bytes:
+        if self.datatype == "BYTES":
+            return pack_bytes([str(item).encode() for item in self.data])
+        return struct.pack(f"<{len(self.data)}i", *self.data)
+
+
+@dataclass
+class Settings:
+    """What the request parameters ask for."""
+
+    params: GenerationParams
+    chat: bool = True
+
+
+def pack_bytes(items: Sequence[bytes]) -> bytes:
+    """Serialize BYTES elements the KServe way: each preceded by its 4-byte LE length."""
+    return b"".join(_LENGTH.pack(len(item)) + item for item in items)
+
+
+def unpack_bytes(blob: bytes, where: str) -> list[bytes]:
+    """Split length-prefixed BYTES elements; a truncated blob is the client's error."""
+    items: list[bytes] = []
+    offset = 0
+    while offset < len(blob):
+        if offset + _LENGTH.size > len(blob):
+            raise InvalidRequest(f"{where}: truncated length prefix at byte {offset}")
+        (size,) = _LENGTH.unpack_from(blob, offset)
+        offset += _LENGTH.size
+        if offset + size > len(blob):
+            raise InvalidRequest(
+                f"{where}: element {len(items)} claims {size} bytes but only "
+                f"{len(blob) - offset} remain"
+            )
+        items.append(bytes(blob[offset : offset + size]))
+        offset += size
+    return items
+
+
+def decode_prompts(inputs: Sequence[InputTensor]) -> list[str]:
+    """The N prompts of the one ``pre_prompt`` BYTES [N] input, as text."""
+    if len(inputs) != 1 or inputs[0].name != INPUT:
+        names = ", ".join(repr(t.name) for t in inputs) or "none"
+        raise InvalidRequest(f"expected exactly one input named {INPUT!r}, got {names}", param="inputs")
+    tensor = inputs[0]
+    if tensor.datatype != "BYTES":
+        raise InvalidRequest(f"{INPUT} must have datatype BYTES, got {tensor.datatype!r}", param=INPUT)
+    if len(tensor.shape) != 1 or tensor.shape[0] < 1:
+        raise InvalidRequest(f"{INPUT} must have shape [N] with N >= 1, got {tensor.shape}", param=INPUT)
+    if tensor.shape[0] != len(tensor.elements):
+        raise InvalidRequest(
+            f"{INPUT} has shape {tensor.shape} but carries {len(tensor.elements)} element(s)", param=INPUT
+        )
+    prompts = []
+    for index, item in enumerate(tensor.elements):
+        try:
+            prompts.append(item.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest(f"{INPUT}[{index}] is not valid UTF-8 ({exc.reason})", param=INPUT) from None
+    return prompts
+
+
+def encode_text(text: str, where: str) -> bytes:
+    """UTF-8 of a JSON string; lone surrogates (``"\\ud800"``) are not text."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{where} is not valid UTF-8 text", param=INPUT) from None
+
+
+def settings_from(parameters: Mapping[str, Any]) -> Settings:
+    """Request parameters -> generation settings; unknown names are rejected by name."""
+    unknown = sorted(set(parameters) - set(GENERATION_KEYS) - TRANSPORT_KEYS - {CHAT_KEY})
+    if unknown:
+        raise InvalidRequest(
+            f"unknown parameter(s): {', '.join(unknown)}; supported: {', '.join(sorted(GENERATION_KEYS))}, "
+            f"{CHAT_KEY}",
+            param="parameters",
+        )
+    if "max_tokens" in parameters and "max_new_tokens" in parameters:
+        raise InvalidRequest("give max_tokens or max_new_tokens, not both", param="max_tokens")
+    values = {GENERATION_KEYS[key]: value for key, value in parameters.items() if key in GENERATION_KEYS}
+    if "stop" in values:
+        values["stop"] = _stop_list(values["stop"])
+    chat = parameters.get(CHAT_KEY, True)
+    if not isinstance(chat, bool):
+        raise InvalidRequest(f"{CHAT_KEY} must be true or false, got {chat!r}", param=CHAT_KEY)
+    return Settings(params=GenerationParams.from_dict(values), chat=chat)
+
+
+def _stop_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise InvalidRequest(f"stop must be a string or a list of strings, got {value!r}", param="stop")
+
+
+def requested_outputs(names: Sequence[str]) -> list[str]:
+    """The outputs to send: the ones asked for (checked), or all when none are named."""
+    unknown = [name for name in names if name not in OUTPUTS]
+    if unknown:
+        raise InvalidRequest(
+            f"unknown output(s): {', '.join(unknown)}; this model has {', '.join(OUTPUTS)}", param="outputs"
+        )
+    return list(dict.fromkeys(names)) or list(OUTPUTS)
+
+
+def build_outputs(completions: list[str], token_counts: list[int], names: Sequence[str]) -> list[OutputTensor]:
+    """``completion`` BYTES [N] and ``token_count`` INT32 [N], in the order asked for."""
+    data: dict[str, list[str] | list[int]] = {COMPLETION: completions, TOKEN_COUNT: token_counts}
+    return [OutputTensor(name, OUTPUTS[name], data[name]) for name in names]
