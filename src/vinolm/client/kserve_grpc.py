@@ -1,0 +1,111 @@
+"""Client for KServe v2 gRPC with vinolm's generated stubs: ModelInfer and ModelStreamInfer.
+
+A stream answers a request with partial ``completion`` responses (element ``i`` is new
+text of prompt ``i``), then ``token_count``, then an end response (``end_signal`` output
+or ``end_of_sequence`` parameter), as in the OpenVINO Model Server LLM demo.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from vinolm.client.common import ClientError, OnText, RunResult, Stopwatch, Target
+from vinolm.server.kserve.tensors import COMPLETION, END_SIGNAL, INPUT, TOKEN_COUNT, pack_bytes, unpack_bytes
+
+if TYPE_CHECKING:
+    from vinolm.server.grpc._proto import grpc_predict_v2_pb2 as pb
+
+_ADDRESS = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[\w.-]+):\d{1,5}$")
+
+
+def run(target: Target, prompts: list[str], stream: bool, on_text: OnText | None = None) -> RunResult:
+    from vinolm.server.grpc._proto import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    address = target.url.removeprefix("grpc://")
+    if not _ADDRESS.match(address):
+        raise ClientError(f"bad --url {target.url!r}: gRPC needs HOST:PORT, e.g. 127.0.0.1:9000")
+    metadata = [("authorization", f"Bearer {target.api_key}")] if target.api_key else []
+    request = infer_request(target, prompts)
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        watch = Stopwatch()
+        try:
+            if stream:
+                result = _stream(stub, request, metadata, prompts, watch, on_text)
+            else:
+                response = stub.ModelInfer(request, metadata=metadata)
+                completions = [item.decode() for item in output(response, COMPLETION)]
+                result = RunResult(prompts, completions, list(output(response, TOKEN_COUNT)))
+        except grpc.RpcError as exc:
+            raise _client_error(exc, address) from None
+    result.total_time = watch.elapsed()
+    result.response_times = watch.gaps
+    return result
+
+
+def infer_request(target: Target, prompts: list[str]) -> pb.ModelInferRequest:
+    """``pre_prompt`` BYTES [N] as raw length-prefixed contents, like tritonclient sends it."""
+    from vinolm.server.grpc._proto import grpc_predict_v2_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=target.model)
+    request.inputs.add(name=INPUT, datatype="BYTES", shape=[len(prompts)])
+    request.raw_input_contents.append(pack_bytes([prompt.encode() for prompt in prompts]))
+    if target.max_tokens is not None:
+        request.parameters["max_tokens"].int64_param = target.max_tokens
+    return request
+
+
+def _stream(stub: Any, request: pb.ModelInferRequest, metadata: list[tuple[str, str]],
+            prompts: list[str], watch: Stopwatch, on_text: OnText | None) -> RunResult:
+    result = RunResult(prompts, [""] * len(prompts), [0] * len(prompts))
+    call = stub.ModelStreamInfer(iter([request]), metadata=metadata)
+    for message in call:
+        if message.error_message:
+            raise ClientError(message.error_message)
+        response = message.infer_response
+        names = {tensor.name for tensor in response.outputs}
+        if END_SIGNAL in names or _flag(response, "end_of_sequence"):
+            call.cancel()  # a server may keep the stream open for further requests
+            break
+        if TOKEN_COUNT in names:
+            result.token_counts = list(output(response, TOKEN_COUNT))
+        elif COMPLETION in names:
+            watch.response()
+            for index, piece in enumerate(output(response, COMPLETION)):
+                if piece:
+                    result.completions[index] += piece.decode()
+                    if on_text:
+                        on_text(index, piece.decode())
+    return result
+
+
+def _flag(response: pb.ModelInferResponse, name: str) -> bool:
+    return name in response.parameters and response.parameters[name].bool_param
+
+
+def output(response: pb.ModelInferResponse, name: str) -> list[bytes] | list[int]:
+    """An output's elements, whether sent as raw_output_contents or as typed contents."""
+    for index, tensor in enumerate(response.outputs):
+        if tensor.name != name:
+            continue
+        if index < len(response.raw_output_contents):
+            raw = response.raw_output_contents[index]
+            if tensor.datatype == "BYTES":
+                return unpack_bytes(raw, name)
+            return list(struct.unpack(f"<{len(raw) // 4}i", raw))
+        if tensor.datatype == "BYTES":
+            return list(tensor.contents.bytes_contents)
+        return list(tensor.contents.int_contents)
+    raise ClientError(f"the response has no {name!r} output")
+
+
+def _client_error(exc: grpc.RpcError, address: str) -> ClientError:
+    code = exc.code()  # type: ignore[attr-defined]
+    details = exc.details()  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return ClientError(f"cannot connect to {address}: {details}; is `vinolm serve` running there?")
+    return ClientError(f"{code.name}: {details}")

@@ -1,0 +1,43 @@
+"""Client for KServe v2 REST: the demo's curl call, all prompts in one ``pre_prompt`` tensor.
+
+KServe REST has no streaming; for partial answers use the gRPC or OpenAI protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from vinolm.client.common import ClientError, RunResult, Stopwatch, Target, auth_headers, http_base, raise_for_status
+from vinolm.errors import InvalidRequest
+
+TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+
+
+def infer_body(prompts: list[str], max_tokens: int | None) -> dict[str, Any]:
+    """The JSON request: ``pre_prompt`` BYTES [N], settings in ``parameters``."""
+    body: dict[str, Any] = {
+        "inputs": [{"name": "pre_prompt", "shape": [len(prompts)], "datatype": "BYTES", "data": prompts}]
+    }
+    if max_tokens is not None:
+        body["parameters"] = {"max_tokens": max_tokens}
+    return body
+
+
+def run(target: Target, prompts: list[str], stream: bool = False) -> RunResult:
+    if stream:
+        raise InvalidRequest("KServe REST does not stream; use --protocol grpc or openai with --stream")
+    base = http_base(target.url)
+    url = f"{base}/v2/models/{target.model}/infer"
+    watch = Stopwatch()
+    try:
+        response = httpx.post(url, json=infer_body(prompts, target.max_tokens),
+                              headers=auth_headers(target.api_key), timeout=TIMEOUT)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise ClientError(f"cannot connect to {base}: {exc}; is `vinolm serve` running there?") from None
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise ClientError(f"bad --url {target.url!r}: {exc}") from None
+    raise_for_status(response.status_code, response.content)
+    outputs = {output["name"]: output["data"] for output in response.json()["outputs"]}
+    return RunResult(prompts, list(outputs["completion"]), list(outputs["token_count"]), watch.elapsed())

@@ -1,0 +1,86 @@
+"""Client for vinolm's OpenAI endpoint: one chat completion per prompt, all sent at once.
+
+Several prompts go out concurrently so the server batches them, the way one KServe
+request with N prompts does. Streaming uses server-sent events with usage included,
+which gives the exact generated-token count of each prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+
+from vinolm.client.common import (
+    ClientError,
+    OnText,
+    RunResult,
+    Stopwatch,
+    Target,
+    auth_headers,
+    http_base,
+    raise_for_status,
+)
+
+TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+
+
+def run(target: Target, prompts: list[str], stream: bool, on_text: OnText | None = None) -> RunResult:
+    return asyncio.run(_run(target, prompts, stream, on_text))
+
+
+async def _run(target: Target, prompts: list[str], stream: bool, on_text: OnText | None) -> RunResult:
+    result = RunResult(prompts, [""] * len(prompts), [0] * len(prompts))
+    watch = Stopwatch()
+    base = http_base(target.url)
+    try:
+        async with httpx.AsyncClient(base_url=base, headers=auth_headers(target.api_key), timeout=TIMEOUT) as http:
+            one = _streamed if stream else _unary
+            await asyncio.gather(*(one(http, target, i, result, watch, on_text) for i in range(len(prompts))))
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise ClientError(f"cannot connect to {base}: {exc}; is `vinolm serve` running there?") from None
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise ClientError(f"bad --url {target.url!r}: {exc}") from None
+    result.total_time = watch.elapsed()
+    result.response_times = watch.gaps
+    return result
+
+
+def _body(target: Target, prompt: str, stream: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": target.model, "messages": [{"role": "user", "content": prompt}]}
+    if target.max_tokens is not None:
+        body["max_tokens"] = target.max_tokens
+    if stream:
+        body.update(stream=True, stream_options={"include_usage": True})
+    return body
+
+
+async def _unary(http: httpx.AsyncClient, target: Target, index: int, result: RunResult,
+                 watch: Stopwatch, on_text: OnText | None) -> None:
+    response = await http.post("/v1/chat/completions", json=_body(target, result.prompts[index], False))
+    raise_for_status(response.status_code, response.content)
+    data = response.json()
+    result.completions[index] = data["choices"][0]["message"]["content"] or ""
+    result.token_counts[index] = data.get("usage", {}).get("completion_tokens", 0)
+
+
+async def _streamed(http: httpx.AsyncClient, target: Target, index: int, result: RunResult,
+                    watch: Stopwatch, on_text: OnText | None) -> None:
+    body = _body(target, result.prompts[index], True)
+    async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        if response.status_code >= 400:
+            raise_for_status(response.status_code, await response.aread())
+        async for line in response.aiter_lines():
+            if not line.startswith("data:") or line.endswith("[DONE]"):
+                continue
+            event = json.loads(line.removeprefix("data:"))
+            if event.get("usage"):
+                result.token_counts[index] = event["usage"]["completion_tokens"]
+            text = "".join((choice.get("delta") or {}).get("content") or "" for choice in event.get("choices", []))
+            if text:
+                watch.response()
+                result.completions[index] += text
+                if on_text:
+                    on_text(index, text)
