@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lim.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond those; more get 429")
     lim.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens a request may ask")
     lim.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body (413 above)")
+    p.add_argument("--no-ui", action="store_true", help="do not mount the web UI at /ui (faster start)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
 
@@ -63,9 +64,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _run_http(service, args, grpc_port=args.grpc_port if grpc_server else 0)
     finally:
         if grpc_server is not None:
-            grpc_server.stop()
+            _stop_within(grpc_server, seconds=5)
         engine.close()
         status("stopped")
+
+
+def _stop_within(server: Any, seconds: float) -> None:
+    """``server.stop()``, but a shutdown that hangs must not keep the process alive."""
+    stopper = threading.Thread(target=server.stop, name="vinolm-grpc-stop", daemon=True)
+    stopper.start()
+    stopper.join(seconds)
+    if stopper.is_alive():
+        log.warning("the gRPC server did not stop within %.0f s; exiting anyway", seconds)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -105,7 +115,7 @@ def _run_http(service: ModelService, args: argparse.Namespace, grpc_port: int) -
 
     from vinolm.server.app import build_app
 
-    app = build_app(service, api_key=args.api_key)
+    app = build_app(service, api_key=args.api_key, ui=not args.no_ui)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False,
                             timeout_graceful_shutdown=5, lifespan="on")
 

@@ -130,17 +130,23 @@ class ModelService:
         self._publish()
 
     def _publish(self) -> None:
+        """Push the gauges, reading and writing under the lock so the last writer is current."""
         if self.metrics:
-            stats = self.stats()
-            self.metrics.set_gauges(stats["running"], stats["queued"])
+            with self._lock:
+                stats = self.stats()
+                self.metrics.set_gauges(stats["running"], stats["queued"])
 
     def finish(self, ticket: Ticket, status: str) -> None:
-        """Account for a finished (or failed, or abandoned) request exactly once."""
-        self._release()
+        """Account for a finished (or failed, or abandoned) request exactly once.
+
+        Counters first, gauges last: whoever sees the running count drop also sees the
+        request's status and tokens.
+        """
         if self.metrics:
-            self.metrics.request_done(ticket.protocol, status)
             m: Metrics = ticket.generation.metrics
             self.metrics.observe(m)
+            self.metrics.request_done(ticket.protocol, status)
+        self._release()
 
     def _settle(self, ticket: Ticket, status: str) -> None:
         """Account for ``ticket`` once its engine work has really stopped.
