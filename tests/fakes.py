@@ -10,16 +10,21 @@ same streaming and cancellation paths as production. One character is one token
     engine.delay = 0.01                       # seconds per token
     engine.gate.clear()                       # hold every generation until gate.set()
     engine.fail_after = 3                     # raise EngineError after 3 tokens
+
+``RecordingMetrics`` is a ServerMetrics a test can wait on (``wait_for(predicate)``)
+instead of sleeping, e.g. until the running gauge is back to 0 after a cancel.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vinolm.engines.base import Emit, Engine, EngineOptions
 from vinolm.errors import EngineError, InvalidRequest
+from vinolm.server.metrics import ServerMetrics
 from vinolm.types import Chunk, Message, Metrics, Request
 
 EOS = 0
@@ -120,3 +125,27 @@ class FakeEngine(Engine):
     def _chunk(self, char: str, reason: str | None) -> Chunk:
         logprobs = [-0.25] if self.supports_logprobs else None
         return Chunk(char, [ord(char)], finish_reason=reason, logprobs=logprobs)  # type: ignore[arg-type]
+
+
+class RecordingMetrics(ServerMetrics):
+    """ServerMetrics that lets a test wait for a state instead of sleeping."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = threading.Condition()
+
+    def _notify(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    def set_gauges(self, running: int, queued: int) -> None:
+        super().set_gauges(running, queued)
+        self._notify()
+
+    def request_done(self, protocol: str, status: str) -> None:
+        super().request_done(protocol, status)
+        self._notify()
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        with self.changed:
+            return self.changed.wait_for(predicate, timeout)

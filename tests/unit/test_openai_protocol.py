@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import re
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,37 +19,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.fakes import FakeEngine, FakeModel
+from tests.fakes import FakeEngine, FakeModel, RecordingMetrics
 from vinolm.server.app import build_app
 from vinolm.server.metrics import ServerMetrics
 from vinolm.server.service import Limits, ModelService
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
 LIMITS = Limits(max_concurrency=2, max_queue=8, max_tokens_limit=100, max_request_bytes=4096)
-
-
-class RecordingMetrics(ServerMetrics):
-    """ServerMetrics that lets a test wait for a state instead of sleeping."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.changed = threading.Condition()
-
-    def _notify(self) -> None:
-        with self.changed:
-            self.changed.notify_all()
-
-    def set_gauges(self, running: int, queued: int) -> None:
-        super().set_gauges(running, queued)
-        self._notify()
-
-    def request_done(self, protocol: str, status: str) -> None:
-        super().request_done(protocol, status)
-        self._notify()
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        with self.changed:
-            return self.changed.wait_for(predicate, timeout)
 
 
 @pytest.fixture
@@ -472,12 +447,13 @@ def parse_prometheus(text: str) -> dict[str, float]:
 def test_metrics_text_parses_and_counts(client: TestClient, engine: FakeEngine) -> None:
     engine.enqueue("abc")
     client.post("/v1/completions", json={"prompt": "hello"})
-    client.post("/v1/completions", json={"prompt": ""})
+    client.post("/v1/completions", json={"prompt": ""})  # refused before the service: counted by the app
+    client.post("/v1/completions", json={"prompt": "x" * 300})  # refused by the engine: counted by the service
     r = client.get("/metrics")
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
     samples = parse_prometheus(r.text)
     assert samples['vinolm_requests_total{protocol="openai",status="200"}'] == 1
-    assert samples['vinolm_requests_total{protocol="openai",status="400"}'] == 1
+    assert samples['vinolm_requests_total{protocol="openai",status="400"}'] == 2  # each counted once
     assert samples["vinolm_prompt_tokens_total"] == 5 and samples["vinolm_generated_tokens_total"] == 4
     assert samples["vinolm_requests_running"] == 0 and samples["vinolm_requests_queued"] == 0
     for histogram in ("vinolm_time_to_first_token_seconds", "vinolm_time_per_output_token_seconds"):
@@ -500,3 +476,11 @@ def test_openapi_documents_the_endpoints_and_extensions(client: TestClient) -> N
     assert {"/v1/models", "/v1/completions", "/v1/chat/completions"} <= set(spec["paths"])
     chat = spec["components"]["schemas"]["ChatCompletionRequest"]["properties"]
     assert "vinolm extension" in chat["top_k"]["description"]
+
+
+def test_serve_rejects_bad_limits_before_loading(capsys: pytest.CaptureFixture[str]) -> None:
+    from vinolm.cli import main
+
+    assert main(["serve", "--max-concurrency", "0"]) == 2
+    assert "--max-concurrency must be >= 1" in capsys.readouterr().err
+    assert main(["serve", "--grpc-port", "70000"]) == 2

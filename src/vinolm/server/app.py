@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vinolm.errors import Overloaded, UnknownModel, VinolmError
 from vinolm.server.metrics import CONTENT_TYPE, ServerMetrics
 from vinolm.server.openai.routes import router as openai_router
-from vinolm.server.service import ModelService
+from vinolm.server.service import ModelService, submitted_here, watch_submissions
 
 log = logging.getLogger("vinolm.server")
 access_log = logging.getLogger("vinolm.access")
@@ -53,6 +53,7 @@ def build_app(service: ModelService, api_key: str | None = None, *, ui: bool = T
     kserve_router = optional("vinolm.server.kserve.routes", "router")
     if kserve_router is not None:
         app.include_router(kserve_router)
+    app.state.kserve = kserve_router is not None
     _add_plain_routes(app, service)
     mount_ui = optional("vinolm.ui", "mount_ui") if ui else None
     if mount_ui is not None:
@@ -130,8 +131,7 @@ def _kind_of(status: int) -> str:
 def _error_response(request: Request, status: int, message: str, kind: str | None = None,
                     param: str | None = None, code: str | None = None,
                     headers: dict[str, str] | None = None) -> JSONResponse:
-    _count_rejection(request.scope, status, request.app.state.service.metrics,
-                     accounted=getattr(request.state, "vinolm_accounted", False))
+    _count_rejection(request.scope, status, request.app.state.service.metrics, accounted=submitted_here())
     body = error_body(request.url.path, message, kind or _kind_of(status), param, code)
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -273,6 +273,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        watch_submissions()  # per request: lets the error handlers count only what the service did not
         declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             status = 413 if declared.isdigit() else 400

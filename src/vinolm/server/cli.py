@@ -120,19 +120,18 @@ def _run_http(service: ModelService, args: argparse.Namespace, grpc_port: int) -
                             timeout_graceful_shutdown=5, lifespan="on")
 
     def announce(port: int) -> None:
-        _announce(service, args.host, port, grpc_port, ui=app.state.ui, keyed=bool(args.api_key))
+        _announce(service, args.host, port, grpc_port, app.state, keyed=bool(args.api_key))
 
     server = _Server(config, announce)
     server.run()
     return 0 if server.started else 1
 
 
-def _announce(service: ModelService, host: str, port: int, grpc_port: int, ui: bool, keyed: bool) -> None:
+def _announce(service: ModelService, host: str, port: int, grpc_port: int, parts: Any, keyed: bool) -> None:
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}"
-    where = [f"OpenAI {url}/v1", f"KServe REST {url}/v2", f"docs {url}/docs", f"metrics {url}/metrics"]
-    if ui:
-        where.append(f"UI {url}/ui")
+    where = [f"OpenAI {url}/v1"] + ([f"KServe REST {url}/v2"] if parts.kserve else [])
+    where += [f"docs {url}/docs", f"metrics {url}/metrics"] + ([f"UI {url}/ui"] if parts.ui else [])
     where.append(f"gRPC {shown}:{grpc_port}" if grpc_port else "gRPC off")
     limits = service.limits
     status(f"serving {', '.join(service.served_names)} with the {service.engine.name} engine "

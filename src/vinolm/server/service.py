@@ -12,6 +12,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,29 @@ from vinolm.types import Chunk, Metrics, Request
 if TYPE_CHECKING:
     from vinolm.engines.base import Engine, Generation
     from vinolm.server.metrics import ServerMetrics
+
+
+#: Set per incoming request by a protocol boundary (see :func:`watch_submissions`).
+_SUBMITTED: ContextVar[list[bool] | None] = ContextVar("vinolm_submitted", default=None)
+
+
+def watch_submissions() -> list[bool]:
+    """Note, for the current request's context, whether anything reaches ``submit``.
+
+    The service counts every request from ``submit`` on (its rejections included); a
+    boundary that refuses a request earlier (bad JSON, unknown model, no API key) counts
+    it itself only when ``submitted_here()`` is false, so each request is counted once.
+    Tasks and ``to_thread`` calls copy the context, and the flag is a shared box, so a
+    submit made in any of them is seen.
+    """
+    box = [False]
+    _SUBMITTED.set(box)
+    return box
+
+
+def submitted_here() -> bool:
+    box = _SUBMITTED.get()
+    return bool(box and box[0])
 
 
 @dataclass
@@ -90,6 +114,9 @@ class ModelService:
         Every rejection raised here is counted in the metrics, so a protocol layer that
         called ``submit`` has nothing left to account for.
         """
+        box = _SUBMITTED.get()
+        if box is not None:
+            box[0] = True
         try:
             params = request.params.validated()
             if params.max_new_tokens > self.limits.max_tokens_limit:

@@ -217,7 +217,7 @@ class OpenAIServing:
                                  param="logprobs")
 
     async def _serve(self, plan: _Plan, raw: HTTPRequest) -> Response:
-        merged = MergedStream(self.service, self._submit_all(plan.requests, raw))
+        merged = MergedStream(self.service, self._submit_all(plan.requests))
         if plan.body.stream:
             try:
                 await merged.prime()
@@ -228,9 +228,8 @@ class OpenAIServing:
         answer = await _unless_disconnected(raw, self._unary(plan, merged), merged.close)
         return answer if answer is not None else Response(status_code=499)
 
-    def _submit_all(self, requests: list[Request], raw: HTTPRequest) -> list[Ticket]:
+    def _submit_all(self, requests: list[Request]) -> list[Ticket]:
         """Admit every choice or none: a refusal gives back the ones already admitted."""
-        raw.state.vinolm_accounted = True  # the service counts this request from here on
         tickets: list[Ticket] = []
         try:
             for request in requests:
