@@ -116,7 +116,8 @@ def export_model(
     _preflight(source, source_kind, options)
     started = time.perf_counter()
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    _remove_stale_temps(output)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-{os.getpid()}-", dir=output.parent))
     try:
         _export_into(source, tmp, options, source_kind, progress)
         info = {
@@ -173,8 +174,27 @@ def check_architecture(model_type: str, source: str) -> None:
         )
 
 
+def _remove_stale_temps(output: Path) -> None:
+    """Delete temporary folders of exports to ``output`` whose process died (killed midway)."""
+    for stale in output.parent.glob(f".{output.name}.tmp-*"):
+        pid = stale.name.removeprefix(f".{output.name}.tmp-").split("-", 1)[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        pass
+    return True
+
+
 def _export_into(source: str, out: Path, options: ExportOptions, source_kind: str, progress: Progress) -> None:
-    with tempfile.TemporaryDirectory(prefix="vinolm-hf-", dir=out.parent) as scratch:
+    # The scratch lives inside ``out``, so a killed export leaves one hidden folder only.
+    with tempfile.TemporaryDirectory(prefix="vinolm-hf-", dir=out) as scratch:
         hf_source = source
         if source_kind == "gguf":
             from vinolm.export.gguf import gguf_to_hf
