@@ -1,0 +1,74 @@
+"""Real models for the integration tests: the default model and tiny random-weight ones.
+
+Exports are cached on disk (see ``tests/tiny_models.py``), so only the first run of the
+suite pays for them. ``vinolm`` runs the CLI as a user would: a separate process, its
+exit code, stdout and stderr.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import tiny_models
+from vinolm.engines import Engine, EngineOptions, load_engine
+from vinolm.models import DEFAULT_MODEL, PreparedModel, prepare
+
+#: The same arithmetic in every engine: f32 math and an f32 KV cache. By default this
+#: CPU (AMX) computes in bf16 and keeps the KV cache in u8, which genai's paged cache
+#: and the stateful model's cache quantize differently (see test_engine_parity.py).
+F32: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
+
+
+@pytest.fixture(scope="session")
+def default_model() -> PreparedModel:
+    """SmolLM2-135M-Instruct, INT8: exported once into $VINOLM_HOME and reused."""
+    return prepare(DEFAULT_MODEL, "int8", progress=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Callable[..., Path]:
+    """``tiny_model(arch, weight_format="int8")`` -> the exported folder, built on first use."""
+    return tiny_models.exported
+
+
+@pytest.fixture(scope="session")
+def vinolm_command() -> list[str]:
+    """The installed console script, to start ``vinolm`` as a user would."""
+    return [str(Path(sys.executable).with_name("vinolm"))]
+
+
+@pytest.fixture(scope="session")
+def vinolm(vinolm_command: list[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``vinolm(*args, timeout=...)`` runs the CLI and returns the finished process."""
+
+    def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*vinolm_command, *args], capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Callable[..., Engine]]:
+    """``engine(name, folder, ov_config=F32)`` -> a loaded engine, shared by the session.
+
+    Loading costs seconds (optimum alone imports torch), so each engine is loaded once
+    per model and precision; tests must leave it ready for the next request.
+    """
+    loaded: dict[tuple[str, str, str], Engine] = {}
+
+    def get(name: str, folder: Path, ov_config: dict[str, Any] | None = None) -> Engine:
+        config = F32 if ov_config is None else ov_config
+        key = (name, str(folder), repr(sorted(config.items())))
+        if key not in loaded:
+            loaded[key] = load_engine(name, PreparedModel.open(folder), EngineOptions(ov_config=dict(config)))
+        return loaded[key]
+
+    yield get
+    for item in loaded.values():
+        item.close()
