@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vinolm.errors import VinolmError
 
@@ -25,8 +25,9 @@ class GrpcServer:
         self._service = service
         self._address = address
         self._api_key = api_key
-        self._loop = asyncio.new_event_loop()
-        self._server: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._grace = 1.0
         self._started = threading.Event()
         self._error: BaseException | None = None
         self.port = 0
@@ -40,12 +41,14 @@ class GrpcServer:
         return self
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
         try:
-            self._loop.run_until_complete(self._serve())
+            # The runner cancels what the stopped server left pending, and waits for it,
+            # before it closes the loop.
+            with asyncio.Runner() as runner:
+                self._loop = runner.get_loop()
+                runner.run(self._serve())
         finally:
             self._started.set()
-            self._loop.close()
 
     async def _serve(self) -> None:
         import grpc
@@ -55,24 +58,30 @@ class GrpcServer:
         from vinolm.server.grpc.servicer import InferenceServicer
 
         limit = self._service.limits.max_request_bytes
-        self._server = grpc.aio.server(
+        server = grpc.aio.server(
             interceptors=[ServerInterceptor(self._api_key)],
             options=[("grpc.max_receive_message_length", limit)],
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self._service), self._server)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self._service), server)
         try:
-            self.port = self._server.add_insecure_port(self._address)
-            await self._server.start()
+            self.port = server.add_insecure_port(self._address)
+            await server.start()
         except RuntimeError as exc:
             self._error = exc
             return
+        self._stopping = asyncio.Event()
         self._started.set()
-        await self._server.wait_for_termination()
+        await self._stopping.wait()
+        await server.stop(self._grace)  # on this loop, so it completes before the loop closes
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        if others:  # calls cancelled by the stop are still unwinding
+            await asyncio.wait(others, timeout=self._grace)
 
     def stop(self, grace: float = 1.0) -> None:
         """Stop accepting calls, give running ones ``grace`` seconds, then end the thread."""
-        if self._thread.is_alive() and self._server is not None:
-            asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).result()
+        if self._loop is not None and self._stopping is not None and self._thread.is_alive():
+            self._grace = grace
+            self._loop.call_soon_threadsafe(self._stopping.set)
         self._thread.join()
 
 
