@@ -273,6 +273,7 @@ def test_unknown_model_is_404_in_openai_shape(client: TestClient) -> None:
     error = assert_openai_error(client.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": USER}),
                                 404, "gpt-4o", "model")
     assert error["code"] == "model_not_found"
+    assert_openai_error(client.post("/v1/completions", json={"model": "gpt-4o", "prompt": ""}), 404, "gpt-4o")
 
 
 def test_unknown_routes_and_methods_keep_each_protocols_shape(client: TestClient) -> None:
@@ -402,14 +403,17 @@ def test_stream_disconnect_cancels_generation_and_frees_the_slot(engine: FakeEng
     assert 0 < metrics.generated_tokens < 100
 
 
-def test_unary_disconnect_cancels_generation(engine: FakeEngine, metrics: RecordingMetrics) -> None:
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream-before-first-token"])
+def test_disconnect_while_waiting_cancels_generation(engine: FakeEngine, metrics: RecordingMetrics,
+                                                     stream: bool) -> None:
     engine.gate.clear()
     app = make_app(engine, metrics)
 
     async def scenario() -> list[dict[str, Any]]:
         disconnect = asyncio.Event()
         sent: list[dict[str, Any]] = []
-        call = asyncio.ensure_future(_call(app, {"prompt": "x"}, disconnect, sent.append, "/v1/completions"))
+        call = asyncio.ensure_future(_call(app, {"prompt": "x", "stream": stream}, disconnect, sent.append,
+                                           "/v1/completions"))
         assert await asyncio.to_thread(engine.started.wait, 5)
         disconnect.set()
         await call

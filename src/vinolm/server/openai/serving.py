@@ -71,7 +71,7 @@ class MergedStream:
             self._queue.put_nowait((index, exc))
         self._queue.put_nowait((index, _END))
 
-    async def prime(self) -> None:
+    async def prime(self) -> bool:
         """Wait for every choice's first event; raise its error if one failed at once."""
         seen: set[int] = set()
         while len(seen) < len(self._tasks):
@@ -81,6 +81,7 @@ class MergedStream:
                 self.close()
                 raise payload
             seen.add(index)
+        return True
 
     async def events(self) -> AsyncIterator[tuple[int, Chunk]]:
         remaining = len(self._tasks)
@@ -189,17 +190,19 @@ class OpenAIServing:
 
     # -- generation ----------------------------------------------------------------------------
     async def completions(self, body: CompletionRequest, raw: HTTPRequest) -> Response:
-        return await self._serve(self._plan("completion", body, body.to_requests()), raw)
+        return await self._serve(self._plan("completion", body, body.to_requests), raw)
 
     async def chat(self, body: ChatCompletionRequest, raw: HTTPRequest) -> Response:
-        requests = body.to_requests(self.service.limits.max_tokens_limit)
-        return await self._serve(self._plan("chat", body, requests), raw)
+        limit = self.service.limits.max_tokens_limit
+        return await self._serve(self._plan("chat", body, lambda: body.to_requests(limit)), raw)
 
     def _plan(self, kind: str, body: ChatCompletionRequest | CompletionRequest,
-              requests: list[Request]) -> _Plan:
+              to_requests: Callable[[], list[Request]]) -> _Plan:
+        """Check in the order a client fixes things: the model, then the fields, then features."""
         model = self.service.check_model(body.model)
         if body.model_extra:
             log.info("ignoring unknown fields in %s request: %s", kind, ", ".join(sorted(body.model_extra)))
+        requests = to_requests()
         self._check_logprobs(body)
         expanded, groups = [], []
         for request in requests:
@@ -218,15 +221,12 @@ class OpenAIServing:
 
     async def _serve(self, plan: _Plan, raw: HTTPRequest) -> Response:
         merged = MergedStream(self.service, self._submit_all(plan.requests))
-        if plan.body.stream:
-            try:
-                await merged.prime()
-            except BaseException:
-                merged.close()
-                raise
-            return EventStreamResponse(self._sse(plan, merged), on_close=merged.close)
-        answer = await _unless_disconnected(raw, self._unary(plan, merged), merged.close)
-        return answer if answer is not None else Response(status_code=499)
+        if not plan.body.stream:
+            answer = await _unless_disconnected(raw, self._unary(plan, merged), merged.close)
+            return answer if answer is not None else Response(status_code=499)
+        if not await _unless_disconnected(raw, merged.prime(), merged.close):
+            return Response(status_code=499)  # the client left while it waited for its first token
+        return EventStreamResponse(self._sse(plan, merged), on_close=merged.close)
 
     def _submit_all(self, requests: list[Request]) -> list[Ticket]:
         """Admit every choice or none: a refusal gives back the ones already admitted."""
