@@ -132,7 +132,13 @@ class Generation:
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         loop = asyncio.get_running_loop()
         q: asyncio.Queue[object] = asyncio.Queue()
-        self._start(lambda item: loop.call_soon_threadsafe(q.put_nowait, item))
+        def sink(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(q.put_nowait, item)
+            except RuntimeError:  # the consumer's loop is closed: nobody is listening any more
+                self._cancelled.set()
+
+        self._start(sink)
         try:
             while (item := await q.get()) is not _DONE:
                 yield item  # type: ignore[misc]
