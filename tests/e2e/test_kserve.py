@@ -186,6 +186,7 @@ def test_api_key_is_required(server_with_key: RunningServer) -> None:
     with pytest.raises(InferenceServerException, match="UNAUTHENTICATED"):
         triton_grpc.InferenceServerClient(target).is_server_live(headers={"authorization": "Bearer wrong"})
     assert triton_grpc.InferenceServerClient(target).is_server_live(headers={"x-api-key": API_KEY})
+    assert triton_grpc.InferenceServerClient(target).is_server_live(headers={"authorization": f"Bearer {API_KEY}"})
     with grpc.insecure_channel(target) as channel:
         stream = pb_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(iter([stub_request([FRANCE], 4)]))
         with pytest.raises(grpc.RpcError) as caught:
@@ -238,6 +239,13 @@ def test_vinolm_client(server: RunningServer, mode: list[str]) -> None:
         assert line in done.stdout
     assert ("Number of responses: " in done.stdout) == ("--stream" in mode)
     assert ("First response time: " in done.stdout) == ("--stream" in mode)
+
+
+def test_vinolm_client_sends_the_api_key(server_with_key: RunningServer) -> None:
+    args = ["--protocol", "grpc", "--url", server_with_key.grpc_target, "--max-tokens", "4", "-p", FRANCE]
+    refused = vinolm_client(*args)
+    assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+    assert vinolm_client(*args, "--api-key", API_KEY).returncode == 0
 
 
 def test_vinolm_client_errors_are_one_line() -> None:

@@ -112,6 +112,7 @@ def test_generation_settings_map_to_params() -> None:
     ({"top_p": 1.5}, "top_p must be <= 1"),
     ({"stop": 5}, "stop must be a string or a list of strings"),
     ({"chat": "yes"}, "chat must be true or false"),
+    ({"ignore_eos": 1}, "ignore_eos must be true or false"),
 ])
 def test_bad_parameters_are_named(parameters: dict[str, object], problem: str) -> None:
     with pytest.raises(InvalidRequest, match=problem):

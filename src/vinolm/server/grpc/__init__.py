@@ -9,6 +9,7 @@ behind HTTP work. Imports stay inside functions: clients import the generated st
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,8 @@ from vinolm.errors import VinolmError
 
 if TYPE_CHECKING:
     from vinolm.server.service import ModelService
+
+log = logging.getLogger("vinolm.grpc")
 
 
 class GrpcServer:
@@ -47,6 +50,9 @@ class GrpcServer:
             with asyncio.Runner() as runner:
                 self._loop = runner.get_loop()
                 runner.run(self._serve())
+        except Exception as exc:  # reported by start() if it happens before serving
+            self._error = self._error or exc
+            log.exception("the gRPC server failed")
         finally:
             self._started.set()
 
@@ -60,7 +66,8 @@ class GrpcServer:
         limit = self._service.limits.max_request_bytes
         server = grpc.aio.server(
             interceptors=[ServerInterceptor(self._api_key)],
-            options=[("grpc.max_receive_message_length", limit)],
+            # No SO_REUSEPORT: a second server on a busy port must fail, not share its traffic.
+            options=[("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", 0)],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self._service), server)
         try:

@@ -50,9 +50,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def _authorized(self, metadata: Sequence[tuple[str, Any]]) -> bool:
         assert self.api_key is not None
         for key, value in metadata:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            if key == "authorization" and text.startswith("Bearer "):
-                text = text.removeprefix("Bearer ").strip()
+            text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+            if key == "authorization":
+                scheme, _, token = text.partition(" ")
+                text = token.strip() if scheme.lower() == "bearer" else ""
             elif key != "x-api-key":
                 continue
             if hmac.compare_digest(text.encode(), self.api_key.encode()):

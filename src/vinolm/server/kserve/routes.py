@@ -29,6 +29,7 @@ from vinolm.server.service import ModelService
 router = APIRouter(tags=["KServe v2"])
 T = TypeVar("T")
 
+
 class ClientGone(VinolmError):
     """The client disconnected before its answer was ready (499 in the metrics)."""
 
@@ -75,10 +76,7 @@ async def infer(name: str, request: Request) -> Response:
     model = service.check_model(name)
     if request.headers.get("content-encoding", "identity") != "identity":
         raise InvalidRequest("compressed request bodies are not supported; send them uncompressed")
-    body = await request.body()
-    if len(body) > service.limits.max_request_bytes:
-        raise InvalidRequest(f"the request is {len(body)} bytes; the limit is {service.limits.max_request_bytes}")
-    parsed, tensors = parse_body(body, request.headers.get(HEADER_LENGTH))
+    parsed, tensors = parse_body(await request.body(), request.headers.get(HEADER_LENGTH))
     prompts = decode_prompts(tensors)
     settings = settings_from(parsed.parameters)
     names = requested_outputs([output.name for output in parsed.outputs])

@@ -152,10 +152,10 @@ def settings_from(parameters: Mapping[str, Any]) -> Settings:
     values = {GENERATION_KEYS[key]: value for key, value in parameters.items() if key in GENERATION_KEYS}
     if "stop" in values:
         values["stop"] = _stop_list(values["stop"])
-    chat = parameters.get(CHAT_KEY, True)
-    if not isinstance(chat, bool):
-        raise InvalidRequest(f"{CHAT_KEY} must be true or false, got {chat!r}", param=CHAT_KEY)
-    return Settings(params=GenerationParams.from_dict(values), chat=chat)
+    for flag in (CHAT_KEY, "ignore_eos"):
+        if flag in parameters and not isinstance(parameters[flag], bool):
+            raise InvalidRequest(f"{flag} must be true or false, got {parameters[flag]!r}", param=flag)
+    return Settings(params=GenerationParams.from_dict(values), chat=parameters.get(CHAT_KEY, True))
 
 
 def _stop_list(value: Any) -> list[str]:
