@@ -48,6 +48,7 @@ proto: install
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=src/vinolm/server/grpc/_proto \
 		--grpc_python_out=src/vinolm/server/grpc/_proto --pyi_out=src/vinolm/server/grpc/_proto \
 		proto/grpc_predict_v2.proto
+	sed -i 's/^import grpc_predict_v2_pb2 as/from . import grpc_predict_v2_pb2 as/' src/vinolm/server/grpc/_proto/grpc_predict_v2_pb2_grpc.py
 
 bench: prepare
 	$(BIN)/vinolm bench --peers --out docs/bench
