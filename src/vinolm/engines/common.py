@@ -19,7 +19,7 @@ def finish_reason_for(token: int, count: int, prepared: PreparedInput) -> Finish
 
 def finish_sequence(ids: list[int], prepared: PreparedInput, text: TextStreamer) -> tuple[str, FinishReason]:
     """Detokenize a whole sequence with the same stop rules as streaming."""
-    pieces = []
+    pieces: list[str] = []
     for token in ids:
         if token in prepared.stop_token_ids:
             return "".join(pieces) + text.flush(), "stop"
@@ -28,3 +28,9 @@ def finish_sequence(ids: list[int], prepared: PreparedInput, text: TextStreamer)
             return "".join(pieces), "stop"
     reason: FinishReason = "length" if len(ids) >= prepared.max_new_tokens else "stop"
     return "".join(pieces) + text.flush(), reason
+
+
+def first_line(exc: BaseException) -> str:
+    """The useful line of an OpenVINO error (they start with C++ source locations)."""
+    lines = [line for line in str(exc).splitlines() if line.strip() and "Exception from" not in line]
+    return lines[-1].strip() if lines else type(exc).__name__

@@ -1,0 +1,209 @@
+"""The native engine: the OpenVINO runtime, openvino-tokenizers and numpy, nothing else.
+
+A request is four named steps, each small enough to time on its own:
+
+    reuse   keep the part of the KV state the new prompt starts with (chat turns)
+    prefill feed the rest of the prompt, get the last position's logits
+    select  penalties, filters and the draw (``sampling.py``)
+    decode_step  feed the chosen token(s), get the next logits
+
+The loop between them streams each token through a ``TextStreamer`` and checks
+cancellation once per token. Several sampled sequences (n > 1) run as rows of one
+batch, finished rows dropped through ``beam_idx``; beam search reorders the rows with
+it. Options: any OpenVINO property in ``ov_config``; ``PREFILL_``-prefixed keys apply to
+the prompt only, e.g. ``PREFILL_INFERENCE_PRECISION_HINT=bf16`` with
+``INFERENCE_PRECISION_HINT=f32`` is the hybrid mode (fast bf16 prompts, fast f32 tokens).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import openvino as ov
+
+from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
+from vinolm.engines.common import finish_reason_for, finish_sequence, first_line
+from vinolm.engines.native_model import StatefulLM
+from vinolm.engines.native_tokenizer import TokenizerIR
+from vinolm.engines.ovconfig import check_device, compile_properties
+from vinolm.engines.sampling import BeamSearch, Sampler, TokenHistory, log_softmax
+from vinolm.engines.streaming import TextStreamer
+from vinolm.errors import EngineError, InvalidRequest
+from vinolm.models import PreparedModel, vinolm_home
+from vinolm.types import Chunk, GenerationParams, Metrics, Request
+
+
+@dataclass
+class _Run:
+    """What one request's loop needs, in one place."""
+
+    prepared: PreparedInput
+    params: GenerationParams
+    emit: Emit
+    cancelled: threading.Event
+    metrics: Metrics
+    started: float
+
+    def first_token(self) -> None:
+        if not self.metrics.ttft:
+            self.metrics.ttft = time.perf_counter() - self.started
+
+
+class _Sequence:
+    """One sampled sequence: its history (for penalties), its text stream, its length."""
+
+    def __init__(self, index: int, run: _Run, streamer: TextStreamer) -> None:
+        self.index = index
+        self.history = TokenHistory(run.prepared.ids)
+        self.text = streamer
+        self.count = 0
+
+    def advance(self, token: int, logprob: float, run: _Run) -> Chunk:
+        """The chunk for ``token``: its new text and, when it ends the sequence, why."""
+        self.count += 1
+        prepared = run.prepared
+        reason = finish_reason_for(token, self.count, prepared)
+        delta = "" if token in prepared.stop_token_ids else self.text.push(token)
+        if self.text.stopped:
+            reason = "stop"
+        elif reason is None and run.cancelled.is_set():
+            reason = "cancelled"
+        if reason and not self.text.stopped:
+            delta += self.text.flush()
+        logprobs = [logprob] if run.params.logprobs else None
+        return Chunk(delta, [token], index=self.index, finish_reason=reason, logprobs=logprobs)
+
+
+class NativeEngine(Engine):
+    """Runs the stateful IR with a Python token loop; one request at a time."""
+
+    name = "native"
+
+    def __init__(self, model: PreparedModel, options: EngineOptions | None = None) -> None:
+        super().__init__(model, options)
+        import openvino_tokenizers  # noqa: F401  (registers the tokenizer operations)
+
+        opts = self.options
+        check_device(opts.device)
+        cache = opts.cache_dir or str(vinolm_home() / "ov_cache")
+        props = compile_properties(opts.device, opts.ov_config, cache)
+        started = time.perf_counter()
+        core = ov.Core()
+        try:
+            self.text = TokenizerIR(core, model.path)
+            self.lm = StatefulLM(core, model.path / "openvino_model.xml", opts.device, props, model.context_length)
+        except RuntimeError as exc:
+            raise EngineError(f"OpenVINO cannot load {model.path}: {first_line(exc)}") from exc
+        self.load_seconds = time.perf_counter() - started
+        self._lock = threading.Lock()
+
+    # -- tokens ------------------------------------------------------------------------
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.text.encode(text, add_special_tokens)
+
+    def detokenize(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return self.text.decode(ids, skip_special_tokens)
+
+    # -- generation --------------------------------------------------------------------
+    def check(self, request: Request) -> None:
+        super().check(request)
+        p = request.params
+        if p.num_beams > 1 and (p.repetition_penalty != 1.0 or p.presence_penalty or p.frequency_penalty):
+            raise InvalidRequest(
+                "the native engine's beam search applies no penalties; drop them or use --engine genai",
+                param="num_beams",
+            )
+
+    def _produce(self, request: Request, emit: Emit, cancelled: threading.Event) -> Metrics:
+        started = time.perf_counter()
+        prepared = self.prepare_input(request)
+        metrics = Metrics(input_tokens=len(prepared.ids), trimmed_messages=prepared.trimmed_messages)
+        run = _Run(prepared, request.params, emit, cancelled, metrics, started)
+        with self._lock:
+            if cancelled.is_set():
+                emit(Chunk("", [], finish_reason="cancelled"))
+            else:
+                try:
+                    metrics.output_tokens = self._generate(run)
+                except BaseException:
+                    self.lm.reset()  # the state may hold half a step
+                    raise
+        metrics.total_time = time.perf_counter() - started
+        return metrics
+
+    def _generate(self, run: _Run) -> int:
+        """Prefill what the state lacks, then sample or search; returns tokens generated."""
+        ids = run.prepared.ids
+        run.metrics.cached_tokens = self.lm.reuse(ids)
+        logits = self.lm.prefill(ids[run.metrics.cached_tokens :])
+        if run.params.num_beams > 1:
+            return self._beam_search(run, logits)
+        return self._sample(run, logits)
+
+    def select(self, sampler: Sampler, logits: np.ndarray, history: TokenHistory) -> tuple[int, float]:
+        """The next token of one sequence and its logprob."""
+        return sampler.next_token(logits, history)
+
+    def _sample(self, run: _Run, logits: np.ndarray) -> int:
+        """Greedy or sampled decoding of ``num_return_sequences`` rows, streamed."""
+        sampler = Sampler(run.params, self.eos_token_ids)
+        rows = [self._sequence(i, run) for i in range(run.params.num_return_sequences)]
+        logits = np.broadcast_to(logits, (len(rows), logits.shape[-1]))  # all rows share the prompt
+        order: np.ndarray | None = np.zeros(len(rows), dtype=np.int32) if len(rows) > 1 else None
+        generated, first = 0, True
+        while rows:
+            tokens, keep = [], []
+            for i, row in enumerate(rows):
+                token, logprob = self.select(sampler, logits[i], row.history)
+                chunk = row.advance(token, logprob, run)
+                run.emit(chunk)
+                if chunk.finish_reason is None:
+                    tokens.append(token)
+                    keep.append(i)
+            run.first_token()
+            generated += len(rows)
+            if len(keep) < len(rows):  # finished rows leave the batch
+                order = np.zeros(len(keep), dtype=np.int32) if first else np.array(keep, dtype=np.int32)
+                rows = [rows[i] for i in keep]
+            first = False
+            if rows:
+                logits = self.lm.decode_step(np.array(tokens), order)
+                order = None
+        return generated
+
+    def _sequence(self, index: int, run: _Run) -> _Sequence:
+        streamer = TextStreamer(self.detokenize, run.prepared.stop_strings, run.prepared.ids)
+        return _Sequence(index, run, streamer)
+
+    def _beam_search(self, run: _Run, logits: np.ndarray) -> int:
+        """HF-equivalent beam search over ``num_beams`` rows; whole sequences at the end."""
+        p, prepared = run.params, run.prepared
+        search = BeamSearch(
+            p.num_beams, prepared.max_new_tokens, prepared.stop_token_ids, p.length_penalty,
+            p.num_return_sequences,
+        )
+        logprobs = np.broadcast_to(log_softmax(logits), (p.num_beams, logits.shape[-1]))
+        while True:
+            tokens, order = search.step(logprobs)
+            run.first_token()
+            if search.done or run.cancelled.is_set():
+                break
+            logprobs = log_softmax(self.lm.decode_step(tokens, order))
+        self.lm.reset()  # the state holds num_beams rows now
+        generated = 0
+        for index, (ids, _) in enumerate(search.finalize()):
+            streamer = TextStreamer(self.detokenize, prepared.stop_strings, prepared.ids)
+            text, reason = finish_sequence(ids, prepared, streamer)
+            run.emit(Chunk(text, ids, index=index, finish_reason="cancelled" if run.cancelled.is_set() else reason))
+            generated += len(ids)
+        return generated
+
+    def stats(self) -> dict[str, int]:
+        return {"running": int(self._lock.locked()), "queued": 0}
+
+    def close(self) -> None:
+        with self._lock:
+            self.lm = None  # type: ignore[assignment]

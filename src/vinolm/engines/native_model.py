@@ -1,0 +1,261 @@
+"""The stateful LLM behind the native engine, as two steps: ``prefill`` and ``decode_step``.
+
+An optimum-intel export keeps the KV cache in the model's state (one variable per layer
+for keys and for values) and takes ``input_ids``, ``attention_mask``, ``position_ids`` and
+``beam_idx`` (the cache row each input row continues). This module compiles it, feeds
+it through one InferRequest whose decode inputs are preallocated numpy buffers shared
+with OpenVINO (a step writes two numbers and wraps one mask view), and remembers which
+tokens the state holds, so a prompt that starts with them pays only for its new suffix.
+
+Hybrid precision: prompts are fastest in bf16 (AMX), single tokens in f32, so the model
+may be compiled twice; the prefill request hands its state to the decode request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+from openvino import opset13
+
+from vinolm.errors import EngineError
+
+#: ``ov_config`` keys with this prefix apply to the prefill variant only (hybrid mode).
+PREFILL_PREFIX = "PREFILL_"
+#: What decides how the state is stored: both variants must agree to share it.
+KV_LAYOUT_PROPERTIES = (
+    "KV_CACHE_PRECISION", "KEY_CACHE_PRECISION", "VALUE_CACHE_PRECISION",
+    "KEY_CACHE_GROUP_SIZE", "VALUE_CACHE_GROUP_SIZE",
+)
+#: In hybrid mode a suffix shorter than this is prefilled by the decode variant: moving
+#: the state to the prefill variant and back costs more than f32 saves (measured).
+HYBRID_MIN_SUFFIX = 64
+#: Trimming the state costs about as much as prefilling this many times fewer tokens
+#: (it copies the whole state twice); below that a fresh prefill is cheaper (measured).
+TRIM_COST_RATIO = 8
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def split_phases(props: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``ov_config`` -> (decode properties, prefill properties or None when one variant
+    serves both). ``{"PREFILL_INFERENCE_PRECISION_HINT": "bf16"}`` turns hybrid mode on."""
+    shared = {k: v for k, v in props.items() if not k.startswith(PREFILL_PREFIX)}
+    prefill = {k[len(PREFILL_PREFIX) :]: v for k, v in props.items() if k.startswith(PREFILL_PREFIX)}
+    return shared, ({**shared, **prefill} if prefill else None)
+
+
+def slice_last_position(model: ov.Model) -> None:
+    """Make the model return logits for the last position only, as openvino-genai does:
+    a Slice before the lm_head MatMul, so a 990-token prompt computes one row of
+    logits (196 KB) instead of 990 (190 MB)."""
+    node = model.output(0).get_node().input_value(0).get_node()
+    for _ in range(8):  # through a tail of Convert / scaling / soft-capping ops
+        if node.get_type_name() == "MatMul":
+            break
+        node = next(v.get_node() for v in node.input_values() if v.get_node().get_type_name() != "Constant")
+    else:
+        raise EngineError("cannot find the lm_head MatMul before the logits output")
+    hidden = node.input_value(0)
+    if hidden.get_partial_shape().rank.get_length() != 3:
+        return
+    last = opset13.slice(hidden, np.array([-1]), np.array([_INT64_MAX]), np.array([1]), np.array([1]))
+    node.input(0).replace_source_output(last.output(0))
+    model.validate_nodes_and_infer_types()
+
+
+def _check_stateful(model: ov.Model, xml: Path) -> None:
+    names = {name for port in model.inputs for name in port.get_names()}
+    missing = {"input_ids", "attention_mask", "position_ids", "beam_idx"} - names
+    if missing or not model.get_variables():
+        raise EngineError(
+            f"{xml} is not a stateful LLM export (missing {', '.join(sorted(missing)) or 'state'}); "
+            "export it with optimum-intel's default --task text-generation-with-past, or use --engine genai"
+        )
+
+
+def kv_layout(compiled: ov.CompiledModel) -> dict[str, str]:
+    """The compiled model's KV-cache storage properties (those it reports)."""
+    layout = {}
+    for key in KV_LAYOUT_PROPERTIES:
+        try:
+            layout[key] = str(compiled.get_property(key))
+        except RuntimeError:
+            continue
+    return layout
+
+
+def hand_over(pairs: list[tuple[Any, Any]]) -> None:
+    """Copy every key/value state from one request to another (``(source, target)``
+    pairs of VariableState). The plugin converts to f32 on the way out and back."""
+    for source, target in pairs:
+        target.state = source.state
+
+
+class StatefulLM:
+    """One stateful LLM, its request(s) and what its state holds.
+
+    ``tokens`` are the ids whose keys/values are in the state, valid while a single
+    row ran since the last ``reset``; ``length`` counts positions in any case.
+    """
+
+    def __init__(
+        self, core: ov.Core, xml: Path, device: str, props: dict[str, Any], context_length: int
+    ) -> None:
+        decode_props, prefill_props = split_phases(props)
+        model = core.read_model(xml)
+        _check_stateful(model, xml)
+        slice_last_position(model)
+        decode = prefill = core.compile_model(model, device, decode_props)
+        if prefill_props is not None:
+            prefill = core.compile_model(model, device, prefill_props)
+            _check_same_layout(decode, prefill)
+        self._compiled = {"prefill": prefill, "decode": decode}
+        self._decode = decode.create_infer_request()
+        self._prefill = self._decode if prefill is decode else prefill.create_infer_request()
+        self.hybrid = self._prefill is not self._decode
+        self._to_decode = _state_pairs(self._prefill, self._decode)
+        self._to_prefill = [(target, source) for source, target in self._to_decode]
+        self._dynamic_axes = [i for i, d in enumerate(model.get_variables()[0].get_info().data_shape) if d.is_dynamic]
+        self._ones = np.ones(context_length, dtype=np.int64)
+        self._bind_buffers(1)
+        self.reset()
+
+    def precisions(self) -> dict[str, str]:
+        """The inference precision each phase was compiled with, e.g. ``{"prefill": "bf16", ...}``."""
+        return {
+            phase: compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+            for phase, compiled in self._compiled.items()
+        }
+
+    # -- state bookkeeping -----------------------------------------------------------------
+    def reset(self) -> None:
+        self._decode.reset_state()
+        if self.hybrid:
+            self._prefill.reset_state()
+        self.tokens: list[int] = []
+        self.length = 0
+        self._exact = True
+
+    def reuse(self, ids: Sequence[int]) -> int:
+        """Keep the longest prefix of ``ids`` the state holds (never all of ``ids``: the
+        last one must be fed for its logits) and return its length; trim the state back
+        to it when that is cheaper than prefilling it again, else start empty."""
+        if not self._exact or not self.tokens:
+            self.reset()
+            return 0
+        common = _common_prefix(self.tokens, ids, len(ids) - 1)
+        if common == len(self.tokens):
+            return common
+        if common * TRIM_COST_RATIO >= len(self.tokens):
+            self.trim(common)
+            return common
+        self.reset()
+        return 0
+
+    def trim(self, length: int) -> None:
+        """Forget positions ``>= length`` of every key/value along the sequence axis."""
+        for state in self._decode.query_state():
+            kv = state.state.data
+            axis = next(i for i in self._dynamic_axes if kv.shape[i] == self.length)
+            kept = kv[(slice(None),) * axis + (slice(0, length),)]
+            state.state = ov.Tensor(np.ascontiguousarray(kept))  # set_state ignores ROI strides
+        self.tokens = self.tokens[:length]
+        self.length = length
+
+    # -- the two steps ---------------------------------------------------------------------
+    def prefill(self, ids: Sequence[int]) -> np.ndarray:
+        """Feed ``ids`` after the positions already in the state (one row); return the
+        logits ``[vocab]`` of the last one."""
+        request = self._prefill_request(len(ids))
+        past, count = self.length, len(ids)
+        request.set_tensor("input_ids", ov.Tensor(np.array([ids], dtype=np.int64)))
+        request.set_tensor("attention_mask", self._mask(1, past + count))
+        request.set_tensor("position_ids", ov.Tensor(np.arange(past, past + count, dtype=np.int64)[None]))
+        request.set_tensor("beam_idx", ov.Tensor(np.zeros(1, dtype=np.int32)))
+        request.infer()
+        self._bound_rows = 0
+        self.tokens.extend(ids)
+        self.length += count
+        if request is not self._decode:
+            hand_over(self._to_decode)
+        logits: np.ndarray = request.get_output_tensor(0).data[0, -1]
+        return logits
+
+    def decode_step(self, tokens: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+        """Feed one token per row; row ``i`` continues cache row ``order[i]`` (default:
+        row ``i``; a one-row state broadcasts to many). Returns logits ``[rows, vocab]``."""
+        rows = tokens.shape[0]
+        if rows != self._bound_rows:
+            self._bind_buffers(rows)
+        self._ids[:rows, 0] = tokens
+        self._pos[:rows, 0] = self.length
+        self._order[:rows] = self._identity[:rows] if order is None else order
+        self.length += 1
+        request = self._decode
+        request.set_tensor("attention_mask", self._mask(rows, self.length))
+        request.start_async()  # with wait(): no result dict built, unlike infer()
+        request.wait()
+        if rows == 1:
+            self.tokens.append(int(tokens[0]))
+        else:
+            self._exact = False
+        logits: np.ndarray = request.get_output_tensor(0).data[:, -1]
+        return logits
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _prefill_request(self, count: int) -> Any:
+        """The request to prefill ``count`` tokens with, holding the current state."""
+        if not self.hybrid or (self.length and count < HYBRID_MIN_SUFFIX):
+            return self._decode
+        if self.length:
+            hand_over(self._to_prefill)
+        return self._prefill
+
+    def _bind_buffers(self, rows: int) -> None:
+        """(Re)allocate the decode inputs for ``rows`` rows and share them with OpenVINO."""
+        self._ids = np.zeros((rows, 1), dtype=np.int64)
+        self._pos = np.zeros((rows, 1), dtype=np.int64)
+        self._order = np.zeros(rows, dtype=np.int32)
+        self._identity = np.arange(rows, dtype=np.int32)
+        request = self._decode
+        request.set_tensor("input_ids", ov.Tensor(self._ids, shared_memory=True))
+        request.set_tensor("position_ids", ov.Tensor(self._pos, shared_memory=True))
+        request.set_tensor("beam_idx", ov.Tensor(self._order, shared_memory=True))
+        self._bound_rows = rows
+
+    def _mask(self, rows: int, length: int) -> ov.Tensor:
+        """An all-ones ``[rows, length]`` mask viewing one preallocated buffer."""
+        if rows * length > self._ones.size:
+            self._ones = np.ones(rows * length * 2, dtype=np.int64)
+        return ov.Tensor(self._ones[: rows * length].reshape(rows, length), shared_memory=True)
+
+
+def _check_same_layout(decode: ov.CompiledModel, prefill: ov.CompiledModel) -> None:
+    if kv_layout(decode) != kv_layout(prefill):
+        raise EngineError(
+            f"the prefill and decode variants store the KV cache differently ({kv_layout(prefill)} vs "
+            f"{kv_layout(decode)}); set KV_CACHE_PRECISION the same for both"
+        )
+
+
+def _state_pairs(source: Any, target: Any) -> list[tuple[Any, Any]]:
+    """Matching (source, target) states by name; the objects stay valid for the requests'
+    lifetime, so the hand-over does not query them again."""
+    if source is target:
+        return []
+    targets = {state.name: state for state in target.query_state()}
+    pairs = [(state, targets.get(state.name)) for state in source.query_state()]
+    if len(targets) != len(pairs) or any(t is None for _, t in pairs):
+        raise EngineError("the prefill and decode variants have different state variables")
+    return pairs
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    size = min(len(a), len(b), limit)
+    if size <= 0:
+        return 0
+    differ = np.flatnonzero(np.asarray(a[:size]) != np.asarray(b[:size]))
+    return int(differ[0]) if differ.size else size

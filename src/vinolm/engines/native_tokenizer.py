@@ -1,0 +1,98 @@
+"""Text <-> token ids through openvino-tokenizers' IR, with nothing but the OpenVINO runtime.
+
+The exported tokenizer always adds the special tokens of its post-processor template and
+the detokenizer always skips special tokens. openvino-genai switches both at run time by
+rewriting the graphs; we do the cheap half of that: the detokenizer's list of ids to skip
+becomes an input, and special tokens are dropped after encoding when not wanted (the
+template says which ones the tokenizer adds, and where).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+
+from vinolm.errors import EngineError
+
+_NO_IDS = np.zeros(0, dtype=np.int32)
+
+
+class TokenizerIR:
+    """Compiled tokenizer and detokenizer, each with its own request and lock, so the
+    server may tokenize while a generation detokenizes."""
+
+    def __init__(self, core: ov.Core, folder: Path) -> None:
+        for name in ("openvino_tokenizer.xml", "openvino_detokenizer.xml"):
+            if not (folder / name).is_file():
+                raise EngineError(
+                    f"{folder} has no {name}; the native engine needs the tokenizer IR "
+                    "(re-export the model with vinolm, or use --engine genai)"
+                )
+        tokenizer = core.read_model(folder / "openvino_tokenizer.xml")
+        self._prefix, self._suffix = _special_affixes(tokenizer)
+        self._encoder = core.compile_model(tokenizer, "CPU").create_infer_request()
+        detokenizer = core.read_model(folder / "openvino_detokenizer.xml")
+        self._skip_ids = _expose_skip_ids(detokenizer)
+        self._decoder = core.compile_model(detokenizer, "CPU").create_infer_request()
+        self._encode_lock = threading.Lock()
+        self._decode_lock = threading.Lock()
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        with self._encode_lock:
+            self._encoder.infer([np.array([text])])
+            ids: list[int] = self._encoder.get_output_tensor(0).data[0].tolist()
+        if add_special_tokens:
+            return ids
+        start = len(self._prefix) if ids[: len(self._prefix)] == self._prefix else 0
+        end = len(ids) - len(self._suffix) if self._suffix and ids[-len(self._suffix) :] == self._suffix else len(ids)
+        return ids[start:end]
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        """One call per streamed token (twice when a word completes): ``start_async`` +
+        ``wait`` skips building the result dict that ``infer`` returns."""
+        skip = self._skip_ids if skip_special_tokens else _NO_IDS
+        with self._decode_lock:
+            self._decoder.set_input_tensor(0, ov.Tensor(np.array([ids], dtype=np.int64)))
+            if self._skip_ids is not None:
+                self._decoder.set_input_tensor(1, ov.Tensor(skip))
+            self._decoder.start_async()
+            self._decoder.wait()
+            text = str(self._decoder.get_output_tensor(0).str_data[0])
+        return text
+
+
+def _special_affixes(tokenizer: ov.Model) -> tuple[list[int], list[int]]:
+    """Special token ids the tokenizer puts before and after a single text, read from its
+    post-processor template (``{"single": {"ids": [1, -1]}}``: -1 is the text)."""
+    if not tokenizer.has_rt_info("processed_post_processor_template"):
+        return [], []
+    template = json.loads(tokenizer.get_rt_info("processed_post_processor_template").astype(str))
+    ids: list[int] = template.get("single", {}).get("ids", [-1])
+    text_at = [i for i, value in enumerate(ids) if value < 0]
+    if not text_at:
+        return [], []
+    return ids[: text_at[0]], ids[text_at[-1] + 1 :]
+
+
+def _expose_skip_ids(detokenizer: ov.Model) -> Any:
+    """Make the detokenizer's constant list of special ids to skip a second input, so one
+    compiled model serves ``skip_special_tokens`` True and False. Returns the default
+    list, or None when the graph has no such list (then specials are never skipped)."""
+    for node in detokenizer.get_ordered_ops():
+        if node.get_type_name() != "VocabDecoder" or node.get_input_size() < 5:
+            continue
+        constant = node.input_value(4).get_node()
+        if constant.get_type_name() != "Constant":
+            return None
+        skip = np.ascontiguousarray(constant.get_data())
+        parameter = ov.opset13.parameter([-1], ov.Type(skip.dtype), name="skip_ids")
+        node.input(4).replace_source_output(parameter.output(0))
+        detokenizer.add_parameters([parameter])
+        detokenizer.validate_nodes_and_infer_types()
+        return skip
+    return None
