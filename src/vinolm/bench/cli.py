@@ -1,0 +1,76 @@
+"""``vinolm bench``: engines and peers side by side, one process each, same run.
+
+Only argparse here; the runner (subprocesses) and the report (matplotlib) are imported
+when the command runs, so ``vinolm --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vinolm.bench.runner import DEFAULT_ENGINES, PEERS
+from vinolm.bench.server import PROTOCOLS
+from vinolm.errors import InvalidRequest
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="measure engines and peers side by side (tables, JSON, plots)",
+        description="Warm-up then K runs of fixed-length greedy generation (EOS ignored), each engine and "
+                    "peer in its own process on the same prompt; reports median and min-max of load time, "
+                    "TTFT, TPOT, decode and prefill tokens/s, throughput per concurrency level, peak RSS.",
+    )  # fmt: skip
+    p.add_argument("--model", "-m", default=None, help="model reference (default: smollm2-135m)")
+    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default=None,
+                   help="which export of the model to measure (default: the model's default)")
+    p.add_argument("--engine", "-e", action="append", default=None, metavar="E",
+                   help="genai, native, optimum, native-hybrid, genai-f32 or ENGINE@KEY=V,KEY=V; repeatable "
+                        "(default: genai, native, native-hybrid, optimum)")
+    p.add_argument("--ov-config", action="append", default=[], metavar="KEY=VALUE",
+                   help="OpenVINO property for every vinolm engine, repeatable")
+    p.add_argument("--peers", action="store_true", help="add every peer: " + ", ".join(PEERS))
+    p.add_argument("--peer", action="append", default=[], choices=PEERS, help="add one peer, repeatable")
+    p.add_argument("--prompt-tokens", type=int, default=990)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--runs", type=int, default=5, help="timed runs (rounds per concurrency level)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs first")
+    p.add_argument("--concurrency", default="1,4,8", help="throughput levels, e.g. 1,4,8 ('none' to skip)")
+    p.add_argument("--url", default=None, help="measure this running server instead of starting one")
+    p.add_argument("--protocol", action="append", choices=PROTOCOLS, default=None,
+                   help="server protocol for throughput, repeatable (default: openai)")
+    p.add_argument("--no-single", action="store_true", help="skip the single-stream section")
+    p.add_argument("--shapes", action="store_true",
+                   help="add the 1.1B and 2.8B model shapes in fp16/int8/int4 (builds them first: long)")
+    p.add_argument("--threads", type=int, default=None, help="threads for llama.cpp (default: all cores)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds per job before it is abandoned")
+    p.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for bench.md/json and PNGs")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import os
+
+    from vinolm.bench import report, runner
+    from vinolm.bench.schema import parse_levels
+    from vinolm.cliutil import status
+
+    if min(args.prompt_tokens, args.new_tokens, args.runs) < 1 or args.warmup < 0:
+        raise InvalidRequest("--prompt-tokens, --new-tokens and --runs must be >= 1, --warmup >= 0")
+    try:
+        levels = parse_levels(args.concurrency)
+    except ValueError:
+        raise InvalidRequest(f"--concurrency takes levels like 1,4,8, got {args.concurrency!r}") from None
+    peers = list(PEERS) if args.peers else list(dict.fromkeys(args.peer))
+    cfg = runner.BenchConfig(
+        model=args.model, weight_format=args.weight_format, engines=args.engine or list(DEFAULT_ENGINES),
+        peers=peers, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, runs=args.runs,
+        warmup=args.warmup, levels=levels, url=args.url, protocols=args.protocol or ["openai"],
+        single=not args.no_single, shapes=args.shapes, ov_config=list(args.ov_config),
+        threads=args.threads or os.cpu_count() or 1, timeout_s=args.timeout,
+    )  # fmt: skip
+    results = runner.run(cfg, log=status)
+    files = report.write(results, args.out)
+    print(report.markdown(results))
+    status("wrote " + ", ".join(str(f) for f in files))
+    return 0

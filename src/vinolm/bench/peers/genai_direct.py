@@ -1,0 +1,84 @@
+"""Peer: openvino-genai's ``LLMPipeline`` called directly, timed by its own ``perf_metrics``.
+
+    python -m vinolm.bench.peers.genai_direct --model IR_FOLDER --prompt-tokens 990 \\
+        --new-tokens 128 --runs 5 [--ov-config KEY=VALUE ...]
+
+This is what a user writing the openvino.genai samples gets: the pipeline built with the
+device name only (no properties unless given), greedy, ``ignore_eos``. Set next to
+vinolm's genai engine, it shows what vinolm's own layers (tokenizing, streaming, text
+detokenization, threads) cost. TTFT and TPOT are genai's (``get_ttft``, ``get_tpot``);
+the prompt is the shared filler cut to exactly ``--prompt-tokens`` ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from vinolm.bench.schema import emit, error_line, prompt_ids, result_line, run_record, skip_line
+
+PEER = "openvino-genai direct"
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+    import openvino as ov
+    import openvino_genai as ov_genai
+
+    from vinolm.engines.ovconfig import parse_ov_config
+
+    started = time.perf_counter()
+    pipe = ov_genai.LLMPipeline(args.model, args.device, **parse_ov_config(args.ov_config))
+    load_s = time.perf_counter() - started
+    tokenizer = pipe.get_tokenizer()
+    ids = prompt_ids(lambda text: tokenizer.encode(text).input_ids.data[0].tolist(), args.prompt_tokens)
+    array = np.asarray([ids], dtype=np.int64)
+    inputs = ov_genai.TokenizedInputs(ov.Tensor(array), ov.Tensor(np.ones_like(array)))
+
+    def generate(new_tokens: int) -> dict[str, Any]:
+        config = ov_genai.GenerationConfig(max_new_tokens=new_tokens, ignore_eos=True, do_sample=False)
+        perf = pipe.generate(inputs, config).perf_metrics
+        count = perf.get_num_generated_tokens()
+        if count != new_tokens:
+            raise RuntimeError(f"generated {count} tokens, wanted {new_tokens}")
+        tpot = perf.get_tpot().mean / 1000 if count > 1 else None
+        return run_record(len(ids), count, perf.get_ttft().mean / 1000, tpot)
+
+    for _ in range(args.warmup):
+        generate(min(args.new_tokens, 8))
+    runs = [generate(args.new_tokens) for _ in range(args.runs)]
+    return result_line(PEER, f"openvino-genai {ov_genai.__version__}", load_s, runs,
+                       model=args.model, prompt_tokens=len(ids), ov_config=args.ov_config)  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m vinolm.bench.peers.genai_direct", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="an OpenVINO IR folder")
+    p.add_argument("--device", default="CPU")
+    p.add_argument("--ov-config", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--prompt-tokens", type=int, default=990)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import openvino_genai  # noqa: F401
+    except ImportError:
+        emit(skip_line(PEER, "openvino-genai is not installed (pip install openvino-genai)"))
+        return 0
+    try:
+        emit(measure(args))
+    except Exception as exc:  # noqa: BLE001 - one line whatever happens
+        emit(error_line(PEER, f"{type(exc).__name__}: {exc}"))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

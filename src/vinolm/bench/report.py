@@ -1,0 +1,254 @@
+"""bench.json -> Markdown tables and PNG plots.
+
+Every cell is a median with its min–max over the runs, because on a shared machine one
+slow run says more about the neighbours than about the engine. Ratios compare medians
+of rows measured in the same run, which is the only comparison this machine supports.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+LLAMA = "llama.cpp"
+
+
+def _stat(row: Row, key: str) -> dict[str, float] | None:
+    return (row.get("stats") or {}).get(key)
+
+
+def median(row: Row, key: str) -> float | None:
+    stat = _stat(row, key)
+    return stat["median"] if stat else None
+
+
+def _cell(row: Row, key: str, scale: float = 1.0, digits: int = 1) -> str:
+    stat = _stat(row, key)
+    if not stat:
+        return "–"
+    lo, mid, hi = (stat[k] * scale for k in ("min", "median", "max"))
+    return f"{mid:.{digits}f} ({lo:.{digits}f}–{hi:.{digits}f})" if lo != hi else f"{mid:.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "–"
+
+
+def _ok(row: Row) -> bool:
+    return "skipped" not in row and "error" not in row
+
+
+def _note(row: Row) -> str:
+    if "skipped" in row:
+        return f"skipped: {row['skipped']}"
+    if "error" in row:
+        return "error: " + " ".join(str(row["error"]).split())[-200:]
+    return ""
+
+
+def section(results: dict[str, Any], name: str) -> list[Row]:
+    return [r for r in results["results"] if r.get("section") == name]
+
+
+def single_table(rows: list[Row]) -> str:
+    """Engines and peers, one stream: latency, speed, memory, and each row against llama.cpp."""
+    ref = next((r for r in rows if r.get("peer") == LLAMA and _ok(r)), None)
+    lines = [
+        (
+            "| engine / peer | load s | TTFT ms | TPOT ms | decode tok/s | prefill tok/s | peak RSS MB "
+            "| decode vs llama.cpp | prefill vs llama.cpp |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if not _ok(r):
+            lines.append(f"| {r['label']} | {_note(r)} ||||||||")
+            continue
+        ratios = [_ratio(median(r, k), median(ref, k) if ref else None) for k in ("decode_tps", "prefill_tps")]
+        lines.append(
+            f"| {r['label']} | {r.get('load_s', 0):.2f} | {_cell(r, 'ttft_s', 1000)} | {_cell(r, 'tpot_s', 1000, 2)} "
+            f"| {_cell(r, 'decode_tps')} | {_cell(r, 'prefill_tps', digits=0)} | {r.get('peak_rss_mb', '–')} "
+            f"| {ratios[0]} | {ratios[1]} |"
+        )
+    return "\n".join(lines)
+
+
+def ratio_table(rows: list[Row]) -> str:
+    """Each vinolm engine's decode and prefill medians over each peer's (the issue's targets)."""
+    ours = [r for r in rows if _ok(r) and str(r["label"]).startswith("vinolm")]
+    peers = [r for r in rows if _ok(r) and not str(r["label"]).startswith("vinolm")]
+    if not ours or not peers:
+        return ""
+    head = "| vinolm (decode / prefill) | " + " | ".join(p["label"] for p in peers) + " |"
+    lines = [head, "|---|" + "---:|" * len(peers)]
+    for r in ours:
+        cells = [f"{_ratio(median(r, 'decode_tps'), median(p, 'decode_tps'))} / "
+                 f"{_ratio(median(r, 'prefill_tps'), median(p, 'prefill_tps'))}" for p in peers]  # fmt: skip
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def levels(row: Row) -> dict[int, Row]:
+    return {int(lv["concurrency"]): lv for lv in row.get("levels") or []}
+
+
+def _level_cell(level: Row | None) -> str:
+    if not level:
+        return "–"
+    rounds = [x for x in level["aggregate_tps_rounds"] if x is not None]
+    mid = level["aggregate_tps_median"]
+    return f"{mid:.1f} ({min(rounds):.1f}–{max(rounds):.1f})" if len(set(rounds)) > 1 else f"{mid:.1f}"
+
+
+def throughput_table(rows: list[Row]) -> str:
+    """Aggregate tokens/s per level, scaling over c=1, and against in-process / llama.cpp's server."""
+    inproc = next((r for r in rows if _ok(r) and r.get("mode") == "in-process batching"), None)
+    llama = next((r for r in rows if _ok(r) and r.get("peer") == LLAMA), None)
+    lines = [
+        (
+            "| source | concurrency | aggregate tok/s | vs c=1 | TTFT ms median (min–max) | vs in-process "
+            "| vs llama.cpp server |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if not _ok(r):
+            lines.append(f"| {r['label']} | {_note(r)} ||||||")
+            continue
+        mine = levels(r)
+        base = (mine.get(1) or {}).get("aggregate_tps_median")
+        for c, lv in sorted(mine.items()):
+            tps = lv["aggregate_tps_median"]
+            ttft = "–" if lv.get("ttft_s_median") is None else (
+                f"{lv['ttft_s_median'] * 1000:.0f} ({lv['ttft_s_min'] * 1000:.0f}–{lv['ttft_s_max'] * 1000:.0f})")
+            vs_in = _ratio(tps, (levels(inproc).get(c) or {}).get("aggregate_tps_median")) if inproc and r is not inproc else "–"
+            vs_ll = _ratio(tps, (levels(llama).get(c) or {}).get("aggregate_tps_median")) if llama and r is not llama else "–"
+            lines.append(f"| {r['label']} | {c} | {_level_cell(lv)} | {_ratio(tps, base)} | {ttft} | {vs_in} | {vs_ll} |")
+    return "\n".join(lines)
+
+
+def shapes_table(rows: list[Row]) -> str:
+    """Size (as the tutorials print it: compression vs FP16) and speed per shape and format."""
+    from vinolm.export.report import folder_weight_bytes
+
+    lines = [
+        "| shape | weights | size MB | compression vs fp16 | decode tok/s | prefill tok/s | decode vs fp16 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    by_shape: dict[str, list[Row]] = {}
+    for r in rows:
+        by_shape.setdefault(r["shape"], []).append(r)
+    for shape, group in by_shape.items():
+        size = {r["format"]: folder_weight_bytes(Path(r["model"])) if r.get("model") else 0 for r in group}
+        fp16 = next((r for r in group if r["format"] == "fp16" and _ok(r)), None)
+        for r in group:
+            if not _ok(r):
+                lines.append(f"| {shape} | {r['format']} | {_note(r)} |||||")
+                continue
+            mb = size[r["format"]] / 2**20
+            rate = _ratio(size.get("fp16"), size[r["format"]])
+            vs = _ratio(median(r, "decode_tps"), median(fp16, "decode_tps") if fp16 else None)
+            lines.append(f"| {shape} | {r['format']} | {mb:.0f} | {rate} | {_cell(r, 'decode_tps', digits=2)} "
+                         f"| {_cell(r, 'prefill_tps', digits=0)} | {vs} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    cfg, mach = results["config"], results["machine"]
+    parts = [
+        f"# vinolm bench — {results['started']}",
+        f"`{results.get('command') or 'vinolm bench'}`",
+        (
+            f"Machine: {mach['cpu']}, {mach['cpu_count']} cores, {mach['memory_gb']} GB; "
+            f"ISA: {' '.join(mach['isa'])}. Model IR: `{results['model_ir']}`; "
+            f"GGUF: `{results.get('model_gguf') or '–'}`. Prompt {cfg['prompt_tokens']} tokens, "
+            f"{cfg['new_tokens']} new tokens (EOS ignored, greedy), warm-up {cfg['warmup']}, "
+            f"{cfg['runs']} runs; cells are median (min–max)."
+        ),
+    ]
+    tables: list[tuple[str, Callable[[list[Row]], str], str]] = [
+        ("Single stream", single_table, "single"),
+        ("vinolm over each peer (decode / prefill medians)", ratio_table, "single"),
+        ("Throughput vs concurrency", throughput_table, "throughput"),
+        ("Model shapes: size and speed per weight format", shapes_table, "shapes"),
+    ]
+    for title, build, name in tables:
+        rows = section(results, name)
+        table = build(rows) if rows else ""
+        if table:
+            parts += [f"## {title}", table]
+    loads = [r.get("loadavg_before") for r in results["results"] if r.get("loadavg_before")]
+    if loads:
+        parts.append(f"Load average (1 min) before each job: {', '.join(f'{x[0]:.1f}' for x in loads)}.")
+    return "\n\n".join(parts) + "\n"
+
+
+def write(results: dict[str, Any], out: Path) -> list[Path]:
+    """bench.json, bench.md and the plots into ``out``; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    (out / "bench.md").write_text(markdown(results), encoding="utf-8")
+    return [out / "bench.json", out / "bench.md", *plot_all(results, out)]
+
+
+# -- plots ---------------------------------------------------------------------------
+
+def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
+    """throughput.png (aggregate tokens/s vs concurrency), ttft.png and tpot.png (per row)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    written = []
+    single = [r for r in section(results, "single") if _ok(r)]
+    if single:
+        written.append(_bars(single, "ttft_s", 1000, "time to first token (ms)", out / "ttft.png", results))
+        written.append(_bars(single, "tpot_s", 1000, "time per output token (ms)", out / "tpot.png", results))
+    tput = [r for r in section(results, "throughput") if _ok(r) and r.get("levels")]
+    if tput:
+        written.append(_throughput(tput, out / "throughput.png", results))
+    return written
+
+
+def _bars(rows: list[Row], key: str, scale: float, ylabel: str, path: Path, results: dict[str, Any]) -> Path:
+    import matplotlib.pyplot as plt
+
+    stats = [_stat(r, key) or {"median": 0.0, "min": 0.0, "max": 0.0} for r in rows]
+    mids = [s["median"] * scale for s in stats]
+    errs = [[m - s["min"] * scale for m, s in zip(mids, stats)], [s["max"] * scale - m for m, s in zip(mids, stats)]]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows)), 4.2))
+    colors = ["tab:blue" if str(r["label"]).startswith("vinolm") else "tab:gray" for r in rows]
+    ax.bar(range(len(rows)), mids, yerr=errs, capsize=4, color=colors)
+    ax.set_xticks(range(len(rows)), [str(r["label"]) for r in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{ylabel}: median, min–max ({_subtitle(results)})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _throughput(rows: list[Row], path: Path, results: dict[str, Any]) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for r in rows:
+        lv = sorted(levels(r).items())
+        ax.plot([c for c, _ in lv], [x["aggregate_tps_median"] for _, x in lv], marker="o", label=str(r["label"]))
+    ax.set_xlabel("concurrent requests")
+    ax.set_ylabel("aggregate generated tokens/s")
+    ax.set_xticks(results["config"]["levels"])
+    ax.set_title(f"throughput vs concurrency ({_subtitle(results)})", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _subtitle(results: dict[str, Any]) -> str:
+    cfg = results["config"]
+    return f"prompt {cfg['prompt_tokens']}, {cfg['new_tokens']} new tokens"

@@ -1,0 +1,256 @@
+"""Orchestration: every engine and peer in its own process, one after another, same prompt.
+
+A process per measurement keeps one runtime's threads, allocator and caches from
+colouring another's numbers and gives each its own peak RSS. Jobs run strictly one at a
+time on the same machine in the same run; each prints one JSON line (``schema``), and a
+job that fails or is not installed becomes a row with the reason instead of stopping
+the run. Sections:
+
+* single stream: vinolm engines (``worker``) and the peers, warm-up then K runs;
+* throughput: the in-process batching engine, ``vinolm serve`` through the chosen
+  protocols (``server``), and llama.cpp's server, at each concurrency level;
+* shapes: the 1.1B and 2.8B random-weight shapes per weight format (``shapes``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vinolm.bench.peers.llamacpp import loadavg
+from vinolm.bench.schema import error_line, summarize
+
+SRC = Path(__file__).resolve().parents[2]
+PEERS_PYTHON_ENV = "VINOLM_PEERS_PYTHON"
+DEFAULT_ENGINES = ("genai", "native", "native-hybrid", "optimum")
+#: Named engine variants: (engine, OpenVINO properties). ``ENGINE@K=V,K=V`` works as well.
+ENGINE_PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # the native engine's hybrid mode: bf16 prompt (AMX), f32 token steps
+    "native-hybrid": ("native", ("PREFILL_INFERENCE_PRECISION_HINT=bf16", "INFERENCE_PRECISION_HINT=f32")),
+    "genai-f32": ("genai", ("INFERENCE_PRECISION_HINT=f32",)),
+}
+PEERS = ("genai-direct", "optimum-intel", "pytorch", "llama.cpp")
+BATCHING_ENGINES = ("genai",)  # engines that serve concurrent requests together
+
+
+@dataclass
+class BenchConfig:
+    """Everything ``vinolm bench`` was asked, recorded in bench.json next to the results."""
+
+    model: str | None = None
+    weight_format: str | None = None
+    engines: list[str] = field(default_factory=lambda: list(DEFAULT_ENGINES))
+    peers: list[str] = field(default_factory=list)
+    prompt_tokens: int = 990
+    new_tokens: int = 128
+    runs: int = 5
+    warmup: int = 1
+    levels: list[int] = field(default_factory=lambda: [1, 4, 8])
+    url: str | None = None
+    protocols: list[str] = field(default_factory=lambda: ["openai"])
+    single: bool = True
+    shapes: bool = False
+    ov_config: list[str] = field(default_factory=list)
+    threads: int = os.cpu_count() or 1
+    timeout_s: float = 3600.0
+
+
+@dataclass
+class Job:
+    label: str
+    section: str  # "single" | "throughput" | "shapes"
+    command: list[str]
+    python: str = sys.executable
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def peers_python() -> str:
+    """The interpreter with llama-cpp-python: $VINOLM_PEERS_PYTHON, else .venv-peers, else ours."""
+    env = os.environ.get(PEERS_PYTHON_ENV)
+    if env:
+        return env
+    for root in (Path(sys.prefix).parent, SRC.parent):
+        candidate = root / ".venv-peers" / "bin" / "python"
+        if candidate.is_file():
+            return str(candidate)
+    return sys.executable
+
+
+def engine_variant(spec: str) -> tuple[str, list[str]]:
+    """``native-hybrid`` or ``genai@KEY=V,KEY=V`` -> (engine name, OpenVINO properties)."""
+    if spec in ENGINE_PRESETS:
+        name, props = ENGINE_PRESETS[spec]
+        return name, list(props)
+    name, _, props = spec.partition("@")
+    return name, [p for p in props.split(",") if p]
+
+
+def _module(name: str, *args: Any, python: str = sys.executable) -> list[str]:
+    return [python, "-m", name, *[str(a) for a in args]]
+
+
+def _sizes(cfg: BenchConfig) -> list[Any]:
+    return ["--prompt-tokens", cfg.prompt_tokens, "--new-tokens", cfg.new_tokens, "--runs", cfg.runs]
+
+
+def worker_job(cfg: BenchConfig, spec: str, model: str, section: str, extra: list[Any] | None = None,
+               label: str | None = None) -> Job:  # fmt: skip
+    name, props = engine_variant(spec)
+    ov = [a for p in [*props, *cfg.ov_config] for a in ("--ov-config", p)]
+    label = label or f"vinolm {spec}"
+    cmd = _module("vinolm.bench.worker", "--engine", name, "--label", label, "--model", model,
+                  "--warmup", cfg.warmup, *_sizes(cfg), *ov, *(extra or []))  # fmt: skip
+    return Job(label, section, cmd, meta={"engine": spec})
+
+
+def single_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
+    jobs = [worker_job(cfg, spec, ir, "single") for spec in cfg.engines]
+    sizes = [*_sizes(cfg), "--warmup", cfg.warmup]
+    peer_cmds = {
+        "genai-direct": _module("vinolm.bench.peers.genai_direct", "--model", ir, *sizes),
+        "optimum-intel": _module("vinolm.bench.peers.optimum_peer", "--model", ir, *sizes),
+        "pytorch": _module("vinolm.bench.peers.torch_peer", "--model", gguf, *sizes) if gguf else None,
+        "llama.cpp": _module("vinolm.bench.peers.llamacpp", "--model", gguf, "--threads", cfg.threads, *sizes,
+                             python=peers_python()) if gguf else None,
+    }  # fmt: skip
+    for peer in cfg.peers:
+        cmd = peer_cmds[peer]
+        jobs.append(Job(peer, "single", cmd or [], python=cmd[0] if cmd else sys.executable,
+                        meta={"peer": peer, "skip": None if cmd else "the model has no GGUF file"}))  # fmt: skip
+    return jobs
+
+
+def throughput_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
+    if not cfg.levels:
+        return []
+    levels = ",".join(map(str, cfg.levels))
+    jobs = [worker_job(cfg, spec, ir, "throughput", ["--concurrency", levels], label=f"vinolm {spec} in-process")
+            for spec in cfg.engines if engine_variant(spec)[0] in BATCHING_ENGINES]  # fmt: skip
+    for protocol in cfg.protocols:
+        where = ["--url", cfg.url] if cfg.url else []
+        cmd = _module("vinolm.bench.server", "--model", ir, "--protocol", protocol, "--concurrency", levels,
+                      "--prompt-tokens", cfg.prompt_tokens, "--new-tokens", cfg.new_tokens, "--rounds", cfg.runs,
+                      *where)  # fmt: skip
+        jobs.append(Job(f"vinolm serve ({protocol})", "throughput", cmd, meta={"protocol": protocol}))
+    if "llama.cpp" in cfg.peers and gguf:
+        cmd = _module("vinolm.bench.peers.llamacpp_server", "--model", gguf, "--concurrency", levels,
+                      "--prompt-tokens", cfg.prompt_tokens, "--new-tokens", cfg.new_tokens,
+                      "--rounds", cfg.runs, "--threads", cfg.threads, "--distinct-prompts", python=peers_python())  # fmt: skip
+        jobs.append(Job("llama.cpp server", "throughput", cmd, python=cmd[0], meta={"peer": "llama.cpp"}))
+    return jobs
+
+
+def shape_jobs(cfg: BenchConfig) -> list[Job]:
+    """Build (if missing) then measure each shape per format with the first engine."""
+    from vinolm.bench.shapes import FORMATS, SHAPES, shape_root
+
+    jobs: list[Job] = []
+    for name in SHAPES:
+        jobs.append(Job(f"build {name}", "build", _module("vinolm.bench.shapes", "--shape", name)))
+        for fmt in FORMATS:
+            job = worker_job(cfg, cfg.engines[0], str(shape_root(name) / fmt), "shapes",
+                             label=f"{name} {fmt}")  # fmt: skip
+            job.meta.update(shape=name, format=fmt)
+            jobs.append(job)
+    return jobs
+
+
+def subprocess_env() -> dict[str, str]:
+    """PYTHONPATH reaches vinolm's source, so peers in other interpreters find their module."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    return env
+
+
+def parse_line(stdout: str) -> dict[str, Any] | None:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return None
+
+
+def run_job(job: Job, timeout_s: float, log: Any = print) -> dict[str, Any]:
+    """Run one job to its JSON line; failures, timeouts and skips become lines too."""
+    if job.meta.get("skip"):
+        return {"label": job.label, "section": job.section, "peer": job.label, "skipped": job.meta["skip"]}
+    log(f"bench: {job.label} ...")
+    before = loadavg()
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(job.command, capture_output=True, text=True, timeout=timeout_s,
+                              env=subprocess_env(), stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+        line = parse_line(proc.stdout) or error_line(job.label, f"exit {proc.returncode}: {proc.stderr[-1500:]}")
+    except subprocess.TimeoutExpired:
+        line = error_line(job.label, f"timed out after {timeout_s:.0f} s")
+    except OSError as exc:
+        line = error_line(job.label, f"cannot start {job.command[0]}: {exc}")
+    if line.get("runs") and not line.get("stats"):  # the llama.cpp peer prints medians only
+        line["stats"] = summarize(line["runs"])
+    line.update(label=job.label, section=job.section, loadavg_before=before,
+                wall_s=round(time.perf_counter() - started, 2), **job.meta)  # fmt: skip
+    log(f"bench: {job.label}: {_outcome(line)}")
+    return line
+
+
+def _outcome(line: dict[str, Any]) -> str:
+    if "skipped" in line:
+        return f"skipped ({line['skipped']})"
+    if "error" in line:
+        return f"error: {line['error'][-300:]}"
+    return f"done in {line['wall_s']} s"
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor()
+    flags: list[str] = []
+    try:
+        for text in Path("/proc/cpuinfo").read_text().splitlines():
+            if text.startswith("model name") and not cpu.strip():
+                cpu = text.split(":", 1)[1].strip()
+            if text.startswith("flags"):
+                flags = [f for f in text.split(":", 1)[1].split() if f.startswith(("avx512", "amx", "avx_vnni"))]
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "memory_gb": round(mem, 1), "isa": flags,
+            "python": platform.python_version(), "platform": platform.platform()}  # fmt: skip
+
+
+def resolve_model(cfg: BenchConfig) -> tuple[str, str | None]:
+    """The IR folder every OpenVINO runtime loads, and the GGUF file (if the model has one)."""
+    from vinolm.models import locate_source, prepare
+
+    prepared = prepare(cfg.model, cfg.weight_format, progress=lambda m: print(f"bench: {m}", file=sys.stderr))
+    source = locate_source(cfg.model or "smollm2-135m")
+    return str(prepared.path), source.location if source.kind == "gguf" else None
+
+
+def run(cfg: BenchConfig, log: Any = print) -> dict[str, Any]:
+    """Every requested section, in order; returns what bench.json holds."""
+    ir, gguf = resolve_model(cfg)
+    jobs = (single_jobs(cfg, ir, gguf) if cfg.single else []) + throughput_jobs(cfg, ir, gguf)
+    jobs += shape_jobs(cfg) if cfg.shapes else []
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    results = [run_job(job, cfg.timeout_s, log) for job in jobs]
+    return {
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(["vinolm", "bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else None,
+        "config": asdict(cfg),
+        "model_ir": ir,
+        "model_gguf": gguf,
+        "machine": machine(),
+        "results": results,
+    }

@@ -1,0 +1,246 @@
+"""Throughput through a running vinolm server; prints one JSON line (see ``schema``).
+
+    python -m vinolm.bench.server [--url URL] --protocol openai|kserve-rest|grpc \\
+        [--model M] --concurrency 1,4,8 --prompt-tokens N --new-tokens M --rounds K
+
+Without ``--url`` it starts ``vinolm serve`` (continuous batching, as users run it) in a
+subprocess on free loopback ports and stops it at the end. Per level, C requests go out
+at once, each a separate client connection like C users (OpenAI: streamed
+``/v1/completions``; KServe REST: one ``infer`` each, not streamed; gRPC: one
+``ModelStreamInfer`` each), ``--rounds`` times. Reported per round: generated tokens
+(the server's own count) / wall time from the first send to the last byte; per request:
+TTFT, the first streamed piece (none for KServe REST, which does not stream). The prompt
+is the shared filler text cut to exactly N tokens of the model's tokenizer; every request
+uses greedy decoding with ``ignore_eos``, so all generate exactly M tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from vinolm.bench.schema import (
+    emit,
+    error_line,
+    level_record,
+    parse_levels,
+    prompt_text,
+    result_line,
+    round_record,
+)
+
+PROTOCOLS = ("openai", "kserve-rest", "grpc")
+READY = "vinolm: ready: "
+#: (ttft or None, generated tokens, end instant) of one request
+Outcome = tuple[float | None, int, float]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def local_server(model: str, max_concurrency: int, timeout_s: float = 300.0) -> Iterator[tuple[str, str, int]]:
+    """``vinolm serve`` on loopback; yields (HTTP base URL, gRPC address, server pid)."""
+    grpc_port = free_port()
+    cmd = [sys.executable, "-m", "vinolm.cli", "serve", "--model", model, "--host", "127.0.0.1", "--port", "0",
+           "--grpc-port", str(grpc_port), "--no-ui", "--max-concurrency", str(max_concurrency),
+           "--max-queue", "64", "--log-level", "warning"]  # fmt: skip
+    with tempfile.NamedTemporaryFile("w+", prefix="vinolm-bench-serve-", suffix=".log") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            yield _wait_ready(proc, Path(log.name), timeout_s), f"127.0.0.1:{grpc_port}", proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        for line in text.splitlines():
+            if line.startswith(READY):
+                return line.removeprefix(READY).split()[0]
+        if proc.poll() is not None:
+            raise RuntimeError(f"vinolm serve exited with {proc.returncode}: {text[-1500:]}")
+        time.sleep(0.2)
+    raise RuntimeError(f"vinolm serve not ready after {timeout_s:.0f} s")
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024.0, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def served_name(base: str) -> str:
+    import httpx
+
+    return str(httpx.get(f"{base}/v1/models", timeout=30).json()["data"][0]["id"])
+
+
+GENERATION = {"temperature": 0.0, "ignore_eos": True}
+
+
+async def openai_request(client: Any, model: str, prompt: str, new_tokens: int) -> Outcome:
+    body = {"model": model, "prompt": prompt, "max_tokens": new_tokens, "stream": True,
+            "stream_options": {"include_usage": True}, **GENERATION}  # fmt: skip
+    start, first, tokens = time.perf_counter(), None, 0
+    async with client.stream("POST", "/v1/completions", json=body) as resp:
+        if resp.status_code != 200:
+            raise RuntimeError(f"HTTP {resp.status_code}: {(await resp.aread())[:300]!r}")
+        async for line in resp.aiter_lines():
+            if not line.startswith("data:") or line.endswith("[DONE]"):
+                continue
+            event = json.loads(line[5:])
+            if event.get("choices") and first is None:
+                first = time.perf_counter() - start
+            if event.get("usage"):
+                tokens = int(event["usage"]["completion_tokens"])
+    return first, tokens, time.perf_counter()
+
+
+async def kserve_rest_request(client: Any, model: str, prompt: str, new_tokens: int) -> Outcome:
+    from vinolm.client.kserve_rest import infer_body
+
+    body = infer_body([prompt], new_tokens)
+    body["parameters"].update(GENERATION, chat=False)
+    resp = await client.post(f"/v2/models/{model}/infer", json=body)
+    if resp.status_code != 200:
+        raise RuntimeError(f"HTTP {resp.status_code}: {resp.text[:300]}")
+    counts = {o["name"]: o["data"] for o in resp.json()["outputs"]}
+    return None, int(counts["token_count"][0]), time.perf_counter()
+
+
+async def http_round(protocol: str, base: str, model: str, prompt: str, new_tokens: int, c: int) -> list[Outcome]:
+    import httpx
+
+    one = openai_request if protocol == "openai" else kserve_rest_request
+    limits = httpx.Limits(max_connections=c + 2)
+    async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(900.0), limits=limits) as client:
+        return list(await asyncio.gather(*(one(client, model, prompt, new_tokens) for _ in range(c))))
+
+
+def grpc_request(address: str, model: str, prompt: str, new_tokens: int) -> Outcome:
+    import grpc
+
+    from vinolm.client.common import Target
+    from vinolm.client.kserve_grpc import infer_request, output
+    from vinolm.server.grpc._proto import grpc_predict_v2_pb2_grpc as pb_grpc
+    from vinolm.server.kserve.tensors import COMPLETION, TOKEN_COUNT
+
+    request = infer_request(Target(address, model, max_tokens=new_tokens), [prompt])
+    request.parameters["temperature"].double_param = 0.0
+    request.parameters["ignore_eos"].bool_param = True
+    request.parameters["chat"].bool_param = False
+    start, first, tokens = time.perf_counter(), None, 0
+    with grpc.insecure_channel(address) as channel:
+        call = pb_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(iter([request]))
+        for message in call:
+            if message.error_message:
+                raise RuntimeError(message.error_message)
+            names = {t.name for t in message.infer_response.outputs}
+            if COMPLETION in names and first is None:
+                first = time.perf_counter() - start
+            if TOKEN_COUNT in names:
+                tokens = int(output(message.infer_response, TOKEN_COUNT)[0])
+                call.cancel()
+                break
+    return first, tokens, time.perf_counter()
+
+
+def one_round(args: argparse.Namespace, where: tuple[str, str], model: str, prompt: str, c: int) -> dict[str, Any]:
+    began = time.perf_counter()
+    if args.protocol == "grpc":
+        with ThreadPoolExecutor(c) as pool:
+            outs = list(pool.map(lambda _: grpc_request(where[1], model, prompt, args.new_tokens), range(c)))
+    else:
+        outs = asyncio.run(http_round(args.protocol, where[0], model, prompt, args.new_tokens, c))
+    tokens = sum(o[1] for o in outs)
+    if tokens != c * args.new_tokens:
+        raise RuntimeError(f"the server generated {tokens} tokens, wanted {c * args.new_tokens}")
+    return round_record(max(o[2] for o in outs) - began, tokens, [o[0] for o in outs if o[0] is not None])
+
+
+def measure(args: argparse.Namespace, base: str, grpc_address: str, pid: int | None) -> dict[str, Any]:
+    import openvino as ov
+    import openvino_tokenizers  # noqa: F401  (registers the tokenizer operations)
+
+    from vinolm.bench.worker import versions
+    from vinolm.engines.native_tokenizer import TokenizerIR
+    from vinolm.models import prepare
+
+    folder = prepare(args.model, args.weight_format, progress=lambda _: None).path
+    tok = TokenizerIR(ov.Core(), folder)
+    prompt = prompt_text(tok.encode, tok.decode, args.prompt_tokens)
+    model = served_name(base)
+    where = (base, grpc_address)
+    one_round(args, where, model, prompt, max(args.levels))  # warm-up
+    levels = [level_record(c, [one_round(args, where, model, prompt, c) for _ in range(args.rounds)])
+              for c in args.levels]  # fmt: skip
+    return result_line(f"vinolm serve ({args.protocol})", versions(), 0.0, [], levels=levels, mode="server",
+                       protocol=args.protocol, url=base, model=str(folder), prompt_tokens=args.prompt_tokens,
+                       new_tokens=args.new_tokens, server_peak_rss_mb=peak_rss_mb(pid) if pid else None)  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m vinolm.bench.server", description=__doc__.splitlines()[0])
+    p.add_argument("--url", default=None, help="a running server's base URL (default: start one)")
+    p.add_argument("--grpc", default=None, help="its gRPC HOST:PORT (with --url and --protocol grpc)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="openai")
+    p.add_argument("--model", default=None, help="model to serve, and whose tokenizer builds the prompt")
+    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default=None)
+    p.add_argument("--concurrency", default="1,4,8")
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args(argv)
+    args.levels = parse_levels(args.concurrency) or [1]
+    if args.url and args.protocol == "grpc" and not args.grpc:
+        p.error("--protocol grpc with --url needs --grpc HOST:PORT")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    label = f"vinolm serve ({args.protocol})"
+    try:
+        if args.url:
+            line = measure(args, args.url.rstrip("/"), args.grpc or "", None)
+        else:
+            from vinolm.models import prepare
+
+            folder = str(prepare(args.model, args.weight_format, progress=lambda _: None).path)
+            with local_server(folder, max(args.levels)) as (base, grpc_address, pid):
+                line = measure(args, base, grpc_address, pid)
+    except Exception as exc:  # noqa: BLE001 - one line whatever happens
+        emit(error_line(label, f"{type(exc).__name__}: {exc}"))
+        return 1
+    emit(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

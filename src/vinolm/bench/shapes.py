@@ -1,0 +1,195 @@
+"""Random-weight models with the real shapes of the tutorials' 1.1B and 2.8B models.
+
+The hub is out of reach and the real checkpoints are gigabytes, yet speed and size per
+weight format depend only on the shapes: layer count, widths, heads, vocabulary. So each
+shape is rebuilt from its published config with random weights (fp16, to stay well
+inside memory: the 2.8B model is 5.6 GB instead of 11 GB in fp32), saved with the
+default model's byte-level BPE tokenizer fitted to the shape's vocabulary size, and
+exported with ``vinolm.export`` to FP16, INT8 and INT4 (the catalog's tutorial preset),
+one format at a time::
+
+    python -m vinolm.bench.shapes [--shape tiny-llama-1b-chat] [--format int4 ...]
+
+prints one JSON line: per shape and format the IR folder and its weight bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vinolm.export.report import SizeReport, folder_weight_bytes
+from vinolm.models import vinolm_home
+
+FORMATS = ("fp16", "int8", "int4")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A published model config, reduced to what decides speed and size."""
+
+    name: str  # the catalog entry whose shape (and INT4 preset) this is
+    architecture: str  # "llama" | "gpt_neox"
+    config: dict[str, Any]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.config["vocab_size"])
+
+
+SHAPES: dict[str, Shape] = {
+    # TinyLlama/TinyLlama-1.1B-Chat-v1.0 config.json
+    "tiny-llama-1b-chat": Shape("tiny-llama-1b-chat", "llama", {
+        "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
+        "num_attention_heads": 32, "num_key_value_heads": 4, "vocab_size": 32000,
+        "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+    }),
+    # databricks/dolly-v2-3b config.json (Pythia-2.8B; red-pajama-3b has the same widths)
+    "dolly-v2-3b": Shape("dolly-v2-3b", "gpt_neox", {
+        "hidden_size": 2560, "intermediate_size": 10240, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "vocab_size": 50280, "max_position_embeddings": 2048,
+        "rotary_pct": 0.25, "rotary_emb_base": 10000, "use_parallel_residual": True,
+        "layer_norm_eps": 1e-5, "tie_word_embeddings": False,
+    }),
+}  # fmt: skip
+
+
+def shape_root(name: str) -> Path:
+    return vinolm_home() / "bench" / "shapes" / name
+
+
+def default_tokenizer_file() -> Path:
+    """The default model's tokenizer.json (a byte-level BPE of 49152 tokens)."""
+    from vinolm.models import prepare
+
+    return prepare(None, "int8").path / "tokenizer.json"
+
+
+def fit_vocab(tokenizer: dict[str, Any], size: int) -> dict[str, Any]:
+    """A copy of a BPE ``tokenizer.json`` holding exactly ``size`` ids.
+
+    Smaller: keep ids below ``size`` and the merges that only touch kept tokens (BPE
+    ids grow with merge order, so what is left is still a valid BPE). Larger: append
+    ``<|extra_N|>`` added tokens, as real checkpoints pad their embedding tables.
+    """
+    data = json.loads(json.dumps(tokenizer))
+    model = data["model"]
+    if size <= len(model["vocab"]):
+        vocab = {tok: i for tok, i in model["vocab"].items() if i < size}
+        merges = [m for m in model["merges"] if _merge_parts(m)[0] in vocab and _merge_parts(m)[1] in vocab
+                  and "".join(_merge_parts(m)) in vocab]  # fmt: skip
+        model["vocab"], model["merges"] = vocab, merges
+        data["added_tokens"] = [t for t in data.get("added_tokens", []) if t["id"] < size]
+        return data
+    start = max(model["vocab"].values()) + 1
+    for i in range(start, size):
+        data["added_tokens"].append({
+            "id": i, "content": f"<|extra_{i}|>", "single_word": False, "lstrip": False,
+            "rstrip": False, "normalized": False, "special": False,
+        })  # fmt: skip
+    return data
+
+
+def _merge_parts(merge: str | list[str]) -> list[str]:
+    return merge.split(" ", 1) if isinstance(merge, str) else list(merge)
+
+
+def write_tokenizer(folder: Path, size: int) -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    source = default_tokenizer_file()
+    fitted = fit_vocab(json.loads(source.read_text(encoding="utf-8")), size)
+    (folder / "tokenizer.json").write_text(json.dumps(fitted), encoding="utf-8")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_file=str(folder / "tokenizer.json"),
+        bos_token="<|im_start|>", eos_token="<|im_end|>", unk_token="<|endoftext|>", pad_token="<|im_end|>",
+    )  # fmt: skip
+    if len(tok) != size:
+        raise RuntimeError(f"fitted tokenizer has {len(tok)} ids, wanted {size}")
+    tok.save_pretrained(folder)
+
+
+def build_hf(shape: Shape, folder: Path) -> Path:
+    """Random fp16 weights with ``shape``'s config plus a tokenizer; reused when present."""
+    if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+        return folder
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = AutoConfig.for_model(
+        shape.architecture, **shape.config, bos_token_id=1, eos_token_id=2, dtype="float16"
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float16)
+    model.save_pretrained(folder, safe_serialization=True)
+    del model
+    gc.collect()
+    write_tokenizer(folder, shape.vocab_size)
+    return folder
+
+
+def export_options(shape: Shape, weight_format: str) -> Any:
+    """FP16, INT8 per-channel, or the catalog's INT4 preset (what the tutorials use)."""
+    from vinolm.catalog import resolve
+    from vinolm.export import ExportOptions
+
+    options = ExportOptions(weight_format=weight_format)
+    if weight_format == "int4":
+        options = options.with_preset(asdict(resolve(shape.name).int4))
+    return options
+
+
+def build(name: str, formats: tuple[str, ...] = FORMATS) -> dict[str, Path]:
+    """Exported IR folders of shape ``name`` per format, building what is missing."""
+    from vinolm.export import export_model
+
+    shape = SHAPES[name]
+    root = shape_root(name)
+    hf = build_hf(shape, root / "hf")
+    folders: dict[str, Path] = {}
+    for fmt in formats:
+        result = export_model(str(hf), root / fmt, export_options(shape, fmt), source_kind="hf", progress=_log)
+        folders[fmt] = result.path
+        gc.collect()
+    return folders
+
+
+def built(name: str) -> dict[str, Path]:
+    """The formats of shape ``name`` that are already exported (nothing is built)."""
+    from vinolm.export import is_complete
+
+    root = shape_root(name)
+    return {fmt: root / fmt for fmt in FORMATS if is_complete(root / fmt)}
+
+
+def size_table(name: str) -> str:
+    folders = built(name)
+    return SizeReport([(fmt, folder_weight_bytes(path)) for fmt, path in folders.items()]).table()
+
+
+def _log(message: str) -> None:
+    print(f"[shapes] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vinolm.bench.shapes", description=__doc__.splitlines()[0])
+    p.add_argument("--shape", action="append", choices=sorted(SHAPES), help="default: all")
+    p.add_argument("--format", action="append", choices=FORMATS, help="default: fp16, int8, int4")
+    args = p.parse_args(argv)
+    out: dict[str, Any] = {}
+    for name in args.shape or list(SHAPES):
+        folders = build(name, tuple(args.format or FORMATS))
+        out[name] = {fmt: {"path": str(path), "weight_bytes": folder_weight_bytes(path)} for fmt, path in folders.items()}
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

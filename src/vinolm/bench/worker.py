@@ -1,0 +1,153 @@
+"""One vinolm engine measured in its own process; prints one JSON line (see ``schema``).
+
+    python -m vinolm.bench.worker --engine genai|native|optimum --model M \\
+        --prompt-tokens N --new-tokens M --runs K [--concurrency 1,4,8] [--ov-config K=V]
+
+Single stream (default): load the engine, warm up, then K greedy generations of exactly
+``--new-tokens`` tokens (EOS ignored) from a prompt of exactly ``--prompt-tokens`` tokens
+of the engine's own tokenizer, timed from the caller's side of ``generate`` as a user of
+the library sees it. With ``--concurrency``: the engine is loaded with batching (genai's
+continuous batching), and for each level C simultaneous generations run K rounds; each
+round's aggregate generated tokens/s and every request's TTFT are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from vinolm.bench.schema import (
+    emit,
+    error_line,
+    level_record,
+    parse_levels,
+    prompt_text,
+    result_line,
+    round_record,
+    timed_record,
+)
+
+
+def load(args: argparse.Namespace, batching: bool, max_concurrency: int) -> tuple[Any, float]:
+    """The engine and its load time (the model folder exists already: no export is timed)."""
+    from vinolm.engines import load_engine
+    from vinolm.engines.base import EngineOptions
+    from vinolm.engines.ovconfig import parse_ov_config
+    from vinolm.models import prepare
+
+    model = prepare(args.model, args.weight_format, progress=lambda _: None)
+    options = EngineOptions(device=args.device, ov_config=parse_ov_config(args.ov_config),
+                            batching=batching, max_concurrency=max_concurrency)  # fmt: skip
+    started = time.perf_counter()
+    engine = load_engine(args.engine, model, options)
+    return engine, time.perf_counter() - started
+
+
+def request(text: str, new_tokens: int) -> Any:
+    from vinolm.types import GenerationParams, Request
+
+    params = GenerationParams(max_new_tokens=new_tokens, temperature=0.0, ignore_eos=True)
+    return Request(prompt=text, params=params)
+
+
+def timed_generation(engine: Any, text: str, new_tokens: int) -> tuple[float, float, float, int]:
+    """(start, first token, end, tokens) of one generation, read from its chunk stream."""
+    start = time.perf_counter()
+    first = 0.0
+    count = 0
+    for chunk in engine.generate(request(text, new_tokens)):
+        if chunk.token_ids and not first:
+            first = time.perf_counter()
+        count += len(chunk.token_ids)
+    end = time.perf_counter()
+    if count != new_tokens:
+        raise RuntimeError(f"{engine.name} generated {count} tokens, wanted {new_tokens}")
+    return start, first, end, count
+
+
+def single_stream(engine: Any, text: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    for _ in range(args.warmup):
+        timed_generation(engine, text, min(args.new_tokens, 8))
+    runs = []
+    for _ in range(args.runs):
+        start, first, end, count = timed_generation(engine, text, args.new_tokens)
+        runs.append(timed_record(args.prompt_tokens, count, start, first, end))
+    return runs
+
+
+def concurrent_round(engine: Any, text: str, new_tokens: int, concurrency: int) -> dict[str, Any]:
+    """C generations started together, each drained on its own thread, as server requests are."""
+    with ThreadPoolExecutor(concurrency) as pool:
+        began = time.perf_counter()
+        futures = [pool.submit(timed_generation, engine, text, new_tokens) for _ in range(concurrency)]
+        done = [f.result() for f in futures]
+    wall = max(r[2] for r in done) - began
+    return round_record(wall, sum(r[3] for r in done), [r[1] - began for r in done])
+
+
+def throughput(engine: Any, text: str, args: argparse.Namespace, levels: list[int]) -> list[dict[str, Any]]:
+    concurrent_round(engine, text, min(args.new_tokens, 8), max(levels))  # warm-up
+    return [
+        level_record(c, [concurrent_round(engine, text, args.new_tokens, c) for _ in range(args.runs)])
+        for c in levels
+    ]
+
+
+def versions() -> str:
+    import openvino as ov
+    import openvino_genai
+
+    import vinolm
+
+    return f"vinolm {vinolm.__version__}, openvino {ov.get_version()}, openvino-genai {openvino_genai.__version__}"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m vinolm.bench.worker", description=__doc__.splitlines()[0])
+    p.add_argument("--engine", default="genai", help="genai, native or optimum")
+    p.add_argument("--label", default=None, help="name in the JSON line (default: vinolm ENGINE)")
+    p.add_argument("--model", default=None, help="any vinolm model reference (default: smollm2-135m)")
+    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default=None)
+    p.add_argument("--device", default="CPU")
+    p.add_argument("--ov-config", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--prompt-tokens", type=int, default=990)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--concurrency", default="", help="e.g. 1,4,8: measure batched throughput instead")
+    args = p.parse_args(argv)
+    if min(args.prompt_tokens, args.new_tokens, args.runs) < 1 or args.warmup < 0:
+        p.error("--prompt-tokens, --new-tokens and --runs must be >= 1, --warmup >= 0")
+    try:
+        args.levels = parse_levels(args.concurrency)
+    except ValueError as exc:
+        p.error(f"--concurrency: {exc}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    label = args.label or f"vinolm {args.engine}"
+    try:
+        engine, load_s = load(args, batching=bool(args.levels), max_concurrency=max(args.levels or [1]))
+        text = prompt_text(engine.tokenize, engine.detokenize, args.prompt_tokens)
+        extra: dict[str, Any] = {"engine": args.engine, "ov_config": args.ov_config,
+                                 "model": str(engine.model.path), "prompt_tokens": args.prompt_tokens}  # fmt: skip
+        if args.levels:
+            line = result_line(label, versions(), load_s, [], levels=throughput(engine, text, args, args.levels),
+                               mode="in-process batching", **extra)  # fmt: skip
+        else:
+            line = result_line(label, versions(), load_s, single_stream(engine, text, args), **extra)
+        engine.close()
+    except Exception as exc:  # noqa: BLE001 - one line whatever happens, the runner goes on
+        emit(error_line(label, f"{type(exc).__name__}: {exc}"))
+        return 1
+    emit(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""``vinolm bench``: the shared schema, the report, and one tiny end-to-end run.
+
+The pure parts (prompt building, statistics, tables) run without OpenVINO. The
+end-to-end test runs the real command in a subprocess on the default model (genai plus
+one peer, concurrency 1,2) and checks the files and fields, never the timings: on a
+shared machine they say nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vinolm.bench import report
+from vinolm.bench.runner import BenchConfig, engine_variant, parse_line
+from vinolm.bench.schema import (
+    level_record,
+    parse_levels,
+    prompt_ids,
+    prompt_text,
+    round_record,
+    timed_record,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _words(text: str) -> list[int]:
+    """A toy tokenizer: one id per whitespace-separated word (hash-free, reversible below)."""
+    return [len(w) for w in text.split()]
+
+
+def test_prompt_ids_cut_to_length() -> None:
+    assert len(prompt_ids(_words, 5)) == 5
+    assert len(prompt_ids(_words, 3000)) == 3000  # the filler repeats as needed
+
+
+def test_prompt_text_has_exact_token_count() -> None:
+    vocab: dict[str, int] = {}
+
+    def tokenize(text: str) -> list[int]:
+        return [vocab.setdefault(w, len(vocab)) for w in text.split()]
+
+    def detokenize(ids: list[int]) -> str:
+        words = {i: w for w, i in vocab.items()}
+        return " ".join(words[i] for i in ids)
+
+    for n in (1, 16, 200):
+        assert len(tokenize(prompt_text(tokenize, detokenize, n))) == n
+
+
+def test_timed_record_definitions() -> None:
+    run = timed_record(100, 11, start=0.0, first=0.5, end=1.5)
+    assert run["ttft_s"] == 0.5 and run["prefill_tps"] == 200.0
+    assert run["tpot_s"] == pytest.approx(0.1) and run["decode_tps"] == pytest.approx(10.0)
+    assert timed_record(10, 1, 0.0, 0.2, 0.2)["decode_tps"] is None
+
+
+def test_levels_and_rounds() -> None:
+    assert parse_levels("1,4,8") == [1, 4, 8]
+    assert parse_levels("none") == []
+    level = level_record(4, [round_record(2.0, 40, [0.1, 0.2]), round_record(1.0, 40, [0.3])])
+    assert level["aggregate_tps_median"] == 30.0
+    assert level["ttft_s_median"] == 0.2
+
+
+def test_engine_variants() -> None:
+    assert engine_variant("genai") == ("genai", [])
+    assert engine_variant("native-hybrid")[0] == "native"
+    assert engine_variant("genai@A=1,B=x") == ("genai", ["A=1", "B=x"])
+
+
+def test_parse_line_takes_the_last_json_line() -> None:
+    assert parse_line('noise\n{"peer": "x"}\n') == {"peer": "x"}
+    assert parse_line("no json here") is None
+
+
+def _row(label: str, decode: float, prefill: float, **extra: object) -> dict[str, object]:
+    stats = {
+        "decode_tps": {"median": decode, "min": decode, "max": decode},
+        "prefill_tps": {"median": prefill, "min": prefill, "max": prefill},
+    }
+    return {"label": label, "section": "single", "stats": stats, "load_s": 1.0, "peak_rss_mb": 100.0, **extra}
+
+
+def test_report_ratios_against_llama_cpp() -> None:
+    rows = [_row("vinolm genai", 120.0, 2000.0), _row("llama.cpp", 100.0, 500.0, peer="llama.cpp"),
+            {"label": "pytorch", "section": "single", "skipped": "torch is not installed"}]  # fmt: skip
+    table = report.single_table(rows)
+    assert "1.20x" in table and "4.00x" in table
+    assert "skipped: torch is not installed" in table
+    assert "1.20x / 4.00x" in report.ratio_table(rows)
+
+
+def test_markdown_has_every_section() -> None:
+    results = {
+        "started": "now", "command": "vinolm bench", "model_ir": "/m", "model_gguf": None,
+        "config": BenchConfig().__dict__,
+        "machine": {"cpu": "cpu", "cpu_count": 2, "memory_gb": 24, "isa": ["amx_tile"]},
+        "results": [
+            _row("vinolm genai", 120.0, 2000.0),
+            {"label": "vinolm serve (openai)", "section": "throughput", "peer": "vinolm serve (openai)",
+             "levels": [level_record(1, [round_record(1.0, 64, [0.1])]), level_record(8, [round_record(1.0, 256, [0.2])])]},
+        ],
+    }  # fmt: skip
+    text = report.markdown(results)
+    assert "## Single stream" in text and "## Throughput vs concurrency" in text
+    assert "4.00x" in text  # c=8 over c=1
+
+
+@pytest.mark.slow
+def test_tiny_bench_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "vinolm.cli", "bench", "--engine", "genai", "--peer", "genai-direct",
+           "--prompt-tokens", "16", "--new-tokens", "4", "--runs", "1", "--warmup", "0",
+           "--concurrency", "1,2", "--timeout", "900", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| vinolm genai |" in proc.stdout
+    for name in ("bench.md", "bench.json", "ttft.png", "tpot.png", "throughput.png"):
+        assert (out / name).stat().st_size > 0, name
+    data = json.loads((out / "bench.json").read_text())
+    assert {"config", "machine", "results", "model_ir"} <= set(data)
+    by_label = {r["label"]: r for r in data["results"]}
+    for label in ("vinolm genai", "genai-direct"):
+        row = by_label[label]
+        assert "error" not in row, row.get("error")
+        assert {"version", "load_s", "runs", "stats", "peak_rss_mb"} <= set(row)
+        run = row["runs"][0]
+        assert run["new_tokens"] == 4
+        assert {"ttft_s", "prefill_tps", "decode_tps", "tpot_s"} <= set(run)
+    for label in ("vinolm genai in-process", "vinolm serve (openai)"):
+        row = by_label[label]
+        assert "error" not in row, row.get("error")
+        assert [lv["concurrency"] for lv in row["levels"]] == [1, 2]
+        assert all(lv["aggregate_tps_median"] for lv in row["levels"])
