@@ -1,0 +1,221 @@
+"""The web UI in a real browser: headless Debian Chromium, driven by Playwright, against the
+real ``vinolm serve`` (default model, continuous batching) on loopback.
+
+Every wait is for a condition in the page or in ``/metrics``; the machine is shared, so
+timeouts are generous and nothing asserts on speed.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+from tests.e2e.conftest import RunningServer
+
+pytestmark = pytest.mark.slow
+PageOpener = Callable[[str], Page]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+TIMEOUT_MS = 60_000
+MAX_NEW_TOKENS = 48  # enough to watch the answer grow, short enough for a shared machine
+LONG_PROMPT = "Write a long story about a dragon who learns to bake bread, with many details."
+
+RESPONSE = "#instruct-response textarea"
+PERFORMANCE = "#instruct-performance textarea"
+PERF_LINE = re.compile(r"Average generation speed: (\d+\.\d) tokens/s\. Total generated tokens: (\d+)")
+
+
+# -- the server (the shared real `vinolm serve`, tests/e2e/conftest.py) --------------------------
+@pytest.fixture(scope="module")
+def base_url(server: RunningServer) -> str:
+    return server.base_url
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    """Poll ``condition`` (a server-side fact the page cannot show) until true."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _metric(base: str, name: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def _running(base: str) -> float:
+    return _metric(base, "vinolm_requests_running")
+
+
+def _ui_cancelled(base: str) -> float:
+    return _metric(base, 'vinolm_requests_total{protocol="ui",status="499"}')
+
+
+# -- the browser --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert CHROMIUM.exists(), "Debian's chromium is missing: run 'make browser' (no browser download)"
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def new_page(browser: Browser, base_url: str) -> Iterator[PageOpener]:
+    """Open ``/ui...`` pages, each in its own browser context (its own session, like another person)."""
+    contexts = []
+
+    def open_page(path: str) -> Page:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(f"{base_url}{path}")
+        expect(page.locator("gradio-app")).to_be_visible()
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+def _length_over(page: Page, selector: str, length: int) -> int:
+    """Wait until the text in ``selector`` is longer than ``length``; return its new length."""
+    page.wait_for_function("([s, n]) => document.querySelector(s).value.length > n",
+                           arg=[selector, length], timeout=TIMEOUT_MS)
+    return len(page.locator(selector).input_value())
+
+
+def _performance(page: Page) -> tuple[float, int]:
+    """(tokens/s, total tokens) from the performance line."""
+    line = page.locator(PERFORMANCE).input_value()
+    match = PERF_LINE.fullmatch(line)
+    assert match, f"unexpected performance line {line!r}"
+    return float(match.group(1)), int(match.group(2))
+
+
+def _bot_messages(page: Page) -> Locator:
+    return page.locator('#chat-log [data-testid="bot"]')
+
+
+def _user_messages(page: Page) -> Locator:
+    return page.locator('#chat-log [data-testid="user"]')
+
+
+def _send(page: Page, text: str) -> None:
+    page.locator("#chat-input textarea").fill(text)
+    page.locator("#chat-submit").click()
+
+
+# -- the tests ------------------------------------------------------------------------------------
+def test_instruct_streams_the_answer_and_the_speed_line(new_page: PageOpener) -> None:
+    page = new_page("/ui/")
+    page.locator("#max-new-tokens input[type=number]").fill(str(MAX_NEW_TOKENS))
+    page.locator("#max-new-tokens input[type=number]").press("Enter")
+    page.locator("#instruct-input textarea").fill(LONG_PROMPT)
+    page.locator("#instruct-submit").click()
+
+    lengths = [_length_over(page, RESPONSE, 0)]
+    for _ in range(3):  # the box grows while the answer streams
+        lengths.append(_length_over(page, RESPONSE, lengths[-1]))
+    page.wait_for_function("s => /tokens: [1-9]/.test(document.querySelector(s).value)", arg=PERFORMANCE)
+    _, first_total = _performance(page)
+    _length_over(page, RESPONSE, len(page.locator(RESPONSE).input_value()))  # filled while streaming
+    page.wait_for_function(  # and counting on
+        "([s, n]) => +(document.querySelector(s).value.match(/tokens: (\\d+)/) || [0, 0])[1] > n",
+        arg=[PERFORMANCE, first_total])
+
+    expect(page.locator('#instruct-response [data-testid="status-tracker"].generating')).to_have_count(0)
+    speed, total = _performance(page)  # the engine's own numbers, once the answer is done
+    assert speed > 0 and 0 < total <= MAX_NEW_TOKENS
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "instruct.png"), full_page=True)
+
+    page.locator("#instruct-clear").click()
+    for selector in ("#instruct-input textarea", RESPONSE, PERFORMANCE):
+        expect(page.locator(selector)).to_have_value("")
+
+
+def test_too_long_instruction_is_a_message_not_a_frozen_page(new_page: PageOpener, base_url: str) -> None:
+    page = new_page("/ui/")
+    page.locator("#instruct-input textarea").fill("bread " * 9000)
+    page.locator("#instruct-submit").click()
+    expect(page.locator(".toast-body").filter(has_text="shorten the message")).to_be_visible()
+    expect(page.locator(RESPONSE)).to_have_value("")
+    _wait(lambda: _running(base_url) == 0, "the refused request to be released")
+
+    page.locator("#instruct-input textarea").fill(LONG_PROMPT)  # the page still answers
+    page.locator("#instruct-submit").click()
+    _length_over(page, RESPONSE, 0)
+    page.locator("#instruct-clear").click()  # and Clear stops the answer in the engine too
+    expect(page.locator(RESPONSE)).to_have_value("")
+    _wait(lambda: _running(base_url) == 0, "Clear to stop the answer", 30)
+
+
+def test_chat_two_turns_then_clear(new_page: PageOpener, base_url: str) -> None:
+    page = new_page("/ui/chat")
+    expect(page.get_by_text("smollm2-135m Chatbot")).to_be_visible()
+    _send(page, "Hi! My name is Ada.")
+    expect(_bot_messages(page)).to_have_count(1)
+    _wait(lambda: _running(base_url) == 0, "the first answer to finish")
+    _send(page, "What is my name?")
+    expect(_bot_messages(page)).to_have_count(2)
+    _wait(lambda: _running(base_url) == 0, "the second answer to finish")
+
+    expect(_user_messages(page)).to_have_text(["Hi! My name is Ada.", "What is my name?"])
+    for answer in _bot_messages(page).all():
+        expect(answer).not_to_have_text("")
+    page.screenshot(path=str(SCREENSHOTS / "chat.png"), full_page=True)
+
+    page.locator("#chat-clear").click()
+    expect(_user_messages(page)).to_have_count(0)
+    expect(_bot_messages(page)).to_have_count(0)
+
+
+def test_stop_cancels_the_generation_in_the_engine(new_page: PageOpener, base_url: str) -> None:
+    page = new_page("/ui/chat")
+    cancelled_before = _ui_cancelled(base_url)
+    _send(page, LONG_PROMPT)
+    expect(_bot_messages(page)).to_have_count(1)
+    expect(_bot_messages(page).first).not_to_have_text("")
+    page.locator("#chat-stop").click()
+
+    _wait(lambda: _running(base_url) == 0, "the running-request count to return to 0", 30)
+    assert _ui_cancelled(base_url) == cancelled_before + 1  # it ended by cancellation, not by itself
+    stopped = _bot_messages(page).first.inner_text()
+    assert stopped.strip()  # the partial answer stays
+    _send(page, "Thanks!")  # and the conversation goes on
+    expect(_bot_messages(page)).to_have_count(2)
+    page.locator("#chat-stop").click()
+    _wait(lambda: _running(base_url) == 0, "the second answer to stop", 30)
+    expect(_user_messages(page)).to_have_text([LONG_PROMPT, "Thanks!"])
+
+
+def test_two_sessions_chat_at_once_and_stay_separate(new_page: PageOpener, base_url: str) -> None:
+    alice, bob = new_page("/ui/chat"), new_page("/ui/chat")
+    _send(alice, "My favourite colour is blue. " + LONG_PROMPT)
+    _send(bob, "I collect old trains. " + LONG_PROMPT)
+    _wait(lambda: _running(base_url) == 2, "both answers to be generated together")
+    for page in (alice, bob):
+        expect(_bot_messages(page).first).not_to_have_text("")
+        page.locator("#chat-stop").click()
+    _wait(lambda: _running(base_url) == 0, "both answers to stop")
+
+    expect(_user_messages(alice)).to_have_text(["My favourite colour is blue. " + LONG_PROMPT])
+    expect(_user_messages(bob)).to_have_text(["I collect old trains. " + LONG_PROMPT])
+    expect(_bot_messages(alice)).to_have_count(1)
+    expect(_bot_messages(bob)).to_have_count(1)
