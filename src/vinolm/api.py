@@ -15,7 +15,7 @@ from typing import Any
 from vinolm.chat.session import Chat, Response
 from vinolm.engines import DEFAULT_ENGINE, load_engine
 from vinolm.engines.base import Engine, EngineOptions
-from vinolm.types import GenerationParams, Message, Request
+from vinolm.types import GenerationParams, Request
 
 
 class Model:
@@ -37,15 +37,10 @@ class Model:
 
     def instruct(self, instruction: str, **params: Any) -> Response:
         """Follow one instruction with the model's instruction template; only the answer comes back."""
-        from vinolm.prompts import render_instruction, response_only
+        from vinolm.prompts import instruction_request, response_only
 
         spec = self.engine.model.chat_spec
-        settings = _params(params)
-        settings = settings.with_(stop=list(settings.stop) + [s for s in spec.stop_strings if s not in settings.stop])
-        if spec.instruction_template is None:
-            request = Request(messages=[Message("user", instruction)], params=settings)
-        else:
-            request = Request(prompt=render_instruction(spec, instruction), params=settings)
+        request = instruction_request(spec, instruction, _params(params))
         return Response(self.engine, request, postprocess=lambda text: response_only(spec, text))
 
     def chat(self, system: str | None = None, **params: Any) -> Chat:

@@ -7,7 +7,7 @@ imports OpenVINO, torch or transformers; chat templates are rendered with sandbo
 
 from vinolm.prompts.budget import fit_messages
 from vinolm.prompts.chat import Tokenize, check_conversation, encode_chat, render_chat
-from vinolm.prompts.instruct import render_instruction, response_only
+from vinolm.prompts.instruct import instruction_request, render_instruction, response_only
 from vinolm.prompts.spec import PLAIN_STOP_STRINGS, ChatSpec
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "check_conversation",
     "encode_chat",
     "fit_messages",
+    "instruction_request",
     "render_chat",
     "render_instruction",
     "response_only",

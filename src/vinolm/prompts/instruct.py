@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from vinolm.prompts.chat import render_chat
 from vinolm.prompts.spec import ChatSpec
-from vinolm.types import Message
+from vinolm.types import GenerationParams, Message, Request
 
 
 def render_instruction(spec: ChatSpec, instruction: str) -> str:
@@ -35,3 +35,15 @@ def response_only(spec: ChatSpec, text: str) -> str:
         text = text.split(spec.response_key, 1)[1]
     cut = min((text.find(stop) for stop in spec.stop_strings if stop in text), default=len(text))
     return text[:cut].strip()
+
+
+def instruction_request(spec: ChatSpec, instruction: str, params: GenerationParams) -> Request:
+    """The request for one instruction, stopping on the model's stop strings and end key.
+
+    Chat models without an instruction template get one user turn, formatted (and budgeted)
+    by the engine like any conversation.
+    """
+    params = params.with_(stop=list(params.stop) + [s for s in spec.stop_strings if s not in params.stop])
+    if spec.instruction_template is None:
+        return Request(messages=[Message("user", instruction)], params=params)
+    return Request(prompt=render_instruction(spec, instruction), params=params)

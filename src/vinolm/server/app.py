@@ -131,7 +131,8 @@ def _kind_of(status: int) -> str:
 def _error_response(request: Request, status: int, message: str, kind: str | None = None,
                     param: str | None = None, code: str | None = None,
                     headers: dict[str, str] | None = None) -> JSONResponse:
-    _count_rejection(request.scope, status, request.app.state.service.metrics, accounted=submitted_here())
+    service = getattr(request.app.state, "service", None)  # absent in mounted sub-apps (the UI)
+    _count_rejection(request.scope, status, service.metrics if service else None, accounted=submitted_here())
     body = error_body(request.url.path, message, kind or _kind_of(status), param, code)
     return JSONResponse(body, status_code=status, headers=headers)
 

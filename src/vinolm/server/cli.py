@@ -29,6 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve a model over the OpenAI API, KServe v2 REST and gRPC",
                        description="Load a model once and serve it: OpenAI API under /v1, KServe v2 REST "
                                    "under /v2, gRPC on --grpc-port, docs at /docs, metrics at /metrics.")
+    add_serve_args(p)
+    p.set_defaults(func=cmd_serve)
+
+
+def add_serve_args(p: argparse.ArgumentParser) -> None:
+    """The serve options, shared with ``vinolm ui``."""
     add_model_args(p)
     net = p.add_argument_group("network")
     net.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
@@ -45,7 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     lim.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body (413 above)")
     p.add_argument("--no-ui", action="store_true", help="do not mount the web UI at /ui (faster start)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -108,6 +108,32 @@ class ModelService:
         """Whether the engine fills ``Chunk.logprobs`` (an engine opts in with ``supports_logprobs = True``)."""
         return bool(getattr(self.engine, "supports_logprobs", False))
 
+    def switch_device(self, device: str) -> None:
+        """Recompile the model on ``device`` for everyone; blocking (the UI runs it off-loop).
+
+        New requests go to the new engine at once; the old one is closed after the
+        requests it is still serving finish. A failed compile keeps the old engine.
+        """
+        from dataclasses import replace
+
+        from vinolm.engines import load_engine
+        from vinolm.engines.ovconfig import check_device
+        from vinolm.errors import EngineError
+
+        old = self.engine
+        if device == old.options.device:
+            return
+        check_device(device)
+        try:
+            new = load_engine(old.name, old.model, replace(old.options, device=device))
+        except VinolmError:
+            raise
+        except Exception as exc:
+            raise EngineError(f"cannot compile the model for {device}: {exc}") from exc
+        with self._lock:
+            self.engine = new
+        threading.Thread(target=_retire, args=(old,), name="vinolm-retire", daemon=True).start()
+
     def submit(self, request: Request, protocol: str) -> Ticket:
         """Validate and admit ``request``; raise Overloaded when the queue is full.
 
@@ -230,3 +256,15 @@ def _status_of(exc: BaseException) -> str:
     if isinstance(exc, (GeneratorExit, KeyboardInterrupt, asyncio.CancelledError)):
         return "499"
     return "500"
+
+
+def _retire(engine: object, poll_s: float = 0.2, limit_s: float = 600.0) -> None:
+    """Close a replaced engine once nothing runs on it any more."""
+    stats = getattr(engine, "stats", None)
+    deadline = time.monotonic() + limit_s
+    while stats is not None and time.monotonic() < deadline:
+        current = stats()
+        if not current.get("running") and not current.get("queued"):
+            break
+        time.sleep(poll_s)
+    engine.close()  # type: ignore[attr-defined]

@@ -23,12 +23,10 @@ READY_TIMEOUT = 900  # a first start may export and compile the model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    scratch = argparse.ArgumentParser(add_help=False).add_subparsers()
-    serve_cli.register(scratch)
-    p = sub.add_parser("ui", parents=[scratch.choices["serve"]], add_help=False,
-                       help="serve a model with the web UI and open it in the browser",
+    p = sub.add_parser("ui", help="serve a model with the web UI and open it in the browser",
                        description="Like 'vinolm serve', then open the instruction and chat pages "
                                    f"({PATH} and {PATH}/chat) in the default browser.")
+    serve_cli.add_serve_args(p)
     p.add_argument("--no-browser", action="store_true", help="print the UI's address instead of opening it")
     p.set_defaults(func=cmd_ui)
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from vinolm.errors import VinolmError
-from vinolm.prompts import render_instruction, response_only
-from vinolm.types import GenerationParams, Message, Request
+from vinolm.prompts import instruction_request, response_only
+from vinolm.types import GenerationParams
 
 if TYPE_CHECKING:
     from vinolm.catalog import CatalogEntry
@@ -93,14 +93,6 @@ class InstructPage:
     async def clear(self, request: gr.Request) -> tuple[str, str, str]:
         self.sessions.discard(request.session_hash)
         return "", "", ""
-
-
-def instruction_request(spec: ChatSpec, instruction: str, params: GenerationParams) -> Request:
-    """The request for one instruction, formatted as ``vinolm.Model.instruct`` formats it."""
-    params = params.with_(stop=list(params.stop) + [s for s in spec.stop_strings if s not in params.stop])
-    if spec.instruction_template is None:
-        return Request(messages=[Message("user", instruction)], params=params)
-    return Request(prompt=render_instruction(spec, instruction), params=params)
 
 
 def instruction_examples(entry: CatalogEntry | None) -> list[str]:
