@@ -1,0 +1,1 @@
+"""Benchmarks: warm-up, timed runs, peers in subprocesses, tables."""

@@ -1,0 +1,238 @@
+"""Time to first token per turn over a long chat: vinolm's cache reuse versus re-encoding.
+
+The tutorials re-encode the whole history on every turn, so their time to first token
+grows with the conversation; vinolm keeps the KV cache of the history (genai prefix
+caching, the native engine's prefix matching), so each turn should cost about the same.
+This runs one conversation with long, deterministic user turns through every variant,
+interleaved turn by turn so machine noise hits them alike, and prints the TTFT per turn.
+
+    python -m vinolm.bench.chat_turns [--model M] [--turns 10] [--turn-tokens 150]
+        [--new-tokens 64] [--repeats 1] [--engine genai|native] [--json]
+
+The re-encoding variant is genai's ``LLMPipeline`` on the stateful SDPA model, which
+starts from an empty KV cache on every call like the tutorials' ``model.generate``. (Its
+default paged-attention backend keeps a prefix cache of its own, so it would not show the
+tutorials' cost.) It is given the reference variant's exact history each turn (same
+prompts, same lengths), and its answer is cut after the first piece since nobody reads it.
+With ``--repeats`` the conversation runs again with other filler text and each cell is the
+median, which tames a busy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+from vinolm.chat.session import Chat, Response
+from vinolm.engines import load_engine
+from vinolm.engines.base import Engine, EngineOptions
+from vinolm.models import PreparedModel, prepare
+from vinolm.types import GenerationParams, Request
+
+REENCODE = "re-encode"
+REENCODE_CONFIG = {"ATTENTION_BACKEND": "SDPA"}
+TARGET_RATIO = 1.5
+_SUBJECTS = ["the red kettle", "a quiet harbour", "the old library", "seven lanterns", "the mountain road",
+             "a copper bell", "the night train", "three blue boats", "the orchard wall", "a paper map"]
+_VERBS = ["rests beside", "was painted near", "leans against", "was found under", "glows above"]
+_PLACES = ["the market", "the river bend", "the north gate", "a stone bridge", "the village square",
+           "the lighthouse", "a wooden pier"]
+
+
+@dataclass
+class Variant:
+    """One way of running the chat: an engine, its conversation, and its TTFT per turn."""
+
+    label: str
+    engine: Engine
+    chat: Chat
+    reuses_cache: bool
+
+
+@dataclass
+class Row:
+    turn: int
+    prompt_tokens: int
+    ttft: dict[str, float]
+
+
+@dataclass
+class Report:
+    model: str
+    turn_tokens: int
+    new_tokens: int
+    repeats: int
+    rows: list[Row]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.rows[0].ttft) if self.rows else []
+
+    def ratios(self) -> dict[str, float]:
+        """Last-turn TTFT over first-turn TTFT per variant: flat history cost means ~1."""
+        first, last = self.rows[0].ttft, self.rows[-1].ttft
+        return {label: last[label] / first[label] if first[label] else 0.0 for label in self.labels}
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "ratios": self.ratios(), "target_ratio": TARGET_RATIO}
+
+
+def filler(turn: int, tokens: int, tokenize: Callable[[str], list[int]]) -> str:
+    """A deterministic user message of at least ``tokens`` tokens, different for every turn.
+
+    Distinct sentences per turn keep one turn's text from accidentally matching cached
+    blocks of another, so only the real history can be reused.
+    """
+    sentences = [f"Note {turn}."]
+    index = 0
+    while len(tokenize(" ".join(sentences))) < tokens:
+        step = turn * 31 + index
+        sentences.append(
+            f"{_SUBJECTS[step % len(_SUBJECTS)].capitalize()} {_VERBS[step % len(_VERBS)]} "
+            f"{_PLACES[step % len(_PLACES)]}, item {turn}-{index}."
+        )
+        index += 1
+    sentences.append("Reply with a short summary.")
+    return " ".join(sentences)
+
+
+def time_to_first_piece(response: Response, drain: bool) -> float:
+    """Seconds until the first text piece, as the user sees it; then read the rest or stop."""
+    started = time.perf_counter()
+    first = 0.0
+    for _ in response:
+        if not first:
+            first = time.perf_counter() - started
+            if not drain:
+                break
+    return first
+
+
+def run_turn(variants: Sequence[Variant], turn: int, text: str) -> Row:
+    """Send ``text`` to every variant, the reference first; its prompt length is the row's."""
+    reference = variants[0]
+    history = list(reference.chat.history)
+    row = Row(turn, 0, {})
+    for variant in variants:
+        if not variant.reuses_cache:
+            variant.chat.history = list(history)
+        response = variant.chat.send(text)
+        row.ttft[variant.label] = time_to_first_piece(response, drain=variant.reuses_cache)
+        if variant is reference:
+            row.prompt_tokens = response.metrics.input_tokens
+    return row
+
+
+def run_conversation(variants: Sequence[Variant], turns: int, turn_tokens: int, seed: int) -> list[Row]:
+    """One fresh conversation through every variant; ``seed`` picks the filler text."""
+    tokenize = variants[0].engine.tokenize
+    for variant in variants:
+        variant.chat.reset()
+    texts = [filler(seed + turn, turn_tokens, tokenize) for turn in range(1, turns + 1)]
+    return [run_turn(variants, turn, text) for turn, text in enumerate(texts, 1)]
+
+
+def median_rows(runs: Sequence[list[Row]]) -> list[Row]:
+    """Per turn and variant, the median over the repeated conversations."""
+    rows = []
+    for same_turn in zip(*runs):
+        labels = same_turn[0].ttft
+        rows.append(Row(
+            same_turn[0].turn,
+            int(statistics.median(row.prompt_tokens for row in same_turn)),
+            {label: statistics.median(row.ttft[label] for row in same_turn) for label in labels},
+        ))
+    return rows
+
+
+def warm_up(engine: Engine) -> None:
+    """Compile and allocate before timing; a prompt no chat turn starts with."""
+    engine.complete(Request(prompt="Warm-up: count to five.", params=GenerationParams(max_new_tokens=4)))
+
+
+def native_available() -> bool:
+    return importlib.util.find_spec("vinolm.engines.native") is not None
+
+
+def load_variants(model: PreparedModel, engines: Sequence[str], params: GenerationParams) -> list[Variant]:
+    """The cache-reusing variants first (the first is the reference), re-encoding last."""
+    variants = []
+    for name in engines:
+        engine = load_engine(name, model, EngineOptions(batching=name == "genai", max_concurrency=1))
+        label = "genai prefix cache" if name == "genai" else name
+        variants.append(Variant(label, engine, Chat(engine, params=params), reuses_cache=True))
+    reencode = load_engine("genai", model, EngineOptions(batching=False, ov_config=dict(REENCODE_CONFIG)))
+    variants.append(Variant(REENCODE, reencode, Chat(reencode, params=params), reuses_cache=False))
+    for variant in variants:
+        warm_up(variant.engine)
+    return variants
+
+
+def run(
+    model_ref: str | None, engines: Sequence[str], turns: int, turn_tokens: int, new_tokens: int,
+    repeats: int = 1,
+) -> Report:
+    model = prepare(model_ref, None, progress=lambda message: print(f"vinolm: {message}", file=sys.stderr))
+    variants = load_variants(model, engines, GenerationParams(max_new_tokens=new_tokens))
+    try:
+        runs = [run_conversation(variants, turns, turn_tokens, seed=1000 * r) for r in range(repeats)]
+        return Report(model.name, turn_tokens, new_tokens, repeats, median_rows(runs))
+    finally:
+        for variant in variants:
+            variant.engine.close()
+
+
+def markdown(report: Report) -> str:
+    """The table for docs/benchmarks.md, plus the last/first ratios against the target."""
+    labels = report.labels
+    lines = [
+        "| turn | prompt tokens | " + " | ".join(f"TTFT {label} (ms)" for label in labels) + " |",
+        "|---:|---:|" + "---:|" * len(labels),
+    ]
+    for row in report.rows:
+        cells = " | ".join(f"{row.ttft[label] * 1000:.0f}" for label in labels)
+        lines.append(f"| {row.turn} | {row.prompt_tokens} | {cells} |")
+    last = report.rows[-1].turn if report.rows else 0
+    lines.append("")
+    for label, ratio in report.ratios().items():
+        verdict = "meets" if ratio <= TARGET_RATIO else "misses"
+        target = "" if label == REENCODE else f" ({verdict} the {TARGET_RATIO}x target)"
+        lines.append(f"- turn {last} / turn 1 TTFT, {label}: {ratio:.2f}x{target}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m vinolm.bench.chat_turns", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--model", default=None, help="model reference (default: smollm2-135m)")
+    parser.add_argument("--turns", type=int, default=10)
+    parser.add_argument("--turn-tokens", type=int, default=150, help="length of each user turn")
+    parser.add_argument("--new-tokens", type=int, default=64, help="max_new_tokens of each answer")
+    parser.add_argument("--repeats", type=int, default=1, help="conversations to run; cells are medians")
+    parser.add_argument("--engine", choices=["genai", "native"], action="append", default=None,
+                        help="cache-reusing engine(s) to time, repeatable "
+                             "(default: genai, and native if present)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
+    args = parser.parse_args(argv)
+    if min(args.turns, args.turn_tokens, args.new_tokens, args.repeats) < 1:
+        parser.error("--turns, --turn-tokens, --new-tokens and --repeats must be positive")
+    args.engine = list(dict.fromkeys(args.engine or ["genai", *(["native"] if native_available() else [])]))
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = run(args.model, args.engine, args.turns, args.turn_tokens, args.new_tokens, args.repeats)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

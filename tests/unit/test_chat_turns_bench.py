@@ -1,0 +1,84 @@
+"""The chat-turns benchmark: its filler text, its table, and one tiny real run.
+
+The pure parts run without OpenVINO; the real run (two turns, a few tokens) is slow-marked
+and checks the shape of the JSON the docs table is made from.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vinolm.bench import chat_turns
+from vinolm.bench.chat_turns import REENCODE, Report, Row, filler, markdown, median_rows
+
+
+def words(text: str) -> list[int]:
+    """A stand-in tokenizer: one token per word."""
+    return list(range(len(text.split())))
+
+
+def test_filler_is_long_enough_deterministic_and_different_per_turn() -> None:
+    first = filler(1, 60, words)
+    assert len(first.split()) >= 60
+    assert filler(1, 60, words) == first
+    assert filler(2, 60, words) != first
+    assert not set(first.split(". ")[1:-1]) & set(filler(2, 60, words).split(". ")[1:-1]), (
+        "turns share no sentence, so only real history can hit the cache"
+    )
+
+
+def _report(ttfts: list[tuple[float, float]]) -> Report:
+    rows = [Row(i, 100 * i, {"genai prefix cache": ours, REENCODE: full})
+            for i, (ours, full) in enumerate(ttfts, 1)]
+    return Report("tiny", 150, 64, 1, rows)
+
+
+def test_ratios_compare_the_last_turn_with_the_first() -> None:
+    ratios = _report([(0.2, 0.2), (0.25, 0.9), (0.28, 1.6)]).ratios()
+    assert ratios == pytest.approx({"genai prefix cache": 1.4, REENCODE: 8.0})
+
+
+def test_markdown_has_one_row_per_turn_and_judges_only_the_cache_variants() -> None:
+    table = markdown(_report([(0.2, 0.2), (0.4, 1.0)]))
+    lines = table.splitlines()
+    assert lines[0] == "| turn | prompt tokens | TTFT genai prefix cache (ms) | TTFT re-encode (ms) |"
+    assert lines[2:4] == ["| 1 | 100 | 200 | 200 |", "| 2 | 200 | 400 | 1000 |"]
+    assert "- turn 2 / turn 1 TTFT, genai prefix cache: 2.00x (misses the 1.5x target)" in lines
+    assert "- turn 2 / turn 1 TTFT, re-encode: 5.00x" in lines
+
+
+def test_repeated_runs_are_combined_by_median_per_turn_and_variant() -> None:
+    runs = [_report([(0.1, 1.0), (0.3, 2.0)]).rows, _report([(0.5, 3.0), (0.2, 9.0)]).rows,
+            _report([(0.2, 2.0), (0.4, 4.0)]).rows]
+    rows = median_rows(runs)
+    assert [row.turn for row in rows] == [1, 2]
+    assert rows[0].ttft == {"genai prefix cache": 0.2, REENCODE: 2.0}
+    assert rows[1].ttft == {"genai prefix cache": 0.3, REENCODE: 4.0}
+
+
+def test_native_joins_the_default_variants_only_when_it_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chat_turns, "native_available", lambda: False)
+    assert chat_turns.parse_args([]).engine == ["genai"]
+    monkeypatch.setattr(chat_turns, "native_available", lambda: True)
+    assert chat_turns.parse_args([]).engine == ["genai", "native"]
+    assert chat_turns.parse_args(["--engine", "genai"]).engine == ["genai"]
+    with pytest.raises(SystemExit):
+        chat_turns.parse_args(["--turns", "0"])
+
+
+@pytest.mark.slow
+def test_a_tiny_real_run_prints_a_row_per_turn() -> None:
+    command = [sys.executable, "-m", "vinolm.bench.chat_turns", "--turns", "2", "--turn-tokens", "16",
+               "--new-tokens", "4", "--engine", "genai", "--json"]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    labels = {"genai prefix cache", REENCODE}
+    assert [row["turn"] for row in report["rows"]] == [1, 2]
+    assert report["rows"][1]["prompt_tokens"] > report["rows"][0]["prompt_tokens"] >= 16
+    assert all(set(row["ttft"]) == labels and min(row["ttft"].values()) > 0 for row in report["rows"])
+    assert set(report["ratios"]) == labels and report["target_ratio"] == 1.5
