@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests import tiny_models
+
 from vinolm.engines import Engine, EngineOptions, load_engine
 from vinolm.models import DEFAULT_MODEL, PreparedModel, prepare
 
@@ -48,22 +48,25 @@ def vinolm(vinolm_command: list[str]) -> Callable[..., subprocess.CompletedProce
     """``vinolm(*args, timeout=...)`` runs the CLI and returns the finished process."""
 
     def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*vinolm_command, *args], capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [*vinolm_command, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
 
     return run
 
 
 @pytest.fixture(scope="session")
 def engine() -> Iterator[Callable[..., Engine]]:
-    """``engine(name, folder, ov_config=F32)`` -> a loaded engine, shared by the session.
+    """``engine(name, folder, ov_config=F32, **extra)`` -> a loaded engine, shared by the session.
 
-    Loading costs seconds (optimum alone imports torch), so each engine is loaded once
-    per model and precision; tests must leave it ready for the next request.
+    ``extra`` properties are added to ``ov_config``. Loading costs seconds (optimum alone
+    imports torch), so each engine is loaded once per model and properties; tests must
+    leave it ready for the next request.
     """
     loaded: dict[tuple[str, str, str], Engine] = {}
 
-    def get(name: str, folder: Path, ov_config: dict[str, Any] | None = None) -> Engine:
-        config = F32 if ov_config is None else ov_config
+    def get(name: str, folder: Path, ov_config: dict[str, Any] | None = None, **extra: Any) -> Engine:
+        config = {**(F32 if ov_config is None else ov_config), **extra}
         key = (name, str(folder), repr(sorted(config.items())))
         if key not in loaded:
             loaded[key] = load_engine(name, PreparedModel.open(folder), EngineOptions(ov_config=dict(config)))

@@ -28,7 +28,7 @@ from vinolm.types import Chunk, FinishReason, GenerationParams, Metrics, Request
 
 try:
     import torch
-    from optimum.intel import OVModelForCausalLM
+    from optimum.intel import OVModelForCausalLM  # type: ignore[import-untyped]
     from transformers import AutoTokenizer, GenerationConfig, LogitsProcessor, StoppingCriteria
     from transformers.generation.streamers import BaseStreamer
 except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -68,7 +68,7 @@ class _Sequence:
         return Chunk(delta, ids, index=self.index, finish_reason=reason)
 
 
-class _Run(BaseStreamer):
+class _ChunkStreamer(BaseStreamer):
     """transformers' streamer for one request: turns each step's tokens into chunks.
 
     ``generate`` first puts the prompt (skipped), then one token per row and step; rows
@@ -116,16 +116,16 @@ class _StopCriterion(StoppingCriteria):
     (stop strings are applied to the finished beams).
     """
 
-    def __init__(self, cancelled: threading.Event, run: _Run | None) -> None:
+    def __init__(self, cancelled: threading.Event, streamer: _ChunkStreamer | None) -> None:
         self.cancelled = cancelled
-        self.run = run
+        self.streamer = streamer
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         rows = input_ids.shape[0]
         if self.cancelled.is_set():
             return torch.ones(rows, dtype=torch.bool)
-        if self.run is not None and len(self.run.sequences) == rows:
-            return torch.tensor(self.run.finished(), dtype=torch.bool)
+        if self.streamer is not None and len(self.streamer.sequences) == rows:
+            return torch.tensor(self.streamer.finished(), dtype=torch.bool)
         return torch.zeros(rows, dtype=torch.bool)
 
 
@@ -142,7 +142,8 @@ class _PresenceFrequencyPenalty(LogitsProcessor):
         generated = input_ids[:, self.prompt_length :]
         if generated.shape[1] == 0:
             return scores
-        counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+        ones = torch.ones_like(generated, dtype=scores.dtype)
+        counts = torch.zeros_like(scores).scatter_add_(1, generated, ones)
         return scores - counts * self.frequency - (counts > 0).to(scores.dtype) * self.presence
 
 
@@ -227,8 +228,8 @@ class OptimumEngine(Engine):
                 self._beam_search(params, prepared, emit, cancelled, metrics)
             else:
                 sequences = [self._sequence(i, prepared) for i in range(params.num_return_sequences)]
-                run = _Run(sequences, prepared, emit, cancelled, metrics, started)
-                self._generate(params, prepared, cancelled, run)
+                streamer = _ChunkStreamer(sequences, prepared, emit, cancelled, metrics, started)
+                self._generate(params, prepared, cancelled, streamer)
         metrics.total_time = time.perf_counter() - started
         return metrics
 
@@ -236,24 +237,20 @@ class OptimumEngine(Engine):
         return _Sequence(index, TextStreamer(self.detokenize, prepared.stop_strings, prepared.ids))
 
     def _generate(
-        self, params: GenerationParams, prepared: PreparedInput, cancelled: threading.Event, run: _Run | None
+        self, params: GenerationParams, prepared: PreparedInput, cancelled: threading.Event,
+        streamer: _ChunkStreamer | None,
     ) -> torch.Tensor:
         """One ``generate`` call; returns the new token ids, one row per returned sequence."""
         if params.seed is not None:
             torch.manual_seed(params.seed)  # under the lock: no other request draws meanwhile
         ids = torch.tensor([prepared.ids], dtype=torch.long)
-        processors = []
-        if params.presence_penalty or params.frequency_penalty:
-            processors.append(
-                _PresenceFrequencyPenalty(len(prepared.ids), params.presence_penalty, params.frequency_penalty)
-            )
         output = self._model.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             generation_config=self.generation_config(params, prepared),
-            logits_processor=processors,
-            stopping_criteria=[_StopCriterion(cancelled, run)],
-            streamer=run,
+            logits_processor=_extra_processors(params, len(prepared.ids)),
+            stopping_criteria=[_StopCriterion(cancelled, streamer)],
+            streamer=streamer,
         )
         return output[:, len(prepared.ids) :]
 
@@ -275,6 +272,13 @@ class OptimumEngine(Engine):
     def close(self) -> None:
         with self._lock:
             self._model = None  # type: ignore[assignment]
+
+
+def _extra_processors(params: GenerationParams, prompt_length: int) -> list[LogitsProcessor]:
+    """What transformers' own generation config cannot express."""
+    if not (params.presence_penalty or params.frequency_penalty):
+        return []
+    return [_PresenceFrequencyPenalty(prompt_length, params.presence_penalty, params.frequency_penalty)]
 
 
 def _until_stop(ids: list[int], prepared: PreparedInput) -> list[int]:

@@ -1,0 +1,110 @@
+"""Every catalog architecture exports, holds the weights it claims, computes what PyTorch
+computes, and generates through the real ``vinolm generate`` command.
+
+The models are tiny random-weight ones (``tests/tiny_models.py``): what is under test is
+the export path per architecture, not the quality of the text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Callable
+from math import prod
+from pathlib import Path
+
+import pytest
+from tests.tiny_models import ARCHITECTURES, hf_folder
+
+from vinolm.engines import Engine
+from vinolm.errors import ExportError
+from vinolm.types import GenerationParams, Request
+
+pytestmark = pytest.mark.slow
+
+#: optimum-intel 2.2 declares gemma exportable only up to transformers 5.0 and refuses
+#: 5.5 outright. strict: once the exporter copes, this xfail turns into a failure.
+GEMMA_BLOCKED = pytest.mark.xfail(
+    raises=ExportError, strict=True,
+    reason="optimum-intel 2.2 caps the gemma export at transformers 5.0 (MAX_TRANSFORMERS_VERSION)",
+)
+ARCHS = [pytest.param(a, marks=GEMMA_BLOCKED) if a == "gemma" else a for a in ARCHITECTURES]
+#: Element types of compressed weights, per format (NNCF picks u8/i8, u4/i4 by symmetry).
+WEIGHT_TYPES = {"fp16": {"f16"}, "int8": {"u8", "i8"}, "int4": {"u4", "i4"}}
+_GENERATED = re.compile(r"generated tokens (\d+)")
+TinyModel = Callable[..., Path]
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def weight_elements(folder: Path) -> Counter[str]:
+    """Number of weight values per element type among the IR's large constants."""
+    counts: Counter[str] = Counter()
+    for layer in ET.parse(folder / "openvino_model.xml").getroot().iter("layer"):
+        data = layer.find("data")
+        if layer.get("type") != "Const" or data is None or not data.get("shape"):
+            continue
+        size = prod(int(d) for d in data.get("shape", "").split(","))
+        if size >= 4096:  # weights, not shapes or scales of one row
+            counts[data.get("element_type", "?")] += size
+    return counts
+
+
+def share(counts: Counter[str], types: set[str]) -> float:
+    return sum(counts[t] for t in types) / max(1, sum(counts.values()))
+
+
+def generate(vinolm: Cli, folder: Path, *extra: str) -> tuple[str, int]:
+    """``vinolm generate`` on ``folder``: the answer and the token count of its metrics line."""
+    done = vinolm("generate", "Once upon a time", "--model", str(folder), "--greedy",
+                  "--max-new-tokens", "8", *extra, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = _GENERATED.search(done.stderr)
+    assert found, f"no metrics line on stderr: {done.stderr[-1000:]}"
+    assert "time to first token" in done.stderr and "tokens/s" in done.stderr
+    return done.stdout, int(found.group(1))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_int8_export_generates(arch: str, tiny_model: TinyModel, vinolm: Cli) -> None:
+    folder = tiny_model(arch, "int8")
+    info = json.loads((folder / "vinolm.json").read_text())
+    assert (info["weight_format"], info["source_kind"]) == ("int8", "hf")
+    assert json.loads((folder / "config.json").read_text())["model_type"] == arch
+    assert share(weight_elements(folder), WEIGHT_TYPES["int8"]) > 0.9
+    text, tokens = generate(vinolm, folder, "--ignore-eos")
+    assert tokens == 8
+    assert text.strip()
+
+
+@pytest.mark.parametrize("weight_format", ["fp16", "int4"])
+def test_other_formats_generate(weight_format: str, tiny_model: TinyModel, vinolm: Cli) -> None:
+    folder = tiny_model("llama", weight_format)
+    counts = weight_elements(folder)
+    assert share(counts, WEIGHT_TYPES[weight_format]) > (0.9 if weight_format == "fp16" else 0.0)
+    if weight_format == "int4":  # NNCF keeps embeddings and the head in int8
+        assert share(counts, WEIGHT_TYPES["int4"] | WEIGHT_TYPES["int8"]) > 0.9
+    _, tokens = generate(vinolm, folder, "--ignore-eos", "--engine", "native")
+    assert tokens == 8
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_export_computes_what_pytorch_computes(
+    arch: str, tiny_model: TinyModel, engine: Callable[..., Engine]
+) -> None:
+    """fp16 weights in f32 arithmetic must pick PyTorch's greedy tokens: a wrong graph
+    (rotary, norms, attention masks) would not, however well it runs."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    optimum = engine("optimum", tiny_model(arch, "fp16"))
+    prompt = "The quick brown fox jumps over the lazy dog"
+    params = GenerationParams(max_new_tokens=16, ignore_eos=True)
+    ids = optimum.tokenize(prompt)
+    reference = AutoModelForCausalLM.from_pretrained(hf_folder(arch), dtype=torch.float32)
+    with torch.no_grad():
+        expected = reference.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False,
+                                      eos_token_id=None, pad_token_id=2)[0, len(ids):].tolist()
+    assert optimum.complete(Request(prompt=prompt, params=params)).token_ids[0] == expected
