@@ -37,6 +37,10 @@ class ChatRepl:
         self.out.flush()
 
     def run(self) -> int:
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:
+            pass
         self.say(f"vinolm chat with {self.chat.engine.model.name} — /help for commands, Ctrl-D to quit")
         while True:
             try:
