@@ -4,6 +4,8 @@ before any work starts."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -210,3 +212,17 @@ def test_prompt_longer_than_the_context_is_rejected(optimum: Engine) -> None:
     too_long = "word " * (optimum.context_length + 10)
     with pytest.raises(InvalidRequest, match="context"):
         optimum.complete(Request(prompt=too_long, params=greedy(4)))
+
+
+def test_missing_optimum_intel_is_one_clear_error() -> None:
+    """Without optimum-intel, choosing the engine is a one-line error, before any loading."""
+    script = (
+        "import sys; sys.modules['optimum.intel'] = None\n"  # makes the import fail
+        "from vinolm.cli import main\n"
+        "sys.exit(main(['generate', 'Hi', '--engine', 'optimum']))\n"
+    )
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("vinolm: error: the optimum engine needs"), done.stderr
+    assert "optimum.intel is missing" in done.stderr and "Traceback" not in done.stderr

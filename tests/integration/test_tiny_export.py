@@ -79,14 +79,17 @@ def test_int8_export_generates(arch: str, tiny_model: TinyModel, vinolm: Cli) ->
     assert text.strip()
 
 
-@pytest.mark.parametrize("weight_format", ["fp16", "int4"])
-def test_other_formats_generate(weight_format: str, tiny_model: TinyModel, vinolm: Cli) -> None:
+@pytest.mark.parametrize(("weight_format", "engine_name"), [("fp16", "optimum"), ("int4", "native")])
+def test_other_formats_generate(
+    weight_format: str, engine_name: str, tiny_model: TinyModel, vinolm: Cli
+) -> None:
+    """The other weight formats, each through another engine than the default genai."""
     folder = tiny_model("llama", weight_format)
     counts = weight_elements(folder)
     assert share(counts, WEIGHT_TYPES[weight_format]) > (0.9 if weight_format == "fp16" else 0.0)
     if weight_format == "int4":  # NNCF keeps embeddings and the head in int8
         assert share(counts, WEIGHT_TYPES["int4"] | WEIGHT_TYPES["int8"]) > 0.9
-    _, tokens = generate(vinolm, folder, "--ignore-eos", "--engine", "native")
+    _, tokens = generate(vinolm, folder, "--ignore-eos", "--engine", engine_name)
     assert tokens == 8
 
 
