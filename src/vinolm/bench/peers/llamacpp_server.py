@@ -386,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         "ready_s": round(ready_s, 3),
         "server_peak_rss_mb": rss,
         "cpu_count": os.cpu_count(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
         "levels": levels,
