@@ -45,13 +45,15 @@ def render(service: ModelService, sessions: Sessions) -> None:
         gr.Examples([[text] for text in examples], inputs=message,
                     label=f"{language} examples: click one, then Submit")
 
-    for event in (message.submit, submit.click):
+    answers = [
         event(page.add_user, [message, conversation], [message, chatbot, conversation], queue=False).then(
             page.answer, [conversation, *options], [chatbot, conversation, message])
+        for event in (message.submit, submit.click)
+    ]
     stop.click(page.stop, queue=False)
-    # Clear is queued like the answer, so its empty page arrives after the answer's last update.
+    # Clear also cancels the running answer event, so no late update refills the page.
     for event in (clear.click, chatbot.clear):  # the button, and the chatbot's own trash icon
-        event(page.clear, None, [message, chatbot, conversation])
+        event(page.clear, None, [message, chatbot, conversation], cancels=answers)
 
 
 def _advanced_options() -> list[gr.Slider]:

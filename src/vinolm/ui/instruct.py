@@ -50,10 +50,10 @@ def render(service: ModelService, sessions: Sessions) -> None:
             _device_selector(service)
             settings = _settings()
 
-    for event in (instruction.submit, submit.click):
-        event(page.run, [instruction, *settings], [response, performance])
-    # Queued like the answer, so its empty page arrives after the answer's last update.
-    clear.click(page.clear, None, [instruction, response, performance])
+    answers = [event(page.run, [instruction, *settings], [response, performance])
+               for event in (instruction.submit, submit.click)]
+    # Clear also cancels the running answer event, so no late update refills the page.
+    clear.click(page.clear, None, [instruction, response, performance], cancels=answers)
 
 
 def _settings() -> list[gr.Slider]:
