@@ -126,7 +126,7 @@ class GenaiEngine(Engine):
             if cancelled.is_set():
                 reason = "cancelled"
             if reason:
-                delta += "" if reason != "length" or text.stopped else text.flush()
+                delta += "" if text.stopped else text.flush()
                 state["reason"] = reason
             emit(Chunk(delta, [token], finish_reason=reason))
             if reason == "cancelled":
