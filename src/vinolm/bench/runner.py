@@ -67,7 +67,6 @@ class Job:
     label: str
     section: str  # "single" | "throughput" | "shapes"
     command: list[str]
-    python: str = sys.executable
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -122,7 +121,7 @@ def single_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
     }  # fmt: skip
     for peer in cfg.peers:
         cmd = peer_cmds[peer]
-        jobs.append(Job(peer, "single", cmd or [], python=cmd[0] if cmd else sys.executable,
+        jobs.append(Job(peer, "single", cmd or [],
                         meta={"peer": peer, "skip": None if cmd else "the model has no GGUF file"}))  # fmt: skip
     return jobs
 
@@ -143,7 +142,7 @@ def throughput_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
         cmd = _module("vinolm.bench.peers.llamacpp_server", "--model", gguf, "--concurrency", levels,
                       "--prompt-tokens", cfg.prompt_tokens, "--new-tokens", cfg.new_tokens,
                       "--rounds", cfg.runs, "--threads", cfg.threads, "--distinct-prompts", python=peers_python())  # fmt: skip
-        jobs.append(Job("llama.cpp server", "throughput", cmd, python=cmd[0], meta={"peer": "llama.cpp"}))
+        jobs.append(Job("llama.cpp server", "throughput", cmd, meta={"peer": "llama.cpp"}))
     return jobs
 
 
