@@ -22,13 +22,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "TTFT, TPOT, decode and prefill tokens/s, throughput per concurrency level, peak RSS.",
     )  # fmt: skip
     p.add_argument("--model", "-m", default=None, help="model reference (default: smollm2-135m)")
-    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default=None,
-                   help="which export of the model to measure (default: the model's default)")
-    p.add_argument("--engine", "-e", action="append", default=None, metavar="E",
-                   help="genai, native, optimum, native-hybrid, genai-f32 or ENGINE@KEY=V,KEY=V; repeatable "
-                        "(default: genai, native, native-hybrid, optimum)")
-    p.add_argument("--ov-config", action="append", default=[], metavar="KEY=VALUE",
-                   help="OpenVINO property for every vinolm engine, repeatable")
+    p.add_argument(
+        "--weight-format",
+        choices=["fp16", "int8", "int4"],
+        default=None,
+        help="which export of the model to measure (default: the model's default)",
+    )
+    p.add_argument(
+        "--engine",
+        "-e",
+        action="append",
+        default=None,
+        metavar="E",
+        help="genai, native, optimum, native-hybrid, genai-f32 or ENGINE@KEY=V,KEY=V; repeatable "
+        "(default: genai, native, native-hybrid, optimum)",
+    )
+    p.add_argument(
+        "--ov-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="OpenVINO property for every vinolm engine, repeatable",
+    )
     p.add_argument("--peers", action="store_true", help="add every peer: " + ", ".join(PEERS))
     p.add_argument("--peer", action="append", default=[], choices=PEERS, help="add one peer, repeatable")
     p.add_argument("--prompt-tokens", type=int, default=990)
@@ -37,14 +52,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first")
     p.add_argument("--concurrency", default="1,4,8", help="throughput levels, e.g. 1,4,8 ('none' to skip)")
     p.add_argument("--url", default=None, help="measure this running server instead of starting one")
-    p.add_argument("--protocol", action="append", choices=PROTOCOLS, default=None,
-                   help="server protocol for throughput, repeatable (default: openai)")
+    p.add_argument(
+        "--protocol",
+        action="append",
+        choices=PROTOCOLS,
+        default=None,
+        help="server protocol for throughput, repeatable (default: openai)",
+    )
     p.add_argument("--no-single", action="store_true", help="skip the single-stream section")
-    p.add_argument("--shapes", action="store_true",
-                   help="add the 1.1B and 2.8B model shapes in fp16/int8/int4 (builds them first: long)")
+    p.add_argument(
+        "--shapes",
+        action="store_true",
+        help="add the 1.1B and 2.8B model shapes in fp16/int8/int4 (builds them first: long)",
+    )
     p.add_argument("--threads", type=int, default=None, help="threads for llama.cpp (default: all cores)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per job before it is abandoned")
-    p.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for bench.md/json and PNGs")
+    p.add_argument(
+        "--out", type=Path, default=Path("bench-results"), help="folder for bench.md/json and PNGs"
+    )
     p.set_defaults(func=cmd_bench)
 
 

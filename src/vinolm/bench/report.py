@@ -67,7 +67,9 @@ def single_table(rows: list[Row]) -> str:
         if not _ok(r):
             lines.append(f"| {r['label']} | {_note(r)} ||||||||")
             continue
-        ratios = [_ratio(median(r, k), median(ref, k) if ref else None) for k in ("decode_tps", "prefill_tps")]
+        ratios = [
+            _ratio(median(r, k), median(ref, k) if ref else None) for k in ("decode_tps", "prefill_tps")
+        ]
         lines.append(
             f"| {r['label']} | {r.get('load_s', 0):.2f} | {_cell(r, 'ttft_s', 1000)} | {_cell(r, 'tpot_s', 1000, 2)} "
             f"| {_cell(r, 'decode_tps')} | {_cell(r, 'prefill_tps', digits=0)} | {r.get('peak_rss_mb', '–')} "
@@ -122,11 +124,26 @@ def throughput_table(rows: list[Row]) -> str:
         base = (mine.get(1) or {}).get("aggregate_tps_median")
         for c, lv in sorted(mine.items()):
             tps = lv["aggregate_tps_median"]
-            ttft = "–" if lv.get("ttft_s_median") is None else (
-                f"{lv['ttft_s_median'] * 1000:.0f} ({lv['ttft_s_min'] * 1000:.0f}–{lv['ttft_s_max'] * 1000:.0f})")
-            vs_in = _ratio(tps, (levels(inproc).get(c) or {}).get("aggregate_tps_median")) if inproc and r is not inproc else "–"
-            vs_ll = _ratio(tps, (levels(llama).get(c) or {}).get("aggregate_tps_median")) if llama and r is not llama else "–"
-            lines.append(f"| {r['label']} | {c} | {_level_cell(lv)} | {_ratio(tps, base)} | {ttft} | {vs_in} | {vs_ll} |")
+            ttft = (
+                "–"
+                if lv.get("ttft_s_median") is None
+                else (
+                    f"{lv['ttft_s_median'] * 1000:.0f} ({lv['ttft_s_min'] * 1000:.0f}–{lv['ttft_s_max'] * 1000:.0f})"
+                )
+            )
+            vs_in = (
+                _ratio(tps, (levels(inproc).get(c) or {}).get("aggregate_tps_median"))
+                if inproc and r is not inproc
+                else "–"
+            )
+            vs_ll = (
+                _ratio(tps, (levels(llama).get(c) or {}).get("aggregate_tps_median"))
+                if llama and r is not llama
+                else "–"
+            )
+            lines.append(
+                f"| {r['label']} | {c} | {_level_cell(lv)} | {_ratio(tps, base)} | {ttft} | {vs_in} | {vs_ll} |"
+            )
     return "\n".join(lines)
 
 
@@ -196,6 +213,7 @@ def write(results: dict[str, Any], out: Path) -> list[Path]:
 
 # -- plots ---------------------------------------------------------------------------
 
+
 def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
     """throughput.png (aggregate tokens/s vs concurrency), ttft.png and tpot.png (per row)."""
     import matplotlib
@@ -217,7 +235,10 @@ def _bars(rows: list[Row], key: str, scale: float, ylabel: str, path: Path, resu
 
     stats = [_stat(r, key) or {"median": 0.0, "min": 0.0, "max": 0.0} for r in rows]
     mids = [s["median"] * scale for s in stats]
-    errs = [[m - s["min"] * scale for m, s in zip(mids, stats)], [s["max"] * scale - m for m, s in zip(mids, stats)]]
+    errs = [
+        [m - s["min"] * scale for m, s in zip(mids, stats)],
+        [s["max"] * scale - m for m, s in zip(mids, stats)],
+    ]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows)), 4.2))
     colors = ["tab:blue" if str(r["label"]).startswith("vinolm") else "tab:gray" for r in rows]
     ax.bar(range(len(rows)), mids, yerr=errs, capsize=4, color=colors)
@@ -236,7 +257,9 @@ def _throughput(rows: list[Row], path: Path, results: dict[str, Any]) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for r in rows:
         lv = sorted(levels(r).items())
-        ax.plot([c for c, _ in lv], [x["aggregate_tps_median"] for _, x in lv], marker="o", label=str(r["label"]))
+        ax.plot(
+            [c for c, _ in lv], [x["aggregate_tps_median"] for _, x in lv], marker="o", label=str(r["label"])
+        )
     ax.set_xlabel("concurrent requests")
     ax.set_ylabel("aggregate generated tokens/s")
     ax.set_xticks(results["config"]["levels"])

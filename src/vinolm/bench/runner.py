@@ -188,7 +188,9 @@ def run_job(job: Job, timeout_s: float, log: Any = print) -> dict[str, Any]:
     try:
         proc = subprocess.run(job.command, capture_output=True, text=True, timeout=timeout_s,
                               env=subprocess_env(), stdin=subprocess.DEVNULL, check=False)  # fmt: skip
-        line = parse_line(proc.stdout) or error_line(job.label, f"exit {proc.returncode}: {proc.stderr[-1500:]}")
+        line = parse_line(proc.stdout) or error_line(
+            job.label, f"exit {proc.returncode}: {proc.stderr[-1500:]}"
+        )
     except subprocess.TimeoutExpired:
         line = error_line(job.label, f"timed out after {timeout_s:.0f} s")
     except OSError as exc:
@@ -218,7 +220,9 @@ def machine() -> dict[str, Any]:
             if text.startswith("model name") and not cpu.strip():
                 cpu = text.split(":", 1)[1].strip()
             if text.startswith("flags"):
-                flags = [f for f in text.split(":", 1)[1].split() if f.startswith(("avx512", "amx", "avx_vnni"))]
+                flags = [
+                    f for f in text.split(":", 1)[1].split() if f.startswith(("avx512", "amx", "avx_vnni"))
+                ]
                 break
     except OSError:
         pass

@@ -46,7 +46,9 @@ def run_record(prompt_tokens: int, new_tokens: int, ttft_s: float, tpot_s: float
     }
 
 
-def timed_record(prompt_tokens: int, new_tokens: int, start: float, first: float, end: float) -> dict[str, Any]:
+def timed_record(
+    prompt_tokens: int, new_tokens: int, start: float, first: float, end: float
+) -> dict[str, Any]:
     """``run_record`` from three wall-clock instants (call, first token, last token)."""
     tpot = (end - first) / (new_tokens - 1) if new_tokens > 1 else None
     return run_record(prompt_tokens, new_tokens, first - start, tpot)
@@ -57,14 +59,20 @@ def spread(values: Sequence[float | None]) -> dict[str, float] | None:
     known = [v for v in values if v is not None]
     if not known:
         return None
-    return {"median": round(statistics.median(known), 6), "min": round(min(known), 6), "max": round(max(known), 6)}
+    return {
+        "median": round(statistics.median(known), 6),
+        "min": round(min(known), 6),
+        "max": round(max(known), 6),
+    }
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float] | None]:
     return {key: spread([r.get(key) for r in runs]) for key in RUN_KEYS}
 
 
-def result_line(peer: str, version: str, load_s: float, runs: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+def result_line(
+    peer: str, version: str, load_s: float, runs: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
     """The finished line: identity, load time, the runs and their spread, memory, load."""
     return {
         "peer": peer,

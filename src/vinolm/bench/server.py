@@ -53,7 +53,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_server(model: str, max_concurrency: int, timeout_s: float = 300.0) -> Iterator[tuple[str, str, int]]:
+def local_server(
+    model: str, max_concurrency: int, timeout_s: float = 300.0
+) -> Iterator[tuple[str, str, int]]:
     """``vinolm serve`` on loopback; yields (HTTP base URL, gRPC address, server pid)."""
     grpc_port = free_port()
     cmd = [sys.executable, "-m", "vinolm.cli", "serve", "--model", model, "--host", "127.0.0.1", "--port", "0",
@@ -134,7 +136,9 @@ async def kserve_rest_request(client: Any, model: str, prompt: str, new_tokens: 
     return None, int(counts["token_count"][0]), time.perf_counter()
 
 
-async def http_round(protocol: str, base: str, model: str, prompt: str, new_tokens: int, c: int) -> list[Outcome]:
+async def http_round(
+    protocol: str, base: str, model: str, prompt: str, new_tokens: int, c: int
+) -> list[Outcome]:
     import httpx
 
     one = openai_request if protocol == "openai" else kserve_rest_request
@@ -171,7 +175,9 @@ def grpc_request(address: str, model: str, prompt: str, new_tokens: int) -> Outc
     return first, tokens, time.perf_counter()
 
 
-def one_round(args: argparse.Namespace, where: tuple[str, str], model: str, prompt: str, c: int) -> dict[str, Any]:
+def one_round(
+    args: argparse.Namespace, where: tuple[str, str], model: str, prompt: str, c: int
+) -> dict[str, Any]:
     began = time.perf_counter()
     if args.protocol == "grpc":
         with ThreadPoolExecutor(c) as pool:

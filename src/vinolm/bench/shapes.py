@@ -155,7 +155,9 @@ def build(name: str, formats: tuple[str, ...] = FORMATS) -> dict[str, Path]:
     hf = build_hf(shape, root / "hf")
     folders: dict[str, Path] = {}
     for fmt in formats:
-        result = export_model(str(hf), root / fmt, export_options(shape, fmt), source_kind="hf", progress=_log)
+        result = export_model(
+            str(hf), root / fmt, export_options(shape, fmt), source_kind="hf", progress=_log
+        )
         folders[fmt] = result.path
         gc.collect()
     return folders
@@ -186,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {}
     for name in args.shape or list(SHAPES):
         folders = build(name, tuple(args.format or FORMATS))
-        out[name] = {fmt: {"path": str(path), "weight_bytes": folder_weight_bytes(path)} for fmt, path in folders.items()}
+        out[name] = {
+            fmt: {"path": str(path), "weight_bytes": folder_weight_bytes(path)}
+            for fmt, path in folders.items()
+        }
     print(json.dumps(out), flush=True)
     return 0
 

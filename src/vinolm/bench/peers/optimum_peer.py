@@ -27,11 +27,16 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, str]:
     from transformers import AutoConfig, AutoTokenizer
 
     model = OVModelForCausalLM.from_pretrained(
-        args.model, device="CPU", ov_config=dict(TUTORIAL_OV_CONFIG), config=AutoConfig.from_pretrained(args.model)
+        args.model,
+        device="CPU",
+        ov_config=dict(TUTORIAL_OV_CONFIG),
+        config=AutoConfig.from_pretrained(args.model),
     )
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     return model, tokenizer, f"optimum-intel {version('optimum-intel')}"
 
 
 if __name__ == "__main__":
-    main_for(PEER, ("torch", "transformers", "optimum"), load, __doc__, "python -m vinolm.bench.peers.optimum_peer")
+    main_for(
+        PEER, ("torch", "transformers", "optimum"), load, __doc__, "python -m vinolm.bench.peers.optimum_peer"
+    )

@@ -32,4 +32,6 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
 
 if __name__ == "__main__":
-    main_for(PEER, ("torch", "transformers", "gguf"), load, __doc__, "python -m vinolm.bench.peers.torch_peer")
+    main_for(
+        PEER, ("torch", "transformers", "gguf"), load, __doc__, "python -m vinolm.bench.peers.torch_peer"
+    )
