@@ -23,6 +23,7 @@ from tests.integration.test_tiny_export import ARCHS
 
 from vinolm.engines import Engine
 from vinolm.engines.native import NativeEngine
+from vinolm.engines.native_model import HYBRID_MIN_PROMPT
 from vinolm.models import PreparedModel
 from vinolm.types import Chunk, GenerationParams, Message, Request, Result
 
@@ -147,6 +148,7 @@ def test_hybrid_hand_over_is_lossless(engine: GetEngine, default_model: Prepared
     like one; with bf16 as the prefill variant this is the hybrid mode's mechanism."""
     two_variants = engine("native", default_model.path, {**F32, "PREFILL_INFERENCE_PRECISION_HINT": "f32"})
     assert isinstance(two_variants, NativeEngine) and two_variants.lm.hybrid
+    assert all(len(native.prepare_input(chat(p)).ids) >= HYBRID_MIN_PROMPT for p in PROMPTS)  # hand-over runs
     assert long_ids(two_variants) == long_ids(native)
 
 
