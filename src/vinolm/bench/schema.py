@@ -19,6 +19,7 @@ library is imported: peers run in other interpreters.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import statistics
@@ -26,11 +27,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vinolm.bench.peers.llamacpp import FILLER, loadavg, peak_rss_mb
+from vinolm.bench.peers.llamacpp import FILLER, lead, loadavg, peak_rss_mb
 
 RUN_KEYS = ("ttft_s", "tpot_s", "decode_tps", "prefill_tps", "total_s")
 Tokenize = Callable[[str], list[int]]
 Detokenize = Callable[[list[int]], str]
+Prompts = Callable[[], str]
 
 
 def run_record(prompt_tokens: int, new_tokens: int, ttft_s: float, tpot_s: float | None) -> dict[str, Any]:
@@ -127,28 +129,36 @@ def level_record(concurrency: int, rounds: list[dict[str, Any]]) -> dict[str, An
     }
 
 
-def prompt_ids(tokenize: Tokenize, n: int) -> list[int]:
-    """The first ``n`` tokens of the shared filler text (the llama.cpp peer's prompt)."""
+def prompt_ids(tokenize: Tokenize, n: int, variant: int = 0) -> list[int]:
+    """The first ``n`` tokens of prompt number ``variant`` (the llama.cpp peer's prompts:
+    its own lead words, then the shared filler text). Each timed run takes a new
+    variant, so no engine's prefix cache can serve it."""
     if n < 1:
         raise ValueError("a prompt needs at least one token")
     reps = 1
-    while len(ids := tokenize(FILLER * reps)) < n:
+    while len(ids := tokenize(lead(variant) + FILLER * reps)) < n:
         reps *= 2
     return ids[:n]
 
 
-def prompt_text(tokenize: Tokenize, detokenize: Detokenize, n: int) -> str:
+def prompt_text(tokenize: Tokenize, detokenize: Detokenize, n: int, variant: int = 0) -> str:
     """A text that ``tokenize`` turns into exactly ``n`` tokens, for engines that take text.
 
     Cutting the filler's ids and decoding them nearly always round-trips; when a cut
     falls inside a multi-token word it does not, so nearby cuts are tried.
     """
-    ids = prompt_ids(tokenize, n + 16)
+    ids = prompt_ids(tokenize, n + 16, variant)
     for cut in sorted(range(max(1, n - 8), n + 9), key=lambda c: abs(c - n)):
         text = detokenize(ids[:cut])
         if len(tokenize(text)) == n:
             return text
     raise ValueError(f"no cut of the filler text tokenizes to exactly {n} tokens")
+
+
+def new_prompts(tokenize: Tokenize, detokenize: Detokenize, n: int) -> Prompts:
+    """A source of ``n``-token prompt texts, each call a variant never returned before."""
+    variants = itertools.count()
+    return lambda: prompt_text(tokenize, detokenize, n, next(variants))
 
 
 def parse_levels(text: str) -> list[int]:

@@ -9,8 +9,9 @@ at once, each a separate client connection like C users (OpenAI: streamed
 ``/v1/completions``; KServe REST: one ``infer`` each, not streamed; gRPC: one
 ``ModelStreamInfer`` each), ``--rounds`` times. Reported per round: generated tokens
 (the server's own count) / wall time from the first send to the last byte; per request:
-TTFT, the first streamed piece (none for KServe REST, which does not stream). The prompt
-is the shared filler text cut to exactly N tokens of the model's tokenizer; every request
+TTFT, the first streamed piece (none for KServe REST, which does not stream). Every
+request has a prompt of its own (a new lead, then the shared filler text, cut to exactly N
+tokens of the model's tokenizer), so the server's prefix cache never serves one; every request
 uses greedy decoding with ``ignore_eos``, so all generate exactly M tokens.
 """
 
@@ -31,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from vinolm.bench.schema import (
+    Prompts,
     emit,
     error_line,
     level_record,
+    new_prompts,
     parse_levels,
-    prompt_text,
     result_line,
     round_record,
 )
@@ -136,15 +138,13 @@ async def kserve_rest_request(client: Any, model: str, prompt: str, new_tokens: 
     return None, int(counts["token_count"][0]), time.perf_counter()
 
 
-async def http_round(
-    protocol: str, base: str, model: str, prompt: str, new_tokens: int, c: int
-) -> list[Outcome]:
+async def http_round(protocol: str, base: str, model: str, prompts: list[str], new_tokens: int) -> list[Outcome]:
     import httpx
 
     one = openai_request if protocol == "openai" else kserve_rest_request
-    limits = httpx.Limits(max_connections=c + 2)
+    limits = httpx.Limits(max_connections=len(prompts) + 2)
     async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(900.0), limits=limits) as client:
-        return list(await asyncio.gather(*(one(client, model, prompt, new_tokens) for _ in range(c))))
+        return list(await asyncio.gather(*(one(client, model, prompt, new_tokens) for prompt in prompts)))
 
 
 def grpc_request(address: str, model: str, prompt: str, new_tokens: int) -> Outcome:
@@ -176,14 +176,15 @@ def grpc_request(address: str, model: str, prompt: str, new_tokens: int) -> Outc
 
 
 def one_round(
-    args: argparse.Namespace, where: tuple[str, str], model: str, prompt: str, c: int
+    args: argparse.Namespace, where: tuple[str, str], model: str, prompts: Prompts, c: int
 ) -> dict[str, Any]:
+    texts = [prompts() for _ in range(c)]  # all new: the server's prefix cache must not serve them
     began = time.perf_counter()
     if args.protocol == "grpc":
         with ThreadPoolExecutor(c) as pool:
-            outs = list(pool.map(lambda _: grpc_request(where[1], model, prompt, args.new_tokens), range(c)))
+            outs = list(pool.map(lambda text: grpc_request(where[1], model, text, args.new_tokens), texts))
     else:
-        outs = asyncio.run(http_round(args.protocol, where[0], model, prompt, args.new_tokens, c))
+        outs = asyncio.run(http_round(args.protocol, where[0], model, texts, args.new_tokens))
     tokens = sum(o[1] for o in outs)
     if tokens != c * args.new_tokens:
         raise RuntimeError(f"the server generated {tokens} tokens, wanted {c * args.new_tokens}")
@@ -200,11 +201,11 @@ def measure(args: argparse.Namespace, base: str, grpc_address: str, pid: int | N
 
     folder = prepare(args.model, args.weight_format, progress=lambda _: None).path
     tok = TokenizerIR(ov.Core(), folder)
-    prompt = prompt_text(tok.encode, tok.decode, args.prompt_tokens)
+    prompts = new_prompts(tok.encode, tok.decode, args.prompt_tokens)
     model = served_name(base)
     where = (base, grpc_address)
-    one_round(args, where, model, prompt, max(args.levels))  # warm-up
-    levels = [level_record(c, [one_round(args, where, model, prompt, c) for _ in range(args.rounds)])
+    one_round(args, where, model, prompts, max(args.levels))  # warm-up
+    levels = [level_record(c, [one_round(args, where, model, prompts, c) for _ in range(args.rounds)])
               for c in args.levels]  # fmt: skip
     return result_line(f"vinolm serve ({args.protocol})", versions(), 0.0, [], levels=levels, mode="server",
                        protocol=args.protocol, url=base, model=str(folder), prompt_tokens=args.prompt_tokens,

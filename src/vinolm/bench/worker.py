@@ -4,8 +4,8 @@
         --prompt-tokens N --new-tokens M --runs K [--concurrency 1,4,8] [--ov-config K=V]
 
 Single stream (default): load the engine, warm up, then K greedy generations of exactly
-``--new-tokens`` tokens (EOS ignored) from a prompt of exactly ``--prompt-tokens`` tokens
-of the engine's own tokenizer, timed from the caller's side of ``generate`` as a user of
+``--new-tokens`` tokens (EOS ignored), each from a new prompt (no prefix cache hit) of
+exactly ``--prompt-tokens`` tokens of the engine's own tokenizer, timed from the caller's side of ``generate`` as a user of
 the library sees it. With ``--concurrency``: the engine is loaded with batching (genai's
 continuous batching), and for each level C simultaneous generations run K rounds; each
 round's aggregate generated tokens/s and every request's TTFT are reported.
@@ -20,11 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from vinolm.bench.schema import (
+    Prompts,
     emit,
     error_line,
     level_record,
+    new_prompts,
     parse_levels,
-    prompt_text,
     result_line,
     round_record,
     timed_record,
@@ -68,30 +69,31 @@ def timed_generation(engine: Any, text: str, new_tokens: int) -> tuple[float, fl
     return start, first, end, count
 
 
-def single_stream(engine: Any, text: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+def single_stream(engine: Any, prompts: Prompts, args: argparse.Namespace) -> list[dict[str, Any]]:
     for _ in range(args.warmup):
-        timed_generation(engine, text, min(args.new_tokens, 8))
+        timed_generation(engine, prompts(), min(args.new_tokens, 8))
     runs = []
     for _ in range(args.runs):
-        start, first, end, count = timed_generation(engine, text, args.new_tokens)
+        start, first, end, count = timed_generation(engine, prompts(), args.new_tokens)
         runs.append(timed_record(args.prompt_tokens, count, start, first, end))
     return runs
 
 
-def concurrent_round(engine: Any, text: str, new_tokens: int, concurrency: int) -> dict[str, Any]:
+def concurrent_round(engine: Any, prompts: Prompts, new_tokens: int, concurrency: int) -> dict[str, Any]:
     """C generations started together, each drained on its own thread, as server requests are."""
+    texts = [prompts() for _ in range(concurrency)]
     with ThreadPoolExecutor(concurrency) as pool:
         began = time.perf_counter()
-        futures = [pool.submit(timed_generation, engine, text, new_tokens) for _ in range(concurrency)]
+        futures = [pool.submit(timed_generation, engine, text, new_tokens) for text in texts]
         done = [f.result() for f in futures]
     wall = max(r[2] for r in done) - began
     return round_record(wall, sum(r[3] for r in done), [r[1] - began for r in done])
 
 
-def throughput(engine: Any, text: str, args: argparse.Namespace, levels: list[int]) -> list[dict[str, Any]]:
-    concurrent_round(engine, text, min(args.new_tokens, 8), max(levels))  # warm-up
+def throughput(engine: Any, prompts: Prompts, args: argparse.Namespace, levels: list[int]) -> list[dict[str, Any]]:
+    concurrent_round(engine, prompts, min(args.new_tokens, 8), max(levels))  # warm-up
     return [
-        level_record(c, [concurrent_round(engine, text, args.new_tokens, c) for _ in range(args.runs)])
+        level_record(c, [concurrent_round(engine, prompts, args.new_tokens, c) for _ in range(args.runs)])
         for c in levels
     ]
 
@@ -133,14 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     label = args.label or f"vinolm {args.engine}"
     try:
         engine, load_s = load(args, batching=bool(args.levels), max_concurrency=max(args.levels or [1]))
-        text = prompt_text(engine.tokenize, engine.detokenize, args.prompt_tokens)
+        prompts = new_prompts(engine.tokenize, engine.detokenize, args.prompt_tokens)
         extra: dict[str, Any] = {"engine": args.engine, "ov_config": args.ov_config,
                                  "model": str(engine.model.path), "prompt_tokens": args.prompt_tokens}  # fmt: skip
         if args.levels:
-            line = result_line(label, versions(), load_s, [], levels=throughput(engine, text, args, args.levels),
+            line = result_line(label, versions(), load_s, [], levels=throughput(engine, prompts, args, args.levels),
                                mode="in-process batching", **extra)  # fmt: skip
         else:
-            line = result_line(label, versions(), load_s, single_stream(engine, text, args), **extra)
+            line = result_line(label, versions(), load_s, single_stream(engine, prompts, args), **extra)
         engine.close()
     except Exception as exc:  # noqa: BLE001 - one line whatever happens, the runner goes on
         emit(error_line(label, f"{type(exc).__name__}: {exc}"))

@@ -7,7 +7,8 @@ This is what a user writing the openvino.genai samples gets: the pipeline built 
 device name only (no properties unless given), greedy, ``ignore_eos``. Set next to
 vinolm's genai engine, it shows what vinolm's own layers (tokenizing, streaming, text
 detokenization, threads) cost. TTFT and TPOT are genai's (``get_ttft``, ``get_tpot``);
-the prompt is the shared filler cut to exactly ``--prompt-tokens`` ids.
+each run's prompt is a new variant of the shared filler cut to exactly
+``--prompt-tokens`` ids (genai's prefix cache would otherwise serve the prompt).
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     pipe = ov_genai.LLMPipeline(args.model, args.device, **parse_ov_config(args.ov_config))
     load_s = time.perf_counter() - started
     tokenizer = pipe.get_tokenizer()
-    ids = prompt_ids(lambda text: tokenizer.encode(text).input_ids.data[0].tolist(), args.prompt_tokens)
-    array = np.asarray([ids], dtype=np.int64)
-    inputs = ov_genai.TokenizedInputs(ov.Tensor(array), ov.Tensor(np.ones_like(array)))
 
-    def generate(new_tokens: int) -> dict[str, Any]:
+    def encode(text: str) -> list[int]:
+        ids: list[int] = tokenizer.encode(text).input_ids.data[0].tolist()
+        return ids
+
+    def generate(variant: int, new_tokens: int) -> dict[str, Any]:
+        array = np.asarray([prompt_ids(encode, args.prompt_tokens, variant)], dtype=np.int64)
+        inputs = ov_genai.TokenizedInputs(ov.Tensor(array), ov.Tensor(np.ones_like(array)))
         config = ov_genai.GenerationConfig(max_new_tokens=new_tokens, ignore_eos=True, do_sample=False)
         started = time.perf_counter()
         perf = pipe.generate(inputs, config).perf_metrics
@@ -47,13 +51,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError(f"generated {count} tokens, wanted {new_tokens}")
         tpot = perf.get_tpot().mean / 1000 if count > 1 else None
         # genai's own clock, plus the caller's: the difference is time outside its metrics
-        return {**run_record(len(ids), count, perf.get_ttft().mean / 1000, tpot), "wall_s": round(wall, 6)}
+        ttft = perf.get_ttft().mean / 1000
+        return {**run_record(args.prompt_tokens, count, ttft, tpot), "wall_s": round(wall, 6)}
 
-    for _ in range(args.warmup):
-        generate(min(args.new_tokens, 8))
-    runs = [generate(args.new_tokens) for _ in range(args.runs)]
+    for variant in range(args.warmup):
+        generate(variant, min(args.new_tokens, 8))
+    runs = [generate(args.warmup + i, args.new_tokens) for i in range(args.runs)]
     return result_line(PEER, f"openvino-genai {ov_genai.__version__}", load_s, runs,
-                       model=args.model, prompt_tokens=len(ids), ov_config=args.ov_config)  # fmt: skip
+                       model=args.model, prompt_tokens=args.prompt_tokens, ov_config=args.ov_config)  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -47,11 +47,10 @@ def generate_runs(model: Any, tokenizer: Any, args: argparse.Namespace) -> tuple
     """Warm-up, then ``args.runs`` timed generations; returns the runs and the prompt length."""
     import torch
 
-    ids = prompt_ids(lambda text: tokenizer(text)["input_ids"], args.prompt_tokens)
-    input_ids = torch.tensor([ids], dtype=torch.long)
-    mask = torch.ones_like(input_ids)
-
-    def one(new_tokens: int) -> dict[str, Any]:
+    def one(variant: int, new_tokens: int) -> dict[str, Any]:
+        ids = prompt_ids(lambda text: tokenizer(text)["input_ids"], args.prompt_tokens, variant)
+        input_ids = torch.tensor([ids], dtype=torch.long)
+        mask = torch.ones_like(input_ids)
         streamer = timing_streamer()
         start = time.perf_counter()
         with torch.inference_mode():
@@ -63,9 +62,9 @@ def generate_runs(model: Any, tokenizer: Any, args: argparse.Namespace) -> tuple
             raise RuntimeError(f"generated {count} tokens, wanted {new_tokens}")
         return timed_record(len(ids), count, start, streamer.first, streamer.last)
 
-    for _ in range(args.warmup):
-        one(min(args.new_tokens, 8))
-    return [one(args.new_tokens) for _ in range(args.runs)], len(ids)
+    for variant in range(args.warmup):
+        one(variant, min(args.new_tokens, 8))
+    return [one(args.warmup + i, args.new_tokens) for i in range(args.runs)], args.prompt_tokens
 
 
 def parse_args(prog: str, description: str, argv: list[str] | None) -> argparse.Namespace:

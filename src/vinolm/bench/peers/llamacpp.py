@@ -11,7 +11,8 @@ It prints ONE JSON line on stdout and nothing else (llama.cpp logs go to stderr)
 What one run measures:
 
 * the prompt is exactly ``--prompt-tokens`` tokens: a long English filler text,
-  tokenized (with BOS if the model adds one) and cut to that length;
+  tokenized (with BOS if the model adds one) and cut to that length, behind a few
+  words of its own (``lead``) so that no run's prompt is one an earlier run cached;
 * ``ttft_s``: from the start of prefill until the first generated token is known
   (prefill of the whole prompt + picking the token: what a streaming client waits);
 * ``prefill_tps`` = prompt tokens / ``ttft_s``;
@@ -110,6 +111,44 @@ FILLER = (
 )
 
 
+#: Every timed prompt starts with its own words (``lead``): vinolm's engines and genai keep a
+#: prefix cache across requests and llama.cpp's server keeps its slot's KV cache, so a prompt
+#: seen before would be "prefilled" from the cache and its TTFT would measure nothing.
+PREFIX_WORDS = (
+    "Alpha",
+    "Bravo",
+    "Charlie",
+    "Delta",
+    "Echo",
+    "Foxtrot",
+    "Golf",
+    "Hotel",
+    "India",
+    "Juliet",
+    "Kilo",
+    "Lima",
+    "Mike",
+    "November",
+    "Oscar",
+    "Papa",
+    "Quebec",
+    "Romeo",
+    "Sierra",
+    "Tango",
+    "Uniform",
+    "Victor",
+    "Whiskey",
+    "Xray",
+    "Yankee",
+    "Zulu",
+)
+
+
+def lead(variant: int) -> str:
+    """The first words of prompt number ``variant``, different from every other's."""
+    return f"{PREFIX_WORDS[variant % len(PREFIX_WORDS)]} {variant}: "
+
+
 def skip_line() -> dict[str, Any]:
     return {"peer": PEER, "skipped": SKIP_REASON}
 
@@ -170,13 +209,14 @@ def eog_token_ids(llama_cpp, llm) -> list[int]:
     return sorted(i for i in ids if 0 <= i < llm.n_vocab())
 
 
-def filler_tokens(llm, n: int) -> list[int]:
-    """Exactly ``n`` prompt tokens: the filler text repeated, tokenized, cut to ``n``."""
+def filler_tokens(llm, n: int, variant: int = 0) -> list[int]:
+    """Exactly ``n`` prompt tokens: ``lead(variant)`` and the filler text repeated,
+    tokenized, cut to ``n``."""
     if n < 1:
         raise ValueError("prompt must have at least one token")
     reps = 1
     while True:
-        toks = llm.tokenize((FILLER * reps).encode("utf-8"), add_bos=True, special=False)
+        toks = llm.tokenize((lead(variant) + FILLER * reps).encode("utf-8"), add_bos=True, special=False)
         if len(toks) >= n:
             return list(toks[:n])
         reps *= 2
@@ -292,11 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     load_s = time.perf_counter() - t0
 
-    prompt = filler_tokens(llm, args.prompt_tokens)
+    prompts = [filler_tokens(llm, args.prompt_tokens, v) for v in range(args.warmup + args.runs)]
     decoder = GreedyDecoder(llama_cpp, llm)
-    for _ in range(args.warmup):
+    for prompt in prompts[: args.warmup]:
         decoder.run(prompt, min(args.new_tokens, 8))
-    runs = [decoder.run(prompt, args.new_tokens) for _ in range(args.runs)]
+    runs = [decoder.run(prompt, args.new_tokens) for prompt in prompts[args.warmup :]]
 
     out = {
         "peer": PEER,
@@ -304,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         "system_info": system_info(llama_cpp),
         "build": build_description(args.build),
         "model": os.path.abspath(args.model),
-        "prompt_tokens": len(prompt),
+        "prompt_tokens": len(prompts[0]),
+        "distinct_prompts": True,
         "threads": args.threads,
         "n_ctx": n_ctx,
         "n_batch": n_batch,

@@ -47,6 +47,7 @@ from vinolm.bench.peers.llamacpp import (
     context_size,
     eog_token_ids,
     import_llama_cpp,
+    lead,
     loadavg,
     skip_line,
     system_info,
@@ -56,34 +57,6 @@ SERIAL_NOTE = (
     "llama-cpp-python's server has one Llama/context behind a lock and no parallel "
     "slots: concurrent requests are served one at a time (queued), not batched"
 )
-PREFIX_WORDS = [
-    "Alpha",
-    "Bravo",
-    "Charlie",
-    "Delta",
-    "Echo",
-    "Foxtrot",
-    "Golf",
-    "Hotel",
-    "India",
-    "Juliet",
-    "Kilo",
-    "Lima",
-    "Mike",
-    "November",
-    "Oscar",
-    "Papa",
-    "Quebec",
-    "Romeo",
-    "Sierra",
-    "Tango",
-    "Uniform",
-    "Victor",
-    "Whiskey",
-    "Xray",
-    "Yankee",
-    "Zulu",
-]
 
 
 def free_port() -> int:
@@ -319,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     n_prompts = max_level + 1 if args.distinct_prompts else 1
     prompts = [
         prompt_text(vocab, args.prompt_tokens,
-                    lead=(f"{PREFIX_WORDS[i % len(PREFIX_WORDS)]} {i}: " if args.distinct_prompts else ""))
+                    lead=lead(i) if args.distinct_prompts else "")
         for i in range(n_prompts)
     ]  # fmt: skip
     del vocab
