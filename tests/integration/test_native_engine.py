@@ -198,3 +198,19 @@ def test_unicode_streams_whole(native: NativeEngine) -> None:
     chunks = list(native.generate(chat("用中文介绍一下你自己。", max_new_tokens=32, ignore_eos=True)))
     assert all("\ufffd" not in c.text for c in chunks)
     assert np.sum([len(c.token_ids) for c in chunks]) == 32
+
+
+def test_lookup_detokenizer_matches_the_ir(native: NativeEngine) -> None:
+    """The Python lookup that replaces the byte-level BPE detokenizer graph decodes every
+    prefix of mixed-script text exactly as the graph does, unfinished characters included."""
+    text = native.text
+    assert text._vocab is not None, "the default model's detokenizer should take the lookup path"
+    samples = [
+        "<|im_start|>user\nDescribe Paris in 3 words.<|im_end|>\n<|im_start|>assistant\n",
+        "東京は日本の首都です。 中文：你好，世界！ Emoji: 🎉👍🏽🇫🇷 — naïve café, Ωμέγα, привет.",
+    ]
+    for sample in samples:
+        ids = text.encode(sample)
+        for end in range(1, len(ids) + 1):
+            for skip in (True, False):
+                assert text.decode(ids[:end], skip) == text._decode_ir(ids[:end], skip), (sample, end, skip)
