@@ -95,7 +95,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code, force=args.force,
     ).validated()
     if source.entry is not None:
-        options = options.with_preset(_preset_dict(source.entry))
+        options = options.with_preset(source.entry.int4)
     if source.kind == "ir":
         status(f"{args.source} is already an OpenVINO model; nothing to export")
         return 0
@@ -109,11 +109,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     status(f"{verb} {result.path}")
     print(SizeReport(_sibling_sizes(result.path, options.weight_format)).table())
     return 0
-
-
-def _preset_dict(entry: object) -> dict | None:
-    preset = getattr(entry, "int4", None)
-    return None if preset is None else {"sym": preset.sym, "group_size": preset.group_size, "ratio": preset.ratio}
 
 
 def _sibling_sizes(path: Path, weight_format: str) -> list[tuple[str, int]]:

@@ -214,7 +214,7 @@ def prepare(
     if not is_complete(target) or options.force:
         _check_remote_code(source, options)
         if source.entry is not None:
-            options = options.with_preset(getattr(source.entry, "int4", None))
+            options = options.with_preset(source.entry.int4)
         progress(f"preparing {source.name} ({options.weight_format}) in {target}")
         export_model(
             source.location, target, options, source_kind=source.kind,

@@ -298,3 +298,16 @@ def test_importing_catalog_and_prompts_stays_light() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_int4_preset_fills_only_unset_export_options() -> None:
+    """``prepare(name, "int4")`` and ``vinolm export NAME --weight-format int4`` take the
+    catalog's tutorial preset for what the user left unset."""
+    from vinolm.export import ExportOptions
+
+    preset = catalog.resolve("tiny-llama-1b-chat").int4
+    filled = ExportOptions(weight_format="int4").with_preset(preset)
+    assert (filled.group_size, filled.ratio, filled.sym) == (preset.group_size, preset.ratio, preset.sym)
+    mine = ExportOptions(weight_format="int4", group_size=32, sym=True).with_preset(preset)
+    assert (mine.group_size, mine.ratio, mine.sym) == (32, preset.ratio, True)
+    assert ExportOptions(weight_format="int8").with_preset(preset).group_size is None

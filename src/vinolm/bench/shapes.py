@@ -19,7 +19,7 @@ import argparse
 import gc
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,7 @@ def export_options(shape: Shape, weight_format: str) -> Any:
 
     options = ExportOptions(weight_format=weight_format)
     if weight_format == "int4":
-        options = options.with_preset(asdict(resolve(shape.name).int4))
+        options = options.with_preset(resolve(shape.name).int4)
     return options
 
 

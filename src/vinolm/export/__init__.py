@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vinolm.catalog import Int4Preset
 from vinolm.errors import ExportError, InvalidRequest
 from vinolm.export.report import SizeReport, folder_weight_bytes
 
@@ -58,16 +59,16 @@ class ExportOptions:
             raise InvalidRequest("--group-size and --ratio apply to int4 only")
         return self
 
-    def with_preset(self, preset: dict[str, Any] | None) -> "ExportOptions":
+    def with_preset(self, preset: Int4Preset | None) -> "ExportOptions":
         """Fill unset int4 settings from a catalog preset (the tutorials' values)."""
-        if self.weight_format != "int4" or not preset:
+        if self.weight_format != "int4" or preset is None:
             return self
         return ExportOptions(
             **{
                 **asdict(self),
-                "group_size": self.group_size if self.group_size is not None else preset.get("group_size"),
-                "ratio": self.ratio if self.ratio is not None else preset.get("ratio"),
-                "sym": self.sym if self.sym is not None else preset.get("sym"),
+                "group_size": self.group_size if self.group_size is not None else preset.group_size,
+                "ratio": self.ratio if self.ratio is not None else preset.ratio,
+                "sym": self.sym if self.sym is not None else preset.sym,
             }
         )
 
