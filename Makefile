@@ -11,7 +11,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP     := $(BIN)/python -m pip install --disable-pip-version-check $(FIND_LINKS)
 STAMP   := $(VENV)/.vinolm-installed
 
-.PHONY: install prepare serve test test-fast browser proto bench lint clean
+.PHONY: install prepare serve test test-fast browser proto bench peers lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -52,6 +52,19 @@ proto: install
 
 bench: prepare
 	$(BIN)/vinolm bench --peers --out docs/bench
+
+# llama.cpp for the bench peers, in its own venv (not needed by make test): compiled for this
+# CPU (GGML_NATIVE) with AMX off, since ggml's AMX kernel crashes on Intel CPUs that have it.
+PEERS_VENV := .venv-peers
+LLAMA_FLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+peers:
+	$(PY) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q numpy typing-extensions diskcache jinja2 httpx uvicorn fastapi \
+		sse-starlette 'starlette-context<0.4' pydantic-settings pyyaml
+	CMAKE_ARGS="-DGGML_NATIVE=ON -DCMAKE_C_FLAGS='$(LLAMA_FLAGS)' -DCMAKE_CXX_FLAGS='$(LLAMA_FLAGS)' -DLLAVA_BUILD=OFF" \
+		CMAKE_BUILD_PARALLEL_LEVEL=2 $(PEERS_VENV)/bin/pip install --force-reinstall --no-deps \
+		--no-binary llama-cpp-python --no-cache-dir llama-cpp-python==0.3.36
+	echo "llama-cpp-python 0.3.36 CMAKE_ARGS=-DGGML_NATIVE=ON CFLAGS=$(LLAMA_FLAGS)" > $(PEERS_VENV)/vinolm-llamacpp-build.txt
 
 lint: install
 	$(BIN)/ruff check src tests

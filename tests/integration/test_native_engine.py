@@ -200,11 +200,13 @@ def test_unicode_streams_whole(native: NativeEngine) -> None:
     assert np.sum([len(c.token_ids) for c in chunks]) == 32
 
 
-def test_lookup_detokenizer_matches_the_ir(native: NativeEngine) -> None:
+def test_lookup_detokenizer_matches_the_ir(native: NativeEngine, engine: GetEngine, default_model: PreparedModel) -> None:
     """The Python lookup that replaces the byte-level BPE detokenizer graph decodes every
-    prefix of mixed-script text exactly as the graph does, unfinished characters included."""
+    prefix of mixed-script text exactly as the graph does (vinolm's IR request and
+    openvino-genai's tokenizer), unfinished characters included."""
     text = native.text
-    assert text._vocab is not None, "the default model's detokenizer should take the lookup path"
+    assert text.lookup is not None, "the default model's detokenizer should take the lookup path"
+    genai = engine("genai", default_model.path)._tokenizer  # type: ignore[attr-defined]
     samples = [
         "<|im_start|>user\nDescribe Paris in 3 words.<|im_end|>\n<|im_start|>assistant\n",
         "東京は日本の首都です。 中文：你好，世界！ Emoji: 🎉👍🏽🇫🇷 — naïve café, Ωμέγα, привет.",
@@ -213,4 +215,6 @@ def test_lookup_detokenizer_matches_the_ir(native: NativeEngine) -> None:
         ids = text.encode(sample)
         for end in range(1, len(ids) + 1):
             for skip in (True, False):
-                assert text.decode(ids[:end], skip) == text._decode_ir(ids[:end], skip), (sample, end, skip)
+                expected = text._decode_ir(ids[:end], skip)
+                assert text.lookup.decode(ids[:end], skip) == expected, (sample, end, skip)
+                assert genai.decode(ids[:end], skip_special_tokens=skip) == expected, (sample, end, skip)

@@ -15,6 +15,7 @@ from typing import Any
 
 from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
 from vinolm.engines.common import finish_reason_for, finish_sequence
+from vinolm.engines.native_tokenizer import VocabLookup
 from vinolm.engines.ovconfig import check_device, compile_properties
 from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import EngineError
@@ -52,6 +53,9 @@ class GenaiEngine(Engine):
             raise EngineError(f"openvino-genai cannot load {model.path}: {_first_line(exc)}") from exc
         self.load_seconds = time.perf_counter() - started
         self._lock = threading.Lock()
+        # Streaming detokenizes once or twice per token: a Python lookup where the graph
+        # is one (byte-level BPE) skips genai's detokenizer inference each time.
+        self._lookup = VocabLookup.from_folder(model.path)
 
     # -- tokens ------------------------------------------------------------------------
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -59,6 +63,8 @@ class GenaiEngine(Engine):
         return encoded.input_ids.data[0].tolist()
 
     def detokenize(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        if self._lookup is not None:
+            return self._lookup.decode(ids, skip_special_tokens)
         return self._tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
     # -- generation --------------------------------------------------------------------

@@ -44,9 +44,8 @@ class TokenizerIR:
         self._prefix, self._suffix = _special_affixes(tokenizer)
         self._encoder = core.compile_model(tokenizer, "CPU").create_infer_request()
         detokenizer = core.read_model(folder / "openvino_detokenizer.xml")
-        self._vocab = _lookup_vocabulary(detokenizer)
+        self.lookup = VocabLookup.from_model(detokenizer)
         self._skip_ids = _expose_skip_ids(detokenizer)
-        self._skip_set = frozenset(self._skip_ids.tolist()) if self._skip_ids is not None else frozenset()
         self._decoder = core.compile_model(detokenizer, "CPU").create_infer_request()
         self._encode_lock = threading.Lock()
         self._decode_lock = threading.Lock()
@@ -62,17 +61,9 @@ class TokenizerIR:
         return ids[start:end]
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
-        if self._vocab is not None:
-            return self._decode_bytes(ids, self._skip_set if skip_special_tokens else frozenset())
+        if self.lookup is not None:
+            return self.lookup.decode(ids, skip_special_tokens)
         return self._decode_ir(ids, skip_special_tokens)
-
-    def _decode_bytes(self, ids: list[int], skip: frozenset[int]) -> str:
-        """The lookup graph in Python. Like ``VocabDecoder``, unknown ids decode to nothing;
-        invalid UTF-8 becomes U+FFFD (for garbage bytes the count of U+FFFD may differ
-        from ``UTF8Validate``'s, never for valid text or an unfinished character)."""
-        vocab, size = self._vocab, len(self._vocab)  # type: ignore[arg-type]
-        data = b"".join([vocab[i] for i in ids if 0 <= i < size and i not in skip])  # type: ignore[index]
-        return data.decode("utf-8", "replace")
 
     def _decode_ir(self, ids: list[int], skip_special_tokens: bool) -> str:
         """``start_async`` + ``wait`` skips building the result dict that ``infer`` returns."""
@@ -106,22 +97,48 @@ _LOOKUP_OPS = frozenset(
 )
 
 
-def _lookup_vocabulary(detokenizer: ov.Model) -> list[bytes] | None:
-    """Each token's bytes, when the graph is a pure lookup whose invalid UTF-8 is
-    replaced; None for any other graph."""
-    ops = detokenizer.get_ordered_ops()
-    if {op.get_type_name() for op in ops} - _LOOKUP_OPS:
-        return None
-    decoders = [op for op in ops if op.get_type_name() == "VocabDecoder"]
-    validators = [op for op in ops if op.get_type_name() == "UTF8Validate"]
-    if len(decoders) != 1 or len(validators) != 1 or not validators[0].get_attributes().get("replace_mode"):
-        return None
-    parts = [decoders[0].input_value(i).get_node() for i in (1, 2, 3)]
-    if any(part.get_type_name() != "Constant" for part in parts):
-        return None
-    begins, ends, chars = (part.get_data() for part in parts)
-    raw = chars.tobytes()
-    return [raw[b:e] for b, e in zip(begins.tolist(), ends.tolist(), strict=True)]
+class VocabLookup:
+    """A detokenizer graph that is a pure vocabulary lookup, run in Python."""
+
+    def __init__(self, vocab: list[bytes], skip_ids: frozenset[int]) -> None:
+        self._vocab = vocab
+        self._skip = skip_ids
+
+    @classmethod
+    def from_model(cls, detokenizer: ov.Model) -> VocabLookup | None:
+        """The graph's own vocabulary and skip list, when the graph only looks tokens up
+        and replaces invalid UTF-8; None for any other graph."""
+        ops = detokenizer.get_ordered_ops()
+        if {op.get_type_name() for op in ops} - _LOOKUP_OPS:
+            return None
+        decoders = [op for op in ops if op.get_type_name() == "VocabDecoder"]
+        validators = [op for op in ops if op.get_type_name() == "UTF8Validate"]
+        if len(decoders) != 1 or len(validators) != 1 or not validators[0].get_attributes().get("replace_mode"):
+            return None
+        parts = [decoders[0].input_value(i).get_node() for i in range(1, decoders[0].get_input_size())]
+        if len(parts) not in (3, 4) or any(part.get_type_name() != "Constant" for part in parts):
+            return None
+        begins, ends, chars = (part.get_data() for part in parts[:3])
+        raw = chars.tobytes()
+        vocab = [raw[b:e] for b, e in zip(begins.tolist(), ends.tolist(), strict=True)]
+        skip = frozenset(parts[3].get_data().tolist()) if len(parts) == 4 else frozenset()
+        return cls(vocab, skip)
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> VocabLookup | None:
+        """The lookup of ``folder``'s detokenizer IR, if it has one of that kind."""
+        import openvino_tokenizers  # noqa: F401  (registers the tokenizer operations)
+
+        xml = folder / "openvino_detokenizer.xml"
+        return cls.from_model(ov.Core().read_model(xml)) if xml.is_file() else None
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        """Like ``VocabDecoder``, unknown ids decode to nothing; invalid UTF-8 becomes U+FFFD
+        (for garbage bytes the count of U+FFFD may differ from ``UTF8Validate``'s, never
+        for valid text or an unfinished character)."""
+        vocab, size = self._vocab, len(self._vocab)
+        skip = self._skip if skip_special_tokens else ()
+        return b"".join([vocab[i] for i in ids if 0 <= i < size and i not in skip]).decode("utf-8", "replace")
 
 
 def _expose_skip_ids(detokenizer: ov.Model) -> Any:

