@@ -19,6 +19,7 @@ from vinolm.bench import report
 from vinolm.bench.runner import BenchConfig, engine_variant, parse_line
 from vinolm.bench.schema import (
     level_record,
+    new_prompts,
     parse_levels,
     prompt_ids,
     prompt_text,
@@ -51,6 +52,25 @@ def test_prompt_text_has_exact_token_count() -> None:
 
     for n in (1, 16, 200):
         assert len(tokenize(prompt_text(tokenize, detokenize, n))) == n
+
+
+def test_every_prompt_is_new_from_its_first_tokens() -> None:
+    """A cached prefix would turn a timed prefill into a cache hit: consecutive prompts
+    differ within their first two tokens, and each keeps the exact length."""
+    vocab: dict[str, int] = {}
+
+    def tokenize(text: str) -> list[int]:
+        return [vocab.setdefault(w, len(vocab)) for w in text.split()]
+
+    def detokenize(ids: list[int]) -> str:
+        words = {i: w for w, i in vocab.items()}
+        return " ".join(words[i] for i in ids)
+
+    source = new_prompts(tokenize, detokenize, 64)
+    prompts = [tokenize(source()) for _ in range(60)]
+    assert all(len(ids) == 64 for ids in prompts)
+    assert len({tuple(ids[:2]) for ids in prompts}) == len(prompts)
+    assert prompt_ids(tokenize, 8, 3)[:2] != prompt_ids(tokenize, 8, 4)[:2]
 
 
 def test_timed_record_definitions() -> None:
