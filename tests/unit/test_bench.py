@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from vinolm.bench import report
-from vinolm.bench.runner import BenchConfig, engine_variant, parse_line
+from vinolm.bench.runner import BenchConfig, engine_variant, merge_repeats, parse_line
 from vinolm.bench.schema import (
     level_record,
     new_prompts,
@@ -71,6 +71,20 @@ def test_every_prompt_is_new_from_its_first_tokens() -> None:
     assert all(len(ids) == 64 for ids in prompts)
     assert len({tuple(ids[:2]) for ids in prompts}) == len(prompts)
     assert prompt_ids(tokenize, 8, 3)[:2] != prompt_ids(tokenize, 8, 4)[:2]
+
+
+def test_repeats_pool_their_runs() -> None:
+    def line(tpots: list[float], load: float) -> dict:
+        runs = [timed_record(100, 11, 0.0, 0.1, 0.1 + 10 * t) for t in tpots]
+        return {"label": "x", "runs": runs, "load_s": load, "loadavg_before": [load], "peak_rss_mb": load}
+
+    merged = merge_repeats([line([0.01, 0.02], 1.0), line([0.03], 3.0), line([0.04], 2.0)])
+    assert len(merged["runs"]) == 4 and merged["repeats"] == 3
+    assert merged["stats"]["tpot_s"] == {"median": 0.025, "min": 0.01, "max": 0.04}
+    assert merged["load_s"] == 2.0 and merged["peak_rss_mb"] == 3.0
+    assert merged["loadavg_each"] == [[1.0], [3.0], [2.0]]
+    failed = {"label": "x", "error": "boom"}
+    assert merge_repeats([line([0.01], 1.0), failed]) is failed
 
 
 def test_timed_record_definitions() -> None:

@@ -50,6 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--runs", type=int, default=5, help="timed runs (rounds per concurrency level)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first")
+    p.add_argument(
+        "--repeat", type=int, default=1, metavar="N",
+        help="run the single-stream jobs N times round-robin (new processes) and pool their runs",
+    )
     p.add_argument("--concurrency", default="1,4,8", help="throughput levels, e.g. 1,4,8 ('none' to skip)")
     p.add_argument("--url", default=None, help="measure this running server instead of starting one")
     p.add_argument(
@@ -80,8 +84,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from vinolm.bench.schema import parse_levels
     from vinolm.cliutil import status
 
-    if min(args.prompt_tokens, args.new_tokens, args.runs) < 1 or args.warmup < 0:
-        raise InvalidRequest("--prompt-tokens, --new-tokens and --runs must be >= 1, --warmup >= 0")
+    if min(args.prompt_tokens, args.new_tokens, args.runs, args.repeat) < 1 or args.warmup < 0:
+        raise InvalidRequest("--prompt-tokens, --new-tokens, --runs and --repeat must be >= 1, --warmup >= 0")
     try:
         levels = parse_levels(args.concurrency)
     except ValueError:
@@ -92,7 +96,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         peers=peers, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, runs=args.runs,
         warmup=args.warmup, levels=levels, url=args.url, protocols=args.protocol or ["openai"],
         single=not args.no_single, shapes=args.shapes, ov_config=list(args.ov_config),
-        threads=args.threads or os.cpu_count() or 1, timeout_s=args.timeout,
+        threads=args.threads or os.cpu_count() or 1, timeout_s=args.timeout, repeat=args.repeat,
     )  # fmt: skip
     results = runner.run(cfg, log=status)
     files = report.write(results, args.out)
