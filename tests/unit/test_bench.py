@@ -150,7 +150,7 @@ def test_markdown_has_every_section() -> None:
 def test_tiny_bench_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "vinolm.cli", "bench", "--engine", "genai", "--peer", "genai-direct",
-           "--prompt-tokens", "16", "--new-tokens", "4", "--runs", "1", "--warmup", "0",
+           "--prompt-tokens", "16", "--new-tokens", "4", "--runs", "1", "--warmup", "0", "--repeat", "2",
            "--concurrency", "1,2", "--timeout", "900", "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=REPO, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -164,6 +164,7 @@ def test_tiny_bench_end_to_end(tmp_path: Path) -> None:
         row = by_label[label]
         assert "error" not in row, row.get("error")
         assert {"version", "load_s", "runs", "stats", "peak_rss_mb"} <= set(row)
+        assert len(row["runs"]) == 2 and row["repeats"] == 2  # one run from each round
         run = row["runs"][0]
         assert run["new_tokens"] == 4
         assert {"ttft_s", "prefill_tps", "decode_tps", "tpot_s"} <= set(run)
@@ -172,3 +173,19 @@ def test_tiny_bench_end_to_end(tmp_path: Path) -> None:
         assert "error" not in row, row.get("error")
         assert [lv["concurrency"] for lv in row["levels"]] == [1, 2]
         assert all(lv["aggregate_tps_median"] for lv in row["levels"])
+
+
+@pytest.mark.slow
+def test_interleave_runs_every_kind_of_row() -> None:
+    rows = ["direct", "direct-stream", "genai", "native@INFERENCE_PRECISION_HINT=f32"]
+    cmd = [sys.executable, "-m", "vinolm.bench.interleave", *[a for r in rows for a in ("--row", r)],
+           "--prompt-tokens", "32", "--new-tokens", "4", "--runs", "1", "--json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])["rows"]
+    assert list(result) == rows
+    assert all(row["tpot_ms"] > 0 and row["ttft_ms"] > 0 for row in result.values())
+    assert result["direct"]["tpot_vs_first"] == 1.0
+    assert result["direct"]["properties"]["KV_CACHE_PRECISION"] == "f16"  # vinolm's defaults
+    assert result[rows[-1]]["properties"] == {"CACHE_DIR": result[rows[-1]]["properties"]["CACHE_DIR"],
+                                             "INFERENCE_PRECISION_HINT": "f32"}  # exactly what the row says

@@ -19,7 +19,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from vinolm.engines.ovconfig import check_device, compile_properties
 from vinolm.errors import EngineError, InvalidRequest, VinolmError
+from vinolm.models import vinolm_home
 from vinolm.types import Chunk, FinishReason, Message, Metrics, Request, Result
 
 if TYPE_CHECKING:
@@ -38,6 +40,9 @@ class EngineOptions:
     batching: bool = False
     max_concurrency: int = 8
     cache_dir: str | None = None
+    #: Compile with vinolm's measured defaults (``ovconfig.DEFAULTS``) under ``ov_config``;
+    #: False leaves everything ``ov_config`` does not set to OpenVINO.
+    vinolm_defaults: bool = True
 
 
 @dataclass
@@ -181,7 +186,11 @@ class Engine(ABC):
 
     def __init__(self, model: PreparedModel, options: EngineOptions | None = None) -> None:
         self.model = model
-        self.options = options or EngineOptions()
+        self.options = opts = options or EngineOptions()
+        check_device(opts.device)
+        cache = opts.cache_dir or str(vinolm_home() / "ov_cache")
+        #: What the model is compiled with: the cache, vinolm's defaults, the user's overrides.
+        self.properties = compile_properties(opts.device, opts.ov_config, cache, opts.vinolm_defaults)
 
     # -- text <-> tokens -------------------------------------------------------------
     @abstractmethod

@@ -16,10 +16,9 @@ from typing import Any
 from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
 from vinolm.engines.common import finish_reason_for, finish_sequence
 from vinolm.engines.native_tokenizer import VocabLookup
-from vinolm.engines.ovconfig import check_device, compile_properties
 from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import EngineError
-from vinolm.models import PreparedModel, vinolm_home
+from vinolm.models import PreparedModel
 from vinolm.types import Chunk, GenerationParams, Metrics, Request
 
 
@@ -32,9 +31,7 @@ class GenaiEngine(Engine):
 
         self._genai = ov_genai
         opts = self.options
-        check_device(opts.device)
-        cache = opts.cache_dir or str(vinolm_home() / "ov_cache")
-        props = compile_properties(opts.device, opts.ov_config, cache)
+        props = self.properties
         started = time.perf_counter()
         try:
             if opts.batching:

@@ -28,11 +28,10 @@ from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
 from vinolm.engines.common import finish_reason_for, finish_sequence, first_line
 from vinolm.engines.native_model import StatefulLM
 from vinolm.engines.native_tokenizer import TokenizerIR
-from vinolm.engines.ovconfig import check_device, compile_properties
 from vinolm.engines.sampling import BeamSearch, Sampler, TokenHistory, log_softmax
 from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import EngineError, InvalidRequest
-from vinolm.models import PreparedModel, vinolm_home
+from vinolm.models import PreparedModel
 from vinolm.types import Chunk, GenerationParams, Metrics, Request
 
 
@@ -87,9 +86,7 @@ class NativeEngine(Engine):
         import openvino_tokenizers  # noqa: F401  (registers the tokenizer operations)
 
         opts = self.options
-        check_device(opts.device)
-        cache = opts.cache_dir or str(vinolm_home() / "ov_cache")
-        props = compile_properties(opts.device, opts.ov_config, cache)
+        props = self.properties
         started = time.perf_counter()
         core = ov.Core()
         try:

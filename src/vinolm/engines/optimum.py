@@ -20,10 +20,9 @@ from typing import Any
 
 from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
 from vinolm.engines.common import finish_reason_for, finish_sequence, first_line
-from vinolm.engines.ovconfig import check_device, compile_properties
 from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import EngineError, InvalidRequest
-from vinolm.models import PreparedModel, vinolm_home
+from vinolm.models import PreparedModel
 from vinolm.types import Chunk, FinishReason, GenerationParams, Metrics, Request
 
 try:
@@ -155,9 +154,7 @@ class OptimumEngine(Engine):
     def __init__(self, model: PreparedModel, options: EngineOptions | None = None) -> None:
         super().__init__(model, options)
         opts = self.options
-        check_device(opts.device)
-        cache = opts.cache_dir or str(vinolm_home() / "ov_cache")
-        props = compile_properties(opts.device, opts.ov_config, cache)
+        props = self.properties
         started = time.perf_counter()
         try:
             # A local folder needs no local_files_only; with it, optimum looks the path up

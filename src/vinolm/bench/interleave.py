@@ -1,0 +1,173 @@
+"""Configurations side by side in ONE process, alternating run by run.
+
+    python -m vinolm.bench.interleave --row direct --row direct-stream --row genai \\
+        [--row native@KEY=V,KEY=V ...] [--model M] [--weight-format int4] \\
+        [--prompt-tokens 990] [--new-tokens 128] [--runs 9] [--json]
+
+On a shared machine two processes run minutes apart can differ by 20% (other tenants,
+clock boost), more than most settings change; rows that alternate run by run in one
+process see the same machine. A row is ``KIND`` (compiled with vinolm's default
+properties) or ``KIND@KEY=V,KEY=V`` (exactly those over OpenVINO's own defaults; ``KIND@``
+alone: OpenVINO's defaults), so a sweep says every property it sets:
+
+* ``direct``: openvino-genai ``LLMPipeline.generate`` on token ids, no streamer (the floor);
+* ``direct-stream``: the same with a Python streamer that only records the time;
+* ``genai`` / ``native``: vinolm's engines as a library user runs them (text in, chunks out).
+
+Every run has a prompt of its own (no prefix-cache hit). TTFT: call to first token; TPOT:
+(last token - first token) / (tokens - 1), on the caller's clock except for ``direct``,
+which has no streamer and reports genai's own ``perf_metrics``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from vinolm.bench.schema import prompt_text
+from vinolm.bench.worker import request
+
+Timed = tuple[float, float]  # (ttft_s, tpot_s)
+Run = Callable[[list[int], str, int], Timed]  # (prompt ids, the same as text, new tokens)
+KINDS = ("direct", "direct-stream", "genai", "native")
+
+
+@dataclass
+class Row:
+    label: str
+    run: Run
+    properties: dict[str, Any]
+
+
+def parse_row(spec: str) -> tuple[str, dict[str, Any] | None]:
+    """``genai@K=V,K=V`` -> ("genai", {K: V}); ``genai`` -> ("genai", None: vinolm's defaults)."""
+    from vinolm.engines.ovconfig import parse_ov_config
+
+    kind, at, props = spec.partition("@")
+    if kind not in KINDS:
+        raise SystemExit(f"--row {spec!r}: the kind must be one of {', '.join(KINDS)}")
+    return kind, (parse_ov_config([p for p in props.split(",") if p]) if at else None)
+
+
+def direct_run(pipe: Any, streaming: bool) -> Run:
+    import numpy as np
+    import openvino as ov
+    import openvino_genai as ov_genai
+
+    def run(ids: list[int], _: str, new_tokens: int) -> Timed:
+        array = np.asarray([ids], dtype=np.int64)
+        inputs = ov_genai.TokenizedInputs(ov.Tensor(array), ov.Tensor(np.ones_like(array)))
+        config = ov_genai.GenerationConfig(max_new_tokens=new_tokens, ignore_eos=True, do_sample=False)
+        stamps: list[float] = []
+
+        def streamer(_: Any) -> Any:
+            stamps.append(time.perf_counter())
+            return ov_genai.StreamingStatus.RUNNING
+
+        started = time.perf_counter()
+        perf = pipe.generate(inputs, config, streamer if streaming else None).perf_metrics
+        if not streaming:
+            return perf.get_ttft().mean / 1000, perf.get_tpot().mean / 1000
+        return stamps[0] - started, (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
+    return run
+
+
+def engine_run(engine: Any) -> Run:
+    def run(_: list[int], text: str, new_tokens: int) -> Timed:
+        started = time.perf_counter()
+        stamps = [time.perf_counter() for chunk in engine.generate(request(text, new_tokens)) if chunk.token_ids]
+        return stamps[0] - started, (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
+    return run
+
+
+def build_rows(specs: list[str], model: Any) -> list[Row]:
+    import openvino_genai as ov_genai
+
+    from vinolm.engines import load_engine
+    from vinolm.engines.base import EngineOptions
+    from vinolm.engines.ovconfig import compile_properties
+
+    rows = []
+    for spec in specs:
+        kind, user = parse_row(spec)
+        if kind.startswith("direct"):
+            props = compile_properties("CPU", user or {}, None, defaults=user is None)
+            pipe = ov_genai.LLMPipeline(str(model.path), "CPU", **props)
+            rows.append(Row(spec, direct_run(pipe, kind == "direct-stream"), props))
+        else:
+            options = EngineOptions(ov_config=user or {}, vinolm_defaults=user is None)
+            engine = load_engine(kind, model, options)
+            rows.append(Row(spec, engine_run(engine), engine.properties))
+    return rows
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    import openvino as ov
+
+    from vinolm.engines.native_tokenizer import TokenizerIR
+    from vinolm.models import prepare
+
+    model = prepare(args.model, args.weight_format, progress=lambda _: None)
+    rows = build_rows(args.row, model)
+    tok = TokenizerIR(ov.Core(), model.path)
+    variants = itertools.count()
+
+    def prompt() -> tuple[list[int], str]:
+        text = prompt_text(tok.encode, tok.decode, args.prompt_tokens, next(variants))
+        return tok.encode(text), text
+
+    for row in rows:  # warm-up
+        row.run(*prompt(), 8)
+    timings: dict[str, list[Timed]] = {row.label: [] for row in rows}
+    for _ in range(args.runs):
+        for row in rows:
+            timings[row.label].append(row.run(*prompt(), args.new_tokens))
+    first = statistics.median(t for _, t in timings[rows[0].label])
+    table = {}
+    for row in rows:
+        ttft = statistics.median(a for a, _ in timings[row.label])
+        tpot = statistics.median(t for _, t in timings[row.label])
+        table[row.label] = {"ttft_ms": round(ttft * 1000, 1), "tpot_ms": round(tpot * 1000, 3),
+                            "decode_tps": round(1 / tpot, 1), "prefill_tps": round(args.prompt_tokens / ttft),
+                            "tpot_vs_first": round(tpot / first, 3), "properties": row.properties,
+                            "runs": timings[row.label]}  # fmt: skip
+    return {"model": str(model.path), "runs": args.runs, "prompt_tokens": args.prompt_tokens,
+            "new_tokens": args.new_tokens, "rows": table}  # fmt: skip
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = ["| row (same process, interleaved) | TTFT ms | prefill tok/s | TPOT ms | decode tok/s | TPOT vs first row |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for label, r in result["rows"].items():
+        lines.append(f"| `{label}` | {r['ttft_ms']} | {r['prefill_tps']} | {r['tpot_ms']:.2f} | {r['decode_tps']} "
+                     f"| {r['tpot_vs_first']:.3f}x |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vinolm.bench.interleave", description=__doc__.splitlines()[0])
+    p.add_argument("--row", action="append", required=True, metavar="KIND[@K=V,...]")
+    p.add_argument("--model", default=None)
+    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int4")
+    p.add_argument("--prompt-tokens", type=int, default=990)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--runs", type=int, default=9)
+    p.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
+    args = p.parse_args(argv)
+    if min(args.prompt_tokens, args.runs) < 1 or args.new_tokens < 2:
+        p.error("--prompt-tokens and --runs must be >= 1, --new-tokens >= 2")
+    result = measure(args)
+    print(json.dumps(result) if args.json else markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
