@@ -183,7 +183,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"ISA: {' '.join(mach['isa'])}. Model IR: `{results['model_ir']}`; "
             f"GGUF: `{results.get('model_gguf') or '–'}`. Prompt {cfg['prompt_tokens']} tokens, "
             f"{cfg['new_tokens']} new tokens (EOS ignored, greedy), warm-up {cfg['warmup']}, "
-            f"{cfg['runs']} runs; cells are median (min–max)."
+            f"{cfg['runs']} runs{_repeats(cfg)}; every run a new prompt; cells are median (min–max)."
         ),
     ]
     tables: list[tuple[str, Callable[[list[Row]], str], str]] = [
@@ -201,6 +201,11 @@ def markdown(results: dict[str, Any]) -> str:
     if loads:
         parts.append(f"Load average (1 min) before each job: {', '.join(f'{x[0]:.1f}' for x in loads)}.")
     return "\n\n".join(parts) + "\n"
+
+
+def _repeats(cfg: dict[str, Any]) -> str:
+    repeat = int(cfg.get("repeat", 1))
+    return f" per process, single-stream rows {repeat} processes each round-robin ({cfg['runs'] * repeat} runs)" if repeat > 1 else ""
 
 
 def write(results: dict[str, Any], out: Path) -> list[Path]:
