@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,12 +36,8 @@ def _words(text: str) -> list[int]:
     return [len(w) for w in text.split()]
 
 
-def test_prompt_ids_cut_to_length() -> None:
-    assert len(prompt_ids(_words, 5)) == 5
-    assert len(prompt_ids(_words, 3000)) == 3000  # the filler repeats as needed
-
-
-def test_prompt_text_has_exact_token_count() -> None:
+def _word_vocabulary() -> tuple[Callable[[str], list[int]], Callable[[list[int]], str]]:
+    """A reversible toy tokenizer: each new whitespace-separated word gets the next id."""
     vocab: dict[str, int] = {}
 
     def tokenize(text: str) -> list[int]:
@@ -50,6 +47,16 @@ def test_prompt_text_has_exact_token_count() -> None:
         words = {i: w for w, i in vocab.items()}
         return " ".join(words[i] for i in ids)
 
+    return tokenize, detokenize
+
+
+def test_prompt_ids_cut_to_length() -> None:
+    assert len(prompt_ids(_words, 5)) == 5
+    assert len(prompt_ids(_words, 3000)) == 3000  # the filler repeats as needed
+
+
+def test_prompt_text_has_exact_token_count() -> None:
+    tokenize, detokenize = _word_vocabulary()
     for n in (1, 16, 200):
         assert len(tokenize(prompt_text(tokenize, detokenize, n))) == n
 
@@ -57,15 +64,7 @@ def test_prompt_text_has_exact_token_count() -> None:
 def test_every_prompt_is_new_from_its_first_tokens() -> None:
     """A cached prefix would turn a timed prefill into a cache hit: consecutive prompts
     differ within their first two tokens, and each keeps the exact length."""
-    vocab: dict[str, int] = {}
-
-    def tokenize(text: str) -> list[int]:
-        return [vocab.setdefault(w, len(vocab)) for w in text.split()]
-
-    def detokenize(ids: list[int]) -> str:
-        words = {i: w for w, i in vocab.items()}
-        return " ".join(words[i] for i in ids)
-
+    tokenize, detokenize = _word_vocabulary()
     source = new_prompts(tokenize, detokenize, 64)
     prompts = [tokenize(source()) for _ in range(60)]
     assert all(len(ids) == 64 for ids in prompts)
