@@ -123,13 +123,16 @@ def terminal(tmp_path: Path) -> Iterator[Terminal]:
 
 
 def _answer_reads(reads: list[str], line: str) -> list[str]:
-    """The reads that carried the answer: after the echo of ``line``, before the prompt."""
+    """The reads that carried the answer: after the echo of ``line``, before the prompt.
+    The echo itself may come in many reads (one per character when the terminal is fast)."""
     text_reads = []
-    echoed = False
+    echo = ""
     for read in reads:
-        if not echoed:
-            echoed = line in read
-            read = read.split(line, 1)[-1] if echoed else ""
+        if line not in echo:
+            echo += read
+            if line not in echo:
+                continue
+            read = echo.split(line, 1)[-1]
         if read.removesuffix(PROMPT).strip():
             text_reads.append(read)
     return text_reads
@@ -142,15 +145,15 @@ def _history(terminal: Terminal) -> list[str]:
 def test_ten_turn_session(terminal: Terminal, tmp_path: Path) -> None:
     """Ten messages get answers, between them every slash command and both multi-line forms."""
     # Streaming: the first answer reaches the screen in several reads before the prompt returns.
-    first = "Remember this: my name is Zara. Reply with OK."
+    first = "Remember this: the secret word is banana. Reply with OK."  # see test_chat_api.py
     terminal.type(first)
     pieces = _answer_reads(terminal.read_until(PROMPT), first)
     assert len(pieces) >= 3, f"the answer arrived in {len(pieces)} read(s), not streamed: {pieces!r}"
 
     # The session carries context, and /history shows it.
-    assert "Zara" in terminal.ask("What is my name?")
+    assert "banana" in terminal.ask("What is the secret word?").lower()
     history = _history(terminal)
-    assert history[0] == f"user: {first}" and "user: What is my name?" in history
+    assert history[0] == f"user: {first}" and "user: What is the secret word?" in history
     assert [line.split(":")[0] for line in history if line.startswith(("user:", "assistant:"))] == [
         "user", "assistant", "user", "assistant"]
 

@@ -1,12 +1,14 @@
 """The Python API as the README shows it, on the real default model (SmolLM2-135M, INT8).
 
-Greedy decoding throughout. The context test uses a fact this 135M model keeps — a name
-given in turn 1 as "Remember this: my name is Zara. Reply with OK." — and a control
-without turn 1, so it fails if history is not carried. Both genai paths run it:
-``batching=False`` (LLMPipeline) and ``batching=True`` (ContinuousBatchingPipeline with
-prefix caching, which ``vinolm chat`` uses). The bare "My name is Zara." is not enough:
-whether turn 2 then says Zara or invents a name flips with tiny numeric changes (bf16
-rounding differs when a prefix-cache hit replaces a full prefill).
+Greedy decoding throughout. The context test uses a fact this 135M model keeps — "Remember
+this: the secret word is banana. Reply with OK." in turn 1, "What is the secret word?" in
+turn 2 — and a control without turn 1, so it fails if history is not carried. Both genai
+paths run it: ``batching=False`` (LLMPipeline) and ``batching=True``
+(ContinuousBatchingPipeline with prefix caching, which ``vinolm chat`` uses). Measured on
+AMD EPYC with bf16 or f32 math and a u8, f16 or f32 KV cache: the secret word was recalled
+in all eight combinations; "my name is Zara" in six (f32 math with an f16 cache lost it),
+"my dog's name is Max" and "the password is tiger" in two. The model's recall is a matter
+of rounding, so the test uses the fact that survives it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from vinolm.types import Request
 
 pytestmark = pytest.mark.slow
 
-FACT, ASK, ANSWER = "Remember this: my name is Zara. Reply with OK.", "What is my name?", "Zara"
+FACT, ASK, ANSWER = "Remember this: the secret word is banana. Reply with OK.", "What is the secret word?", "banana"
 SMALL_WINDOW = 256
 
 
