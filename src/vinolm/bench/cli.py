@@ -69,6 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="add the 1.1B and 2.8B model shapes in fp16/int8/int4 (builds them first: long)",
     )
+    p.add_argument("--shape", action="append", default=[], metavar="NAME",
+                   help="with --shapes: only this shape, repeatable (tiny-llama-1b-chat, dolly-v2-3b)")
+    p.add_argument("--shape-format", action="append", default=[], choices=["fp16", "int8", "int4"],
+                   help="with --shapes: only this weight format, repeatable")
     p.add_argument("--threads", type=int, default=None, help="threads for llama.cpp (default: all cores)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per job before it is abandoned")
     p.add_argument(
@@ -90,6 +94,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         levels = parse_levels(args.concurrency)
     except ValueError:
         raise InvalidRequest(f"--concurrency takes levels like 1,4,8, got {args.concurrency!r}") from None
+    from vinolm.bench.shapes import SHAPES
+
+    unknown = sorted(set(args.shape) - set(SHAPES))
+    if unknown:
+        raise InvalidRequest(f"unknown shape {unknown[0]!r}; use one of {', '.join(SHAPES)}")
     peers = list(PEERS) if args.peers else list(dict.fromkeys(args.peer))
     cfg = runner.BenchConfig(
         model=args.model, weight_format=args.weight_format, engines=args.engine or list(DEFAULT_ENGINES),
@@ -97,6 +106,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup, levels=levels, url=args.url, protocols=args.protocol or ["openai"],
         single=not args.no_single, shapes=args.shapes, ov_config=list(args.ov_config),
         threads=args.threads or os.cpu_count() or 1, timeout_s=args.timeout, repeat=args.repeat,
+        shape_names=args.shape, shape_formats=args.shape_format,
     )  # fmt: skip
     results = runner.run(cfg, log=status)
     files = report.write(results, args.out)

@@ -62,6 +62,8 @@ class BenchConfig:
     threads: int = os.cpu_count() or 1
     timeout_s: float = 3600.0
     repeat: int = 1
+    shape_names: list[str] = field(default_factory=list)  # empty: every shape
+    shape_formats: list[str] = field(default_factory=list)  # empty: fp16, int8, int4
 
 
 @dataclass
@@ -148,19 +150,23 @@ def throughput_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
     return jobs
 
 
-def shape_jobs(cfg: BenchConfig) -> list[Job]:
-    """Build (if missing) then measure each shape per format with the first engine."""
+def shape_jobs(cfg: BenchConfig) -> tuple[list[Job], list[Job]]:
+    """(build jobs, measure jobs): each asked shape built if missing, then measured per
+    format with the first engine."""
     from vinolm.bench.shapes import FORMATS, SHAPES, shape_root
 
-    jobs: list[Job] = []
-    for name in SHAPES:
-        jobs.append(Job(f"build {name}", "build", _module("vinolm.bench.shapes", "--shape", name)))
-        for fmt in FORMATS:
+    formats = cfg.shape_formats or list(FORMATS)
+    builds: list[Job] = []
+    measures: list[Job] = []
+    for name in cfg.shape_names or list(SHAPES):
+        build = _module("vinolm.bench.shapes", "--shape", name, *[a for f in formats for a in ("--format", f)])
+        builds.append(Job(f"build {name}", "build", build))
+        for fmt in formats:
             job = worker_job(cfg, cfg.engines[0], str(shape_root(name) / fmt), "shapes",
                              label=f"{name} {fmt}")  # fmt: skip
             job.meta.update(shape=name, format=fmt)
-            jobs.append(job)
-    return jobs
+            measures.append(job)
+    return builds, measures
 
 
 def subprocess_env() -> dict[str, str]:
@@ -259,7 +265,7 @@ def merge_repeats(lines: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_single(jobs: list[Job], cfg: BenchConfig, log: Any) -> list[dict[str, Any]]:
-    """The single-stream jobs ``cfg.repeat`` times round-robin, so slow drifts of a shared
+    """The single-stream jobs (shapes included) ``cfg.repeat`` times round-robin, so slow drifts of a shared
     machine (other tenants, thermal limits) hit every row alike, then pooled per row."""
     rounds = [[run_job(job, cfg.timeout_s, log) for job in jobs] for _ in range(cfg.repeat)]
     return [merge_repeats(list(lines)) for lines in zip(*rounds, strict=True)]
@@ -268,10 +274,11 @@ def run_single(jobs: list[Job], cfg: BenchConfig, log: Any) -> list[dict[str, An
 def run(cfg: BenchConfig, log: Any = print) -> dict[str, Any]:
     """Every requested section, in order; returns what bench.json holds."""
     ir, gguf = resolve_model(cfg)
-    jobs = throughput_jobs(cfg, ir, gguf) + (shape_jobs(cfg) if cfg.shapes else [])
+    builds, shapes = shape_jobs(cfg) if cfg.shapes else ([], [])
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    results = run_single(single_jobs(cfg, ir, gguf) if cfg.single else [], cfg, log)
-    results += [run_job(job, cfg.timeout_s, log) for job in jobs]
+    results = [run_job(job, cfg.timeout_s, log) for job in builds]
+    results += run_single((single_jobs(cfg, ir, gguf) if cfg.single else []) + shapes, cfg, log)
+    results += [run_job(job, cfg.timeout_s, log) for job in throughput_jobs(cfg, ir, gguf)]
     return {
         "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
