@@ -54,7 +54,9 @@ def cpu_flags() -> set[str]:
 
 
 def device_defaults(device: str, flags: set[str] | None = None) -> dict[str, Any]:
-    """vinolm's defaults for ``device`` (``CPU``, ``CPU.0``...); none for other devices."""
+    """vinolm's defaults for ``device`` (``CPU``, ``CPU.0``...); none for other devices,
+    AUTO included: CPU properties under AUTO's ``DEVICE_PROPERTIES`` would silently win
+    over a user's top-level ``--ov-config`` hints."""
     if device.split(":", 1)[0].split(".", 1)[0].upper() != "CPU":
         return {}
     amx = "amx_bf16" in (cpu_flags() if flags is None else flags)
