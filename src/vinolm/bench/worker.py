@@ -5,8 +5,8 @@
 
 Single stream (default): load the engine, warm up, then K greedy generations of exactly
 ``--new-tokens`` tokens (EOS ignored), each from a new prompt (no prefix cache hit) of
-exactly ``--prompt-tokens`` tokens of the engine's own tokenizer, timed from the caller's side of ``generate`` as a user of
-the library sees it. With ``--concurrency``: the engine is loaded with batching (genai's
+exactly ``--prompt-tokens`` tokens of the engine's own tokenizer, timed from the caller's
+side of ``generate`` as a user of the library sees it. With ``--concurrency``: the engine is loaded with batching (genai's
 continuous batching), and for each level C simultaneous generations run K rounds; each
 round's aggregate generated tokens/s and every request's TTFT are reported.
 """

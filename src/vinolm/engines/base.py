@@ -40,7 +40,7 @@ class EngineOptions:
     batching: bool = False
     max_concurrency: int = 8
     cache_dir: str | None = None
-    #: Compile with vinolm's measured defaults (``ovconfig.DEFAULTS``) under ``ov_config``;
+    #: Compile with vinolm's measured defaults (``ovconfig.device_defaults``) under ``ov_config``;
     #: False leaves everything ``ov_config`` does not set to OpenVINO.
     vinolm_defaults: bool = True
 
