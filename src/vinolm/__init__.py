@@ -9,15 +9,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Chat",
-    "Model",
-    "Response",
-    "load",
     "EngineError",
     "ExportError",
     "GenerationParams",
     "InvalidRequest",
     "Message",
     "Metrics",
+    "Model",
+    "Response",
     "UnknownModel",
     "VinolmError",
+    "load",
 ]

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from vinolm.chat.session import Chat, Response
 from vinolm.engines import DEFAULT_ENGINE, load_engine
@@ -49,7 +49,7 @@ class Model:
     def close(self) -> None:
         self.engine.close()
 
-    def __enter__(self) -> "Model":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 
 from vinolm.cliutil import (
-    add_generation_args, add_model_args, engine_from_args, metrics_line, params_from_args, status,
+    add_generation_args,
+    add_model_args,
+    engine_from_args,
+    metrics_line,
+    params_from_args,
+    status,
 )
 
 

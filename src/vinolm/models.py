@@ -43,7 +43,7 @@ class PreparedModel:
     info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, path: Path, name: str | None = None, entry: CatalogEntry | None = None) -> "PreparedModel":
+    def open(cls, path: Path, name: str | None = None, entry: CatalogEntry | None = None) -> PreparedModel:
         path = Path(path)
         if not (path / "openvino_model.xml").is_file():
             raise InvalidRequest(f"{path} is not an OpenVINO model folder (no openvino_model.xml)")

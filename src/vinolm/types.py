@@ -59,21 +59,21 @@ class GenerationParams:
     def do_sample(self) -> bool:
         return self.temperature > 0
 
-    def with_(self, **changes: Any) -> "GenerationParams":
+    def with_(self, **changes: Any) -> GenerationParams:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GenerationParams":
+    def from_dict(cls, data: dict[str, Any]) -> GenerationParams:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidRequest(f"unknown generation parameter(s): {', '.join(unknown)}")
         return cls(**data).validated()
 
-    def validated(self) -> "GenerationParams":
+    def validated(self) -> GenerationParams:
         """Raise InvalidRequest naming the first bad field; return self when all are sane."""
         _check_int(self.max_new_tokens, "max_new_tokens", low=1)
         _check_num(self.temperature, "temperature", low=0.0)

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
+from tests.e2e.conftest import API_KEY, RunningServer
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.conftest import API_KEY, RunningServer
 from vinolm.server.grpc._proto import grpc_predict_v2_pb2 as pb
 from vinolm.server.grpc._proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from vinolm.server.kserve.tensors import pack_bytes
@@ -79,7 +79,7 @@ def test_demo_curl_call_and_metadata(server: RunningServer) -> None:
     assert "Paris" in outputs["completion"]["data"][0]
     assert outputs["token_count"]["datatype"] == "INT32" and 0 < outputs["token_count"]["data"][0] <= 24
 
-    get = lambda path: httpx.get(f"{server.base_url}{path}", timeout=10)  # noqa: E731
+    get = lambda path: httpx.get(f"{server.base_url}{path}", timeout=10)
     assert get("/v2/health/live").status_code == get("/v2/health/ready").status_code == 200
     assert get(f"/v2/models/{MODEL}/ready").status_code == 200
     assert get("/v2").json()["name"] == "vinolm"
@@ -220,7 +220,7 @@ def test_rest_client_disconnect_stops_the_generation(server: RunningServer) -> N
 # -- vinolm client -----------------------------------------------------------------------------
 def vinolm_client(*args: str) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("vinolm")
-    return subprocess.run([str(script), "client", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([str(script), "client", *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 @pytest.mark.parametrize("mode", [["--protocol", "openai"], ["--protocol", "openai", "--stream"],

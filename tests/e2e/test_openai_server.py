@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
 from tests.e2e.conftest import API_KEY, RunningServer
 
 pytestmark = pytest.mark.slow

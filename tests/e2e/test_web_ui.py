@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
-
 from tests.e2e.conftest import RunningServer
 
 pytestmark = pytest.mark.slow

@@ -143,7 +143,7 @@ def test_json_body() -> None:
 
 
 def test_binary_body() -> None:
-    body, header_length = binary_body([b"first", "zweite".encode()], parameters={"max_tokens": 4})
+    body, header_length = binary_body([b"first", b"zweite"], parameters={"max_tokens": 4})
     request, tensors = parse_body(body, header_length)
     assert decode_prompts(tensors) == ["first", "zweite"]
     assert request.parameters == {"max_tokens": 4}

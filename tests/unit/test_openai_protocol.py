@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-
 from tests.fakes import FakeEngine, FakeModel, RecordingMetrics
+
 from vinolm.server.app import build_app
 from vinolm.server.metrics import ServerMetrics
 from vinolm.server.service import Limits, ModelService

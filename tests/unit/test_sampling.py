@@ -324,7 +324,7 @@ def test_finalize_before_done_returns_the_live_beams() -> None:
     table = log_softmax(np.random.default_rng(5).standard_normal((10, 10)))
     search = BeamSearch(2, 100, num_return_sequences=2)
     tokens, _ = search.step(table[[0, 0]])
-    tokens, beams = search.step(table[tokens])
+    tokens, _ = search.step(table[tokens])
     results = search.finalize()
     assert [seq[-1] for seq, _ in results] == tokens.tolist()
     assert search.done

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vinolm.cliutil import add_generation_args, add_model_args, engine_from_args, metrics_line, params_from_args
+from vinolm.cliutil import (
+    add_generation_args,
+    add_model_args,
+    engine_from_args,
+    metrics_line,
+    params_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

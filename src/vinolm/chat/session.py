@@ -29,7 +29,7 @@ class Response:
         self,
         engine: Engine,
         request: Request,
-        on_done: Callable[["Response"], None] | None = None,
+        on_done: Callable[[Response], None] | None = None,
         postprocess: Callable[[str], str] | None = None,
     ) -> None:
         self._engine = engine

@@ -9,7 +9,15 @@ from typing import Any
 
 import httpx
 
-from vinolm.client.common import ClientError, RunResult, Stopwatch, Target, auth_headers, http_base, raise_for_status
+from vinolm.client.common import (
+    ClientError,
+    RunResult,
+    Stopwatch,
+    Target,
+    auth_headers,
+    http_base,
+    raise_for_status,
+)
 from vinolm.errors import InvalidRequest
 
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)

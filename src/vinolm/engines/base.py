@@ -17,7 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from vinolm.engines.ovconfig import check_device, compile_properties
 from vinolm.errors import EngineError, InvalidRequest, VinolmError
@@ -101,7 +101,7 @@ class Generation:
             if not metrics.output_tokens:
                 metrics.output_tokens = sum(len(v) for v in self._ids.values())
             self.metrics = metrics
-        except BaseException as exc:  # handed to the consumer, re-raised there
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
             self._error = exc
         finally:
             self._done.set()
@@ -275,7 +275,7 @@ class Engine(ABC):
     def close(self) -> None:
         """Free the model. Engines holding threads or pipelines override this."""
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -125,7 +125,7 @@ class BatchScheduler:
         try:
             if self.pipe.has_non_finished_requests():
                 self.pipe.step()
-        except Exception as exc:  # one bad step fails every request in it, not the server
+        except Exception as exc:  # noqa: BLE001 - one bad step fails every request in it, not the server
             failed, self._active = self._active, []
             for item in failed:
                 item.finish(EngineError(f"generation failed: {exc}"))

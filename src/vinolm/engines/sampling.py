@@ -335,7 +335,7 @@ class BeamSearch:
     @classmethod
     def from_params(
         cls, params: GenerationParams, eos_token_ids: Iterable[int] = ()
-    ) -> "BeamSearch":
+    ) -> BeamSearch:
         return cls(
             num_beams=params.num_beams,
             max_new_tokens=params.max_new_tokens,

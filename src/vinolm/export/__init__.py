@@ -40,7 +40,7 @@ class ExportOptions:
     trust_remote_code: bool = False
     force: bool = False
 
-    def validated(self) -> "ExportOptions":
+    def validated(self) -> ExportOptions:
         if self.weight_format not in WEIGHT_FORMATS:
             raise InvalidRequest(
                 f"unknown weight format {self.weight_format!r}; use one of {', '.join(WEIGHT_FORMATS)}"
@@ -59,7 +59,7 @@ class ExportOptions:
             raise InvalidRequest("--group-size and --ratio apply to int4 only")
         return self
 
-    def with_preset(self, preset: Int4Preset | None) -> "ExportOptions":
+    def with_preset(self, preset: Int4Preset | None) -> ExportOptions:
         """Fill unset int4 settings from a catalog preset (the tutorials' values)."""
         if self.weight_format != "int4" or preset is None:
             return self

@@ -34,7 +34,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     for key, fld in reader.fields.items():
         try:
             meta[key] = fld.contents()
-        except Exception:  # some array types have no contents(); we do not need them
+        except Exception:  # noqa: BLE001, S112 - some array types have no contents(); we do not need them
             continue
     return meta
 

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import jinja2
 from jinja2 import nodes
@@ -30,7 +30,7 @@ class _TemplateRejected(jinja2.TemplateError):
 class _GenerationBlock(Extension):
     """``{% generation %}`` marks assistant text for training masks; rendering ignores it."""
 
-    tags = {"generation"}
+    tags: ClassVar[set[str]] = {"generation"}
 
     def parse(self, parser: Any) -> nodes.Node:
         lineno = next(parser.stream).lineno

@@ -19,7 +19,6 @@ from vinolm.types import GenerationParams
 
 if TYPE_CHECKING:
     from vinolm.catalog import CatalogEntry
-    from vinolm.prompts import ChatSpec
     from vinolm.server.service import ModelService
     from vinolm.ui.streaming import Sessions
 

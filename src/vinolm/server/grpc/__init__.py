@@ -36,7 +36,7 @@ class GrpcServer:
         self.port = 0
         self._thread = threading.Thread(target=self._run, name="vinolm-grpc", daemon=True)
 
-    def start(self) -> "GrpcServer":
+    def start(self) -> GrpcServer:
         self._thread.start()
         self._started.wait()
         if self._error is not None:

@@ -88,7 +88,7 @@ def _guard(behavior: Behavior, streams: bool) -> Behavior:
                     yield response
             except grpc.aio.AbortError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a gRPC status
                 await _abort_for(exc, context)
         return guarded_stream
 
@@ -97,7 +97,7 @@ def _guard(behavior: Behavior, streams: bool) -> Behavior:
             return await behavior(request, context)
         except grpc.aio.AbortError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a gRPC status
             await _abort_for(exc, context)
     return guarded
 

@@ -57,7 +57,7 @@ async def merged_chunks(service: ModelService, tickets: list[Ticket]) -> AsyncIt
             async for chunk in service.astream(ticket):
                 if chunk.text:
                     queue.put_nowait((index, chunk.text))
-        except Exception as exc:  # handed to the consumer, raised there
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, raised there
             queue.put_nowait((index, exc))
             return
         queue.put_nowait((index, None))

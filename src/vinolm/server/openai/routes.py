@@ -8,8 +8,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from vinolm.server.openai.protocol import (
-    ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse, ErrorResponse,
-    ModelCard, ModelList,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
 )
 from vinolm.server.openai.serving import OpenAIServing
 

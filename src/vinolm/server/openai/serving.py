@@ -27,9 +27,24 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from vinolm.errors import EngineError, InvalidRequest, VinolmError
 from vinolm.server.openai.protocol import (
-    AssistantMessage, ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ChatCompletionStreamResponse,
-    ChatStreamChoice, ChoiceLogprobs, CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse,
-    CompletionStreamResponse, DeltaMessage, ErrorDetail, ErrorResponse, ModelCard, ModelList, TokenLogprob,
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionStreamResponse,
+    ChatStreamChoice,
+    ChoiceLogprobs,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    CompletionStreamResponse,
+    DeltaMessage,
+    ErrorDetail,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    TokenLogprob,
     UsageInfo,
 )
 from vinolm.server.service import ModelService, Ticket
@@ -67,7 +82,7 @@ class MergedStream:
         try:
             async for chunk in service.astream(ticket):
                 self._queue.put_nowait((index, chunk))
-        except Exception as exc:  # handed to the consumer, which raises it
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             self._queue.put_nowait((index, exc))
         self._queue.put_nowait((index, _END))
 
