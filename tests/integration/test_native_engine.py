@@ -32,7 +32,11 @@ pytestmark = pytest.mark.slow
 GetEngine = Callable[..., Engine]
 SDPA = {"ATTENTION_BACKEND": "SDPA"}
 EXACT = {**F32, "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
-HYBRID = {**F32, "PREFILL_INFERENCE_PRECISION_HINT": "bf16"}
+#: bf16 prompt, f32 tokens and cache, vinolm's default activation-quantization groups (64).
+#: With OpenVINO's groups of 32 (F32's) the bf16 prompt of "What is the capital of France?"
+#: answered "L'Étoile, la Marseillaise, ..." on AMD EPYC: this 135M model's answer turns on
+#: rounding, and the test pins the rounding it was measured with.
+HYBRID = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "PREFILL_INFERENCE_PRECISION_HINT": "bf16"}
 PROMPTS = [
     "What is the capital of France?",
     "Write a short story about a robot who learns to paint.",
