@@ -51,9 +51,10 @@ def render(service: ModelService, sessions: Sessions) -> None:
         for event in (message.submit, submit.click)
     ]
     stop.click(page.stop, queue=False)
-    # Clear also cancels the running answer event, so no late update refills the page.
+    # Clear cancels the running answer and empties the page only once it has ended, so no
+    # late update of the answer refills it.
     for event in (clear.click, chatbot.clear):  # the button, and the chatbot's own trash icon
-        event(page.clear, None, [message, chatbot, conversation], cancels=answers)
+        event(page.discard, None, None, cancels=answers).then(page.cleared, None, [message, chatbot, conversation])
 
 
 def _advanced_options() -> list[gr.Slider]:
@@ -110,8 +111,11 @@ class ChatPage:
         """Cancel the answer in the engine; what was written so far stays in the conversation."""
         self.sessions.stop(request.session_hash)
 
-    async def clear(self, request: gr.Request) -> tuple[str, list[Turn], list[Turn]]:
-        self.sessions.discard(request.session_hash)
+    async def discard(self, request: gr.Request) -> None:
+        await self.sessions.discard(request.session_hash)
+
+    @staticmethod
+    def cleared() -> tuple[str, list[Turn], list[Turn]]:
         return "", [], []
 
 

@@ -51,8 +51,10 @@ def render(service: ModelService, sessions: Sessions) -> None:
 
     answers = [event(page.run, [instruction, *settings], [response, performance])
                for event in (instruction.submit, submit.click)]
-    # Clear also cancels the running answer event, so no late update refills the page.
-    clear.click(page.clear, None, [instruction, response, performance], cancels=answers)
+    # Clear cancels the running answer and empties the boxes only once it has ended, so no
+    # late update of the answer refills them.
+    clear.click(page.discard, None, None, cancels=answers).then(
+        page.cleared, None, [instruction, response, performance])
 
 
 def _settings() -> list[gr.Slider]:
@@ -89,8 +91,11 @@ class InstructPage:
         except VinolmError as exc:
             gr.Warning(exc.message)
 
-    async def clear(self, request: gr.Request) -> tuple[str, str, str]:
-        self.sessions.discard(request.session_hash)
+    async def discard(self, request: gr.Request) -> None:
+        await self.sessions.discard(request.session_hash)
+
+    @staticmethod
+    def cleared() -> tuple[str, str, str]:
         return "", "", ""
 
 

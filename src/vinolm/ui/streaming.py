@@ -4,8 +4,9 @@ Stop and Clear must reach the engine, not only the page, and they arrive as sepa
 Gradio events. So each session's running ticket is kept in a :class:`Sessions` registry,
 keyed by Gradio's session hash: Stop looks the ticket up and cancels its generation; the
 stream then ends within a token step and the handler finishes normally, keeping the
-partial answer. Clear also cancels, and its stream ends without a last update that would
-refill the cleared page. A tab that closes mid-answer needs nothing from us: Gradio
+partial answer. Clear cancels too, then waits until the stream has ended before the page
+is emptied in a second step: an update the stream had already handed to Gradio could
+otherwise reach the browser after the emptied boxes and refill them. A tab that closes mid-answer needs nothing from us: Gradio
 cancels the session's running event, and leaving :meth:`ModelService.astream` early
 cancels the engine. The pages' handlers are all coroutines, so the registry is only
 ever touched from the server's event loop, and nothing here blocks it.
@@ -13,6 +14,7 @@ ever touched from the server's event loop, and nothing here blocks it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -67,26 +69,42 @@ class Progress:
                 f"Total generated tokens: {self.tokens}")
 
 
+#: How long Clear waits for a cancelled stream to end. Gradio may cancel the answer's task
+#: while it is suspended at a ``yield``; then its cleanup never runs and only this ends the wait.
+DISCARD_WAIT_S = 5.0
+
+
+@dataclass
+class _Run:
+    ticket: Ticket
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class Sessions:
     """The running ticket of each browser session, so another event (Stop, Clear) can reach it."""
 
     def __init__(self) -> None:
-        self._running: dict[str, Ticket] = {}
+        self._running: dict[str, _Run] = {}
 
     def busy(self, session: str) -> bool:
         return session in self._running
 
     def stop(self, session: str) -> None:
         """Stop: cancel ``session``'s generation in the engine; its stream ends with the answer so far."""
-        ticket = self._running.get(session)
-        if ticket is not None:
-            ticket.generation.cancel()
+        run = self._running.get(session)
+        if run is not None:
+            run.ticket.generation.cancel()
 
-    def discard(self, session: str) -> None:
-        """Clear: cancel it and let its stream end without another update, so a cleared page stays clear."""
-        ticket = self._running.pop(session, None)
-        if ticket is not None:
-            ticket.generation.cancel()
+    async def discard(self, session: str) -> None:
+        """Clear: cancel it, and return once its stream has ended and can send no more updates."""
+        run = self._running.pop(session, None)
+        if run is None:
+            return
+        run.ticket.generation.cancel()
+        try:
+            await asyncio.wait_for(run.ended.wait(), DISCARD_WAIT_S)
+        except TimeoutError:
+            pass
 
     async def stream(self, service: ModelService, request: Request, session: str) -> AsyncIterator[Progress]:
         """Submit ``request`` for ``session`` and yield the growing answer; the last one has the metrics.
@@ -94,20 +112,21 @@ class Sessions:
         Raises what :meth:`ModelService.submit` and the engine raise (InvalidRequest,
         Overloaded, EngineError); the caller turns them into a message on the page.
         """
-        ticket = service.submit(request, protocol=PROTOCOL)
-        self._running[session] = ticket
+        run = _Run(service.submit(request, protocol=PROTOCOL))
+        self._running[session] = run
         progress = Progress()
         try:
-            async with aclosing(service.astream(ticket)) as chunks:
+            async with aclosing(service.astream(run.ticket)) as chunks:
                 async for chunk in chunks:
-                    if self._running.get(session) is not ticket:
+                    if self._running.get(session) is not run:
                         return
                     progress.add(chunk)
                     yield progress
-            if self._running.get(session) is not ticket:
+            if self._running.get(session) is not run:
                 return
         finally:
-            if self._running.get(session) is ticket:
+            if self._running.get(session) is run:
                 del self._running[session]
-        progress.finish(ticket.generation.metrics)
+            run.ended.set()
+        progress.finish(run.ticket.generation.metrics)
         yield progress
