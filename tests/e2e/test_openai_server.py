@@ -100,7 +100,9 @@ async def _timed_stream(client: openai.AsyncOpenAI, index: int, tokens: int) -> 
 
 
 def test_eight_concurrent_streams_interleave(server: RunningServer) -> None:
-    tokens = 24
+    # Long enough that a stream outlasts the spread of the eight arrivals on a loaded 2-core
+    # machine (0.5 s seen in CI), short enough to take about two seconds here.
+    tokens = 64
 
     async def run() -> list[tuple[float, float, int]]:
         client = openai.AsyncOpenAI(base_url=server.openai_url, api_key="unused", max_retries=0, timeout=120)

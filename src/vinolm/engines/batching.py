@@ -4,6 +4,14 @@ requests, so concurrent streams advance together token by token.
 Requests are added and cancelled only from the scheduler thread (between steps), so the
 pipeline is never touched from two threads at once; callers block in ``run`` on their own
 worker thread, and tokens reach them through their ``emit`` callback.
+
+openvino-genai's Python binding of ``step()`` keeps the GIL for the whole step (its
+``generate()`` releases it, ``step()`` does not), so while the batch computes no other
+Python thread runs: not the HTTP event loop, not a request being tokenized. Between steps
+the loop yields the GIL once (``time.sleep(0)``); without it the scheduler thread took the
+GIL straight back and eight requests sent at once reached the batch over several steps
+(last first token 0.44 s without, 0.27 s with: medians of 8 bursts each, alternating in
+one process).
 """
 
 from __future__ import annotations
@@ -103,6 +111,7 @@ class BatchScheduler:
         import openvino as ov
 
         while True:
+            time.sleep(0)  # step() holds the GIL (see the module docstring): let other threads run
             with self._wake:
                 while not self._closed and not self._pending and not self._active:
                     self._wake.wait()
