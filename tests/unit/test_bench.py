@@ -188,3 +188,16 @@ def test_interleave_runs_every_kind_of_row() -> None:
     assert result["direct"]["properties"]["KV_CACHE_PRECISION"] == "f16"  # vinolm's defaults
     assert result[rows[-1]]["properties"] == {"CACHE_DIR": result[rows[-1]]["properties"]["CACHE_DIR"],
                                              "INFERENCE_PRECISION_HINT": "f32"}  # exactly what the row says
+
+
+@pytest.mark.slow
+def test_burst_compares_both_scheduler_modes() -> None:
+    cmd = [sys.executable, "-m", "vinolm.bench.burst", "--requests", "3", "--prompt-tokens", "8",
+           "--new-tokens", "3", "--bursts", "1", "--json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    modes = json.loads(proc.stdout.splitlines()[-1])["modes"]
+    assert list(modes) == ["yield", "no-yield"]
+    for mode in modes.values():
+        assert len(mode["bursts"]) == 1
+        assert 0 < mode["last_first_token_s"] <= mode["last_end_s"]

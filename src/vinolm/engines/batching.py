@@ -10,8 +10,7 @@ openvino-genai's Python binding of ``step()`` keeps the GIL for the whole step (
 Python thread runs: not the HTTP event loop, not a request being tokenized. Between steps
 the loop yields the GIL once (``time.sleep(0)``); without it the scheduler thread took the
 GIL straight back and eight requests sent at once reached the batch over several steps
-(last first token 0.44 s without, 0.27 s with: medians of 8 bursts each, alternating in
-one process).
+(``python -m vinolm.bench.burst`` measures both, see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from vinolm.engines.base import Emit, PreparedInput
 from vinolm.engines.streaming import TextStreamer
@@ -58,6 +57,9 @@ class _Active:
 
 
 class BatchScheduler:
+    #: Yield the GIL between steps; off only for ``vinolm.bench.burst``'s comparison.
+    yield_gil: ClassVar[bool] = True
+
     def __init__(self, path: Path, device: str, props: dict[str, Any], max_concurrency: int = 8) -> None:
         import openvino_genai as ov_genai
 
@@ -111,7 +113,8 @@ class BatchScheduler:
         import openvino as ov
 
         while True:
-            time.sleep(0)  # step() holds the GIL (see the module docstring): let other threads run
+            if self.yield_gil:
+                time.sleep(0)  # step() holds the GIL (see the module docstring): let other threads run
             with self._wake:
                 while not self._closed and not self._pending and not self._active:
                     self._wake.wait()
