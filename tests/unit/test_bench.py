@@ -201,3 +201,25 @@ def test_burst_compares_both_scheduler_modes() -> None:
     for mode in modes.values():
         assert len(mode["bursts"]) == 1
         assert 0 < mode["last_first_token_s"] <= mode["last_end_s"]
+
+
+def test_common_prefix_counts_equal_leading_tokens() -> None:
+    from vinolm.bench.agreement import common_prefix
+
+    assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
+    assert common_prefix([1, 2], [1, 2, 3]) == 2
+    assert common_prefix([5], [6]) == 0
+
+
+@pytest.mark.slow
+def test_agreement_of_a_configuration_with_itself_is_total() -> None:
+    row = "native@INFERENCE_PRECISION_HINT=f32"
+    cmd = [sys.executable, "-m", "vinolm.bench.agreement", "--row", row, "--row", row, "--row", "genai",
+           "--new-tokens", "3", "--json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    reference, again, genai = result["rows"]
+    assert result["reference"] == row and [r["row"] for r in result["rows"]] == [row, row, "genai"]
+    assert reference["identical"] == again["identical"] == 20  # a second load answers the same
+    assert genai["prompts"] == 20 and all(0 <= n <= 3 for n in genai["tokens_equal"])

@@ -1,0 +1,100 @@
+"""How long greedy decoding under one configuration stays token-for-token equal to another's.
+
+    python -m vinolm.bench.agreement --row native@INFERENCE_PRECISION_HINT=f32 \\
+        --row native@INFERENCE_PRECISION_HINT=f32,PREFILL_INFERENCE_PRECISION_HINT=bf16 \\
+        [--row KIND@K=V,...] [--model M] [--weight-format int8] [--new-tokens 64] [--json]
+
+The first row is the reference. Rows are written as in ``vinolm.bench.interleave``
+(``KIND`` with vinolm's defaults, ``KIND@K=V,...`` exactly those over OpenVINO's), for the
+kinds ``genai`` and ``native``. Each of the 20 chat prompts is answered greedily with EOS
+ignored; per row: how many answers are identical to the reference's, and how many tokens
+pass before the first difference (median and mean). Near-ties between the two most likely
+tokens decide where answers part, so the numbers say how close two configurations' logits
+are, which "identical on five prompts" alone does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from typing import Any
+
+from vinolm.bench.interleave import parse_row
+
+PROMPTS = (
+    "What is the capital of France?", "Write a short story about a robot who learns to paint.",
+    "Explain how a transistor works.", "写一首关于月亮的短诗。", "Give me a Python function that reverses a string.",
+    "Name three planets.", "Why is the sky blue?", "Translate 'good morning' into French.", "What is 12 times 7?",
+    "Describe a cat in one sentence.", "List the days of the week.", "How do birds fly?", "What does a compiler do?",
+    "Tell me a joke about computers.", "What is photosynthesis?", "Suggest a name for a dog.",
+    "Summarize the plot of Cinderella.", "What is the boiling point of water?", "Give two tips for better sleep.",
+    "What is an API?",
+)  # fmt: skip
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def answers(engine: Any, new_tokens: int) -> list[list[int]]:
+    from vinolm.types import GenerationParams, Message, Request
+
+    params = GenerationParams(max_new_tokens=new_tokens, temperature=0.0, ignore_eos=True)
+    return [engine.complete(Request(messages=[Message("user", p)], params=params)).token_ids[0] for p in PROMPTS]
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from vinolm.engines import load_engine
+    from vinolm.engines.base import EngineOptions
+    from vinolm.models import prepare
+
+    model = prepare(args.model, args.weight_format, progress=lambda _: None)
+    results: list[list[list[int]]] = []
+    for spec in args.row:  # a row given twice is loaded twice: that measures determinism
+        kind, user = parse_row(spec)
+        if kind not in ("genai", "native"):
+            raise SystemExit(f"--row {spec!r}: agreement compares the genai and native engines")
+        with load_engine(kind, model, EngineOptions(ov_config=user or {}, vinolm_defaults=user is None)) as engine:
+            results.append(answers(engine, args.new_tokens))
+    rows = []
+    for spec, ids in zip(args.row, results, strict=True):
+        lengths = [common_prefix(a, b) for a, b in zip(ids, results[0], strict=True)]
+        rows.append({"row": spec, "identical": sum(n == args.new_tokens for n in lengths), "prompts": len(lengths),
+                     "median_tokens_equal": statistics.median(lengths),
+                     "mean_tokens_equal": round(statistics.mean(lengths), 1), "tokens_equal": lengths})  # fmt: skip
+    return {"model": str(model.path), "new_tokens": args.new_tokens, "reference": args.row[0], "rows": rows}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    n = result["new_tokens"]
+    head = f"| row (reference: `{result['reference']}`) | identical answers ({n} tokens) "
+    lines = [head + "| tokens before the first difference, median | mean |", "|---|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| `{r['row']}` | {r['identical']}/{r['prompts']} | {r['median_tokens_equal']:g} "
+                     f"| {r['mean_tokens_equal']} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vinolm.bench.agreement", description=__doc__.splitlines()[0])
+    p.add_argument("--row", action="append", required=True, metavar="KIND[@K=V,...]")
+    p.add_argument("--model", default=None)
+    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int8")
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
+    args = p.parse_args(argv)
+    if len(args.row) < 2 or args.new_tokens < 1:
+        p.error("give at least two --row (the first is the reference) and --new-tokens >= 1")
+    result = measure(args)
+    print(json.dumps(result) if args.json else markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
