@@ -6,10 +6,11 @@ keyed by Gradio's session hash: Stop looks the ticket up and cancels its generat
 stream then ends within a token step and the handler finishes normally, keeping the
 partial answer. Clear cancels too, then waits until the stream has ended before the page
 is emptied in a second step: an update the stream had already handed to Gradio could
-otherwise reach the browser after the emptied boxes and refill them. A tab that closes mid-answer needs nothing from us: Gradio
-cancels the session's running event, and leaving :meth:`ModelService.astream` early
-cancels the engine. The pages' handlers are all coroutines, so the registry is only
-ever touched from the server's event loop, and nothing here blocks it.
+otherwise reach the browser after the emptied boxes and refill them. A tab that closes
+mid-answer needs nothing from us: Gradio cancels the session's running event, and leaving
+:meth:`ModelService.astream` early cancels the engine. The pages' handlers are all
+coroutines, so the registry is only ever touched from the server's event loop, and
+nothing here blocks it.
 """
 
 from __future__ import annotations
