@@ -16,11 +16,11 @@ are, which "identical on five prompts" alone does not.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from typing import Any
 
 from vinolm.bench.interleave import parse_row
+from vinolm.bench.report import run_tool
 
 PROMPTS = (
     "What is the capital of France?", "Write a short story about a robot who learns to paint.",
@@ -87,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None)
     p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int8")
     p.add_argument("--new-tokens", type=int, default=64)
-    p.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
-    args = p.parse_args(argv)
+    return run_tool(p, argv, _problem, measure, markdown)
+
+
+def _problem(args: argparse.Namespace) -> str | None:
     if len(args.row) < 2 or args.new_tokens < 1:
-        p.error("give at least two --row (the first is the reference) and --new-tokens >= 1")
-    result = measure(args)
-    print(json.dumps(result) if args.json else markdown(result))
-    return 0
+        return "give at least two --row (the first is the reference) and --new-tokens >= 1"
+    return None
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics
 import threading
 import time
 from typing import Any
 
+from vinolm.bench.report import run_tool
 from vinolm.bench.schema import prompt_text
 from vinolm.bench.worker import timed_generation
 
@@ -94,13 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-tokens", type=int, default=16)
     p.add_argument("--new-tokens", type=int, default=24)
     p.add_argument("--bursts", type=int, default=8)
-    p.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
-    args = p.parse_args(argv)
+    return run_tool(p, argv, _problem, measure, markdown)
+
+
+def _problem(args: argparse.Namespace) -> str | None:
     if min(args.requests, args.prompt_tokens, args.new_tokens, args.bursts) < 1:
-        p.error("--requests, --prompt-tokens, --new-tokens and --bursts must be >= 1")
-    result = measure(args)
-    print(json.dumps(result) if args.json else markdown(result))
-    return 0
+        return "--requests, --prompt-tokens, --new-tokens and --bursts must be >= 1"
+    return None
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from vinolm.bench.report import run_tool
 from vinolm.bench.schema import prompt_text
 from vinolm.bench.worker import request
 
@@ -160,13 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-tokens", type=int, default=990)
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--runs", type=int, default=9)
-    p.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
-    args = p.parse_args(argv)
+    return run_tool(p, argv, _problem, measure, markdown)
+
+
+def _problem(args: argparse.Namespace) -> str | None:
     if min(args.prompt_tokens, args.runs) < 1 or args.new_tokens < 2:
-        p.error("--prompt-tokens and --runs must be >= 1, --new-tokens >= 2")
-    result = measure(args)
-    print(json.dumps(result) if args.json else markdown(result))
-    return 0
+        return "--prompt-tokens and --runs must be >= 1, --new-tokens >= 2"
+    return None
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ of rows measured in the same run, which is the only comparison this machine supp
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -280,3 +281,16 @@ def _throughput(rows: list[Row], path: Path, results: dict[str, Any]) -> Path:
 def _subtitle(results: dict[str, Any]) -> str:
     cfg = results["config"]
     return f"prompt {cfg['prompt_tokens']}, {cfg['new_tokens']} new tokens"
+
+
+def run_tool(parser: argparse.ArgumentParser, argv: list[str] | None, problem: Callable[[Any], str | None],
+             measure: Callable[[Any], dict[str, Any]], markdown: Callable[[dict[str, Any]], str]) -> int:
+    """The tail of each one-process bench tool (interleave, burst, agreement): parse, refuse
+    bad arguments with the parser's one-line error, measure, print the table or the JSON."""
+    parser.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
+    args = parser.parse_args(argv)
+    if (message := problem(args)) is not None:
+        parser.error(message)
+    result = measure(args)
+    print(json.dumps(result) if args.json else markdown(result))
+    return 0
