@@ -9,6 +9,8 @@ from typing import Any, Literal
 from vinolm.errors import InvalidRequest
 
 Role = Literal["system", "user", "assistant"]
+ConstraintKind = Literal["json_schema", "json_object", "regex", "grammar", "choice"]
+CONSTRAINT_KINDS: tuple[str, ...] = ("json_schema", "json_object", "regex", "grammar", "choice")
 FinishReason = Literal["stop", "length", "cancelled"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
 
@@ -28,6 +30,48 @@ class Message:
 
     def to_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What an answer must match, enforced token by token while sampling, so the output is
+    valid by construction rather than retried or repaired.
+
+    One field per kind: ``schema`` for ``json_schema`` (a JSON Schema as a dict),
+    nothing for ``json_object`` (any JSON object), ``pattern`` for ``regex``, ``grammar`` for
+    ``grammar`` (GBNF, the EBNF dialect of llama.cpp and xgrammar), ``choices`` for ``choice``
+    (the answer is exactly one of the strings). Every protocol translates its own request
+    fields into this one type; each engine compiles it (``vinolm.engines.constraints``).
+    """
+
+    kind: ConstraintKind
+    schema: dict[str, Any] | None = None
+    pattern: str | None = None
+    grammar: str | None = None
+    choices: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in CONSTRAINT_KINDS:
+            raise InvalidRequest(
+                f"unknown constraint kind {self.kind!r}; use one of {', '.join(CONSTRAINT_KINDS)}",
+                param="constraint",
+            )
+        given = {"schema": self.schema is not None, "pattern": self.pattern is not None,
+                 "grammar": self.grammar is not None, "choices": bool(self.choices)}
+        wanted = {"json_schema": "schema", "regex": "pattern", "grammar": "grammar", "choice": "choices"}.get(self.kind)
+        extra = [name for name, present in given.items() if present and name != wanted]
+        if extra:
+            raise InvalidRequest(f"a {self.kind} constraint takes no {', '.join(extra)}", param=self.kind)
+        if wanted is not None and not given[wanted]:
+            raise InvalidRequest(f"a {self.kind} constraint needs {wanted}", param=self.kind)
+        if self.schema is not None and not isinstance(self.schema, dict):
+            raise InvalidRequest("a JSON schema must be an object", param="json_schema")
+        for name in ("pattern", "grammar"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise InvalidRequest(f"{name} must be a non-empty string", param=self.kind)
+        if not all(isinstance(c, str) and c for c in self.choices):
+            raise InvalidRequest("choices must be non-empty strings", param="choice")
 
 
 @dataclass
@@ -54,6 +98,10 @@ class GenerationParams:
     length_penalty: float = 1.0
     num_return_sequences: int = 1
     logprobs: int = 0
+    #: Most likely alternatives to report per generated token (OpenAI's ``top_logprobs``), 0-20.
+    top_logprobs: int = 0
+    #: Output constraint (JSON schema, JSON object, regex, grammar or choice); None = free text.
+    constraint: Constraint | None = None
 
     @property
     def do_sample(self) -> bool:
@@ -63,7 +111,8 @@ class GenerationParams:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Keyword arguments that rebuild these params (the constraint stays a Constraint)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationParams:
@@ -87,6 +136,7 @@ class GenerationParams:
         _check_int(self.num_return_sequences, "num_return_sequences", low=1)
         _check_num(self.length_penalty, "length_penalty")
         _check_int(self.logprobs, "logprobs", low=0, high=20)
+        _check_int(self.top_logprobs, "top_logprobs", low=0, high=20)
         if self.seed is not None:
             _check_int(self.seed, "seed", low=0)
         if self.num_beams > 1 and self.do_sample:
@@ -103,6 +153,8 @@ class GenerationParams:
             raise InvalidRequest("stop strings must be non-empty strings", param="stop")
         if not all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids):
             raise InvalidRequest("stop token ids must be non-negative integers", param="stop")
+        if self.constraint is not None and not isinstance(self.constraint, Constraint):
+            raise InvalidRequest("constraint must be a vinolm.types.Constraint", param="constraint")
         return self
 
 
@@ -162,6 +214,9 @@ class Chunk:
     index: int = 0
     finish_reason: FinishReason | None = None
     logprobs: list[float] | None = None
+    #: Per token in ``token_ids``: the ``top_logprobs`` most likely (token id, log-probability)
+    #: pairs, most likely first; None unless the request asked for them.
+    top_logprobs: list[list[tuple[int, float]]] | None = None
 
 
 @dataclass
