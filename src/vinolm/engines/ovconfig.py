@@ -7,7 +7,7 @@ they look like it (numbers, booleans), otherwise kept as strings.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from vinolm.errors import InvalidRequest
 
@@ -53,14 +53,46 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+#: The x86 features that decide which kernels OpenVINO (and llama.cpp) run, by their
+#: ``/proc/cpuinfo`` names, in the order a reader wants them.
+ISA_FLAGS: dict[str, str] = {
+    "avx2": "AVX2", "avx_vnni": "AVX-VNNI", "avx512f": "AVX-512F", "avx512_vnni": "AVX512_VNNI",
+    "avx512_bf16": "AVX512_BF16", "avx512_fp16": "AVX512_FP16", "amx_tile": "AMX", "amx_bf16": "AMX_BF16",
+    "amx_int8": "AMX_INT8", "amx_fp16": "AMX_FP16",
+}
+CpuKind = Literal["amx", "avx512-bf16", "avx512", "avx2", "other"]
+
+
+def isa(flags: set[str] | None = None) -> list[str]:
+    """The CPU's ISA features worth naming next to a number, e.g. ``["AVX2", "AVX-512F", ...]``."""
+    flags = cpu_flags() if flags is None else flags
+    return [name for flag, name in ISA_FLAGS.items() if flag in flags]
+
+
+def cpu_kind(flags: set[str] | None = None) -> CpuKind:
+    """The kinds of x86 CPU vinolm's defaults and tests tell apart."""
+    flags = cpu_flags() if flags is None else flags
+    if "amx_bf16" in flags:
+        return "amx"
+    if "avx512f" in flags:
+        return "avx512-bf16" if "avx512_bf16" in flags else "avx512"
+    return "avx2" if "avx2" in flags else "other"
+
+
+def optimization_capabilities(device: str = "CPU") -> list[str]:
+    """What OpenVINO says it can compute fast on ``device`` (``BF16``, ``INT8``, ``FP16``...)."""
+    import openvino as ov
+
+    return [str(c) for c in ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES")]
+
+
 def device_defaults(device: str, flags: set[str] | None = None) -> dict[str, Any]:
     """vinolm's defaults for ``device`` (``CPU``, ``CPU.0``...); none for other devices,
     AUTO included: CPU properties under AUTO's ``DEVICE_PROPERTIES`` would silently win
     over a user's top-level ``--ov-config`` hints."""
     if device.split(":", 1)[0].split(".", 1)[0].upper() != "CPU":
         return {}
-    amx = "amx_bf16" in (cpu_flags() if flags is None else flags)
-    return {**CPU_DEFAULTS, **(AMX_DEFAULTS if amx else {})}
+    return {**CPU_DEFAULTS, **(AMX_DEFAULTS if cpu_kind(flags) == "amx" else {})}
 
 
 def compile_properties(

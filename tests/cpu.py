@@ -1,0 +1,23 @@
+"""What this machine's CPU can do, for the tests whose expectations depend on it.
+
+vinolm's machines change kind between sessions (AVX2 only, AVX-512 with bf16, AMX), and CI
+runs on whichever it is: a test that needs a capability asks OpenVINO, as the engines do, and
+either skips with the reason or asserts what this CPU must do instead.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from vinolm.engines.ovconfig import cpu_kind, isa, optimization_capabilities
+
+CAPABILITIES: list[str] = optimization_capabilities()
+#: OpenVINO computes in bf16 (its default inference precision) only where this is true.
+HAS_BF16 = "BF16" in CAPABILITIES
+KIND = cpu_kind()
+#: The precision OpenVINO compiles a model with when asked for bf16.
+BF16_OR_FALLBACK = "bf16" if HAS_BF16 else "f32"
+
+needs_bf16 = pytest.mark.skipif(
+    not HAS_BF16, reason=f"this CPU ({KIND}: {' '.join(isa()) or 'no AVX2'}) has no bf16 arithmetic"
+)
