@@ -97,10 +97,11 @@ def test_tritonclient_http_binary_tensors(server: RunningServer) -> None:
     prompts = [FRANCE, "Name one primary color."]
     result = client.infer(MODEL, [triton_input(prompts, triton_http)], parameters={"max_tokens": 16})
     completions = result.as_numpy("completion")
-    counts = result.as_numpy("token_count")
+    counts = result.as_numpy("token_counts")
     assert completions.shape == (2,) and counts.shape == (2,) and counts.dtype == np.int32
     assert "Paris" in completions[0].decode() and completions[1]
     assert all(0 < c <= 16 for c in counts)
+    assert result.as_numpy("token_count").tolist() == [counts.sum()]  # the demo prints this one
 
 
 # -- gRPC --------------------------------------------------------------------------------------
@@ -111,7 +112,9 @@ def test_tritonclient_grpc_unary_three_prompts(server: RunningServer) -> None:
     result = client.infer(MODEL, [triton_input(PROMPTS, triton_grpc)], parameters={"max_tokens": 16})
     completions = [c.decode() for c in result.as_numpy("completion")]
     assert len(completions) == 3 and all(completions) and "Paris" in completions[0]
-    assert [0 < c <= 16 for c in result.as_numpy("token_count")] == [True] * 3
+    counts = result.as_numpy("token_counts")
+    assert [0 < c <= 16 for c in counts] == [True] * 3
+    assert result.as_numpy("token_count").tolist() == [counts.sum()]
 
 
 def test_stub_model_stream_infer(server: RunningServer) -> None:
@@ -128,8 +131,9 @@ def test_stub_model_stream_infer(server: RunningServer) -> None:
         pieces = triton_grpc.deserialize_bytes_tensor(r.infer_response.raw_output_contents[0])
         texts = [t + p.decode() for t, p in zip(texts, pieces)]
     assert "Paris" in texts[0] and texts[1]
-    counts = np.frombuffer(responses[-2].infer_response.raw_output_contents[0], dtype="<i4")
-    assert all(0 < c <= 20 for c in counts)
+    total, counts = (np.frombuffer(raw, dtype="<i4") for raw in responses[-2].infer_response.raw_output_contents)
+    assert [o.name for o in responses[-2].infer_response.outputs] == ["token_count", "token_counts"]
+    assert all(0 < c <= 20 for c in counts) and total.tolist() == [counts.sum()]
     assert responses[-1].infer_response.parameters["end_of_sequence"].bool_param
 
 

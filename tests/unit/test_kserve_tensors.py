@@ -120,19 +120,21 @@ def test_bad_parameters_are_named(parameters: dict[str, object], problem: str) -
 
 
 # -- outputs -------------------------------------------------------------------------------------
-def test_outputs_default_to_both_and_unknown_ones_are_rejected() -> None:
-    assert requested_outputs([]) == ["completion", "token_count"]
+def test_outputs_default_to_all_and_unknown_ones_are_rejected() -> None:
+    assert requested_outputs([]) == ["completion", "token_count", "token_counts"]
     assert requested_outputs(["token_count", "token_count"]) == ["token_count"]
     with pytest.raises(InvalidRequest, match="unknown output.*logits"):
         requested_outputs(["logits"])
 
 
 def test_output_tensors_in_json_and_raw_form() -> None:
-    completion, count = build_outputs(["hé", "b"], [3, 70000], ["completion", "token_count"])
+    completion, total, counts = build_outputs(["hé", "b"], [3, 70000], ["completion", "token_count", "token_counts"])
     assert (completion.datatype, completion.shape, completion.data) == ("BYTES", [2], ["hé", "b"])
     assert completion.raw() == pack_bytes(["hé".encode(), b"b"])
-    assert (count.datatype, count.shape) == ("INT32", [2])
-    assert count.raw() == struct.pack("<2i", 3, 70000)
+    # the OVMS demo's clients print token_count[0] as the request's "Number of tokens"
+    assert (total.datatype, total.shape, total.data) == ("INT32", [1], [70003])
+    assert (counts.datatype, counts.shape) == ("INT32", [2])
+    assert counts.raw() == struct.pack("<2i", 3, 70000)
 
 
 # -- REST bodies ---------------------------------------------------------------------------------

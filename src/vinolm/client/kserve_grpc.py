@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from vinolm.client.common import ClientError, OnText, RunResult, Stopwatch, Target
-from vinolm.server.kserve.tensors import COMPLETION, END_SIGNAL, INPUT, TOKEN_COUNT, pack_bytes, unpack_bytes
+from vinolm.server.kserve.tensors import COMPLETION, END_SIGNAL, INPUT, TOKEN_COUNTS, pack_bytes, unpack_bytes
 
 if TYPE_CHECKING:
     from vinolm.server.grpc._proto import grpc_predict_v2_pb2 as pb
@@ -39,7 +39,7 @@ def run(target: Target, prompts: list[str], stream: bool, on_text: OnText | None
             else:
                 response = stub.ModelInfer(request, metadata=metadata)
                 completions = [item.decode() for item in output(response, COMPLETION)]
-                result = RunResult(prompts, completions, list(output(response, TOKEN_COUNT)))
+                result = RunResult(prompts, completions, list(output(response, TOKEN_COUNTS)))
         except grpc.RpcError as exc:
             raise _client_error(exc, address) from None
     result.total_time = watch.elapsed()
@@ -71,8 +71,8 @@ def _stream(stub: Any, request: pb.ModelInferRequest, metadata: list[tuple[str, 
         if END_SIGNAL in names or _flag(response, "end_of_sequence"):
             call.cancel()  # a server may keep the stream open for further requests
             break
-        if TOKEN_COUNT in names:
-            result.token_counts = list(output(response, TOKEN_COUNT))
+        if TOKEN_COUNTS in names:
+            result.token_counts = list(output(response, TOKEN_COUNTS))
         elif COMPLETION in names:
             watch.response()
             for index, piece in enumerate(output(response, COMPLETION)):

@@ -48,4 +48,4 @@ def run(target: Target, prompts: list[str], stream: bool = False) -> RunResult:
         raise ClientError(f"bad --url {target.url!r}: {exc}") from None
     raise_for_status(response.status_code, response.content)
     outputs = {output["name"]: output["data"] for output in response.json()["outputs"]}
-    return RunResult(prompts, list(outputs["completion"]), list(outputs["token_count"]), watch.elapsed())
+    return RunResult(prompts, list(outputs["completion"]), list(outputs["token_counts"]), watch.elapsed())

@@ -10,7 +10,8 @@ ModelStreamInfer answers each request, in order, with the demo's sequence:
 1. one response per generated piece of text: ``completion`` BYTES [N], where element
    ``i`` is the new text of prompt ``i`` and the others are empty, so a client appends
    element-wise without any bookkeeping;
-2. one response with ``token_count`` INT32 [N];
+2. one response with ``token_count`` INT32 [1] (the request's total, as the demo's
+   clients print it) and ``token_counts`` INT32 [N] (per prompt);
 3. an end response: output ``end_signal`` BYTES [1] (what the OVMS demo client waits for)
    and parameters ``end_of_sequence: true`` and ``triton_final_response: true``.
 
@@ -36,6 +37,7 @@ from vinolm.server.kserve.tensors import (
     COMPLETION,
     END_SIGNAL,
     TOKEN_COUNT,
+    TOKEN_COUNTS,
     OutputTensor,
     build_outputs,
     decode_prompts,
@@ -116,7 +118,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 texts[index] = text
                 yield convert.infer_response(model, request_id, [OutputTensor(COMPLETION, "BYTES", list(texts))])
                 texts[index] = ""
-        counts = build_outputs([], serving.token_counts(tickets), [TOKEN_COUNT])
+        counts = build_outputs([], serving.token_counts(tickets), [TOKEN_COUNT, TOKEN_COUNTS])
         yield convert.infer_response(model, request_id, counts)
         end = [OutputTensor(END_SIGNAL, "BYTES", [""])]
         yield convert.infer_response(model, request_id, end, END_PARAMETERS)

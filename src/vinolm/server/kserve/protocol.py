@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from vinolm import __version__
 from vinolm.errors import InvalidRequest
-from vinolm.server.kserve.tensors import INPUT, OUTPUTS, InputTensor, OutputTensor, encode_text, unpack_bytes
+from vinolm.server.kserve.tensors import INPUT, OUTPUT_SHAPES, OUTPUTS, InputTensor, OutputTensor, encode_text, unpack_bytes
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_SIZE = "binary_data_size"
@@ -90,7 +90,7 @@ def model_metadata_of(name: str) -> ModelMetadata:
     return ModelMetadata(
         name=name, versions=["1"], platform="openvino",
         inputs=[TensorMetadata(name=INPUT, datatype="BYTES", shape=[-1])],
-        outputs=[TensorMetadata(name=n, datatype=d, shape=[-1]) for n, d in OUTPUTS.items()],
+        outputs=[TensorMetadata(name=n, datatype=d, shape=OUTPUT_SHAPES[n]) for n, d in OUTPUTS.items()],
     )
 
 

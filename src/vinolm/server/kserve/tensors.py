@@ -19,10 +19,15 @@ from vinolm.types import GenerationParams
 
 INPUT = "pre_prompt"
 COMPLETION = "completion"
+#: ``token_count`` INT32 [1] is the whole request's generated tokens, as the OVMS demo's
+#: clients print it ("Number of tokens"); ``token_counts`` INT32 [N] has them per prompt.
 TOKEN_COUNT = "token_count"
+TOKEN_COUNTS = "token_counts"
 #: Output of the last response of a ModelStreamInfer request, as the OVMS demo sends it.
 END_SIGNAL = "end_signal"
-OUTPUTS: dict[str, str] = {COMPLETION: "BYTES", TOKEN_COUNT: "INT32"}
+OUTPUTS: dict[str, str] = {COMPLETION: "BYTES", TOKEN_COUNT: "INT32", TOKEN_COUNTS: "INT32"}
+#: Output shapes for the model metadata: one element per prompt, except the request total.
+OUTPUT_SHAPES: dict[str, list[int]] = {COMPLETION: [-1], TOKEN_COUNT: [1], TOKEN_COUNTS: [-1]}
 
 #: Request parameters that set generation, with the GenerationParams field each sets.
 GENERATION_KEYS: dict[str, str] = {
@@ -177,6 +182,9 @@ def requested_outputs(names: Sequence[str]) -> list[str]:
 
 
 def build_outputs(completions: list[str], token_counts: list[int], names: Sequence[str]) -> list[OutputTensor]:
-    """``completion`` BYTES [N] and ``token_count`` INT32 [N], in the order asked for."""
-    data: dict[str, list[str] | list[int]] = {COMPLETION: completions, TOKEN_COUNT: token_counts}
+    """``completion`` BYTES [N], ``token_count`` INT32 [1] (the total) and ``token_counts``
+    INT32 [N], in the order asked for."""
+    data: dict[str, list[str] | list[int]] = {
+        COMPLETION: completions, TOKEN_COUNT: [sum(token_counts)], TOKEN_COUNTS: token_counts,
+    }
     return [OutputTensor(name, OUTPUTS[name], data[name]) for name in names]
