@@ -11,7 +11,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP     := $(BIN)/python -m pip install --disable-pip-version-check $(FIND_LINKS)
 STAMP   := $(VENV)/.vinolm-installed
 
-.PHONY: install prepare serve test test-fast browser proto bench peers lint clean
+.PHONY: install prepare serve test test-fast screenshots browser proto bench peers lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,13 @@ test: install browser
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The web UI's documentation screenshots (docs/screenshots), refreshed only when asked:
+# the tests that take them write to a temporary folder otherwise.
+screenshots: install browser
+	$(BIN)/vinolm prepare
+	VINOLM_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q tests/e2e/test_web_ui.py \
+		-k "test_instruct_streams_the_answer_and_the_speed_line or test_chat_two_turns_then_clear"
 
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=src/vinolm/server/grpc/_proto \

@@ -7,6 +7,7 @@ timeouts are generous and nothing asserts on speed.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,8 @@ PageOpener = Callable[[str], Page]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+#: ``make screenshots`` points this at docs/screenshots; a plain test run never writes there.
+SCREENSHOTS_ENV = "VINOLM_SCREENSHOTS"
 TIMEOUT_MS = 60_000
 MAX_NEW_TOKENS = 48  # enough to watch the answer grow, short enough for a shared machine
 LONG_PROMPT = "Write a long story about a dragon who learns to bake bread, with many details."
@@ -34,6 +36,14 @@ PERF_LINE = re.compile(r"Average generation speed: (\d+\.\d) tokens/s\. Total ge
 
 
 # -- the server (the shared real `vinolm serve`, tests/e2e/conftest.py) --------------------------
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the pages are photographed: a temporary folder unless ``$VINOLM_SCREENSHOTS``."""
+    folder = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def base_url(server: RunningServer) -> str:
     return server.base_url
@@ -121,7 +131,7 @@ def _send(page: Page, text: str) -> None:
 
 
 # -- the tests ------------------------------------------------------------------------------------
-def test_instruct_streams_the_answer_and_the_speed_line(new_page: PageOpener) -> None:
+def test_instruct_streams_the_answer_and_the_speed_line(new_page: PageOpener, screenshots: Path) -> None:
     page = new_page("/ui/")
     page.locator("#max-new-tokens input[type=number]").fill(str(MAX_NEW_TOKENS))
     page.locator("#max-new-tokens input[type=number]").press("Enter")
@@ -141,8 +151,7 @@ def test_instruct_streams_the_answer_and_the_speed_line(new_page: PageOpener) ->
     expect(page.locator('#instruct-response [data-testid="status-tracker"].generating')).to_have_count(0)
     speed, total = _performance(page)  # the engine's own numbers, once the answer is done
     assert speed > 0 and 0 < total <= MAX_NEW_TOKENS
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "instruct.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "instruct.png"), full_page=True)
 
     page.locator("#instruct-clear").click()
     for selector in ("#instruct-input textarea", RESPONSE, PERFORMANCE):
@@ -165,7 +174,7 @@ def test_too_long_instruction_is_a_message_not_a_frozen_page(new_page: PageOpene
     _wait(lambda: _running(base_url) == 0, "Clear to stop the answer", 30)
 
 
-def test_chat_two_turns_then_clear(new_page: PageOpener, base_url: str) -> None:
+def test_chat_two_turns_then_clear(new_page: PageOpener, base_url: str, screenshots: Path) -> None:
     page = new_page("/ui/chat")
     expect(page.get_by_text("smollm2-135m Chatbot")).to_be_visible()
     _send(page, "Hi! My name is Ada.")
@@ -178,7 +187,7 @@ def test_chat_two_turns_then_clear(new_page: PageOpener, base_url: str) -> None:
     expect(_user_messages(page)).to_have_text(["Hi! My name is Ada.", "What is my name?"])
     for answer in _bot_messages(page).all():
         expect(answer).not_to_have_text("")
-    page.screenshot(path=str(SCREENSHOTS / "chat.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "chat.png"), full_page=True)
 
     page.locator("#chat-clear").click()
     expect(_user_messages(page)).to_have_count(0)
