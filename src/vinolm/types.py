@@ -151,11 +151,27 @@ class GenerationParams:
             )
         if not all(isinstance(s, str) and s for s in self.stop):
             raise InvalidRequest("stop strings must be non-empty strings", param="stop")
+        for stop in self.stop:
+            check_text(stop, "stop")
         if not all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids):
             raise InvalidRequest("stop token ids must be non-negative integers", param="stop")
         if self.constraint is not None and not isinstance(self.constraint, Constraint):
             raise InvalidRequest("constraint must be a vinolm.types.Constraint", param="constraint")
         return self
+
+
+def check_text(text: str, param: str) -> None:
+    """Refuse text no tokenizer can take: a JSON string may carry lone UTF-16 surrogates
+    (``"\\ud800"``), which Python keeps in a ``str`` but UTF-8 cannot encode. Every request
+    is built through here, so each protocol turns this into its own 4xx naming ``param``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(
+            f"{param} is not valid text: it contains {text[exc.start:exc.end]!r} at character "
+            f"{exc.start} (a lone UTF-16 surrogate)",
+            param=param,
+        ) from None
 
 
 def _check_int(value: Any, name: str, low: int | None = None, high: int | None = None) -> None:
@@ -199,10 +215,14 @@ class Request:
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):
             raise InvalidRequest("give exactly one of prompt or messages")
-        if self.prompt is not None and not self.prompt.strip():
-            raise InvalidRequest("prompt is empty", param="prompt")
+        if self.prompt is not None:
+            check_text(self.prompt, "prompt")
+            if not self.prompt.strip():
+                raise InvalidRequest("prompt is empty", param="prompt")
         if self.messages is not None and not self.messages:
             raise InvalidRequest("messages is empty", param="messages")
+        for i, message in enumerate(self.messages or []):
+            check_text(message.content, f"messages.{i}.content")
 
 
 @dataclass

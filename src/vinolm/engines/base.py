@@ -11,6 +11,7 @@ asyncio callers consume the same stream.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -27,6 +28,7 @@ from vinolm.types import Chunk, FinishReason, Message, Metrics, Request, Result
 if TYPE_CHECKING:
     from vinolm.models import PreparedModel
 
+log = logging.getLogger("vinolm.engines")
 Emit = Callable[[Chunk], None]
 _DONE = object()
 
@@ -157,7 +159,12 @@ class Generation:
             return
         if isinstance(self._error, VinolmError):
             raise self._error
-        raise EngineError(f"generation failed: {self._error}") from self._error
+        # A library's own words (pybind signatures, C++ file names) are no message for a
+        # client: they go to the log, the caller gets what failed and where to look.
+        log.error("generation failed: %s: %s", type(self._error).__name__, self._error)
+        raise EngineError(
+            f"generation failed inside the engine ({type(self._error).__name__}); the details are in the log"
+        ) from self._error
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)

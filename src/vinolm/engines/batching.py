@@ -140,7 +140,7 @@ class BatchScheduler:
         except Exception as exc:  # noqa: BLE001 - one bad step fails every request in it, not the server
             failed, self._active = self._active, []
             for item in failed:
-                item.finish(EngineError(f"generation failed: {exc}"))
+                item.finish(exc)  # Generation logs the library's words and tells the caller
             return
         still = []
         for item in self._active:
