@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from vinolm.chat.session import Response
     from vinolm.engines.base import Engine
     from vinolm.types import GenerationParams, Metrics
 
@@ -82,6 +83,22 @@ def engine_from_args(args: argparse.Namespace, batching: bool = False, **options
 def status(message: str) -> None:
     """Progress for humans, on stderr so stdout stays the answer."""
     print(f"vinolm: {message}", file=sys.stderr, flush=True)
+
+
+def print_response(response: Response, as_json: bool = False) -> None:
+    """Stream the answer to stdout and the metrics to stderr, or print one JSON object."""
+    if as_json:
+        import json
+
+        text = response.text()
+        print(json.dumps({"text": text, "finish_reason": response.finish_reason,
+                          "metrics": response.metrics.to_dict()}, ensure_ascii=False))
+        return
+    for piece in response:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    print(metrics_line(response.metrics), file=sys.stderr)
 
 
 def metrics_line(metrics: Metrics) -> str:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from vinolm.cliutil import (
     add_generation_args,
     add_model_args,
     engine_from_args,
-    metrics_line,
     params_from_args,
+    print_response,
     status,
 )
 
@@ -44,11 +43,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="export again even if the folder is complete")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("generate", help="complete a prompt, streaming to stdout")
+    p = sub.add_parser(
+        "generate", help="answer a prompt, streaming to stdout",
+        description="Answer PROMPT in the model's own format: its instruction template where the "
+        "catalog has one (Dolly), else one user turn of its chat format; --raw continues the text as is.",
+    )
     p.add_argument("prompt")
     add_model_args(p)
     add_generation_args(p)
-    p.add_argument("--chat", action="store_true", help="wrap the prompt as a user message in the chat format")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--raw", action="store_true",
+                      help="send the prompt as is, without the model's chat or instruction format")
+    form.add_argument("--chat", action="store_true",
+                      help="one user turn of the chat format even where the model has an instruction template")
     p.add_argument("--json", action="store_true", help="print one JSON object (text + metrics) at the end")
     p.set_defaults(func=cmd_generate)
 
@@ -130,23 +137,18 @@ def _sibling_sizes(path: Path, weight_format: str) -> list[tuple[str, int]]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from vinolm.types import Message, Request
+    from vinolm.api import Model
 
     params = params_from_args(args)
-    engine = engine_from_args(args)
-    request = (
-        Request(messages=[Message("user", args.prompt)], params=params)
-        if args.chat else Request(prompt=args.prompt, params=params)
-    )
-    generation = engine.generate(request)
-    if args.json:
-        result = generation.result()
-        print(json.dumps({"text": result.text, "finish_reason": result.finish_reasons[0],
-                          "metrics": result.metrics.to_dict()}, ensure_ascii=False))
-        return 0
-    for chunk in generation:
-        sys.stdout.write(chunk.text)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
-    print(metrics_line(generation.metrics), file=sys.stderr)
+    model = Model(engine_from_args(args))
+    if args.raw:
+        response = model.stream(args.prompt, **params.to_dict())
+    elif args.chat:
+        response = model.chat(**params.to_dict()).send(args.prompt)
+    else:
+        response = model.instruct(args.prompt, **params.to_dict())
+    print_response(response, as_json=args.json)
+    if args.raw and not response.text().strip():
+        status("the model answered nothing (it ended the text at once); drop --raw to send the prompt "
+               "in its chat format, which is what an instruction-tuned model answers")
     return 0

@@ -58,7 +58,7 @@ def share(counts: Counter[str], types: set[str]) -> float:
 
 def generate(vinolm: Cli, folder: Path, *extra: str) -> tuple[str, int]:
     """``vinolm generate`` on ``folder``: the answer and the token count of its metrics line."""
-    done = vinolm("generate", "Once upon a time", "--model", str(folder), "--greedy",
+    done = vinolm("generate", "Once upon a time", "--raw", "--model", str(folder), "--greedy",
                   "--max-new-tokens", "8", *extra, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     found = _GENERATED.search(done.stderr)

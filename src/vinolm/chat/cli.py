@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from vinolm.cliutil import (
     add_generation_args,
     add_model_args,
     engine_from_args,
-    metrics_line,
     params_from_args,
+    print_response,
 )
 
 
@@ -43,11 +42,6 @@ def cmd_instruct(args: argparse.Namespace) -> int:
     from vinolm.api import Model
 
     params = params_from_args(args)
-    model = Model(engine_from_args(args))
-    response = model.instruct(args.instruction, **params.to_dict())
-    for piece in response:
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
-    print(metrics_line(response.metrics), file=sys.stderr)
+    response = Model(engine_from_args(args)).instruct(args.instruction, **params.to_dict())
+    print_response(response)
     return 0
