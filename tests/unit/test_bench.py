@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -223,3 +223,65 @@ def test_agreement_of_a_configuration_with_itself_is_total() -> None:
     assert result["reference"] == row and [r["row"] for r in result["rows"]] == [row, row, "genai"]
     assert reference["identical"] == again["identical"] == 20  # a second load answers the same
     assert genai["prompts"] == 20 and all(0 <= n <= 3 for n in genai["tokens_equal"])
+
+
+# -- what the numbers were measured on, and who answered ------------------------------------------
+def test_isa_line_names_every_kind_of_cpu() -> None:
+    avx2 = {"isa": ["AVX2"], "cpu_kind": "avx2", "openvino_capabilities": ["FP32", "INT8"]}
+    assert report.isa_line(avx2) == "ISA: AVX2 (avx2; OpenVINO: FP32 INT8)"
+    assert report.isa_line({"isa": []}) == "ISA: no AVX2"
+    assert report.isa_line({"isa": ["amx_tile"]}) == "ISA: amx_tile"  # results written before the kinds
+
+
+def test_machine_reports_this_cpu() -> None:
+    from vinolm.bench.runner import machine
+    from vinolm.engines.ovconfig import cpu_kind
+
+    mach = machine()
+    assert mach["cpu_kind"] == cpu_kind() and "FP32" in mach["openvino_capabilities"]
+    if cpu_kind() != "other":
+        assert "AVX2" in mach["isa"]
+    assert report.isa_line(mach).startswith("ISA: ") and mach["cpu_kind"] in report.isa_line(mach)
+
+
+@pytest.fixture()
+def models_server() -> Iterator[Callable[[bytes], str]]:
+    """A real HTTP server on loopback answering GET /v1/models with the body it is given."""
+    import http.server
+    import threading
+
+    body = [b""]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/v1/models" else 404)
+            self.end_headers()
+            self.wfile.write(body[0])
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def serve(answer: bytes) -> str:
+        body[0] = answer
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    server.shutdown()
+
+
+def test_url_rows_are_named_after_the_server_measured(models_server: Callable[[bytes], str]) -> None:
+    from vinolm.bench.runner import server_label, throughput_jobs
+
+    url = models_server(b'{"data": [{"id": "smollm2.gguf", "owned_by": "llamacpp"}]}')
+    assert server_label(url) == f"llamacpp smollm2.gguf at {url}"
+    jobs = throughput_jobs(BenchConfig(url=url, levels=[1]), "/m", None)
+    assert [job.label for job in jobs if job.meta.get("protocol")] == [f"llamacpp smollm2.gguf at {url} (openai)"]
+    labelled = throughput_jobs(BenchConfig(url=url, url_label="llama-server -np 8", levels=[1]), "/m", None)
+    assert [job.label for job in labelled if job.meta.get("protocol")] == ["llama-server -np 8 (openai)"]
+    assert server_label(models_server(b'{"data": [{"id": "m", "owned_by": "vinolm"}]}')) == f"vinolm serve m at {url}"
+    assert server_label(models_server(b"not json")) == f"server at {url}"
+    assert server_label("http://127.0.0.1:9") == "server at http://127.0.0.1:9"  # nothing listens

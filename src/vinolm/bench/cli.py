@@ -56,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--concurrency", default="1,4,8", help="throughput levels, e.g. 1,4,8 ('none' to skip)")
     p.add_argument("--url", default=None, help="measure this running server instead of starting one")
+    p.add_argument("--url-label", default=None,
+                   help="name of the --url server's rows (default: what its /v1/models says it is)")
     p.add_argument(
         "--protocol",
         action="append",
@@ -103,7 +105,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cfg = runner.BenchConfig(
         model=args.model, weight_format=args.weight_format, engines=args.engine or list(DEFAULT_ENGINES),
         peers=peers, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, runs=args.runs,
-        warmup=args.warmup, levels=levels, url=args.url, protocols=args.protocol or ["openai"],
+        warmup=args.warmup, levels=levels, url=args.url, url_label=args.url_label, protocols=args.protocol or ["openai"],
         single=not args.no_single, shapes=args.shapes, ov_config=list(args.ov_config),
         threads=args.threads or os.cpu_count() or 1, timeout_s=args.timeout, repeat=args.repeat,
         shape_names=args.shape, shape_formats=args.shape_format,

@@ -174,6 +174,16 @@ def shapes_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def isa_line(mach: dict[str, Any]) -> str:
+    """``ISA: AVX2 AVX-512F ... (avx512-bf16; OpenVINO: BF16 FP32 INT8)``; older results
+    carry only the flag list."""
+    names = " ".join(mach.get("isa") or []) or "no AVX2"
+    extra = [mach["cpu_kind"]] if mach.get("cpu_kind") else []
+    if mach.get("openvino_capabilities"):
+        extra.append("OpenVINO: " + " ".join(mach["openvino_capabilities"]))
+    return f"ISA: {names}" + (f" ({'; '.join(extra)})" if extra else "")
+
+
 def markdown(results: dict[str, Any]) -> str:
     cfg, mach = results["config"], results["machine"]
     parts = [
@@ -181,7 +191,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"`{results.get('command') or 'vinolm bench'}`",
         (
             f"Machine: {mach['cpu']}, {mach['cpu_count']} cores, {mach['memory_gb']} GB; "
-            f"ISA: {' '.join(mach['isa'])}. Model IR: `{results['model_ir']}`; "
+            f"{isa_line(mach)}. Model IR: `{results['model_ir']}`; "
             f"GGUF: `{results.get('model_gguf') or '–'}`. Prompt {cfg['prompt_tokens']} tokens, "
             f"{cfg['new_tokens']} new tokens (EOS ignored, greedy), warm-up {cfg['warmup']}, "
             f"{cfg['runs']} runs{_repeats(cfg)}; every run a new prompt; cells are median (min–max)."

@@ -55,6 +55,8 @@ class BenchConfig:
     warmup: int = 1
     levels: list[int] = field(default_factory=lambda: [1, 4, 8])
     url: str | None = None
+    #: The name of the ``url`` server's rows (default: what its /v1/models says it is).
+    url_label: str | None = None
     protocols: list[str] = field(default_factory=lambda: ["openai"])
     single: bool = True
     shapes: bool = False
@@ -141,13 +143,30 @@ def throughput_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
         cmd = _module("vinolm.bench.server", "--model", ir, "--protocol", protocol, "--concurrency", levels,
                       "--prompt-tokens", cfg.prompt_tokens, "--new-tokens", cfg.new_tokens, "--rounds", cfg.runs,
                       *where)  # fmt: skip
-        jobs.append(Job(f"vinolm serve ({protocol})", "throughput", cmd, meta={"protocol": protocol}))
+        server = (cfg.url_label or server_label(cfg.url)) if cfg.url else "vinolm serve"
+        jobs.append(Job(f"{server} ({protocol})", "throughput", cmd, meta={"protocol": protocol}))
     if "llama.cpp" in cfg.peers and gguf:
         cmd = _module("vinolm.bench.peers.llamacpp_server", "--model", gguf, "--concurrency", levels,
                       "--prompt-tokens", cfg.prompt_tokens, "--new-tokens", cfg.new_tokens,
                       "--rounds", cfg.runs, "--threads", cfg.threads, "--distinct-prompts", python=peers_python())  # fmt: skip
         jobs.append(Job("llama.cpp server", "throughput", cmd, meta={"peer": "llama.cpp"}))
     return jobs
+
+
+def server_label(url: str) -> str:
+    """Who answers at ``url``, from the ``owned_by`` of its first OpenAI model card (vinolm
+    says ``vinolm``, llama.cpp's server ``llamacpp``, vLLM ``vllm``, Ollama ``library``), so a
+    measured peer is never called vinolm; the address itself when it does not say."""
+    import httpx
+
+    base = url.rstrip("/")
+    try:
+        cards = httpx.get(f"{base}/v1/models", timeout=10).json().get("data") or []
+        owner, model = str(cards[0].get("owned_by") or ""), str(cards[0].get("id") or "")
+    except (httpx.HTTPError, ValueError, AttributeError, IndexError):
+        return f"server at {base}"
+    name = "vinolm serve" if owner == "vinolm" else (owner or "server")
+    return f"{name} {model} at {base}".replace("  ", " ")
 
 
 def shape_jobs(cfg: BenchConfig) -> tuple[list[Job], list[Job]]:
@@ -220,22 +239,20 @@ def _outcome(line: dict[str, Any]) -> str:
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on: the CPU, its ISA by /proc/cpuinfo and by OpenVINO."""
+    from vinolm.engines.ovconfig import cpu_kind, isa, optimization_capabilities
+
     cpu = platform.processor()
-    flags: list[str] = []
     try:
         for text in Path("/proc/cpuinfo").read_text().splitlines():
-            if text.startswith("model name") and not cpu.strip():
+            if text.startswith("model name"):
                 cpu = text.split(":", 1)[1].strip()
-            if text.startswith("flags"):
-                flags = [
-                    f for f in text.split(":", 1)[1].split() if f.startswith(("avx512", "amx", "avx_vnni"))
-                ]
                 break
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "memory_gb": round(mem, 1), "isa": flags,
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "memory_gb": round(mem, 1), "isa": isa(),
+            "cpu_kind": cpu_kind(), "openvino_capabilities": optimization_capabilities(),
             "python": platform.python_version(), "platform": platform.platform()}  # fmt: skip
 
 
