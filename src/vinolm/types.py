@@ -2,23 +2,90 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from vinolm.errors import InvalidRequest
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 ConstraintKind = Literal["json_schema", "json_object", "regex", "grammar", "choice"]
 CONSTRAINT_KINDS: tuple[str, ...] = ("json_schema", "json_object", "regex", "grammar", "choice")
 FinishReason = Literal["stop", "length", "cancelled"]
-ROLES: tuple[str, ...] = ("system", "user", "assistant")
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+#: OpenAI's rule for function names, which chat templates and tool parsers rely on.
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call: ``parameters`` is the JSON Schema of its arguments."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not TOOL_NAME.fullmatch(self.name):
+            raise InvalidRequest(
+                f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-'", param="tools"
+            )
+        if not isinstance(self.parameters, dict):
+            raise InvalidRequest(f"tool {self.name!r}: parameters must be a JSON Schema object", param="tools")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI / Hugging Face shape chat templates expect in their ``tools`` variable."""
+        function: dict[str, Any] = {"name": self.name, "description": self.description,
+                                    "parameters": self.parameters}
+        return {"type": "function", "function": function}
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the assistant made: ``arguments`` is a JSON object as text, as OpenAI sends it."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise InvalidRequest("a tool call needs a non-empty id", param="tool_calls")
+        if not isinstance(self.name, str) or not TOOL_NAME.fullmatch(self.name):
+            raise InvalidRequest(f"tool call name {self.name!r} is not a valid function name",
+                                 param="tool_calls")
+        try:
+            value = json.loads(self.arguments)
+        except (TypeError, ValueError):
+            value = None
+        if not isinstance(value, dict):
+            raise InvalidRequest(f"tool call {self.id!r}: arguments must be a JSON object as text",
+                                 param="tool_calls")
+
+    @property
+    def parsed_arguments(self) -> dict[str, Any]:
+        return json.loads(self.arguments)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
 
 @dataclass
 class Message:
+    """One turn. Beyond ``role`` and ``content``, tool use adds three optional fields:
+    ``tool_calls`` on an assistant turn (the calls it made), ``tool_call_id`` on a ``tool``
+    turn (the call whose result ``content`` is), and ``tools`` on a system turn: the functions
+    offered to the model. Tools travel with the instructions because that is where chat
+    templates render them, so every engine formats them with the conversation it already gets.
+    """
+
     role: str
     content: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
+    tools: list[Tool] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -27,9 +94,23 @@ class Message:
             )
         if not isinstance(self.content, str):
             raise InvalidRequest("message content must be a string", param="content")
+        if self.tool_calls and self.role != "assistant":
+            raise InvalidRequest("only assistant messages carry tool_calls", param="tool_calls")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise InvalidRequest("a tool message needs tool_call_id, and only a tool message has one",
+                                 param="tool_call_id")
+        if self.tools and self.role != "system":
+            raise InvalidRequest("tools are offered on a system message", param="tools")
 
-    def to_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            data["tool_calls"] = [call.to_dict() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            data["tool_call_id"] = self.tool_call_id
+        if self.tools:
+            data["tools"] = [tool.to_dict() for tool in self.tools]
+        return data
 
 
 @dataclass(frozen=True)

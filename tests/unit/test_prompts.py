@@ -431,7 +431,7 @@ def test_empty_conversation_is_rejected(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", sorted(SPECS))
 def test_conversation_must_end_with_a_user_message(kind: str) -> None:
-    with pytest.raises(InvalidRequest, match="must end with a user message, not 'assistant'"):
+    with pytest.raises(InvalidRequest, match="must end with a user message or a tool result, not 'assistant'"):
         render_chat(SPECS[kind], CONVERSATION[:3])
     with pytest.raises(InvalidRequest, match="not 'system'"):
         encode_chat(SPECS[kind], [Message("system", "only")], char_ids)
@@ -440,8 +440,8 @@ def test_conversation_must_end_with_a_user_message(kind: str) -> None:
 @pytest.mark.parametrize("kind", sorted(SPECS))
 def test_unknown_role_is_rejected_even_after_construction(kind: str) -> None:
     message = Message("user", "Hi")
-    message.role = "tool"
-    with pytest.raises(InvalidRequest, match="unknown role 'tool'"):
+    message.role = "function"
+    with pytest.raises(InvalidRequest, match="unknown role 'function'"):
         render_chat(SPECS[kind], [message])
 
 

@@ -22,6 +22,7 @@ from vinolm.errors import UnknownModel
 __all__ = [
     "CHAT_KINDS",
     "PRESET_SOURCES",
+    "TOOL_FORMATS",
     "CatalogEntry",
     "ChatFormat",
     "Int4Preset",
@@ -36,6 +37,10 @@ __all__ = [
 CHAT_KINDS: tuple[str, ...] = ("tokenizer", "history", "token_ids")
 #: Where an INT4 preset comes from; "default" marks presets no tutorial gave.
 PRESET_SOURCES: tuple[str, ...] = ("llm-chatbot", "llm-question-answering", "default")
+
+#: How a model family writes a tool call: Hermes/Qwen ``<tool_call>{json}</tool_call>``, Llama 3
+#: JSON ``{"name": ..., "parameters": ...}``, Mistral ``[TOOL_CALLS][...]`` (see vinolm.prompts.tools).
+TOOL_FORMATS: tuple[str, ...] = ("hermes", "llama3_json", "mistral")
 
 _REF_PREFIX = "@"
 
@@ -97,6 +102,8 @@ class CatalogEntry:
     end_key: str | None = None
     gguf_package: str | None = None
     gguf_file: str | None = None
+    #: One of TOOL_FORMATS; None means the default (Hermes), which most small models learned.
+    tool_format: str | None = None
     examples: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
@@ -114,6 +121,7 @@ class CatalogEntry:
         required = {"name", "hub_id", "architecture", "languages", "description", "chat", "int4", "preset_source"}
         _check(required <= set(data), name, f"missing field(s) {sorted(required - set(data))}")
         _check(data["preset_source"] in PRESET_SOURCES, name, f"preset_source must be one of {PRESET_SOURCES}")
+        _check(data.get("tool_format") in (None, *TOOL_FORMATS), name, f"tool_format must be one of {TOOL_FORMATS}")
         refs = shared or {}
         values = dict(data)
         values.update(

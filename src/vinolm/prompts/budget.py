@@ -1,8 +1,8 @@
 """Fit a conversation into the model's context window before generation starts.
 
 Dropping whole old exchanges keeps the prompt well-formed for every chat format, and
-keeping the system message and the newest user message keeps the model's instructions
-and the question being asked.
+keeping the system message and the newest user message (with the tool calls and results
+that followed it) keeps the model's instructions and the question being asked.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def fit_messages(
     head, exchanges, last = _split(conversation)
 
     def encode(dropped: int) -> list[int]:
-        kept = head + [m for exchange in exchanges[dropped:] for m in exchange] + [last]
+        kept = head + [m for exchange in exchanges[dropped:] for m in exchange] + last
         return encode_chat(spec, kept, tokenize)
 
     ids = encode(0)
@@ -54,25 +54,32 @@ def fit_messages(
             param="messages",
         )
     dropped = _fewest_drops(encode, len(exchanges), budget)
-    kept = head + [m for exchange in exchanges[dropped:] for m in exchange] + [last]
+    kept = head + [m for exchange in exchanges[dropped:] for m in exchange] + last
     return kept, encode(dropped), len(conversation) - len(kept)
 
 
-def _split(conversation: list[Message]) -> tuple[list[Message], list[list[Message]], Message]:
-    """Leading system messages, the exchanges between them and the last message, and that message."""
+def _split(conversation: list[Message]) -> tuple[list[Message], list[list[Message]], list[Message]]:
+    """Leading system messages, the exchanges after them, and the current turn.
+
+    The current turn is the last user message and what followed it (the assistant's tool
+    calls and their results); an exchange ends with an assistant answer, not a tool call,
+    so a tool result is never kept without the call it answers.
+    """
     start = 0
     while conversation[start].role == "system":
         start += 1
+    users = [i for i, m in enumerate(conversation) if m.role == "user" and i >= start]
+    current_turn = users[-1] if users else start
     exchanges: list[list[Message]] = []
     current: list[Message] = []
-    for message in conversation[start:-1]:
+    for message in conversation[start:current_turn]:
         current.append(message)
-        if message.role == "assistant":
+        if message.role == "assistant" and not message.tool_calls:
             exchanges.append(current)
             current = []
     if current:
         exchanges.append(current)
-    return conversation[:start], exchanges, conversation[-1]
+    return conversation[:start], exchanges, conversation[current_turn:]
 
 
 def _fewest_drops(encode: Callable[[int], list[int]], total: int, budget: int) -> int:

@@ -12,13 +12,21 @@ from vinolm.catalog import ChatFormat
 from vinolm.errors import InvalidRequest
 from vinolm.prompts.jinja import render_template
 from vinolm.prompts.spec import PLAIN_ASSISTANT, PLAIN_USER, ChatSpec
+from vinolm.prompts.tools import (
+    check_tool_turns,
+    has_tool_use,
+    native_variables,
+    plain_conversation,
+    template_takes_tools,
+)
 from vinolm.types import ROLES, Message
 
 Tokenize = Callable[[str], list[int]]
 
 
 def check_conversation(messages: Sequence[Message]) -> list[Message]:
-    """Reject what no chat format can express: no messages, unknown roles, or no user message last.
+    """Reject what no chat format can express: no messages, unknown roles, neither a user
+    message nor a tool result last, or a tool result for a call nobody made.
 
     Messages are re-checked here because ``Message`` is mutable and may have been edited
     after it was validated.
@@ -33,10 +41,12 @@ def check_conversation(messages: Sequence[Message]) -> list[Message]:
             )
         if not isinstance(message.content, str):
             raise InvalidRequest(f"message {index} content must be a string", param="messages")
-    if messages[-1].role != "user":
+    if messages[-1].role not in ("user", "tool"):
         raise InvalidRequest(
-            f"the conversation must end with a user message, not {messages[-1].role!r}", param="messages"
+            f"the conversation must end with a user message or a tool result, not {messages[-1].role!r}",
+            param="messages",
         )
+    check_tool_turns(messages)
     return list(messages)
 
 
@@ -51,7 +61,7 @@ def render_chat(spec: ChatSpec, messages: Sequence[Message], add_generation_prom
     conversation = check_conversation(messages)
     if spec.kind == "tokenizer":
         return _render_tokenizer(spec, conversation, add_generation_prompt)
-    system, turns = _system_and_turns(spec, conversation)
+    system, turns = _system_and_turns(spec, _plain(spec, conversation))
     if spec.kind == "history":
         return _render_history(_format(spec), system, turns)
     if spec.kind == "token_ids":
@@ -68,17 +78,26 @@ def encode_chat(spec: ChatSpec, messages: Sequence[Message], tokenize: Tokenize)
     """
     if spec.kind != "token_ids":
         return list(tokenize(render_chat(spec, messages)))
-    system, turns = _system_and_turns(spec, check_conversation(messages))
+    system, turns = _system_and_turns(spec, _plain(spec, check_conversation(messages)))
     return _encode_role_tokens(_format(spec), system, turns, tokenize)
 
 
+def _plain(spec: ChatSpec, conversation: list[Message]) -> list[Message]:
+    """Tool use in the documented system-prompt fallback (see vinolm.prompts.tools)."""
+    if not has_tool_use(conversation):
+        return conversation
+    return plain_conversation(conversation, spec.tool_format, spec.system_message)
+
+
 def _render_tokenizer(spec: ChatSpec, conversation: list[Message], add_generation_prompt: bool) -> str:
-    if conversation[0].role != "system" and spec.system_message is not None:
-        conversation = [Message("system", spec.system_message), *conversation]
-    variables: dict[str, object] = {
-        "messages": [message.to_dict() for message in conversation],
-        "add_generation_prompt": add_generation_prompt,
-    }
+    variables: dict[str, object] = {"add_generation_prompt": add_generation_prompt}
+    if has_tool_use(conversation) and template_takes_tools(spec.chat_template):
+        variables["messages"], variables["tools"] = native_variables(conversation, spec.system_message)
+    else:
+        conversation = _plain(spec, conversation)
+        if conversation[0].role != "system" and spec.system_message is not None:
+            conversation = [Message("system", spec.system_message), *conversation]
+        variables["messages"] = [message.to_dict() for message in conversation]
     # Like transformers: only tokens the tokenizer defines become variables.
     tokens = {"bos_token": spec.bos_token, "eos_token": spec.eos_token}
     variables.update({key: value for key, value in tokens.items() if value is not None})

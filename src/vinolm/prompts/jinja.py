@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 import jinja2
-from jinja2 import nodes
+from jinja2 import meta, nodes
 from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -59,14 +59,31 @@ def render_template(
 
 
 @lru_cache(maxsize=16)
+def uses_variable(template: str, name: str) -> bool:
+    """Whether ``template`` reads the variable ``name`` (e.g. ``tools``), from its syntax tree.
+
+    A template that cannot be parsed reads nothing; rendering it reports the error.
+    """
+    try:
+        return name in meta.find_undeclared_variables(_environment().parse(template))
+    except jinja2.TemplateSyntaxError:
+        return False
+
+
+@lru_cache(maxsize=16)
 def _compile(template: str) -> jinja2.Template:
+    return _environment().from_string(template)
+
+
+@lru_cache(maxsize=1)
+def _environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationBlock, loopcontrols]
     )
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
-    return env.from_string(template)
+    return env
 
 
 def _raise_exception(message: str) -> None:

@@ -23,6 +23,13 @@ PLAIN_USER = "User: "
 PLAIN_ASSISTANT = "Assistant:"
 PLAIN_STOP_STRINGS: tuple[str, ...] = ("\nUser:",)
 
+#: Hermes/Qwen ``<tool_call>`` is what most small chat models were trained to write.
+DEFAULT_TOOL_FORMAT = "hermes"
+#: A marker in an unknown model's template that names its tool-call format.
+_TOOL_MARKERS: tuple[tuple[str, str], ...] = (
+    ("[TOOL_CALLS]", "mistral"), ("<tool_call>", "hermes"), ("<|python_tag|>", "llama3_json"),
+)
+
 # End-of-turn markers that, seen in an unknown model's chat template, are worth stopping on:
 # many such models declare only <|endoftext|> as EOS and would otherwise run on.
 _TURN_END_MARKERS: tuple[str, ...] = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
@@ -42,7 +49,9 @@ class ChatSpec:
         User: <message>
         Assistant:
 
-    ``system_message`` is the default used when a conversation brings none.
+    ``system_message`` is the default used when a conversation brings none. ``tool_format``
+    is how the model writes tool calls (``vinolm.catalog.TOOL_FORMATS``): the catalog's, or
+    for unknown models guessed from the template's own markers.
     """
 
     kind: SpecKind
@@ -56,6 +65,7 @@ class ChatSpec:
     response_key: str | None = None
     end_key: str | None = None
     stop_strings: tuple[str, ...] = ()
+    tool_format: str = DEFAULT_TOOL_FORMAT
 
     @classmethod
     def build(cls, entry: CatalogEntry | None, tokenizer_config: Mapping[str, Any] | None) -> ChatSpec:
@@ -77,6 +87,7 @@ class ChatSpec:
                 bos_token=bos,
                 eos_token=eos,
                 stop_strings=_guessed_stops(kind, template),
+                tool_format=_guessed_tool_format(template),
             )
         kind = _kind_for(entry, template)
         fmt = entry.chat if kind in ("history", "token_ids") else None
@@ -97,6 +108,7 @@ class ChatSpec:
             response_key=entry.response_key,
             end_key=entry.end_key,
             stop_strings=tuple(dict.fromkeys(stops)),
+            tool_format=entry.tool_format or DEFAULT_TOOL_FORMAT,
         )
 
 
@@ -137,3 +149,7 @@ def _guessed_stops(kind: SpecKind, template: str | None) -> tuple[str, ...]:
     if kind == "plain":
         return PLAIN_STOP_STRINGS
     return tuple(marker for marker in _TURN_END_MARKERS if template and marker in template)
+
+
+def _guessed_tool_format(template: str | None) -> str:
+    return next((fmt for marker, fmt in _TOOL_MARKERS if template and marker in template), DEFAULT_TOOL_FORMAT)
