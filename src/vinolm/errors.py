@@ -15,10 +15,12 @@ class VinolmError(Exception):
     #: OpenAI error "type" field.
     kind: str = "server_error"
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        #: A machine-readable reason where the API has one (OpenAI's ``unsupported_parameter``).
+        self.code = code
 
 
 class InvalidRequest(VinolmError):

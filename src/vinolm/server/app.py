@@ -150,7 +150,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VinolmError)
     async def vinolm_error(request: Request, exc: VinolmError) -> JSONResponse:
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if isinstance(exc, Overloaded) else None
-        code = {UnknownModel: "model_not_found", Overloaded: "rate_limit_exceeded"}.get(type(exc))
+        code = exc.code or {UnknownModel: "model_not_found", Overloaded: "rate_limit_exceeded"}.get(type(exc))
         if exc.http_status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
         return _error_response(request, exc.http_status, exc.message, exc.kind, exc.param, code, headers)
