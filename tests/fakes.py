@@ -116,15 +116,19 @@ class FakeEngine(Engine):
             if self.delay:
                 time.sleep(self.delay)
             reason = "length" if count >= params.max_new_tokens else None
-            emit(self._chunk(char, reason))
+            emit(self._chunk(char, reason, params.top_logprobs))
             if reason:
                 return count
         emit(Chunk("", [EOS], finish_reason="stop"))
         return len(text) + 1
 
-    def _chunk(self, char: str, reason: str | None) -> Chunk:
+    def _chunk(self, char: str, reason: str | None, top: int = 0) -> Chunk:
+        """With logprobs: the chosen character at -0.25, then ``top`` alternatives: itself and
+        the characters after it, each a little less likely."""
         logprobs = [-0.25] if self.supports_logprobs else None
-        return Chunk(char, [ord(char)], finish_reason=reason, logprobs=logprobs)  # type: ignore[arg-type]
+        tops = [[(ord(char) + k, -0.25 - k) for k in range(top)]] if self.supports_logprobs and top else None
+        return Chunk(char, [ord(char)], finish_reason=reason, logprobs=logprobs,  # type: ignore[arg-type]
+                     top_logprobs=tops)
 
 
 class RecordingMetrics(ServerMetrics):

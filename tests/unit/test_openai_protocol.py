@@ -186,11 +186,55 @@ def test_logprobs_when_the_engine_reports_them(metrics: RecordingMetrics) -> Non
         assert body["choices"][0]["logprobs"]["text_offset"] == [0, 1]
 
 
-def test_unknown_fields_are_accepted_and_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="vinolm.openai"):
-        r = client.post("/v1/chat/completions", json={"messages": USER, "logit_bias": {}, "x_custom": 1})
-    assert r.status_code == 200
-    assert any("logit_bias" in rec.message and "x_custom" in rec.message for rec in caplog.records)
+def test_inert_fields_are_accepted_as_no_ops(client: TestClient) -> None:
+    r = client.post("/v1/chat/completions", json={
+        "messages": USER, "user": "u1", "metadata": {"k": "v"}, "store": False, "service_tier": "auto",
+        "logit_bias": {}, "modalities": ["text"], "prompt_cache_key": "abc", "safety_identifier": "s",
+        "messages_extra": None} | {"messages": [{"role": "user", "content": "hi", "name": "ann"}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages_extra"
+    r = client.post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "hi", "name": "ann"}], "user": "u1", "metadata": {"k": "v"},
+        "store": False, "service_tier": "default", "logit_bias": {}, "modalities": ["text"], "functions": None})
+    assert r.status_code == 200, r.text
+    r = client.post("/v1/completions", json={"prompt": "x", "echo": False, "best_of": 1, "suffix": ""})
+    assert r.status_code == 200, r.text
+
+
+UNSUPPORTED = [
+    ({"x_custom": 1}, "x_custom"),
+    ({"functions": [{"name": "f"}]}, "functions"),
+    ({"function_call": "auto"}, "function_call"),
+    ({"audio": {"voice": "alloy"}}, "audio"),
+    ({"modalities": ["text", "audio"]}, "modalities"),
+    ({"prediction": {"type": "content", "content": "x"}}, "prediction"),
+    ({"web_search_options": {}}, "web_search_options"),
+    ({"logit_bias": {"50256": -100}}, "logit_bias"),
+    ({"store": True}, "store"),
+    ({"service_tier": "flex"}, "service_tier"),
+    ({"reasoning_effort": "low"}, "reasoning_effort"),
+    ({"stream_options": {"include_usage": True, "chunked": 1}}, "stream_options.chunked"),
+    ({"messages": [{"role": "user", "content": "hi", "audio": {}}]}, "messages.0.audio"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "cache": 1}]}]},
+     "messages.0.content.0.cache"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "x": 1}}]}, "tools.0.function.x"),
+    ({"response_format": {"type": "json_object", "extra": 1}}, "response_format.extra"),
+    ({"structured_outputs": {"structural_tag": "x"}}, "structured_outputs.structural_tag"),
+]
+
+
+@pytest.mark.parametrize(("fields", "param"), UNSUPPORTED, ids=[p for _, p in UNSUPPORTED])
+def test_fields_vinolm_does_not_act_on_are_400_naming_them(client: TestClient, fields: dict[str, Any],
+                                                           param: str) -> None:
+    error = assert_openai_error(client.post("/v1/chat/completions", json={"messages": USER, **fields}), 400,
+                                "not supported by vinolm", param)
+    assert error["code"] == "unsupported_parameter"
+
+
+def test_completions_refuse_what_they_cannot_do(client: TestClient) -> None:
+    for fields, param in (({"echo": True}, "echo"), ({"best_of": 3}, "best_of"), ({"suffix": "end"}, "suffix"),
+                          ({"tools": []}, "tools")):
+        assert_openai_error(client.post("/v1/completions", json={"prompt": "x", **fields}), 400,
+                            "not supported by vinolm", param)
 
 
 # -- bad input ----------------------------------------------------------------------------------------
@@ -218,7 +262,10 @@ CHAT_BAD = [
     ({"messages": []}, "at least 1", "messages"),
     ({"messages": [{"content": "hi"}]}, "field required", "messages.0.role"),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "'wizard'", "messages.0.role"),
-    ({"messages": [{"role": "tool", "content": "hi"}]}, "'tool'", "messages.0.role"),
+    ({"messages": [{"role": "tool", "content": "hi"}]}, "tool_call_id", "messages.0.tool_call_id"),
+    ({"messages": [{"role": "tool", "content": "hi", "tool_call_id": "call_x"}]}, "call_x",
+     "messages.0.tool_call_id"),
+    ({"messages": [{"role": "assistant"}, *USER]}, "neither content nor tool_calls", "messages.0.content"),
     ({"messages": [{"role": "user"}]}, "content is missing", "messages.0.content"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "only text", "messages.0.content.0.type"),
     ({"messages": USER, "max_tokens": 0}, "greater than or equal to 1", "max_tokens"),
@@ -235,7 +282,8 @@ CHAT_BAD = [
     ({"messages": USER, "stop": ["ok", 3]}, "valid string", "stop"),
     ({"messages": USER, "stop": [""]}, "non-empty", "stop"),
     ({"messages": USER, "logprobs": True}, "not supported", "logprobs"),
-    ({"messages": USER, "top_logprobs": 2}, "not supported", "top_logprobs"),
+    ({"messages": USER, "top_logprobs": 2}, "needs logprobs", "top_logprobs"),
+    ({"messages": USER, "logprobs": True, "top_logprobs": 21}, "less than or equal to 20", "top_logprobs"),
     ({"messages": USER, "repetition_penalty": 0}, "greater than 0", "repetition_penalty"),
     ({"messages": [{"role": "user", "content": "x" * 300}]}, "context is 256 tokens", "messages"),
     ({"messages": [{"role": "user", "content": "x" * 300}], "stream": True}, "context is 256 tokens", "messages"),
@@ -258,6 +306,7 @@ COMPLETION_BAD = [
     ({"prompt": "x", "max_tokens": 0}, "greater than or equal to 1", "max_tokens"),
     ({"prompt": "x", "max_tokens": 1000}, "limit of 100", "max_tokens"),
     ({"prompt": "x", "logprobs": 2}, "not supported", "logprobs"),
+    ({"prompt": "x", "logprobs": 6}, "less than or equal to 5", "logprobs"),
     ({"prompt": "x" * 300}, "context is 256 tokens", "prompt"),
     ({"prompt": "x" * 300, "stream": True}, "context is 256 tokens", "prompt"),
 ]

@@ -2,9 +2,13 @@
 
 Field names are OpenAI's, verbatim, so the official SDKs work unchanged. Types are strict
 (``"5"`` is not an integer) and ranges are checked here, so a bad request is a 400 naming
-the field before anything is queued. Unknown fields are accepted (real clients send
-extras) and the serving layer logs them. vinolm's own sampling knobs live in
-:class:`VinolmExtensions`, kept apart so it is clear what is not OpenAI's.
+the field before anything is queued. A field vinolm does not act on is a 400 naming it
+(code ``unsupported_parameter``), whether OpenAI defines it (``functions``, ``audio``, ...)
+or nobody does; the few that change nothing for a local server (``user``, ``metadata``,
+``store: false``, ...) are accepted as documented no-ops (:data:`INERT`). vinolm's own
+sampling knobs live in :class:`VinolmExtensions`, and the structured-output fields users
+already send to vLLM (``guided_*``, ``structured_outputs``) in :class:`GuidedDecoding`,
+kept apart so it is clear what is not OpenAI's.
 
 Each request model owns its translation to :mod:`vinolm.types`; nothing here knows about
 engines or OpenVINO.
@@ -12,29 +16,37 @@ engines or OpenVINO.
 
 from __future__ import annotations
 
+import json
 import time
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from vinolm.errors import InvalidRequest
-from vinolm.types import GenerationParams, Message, Request
+from vinolm.errors import InvalidRequest, VinolmError
+from vinolm.prompts.tools import check_tool_turns
+from vinolm.server.openai.structured import (
+    INERT,
+    FunctionCall,
+    GuidedDecoding,
+    NamedToolChoice,
+    ToolCallItem,
+    ToolDefinition,
+    ToolPlan,
+    Wire,
+    unsupported,
+)
+from vinolm.types import Constraint, GenerationParams, Message, Request, Tool, ToolCall
 
 OPENAI_DEFAULT_TEMPERATURE = 1.0
 #: OpenAI's legacy completions endpoint answers 16 tokens unless told otherwise.
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True)
-
-
-class StreamOptions(_Strict):
-    model_config = ConfigDict(strict=True, extra="allow")
+class StreamOptions(Wire):
     include_usage: bool = Field(False, description="Send a last chunk with the token usage.")
 
 
-class VinolmExtensions(_Strict):
+class VinolmExtensions(Wire):
     """Sampling settings beyond the OpenAI API (the names vLLM uses for them)."""
 
     top_k: int = Field(0, ge=-1, description="vinolm extension: sample among the k most likely tokens; 0 or -1 = off.")
@@ -45,10 +57,8 @@ class VinolmExtensions(_Strict):
     ignore_eos: bool = Field(False, description="vinolm extension: keep generating past end-of-sequence (benchmarks).")
 
 
-class _SamplingRequest(VinolmExtensions):
+class _SamplingRequest(VinolmExtensions, GuidedDecoding):
     """What completions and chat completions share."""
-
-    model_config = ConfigDict(strict=True, extra="allow")
 
     model: str | None = Field(None, description="A served model name (GET /v1/models); default: the first one.")
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
@@ -61,7 +71,30 @@ class _SamplingRequest(VinolmExtensions):
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: str | None = Field(None, description="Accepted, not used (a local server has no end users to track).")
+    metadata: dict[str, str] | None = Field(None, description="Accepted, not used (nothing is stored).")
+    prompt_cache_key: str | None = Field(None, description="Accepted, not used: prompt prefixes are cached anyway.")
+    safety_identifier: str | None = Field(None, description="Accepted, not used.")
+
+    def check_supported(self, where: str = "", inert: frozenset[str] = frozenset(INERT)) -> None:
+        for name, value in (self.model_extra or {}).items():
+            accepted = INERT.get(name)
+            if accepted is not None and not any(value == v and type(value) is type(v) for v in accepted):
+                shown = ", ".join("null" if v is None else json.dumps(v) for v in accepted)
+                raise unsupported(name, f"the only value accepted is {shown}" if len(accepted) == 1
+                                  else f"the values accepted (as no-ops) are {shown}")
+        super().check_supported(where, inert)
+
+    def constraint(self, tool_constraint: Constraint | None = None) -> tuple[str, Constraint] | None:
+        """The one output constraint (with the field it came from); two at once are a 400."""
+        found = self.constraints()
+        if tool_constraint is not None:
+            found.append(("tools", tool_constraint))
+        if len(found) > 1:
+            names = " and ".join(param for param, _ in found)
+            raise InvalidRequest(f"give at most one output constraint; this request has {names}",
+                                 param=found[1][0])
+        return found[0] if found else None
 
     @property
     def include_usage(self) -> bool:
@@ -76,7 +109,8 @@ class _SamplingRequest(VinolmExtensions):
     def _max_tokens(self, default: int) -> int:
         return self.max_tokens if self.max_tokens is not None else default
 
-    def to_generation_params(self, default_max_tokens: int, logprobs: int = 0) -> GenerationParams:
+    def to_generation_params(self, default_max_tokens: int, logprobs: int = 0, top_logprobs: int = 0,
+                             constraint: Constraint | None = None) -> GenerationParams:
         """Decoding settings with OpenAI's defaults (temperature 1); raises InvalidRequest."""
         temperature = OPENAI_DEFAULT_TEMPERATURE if self.temperature is None else self.temperature
         return GenerationParams(
@@ -92,6 +126,8 @@ class _SamplingRequest(VinolmExtensions):
             stop=self._stops(),
             ignore_eos=self.ignore_eos,
             logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            constraint=constraint,
         ).validated()
 
 
@@ -101,7 +137,7 @@ class CompletionRequest(_SamplingRequest):
 
     prompt: str | list[str] = Field(..., description="The text to continue, or a list of texts.")
     logprobs: int | None = Field(None, ge=0, le=5,
-                                 description="0 = the chosen tokens' log-probabilities (alternatives are not supported).")
+                                 description="Log-probabilities of the chosen tokens and of the N most likely ones.")
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (default 16, as OpenAI).")
 
     @property
@@ -115,13 +151,11 @@ class CompletionRequest(_SamplingRequest):
     def wants_logprobs(self) -> bool:
         return self.logprobs is not None
 
-    @property
-    def top_logprobs_asked(self) -> int:
-        return self.logprobs or 0
-
     def to_requests(self, default_max_tokens: int = COMPLETIONS_DEFAULT_MAX_TOKENS) -> list[Request]:
         """One Request per prompt, in order."""
-        params = self.to_generation_params(default_max_tokens, logprobs=1 if self.wants_logprobs else 0)
+        found = self.constraint()
+        params = self.to_generation_params(default_max_tokens, logprobs=1 if self.wants_logprobs else 0,
+                                           top_logprobs=self.logprobs or 0, constraint=found and found[1])
         requests = []
         for i, prompt in enumerate(self.prompts):
             if not prompt.strip():
@@ -132,28 +166,46 @@ class CompletionRequest(_SamplingRequest):
 
 
 # -- chat completions -------------------------------------------------------------------------
-class ContentPart(_Strict):
-    model_config = ConfigDict(strict=True, extra="allow")
+class ContentPart(Wire):
     type: str
     text: str | None = None
 
 
-class ChatMessage(_Strict):
-    """One turn. ``developer`` is OpenAI's newer name for ``system`` and is treated as such."""
+class ChatMessage(Wire):
+    """One turn. ``developer`` is OpenAI's newer name for ``system`` and is treated as such;
+    ``name`` is accepted and not used (chat templates have no place for it)."""
 
-    model_config = ConfigDict(strict=True, extra="allow")
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallItem] | None = Field(None, description="assistant: the calls it made.")
+    tool_call_id: str | None = Field(None, description="tool: the call whose result this is.")
+    refusal: str | None = Field(None, description="assistant: only null (vinolm never refuses on its own).")
 
     def to_message(self, where: str) -> Message:
         role = "system" if self.role == "developer" else self.role
-        return Message(role, self._text(where))
+        if self.refusal is not None:
+            raise unsupported(f"{where}.refusal", "send the refusal text as content")
+        if self.tool_calls and role != "assistant":
+            raise InvalidRequest(f"{where}: only assistant messages carry tool_calls", param=f"{where}.tool_calls")
+        if (role == "tool") != (self.tool_call_id is not None):
+            raise InvalidRequest(f"{where}: tool_call_id belongs on (and only on) a tool message",
+                                 param=f"{where}.tool_call_id")
+        calls = []
+        for j, item in enumerate(self.tool_calls or []):
+            try:
+                calls.append(ToolCall(item.id, item.function.name, item.function.arguments))
+            except VinolmError as exc:
+                exc.param = f"{where}.tool_calls.{j}.function"
+                raise
+        return Message(role, self._text(where, bool(calls)), tool_calls=calls, tool_call_id=self.tool_call_id)
 
-    def _text(self, where: str) -> str:
+    def _text(self, where: str, has_calls: bool) -> str:
         if self.content is None:
             if self.role != "assistant":
                 raise InvalidRequest(f"{where}.content is missing", param=f"{where}.content")
+            if not has_calls:
+                raise InvalidRequest(f"{where} has neither content nor tool_calls", param=f"{where}.content")
             return ""
         if isinstance(self.content, str):
             return self.content
@@ -173,32 +225,75 @@ class ChatCompletionRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens; wins if both are given.")
     logprobs: bool = Field(False, description="Return the chosen tokens' log-probabilities.")
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token (not supported: keep 0).")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="With logprobs: the N most likely tokens at each step.")
+    tools: list[ToolDefinition] | None = Field(None, description="Functions the model may call.")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="none | auto (the default with tools) | required | {type: function, function: {name}}.")
+    parallel_tool_calls: bool | None = Field(None, description="With tool_choice required: allow several calls "
+                                                               "(default true).")
 
     @property
     def wants_logprobs(self) -> bool:
         return self.logprobs
-
-    @property
-    def top_logprobs_asked(self) -> int:
-        return self.top_logprobs or 0
 
     def _max_tokens(self, default: int) -> int:
         if self.max_completion_tokens is not None:
             return self.max_completion_tokens
         return super()._max_tokens(default)
 
-    def to_request(self, default_max_tokens: int) -> Request:
+    def tool_plan(self) -> ToolPlan:
+        tools = tuple(self._tools())
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            if choice.function.name not in {t.name for t in tools}:
+                offered = ", ".join(t.name for t in tools) or "none"
+                raise InvalidRequest(f"tool_choice names {choice.function.name!r}, which is not in tools "
+                                     f"(offered: {offered})", param="tool_choice")
+            return ToolPlan(tools, "named", choice.function.name, parallel=False)
+        mode = choice or ("auto" if tools else "none")
+        if mode != "none" and not tools:
+            raise InvalidRequest(f"tool_choice {mode!r} needs tools", param="tool_choice")
+        parallel = self.parallel_tool_calls is not False
+        return ToolPlan(tools, mode, parallel=parallel) if mode != "none" else ToolPlan()  # type: ignore[arg-type]
+
+    def _tools(self) -> list[Tool]:
+        tools: list[Tool] = []
+        for i, item in enumerate(self.tools or []):
+            fn = item.function
+            try:
+                tool = Tool(fn.name, fn.description or "", fn.parameters if fn.parameters is not None
+                            else {"type": "object", "properties": {}})
+            except VinolmError as exc:
+                exc.param = f"tools.{i}.function"
+                raise
+            if any(t.name == tool.name for t in tools):
+                raise InvalidRequest(f"tools.{i}: a second tool named {tool.name!r}", param=f"tools.{i}.function.name")
+            tools.append(tool)
+        return tools
+
+    def to_request(self, default_max_tokens: int, plan: ToolPlan) -> Request:
         messages = [m.to_message(f"messages.{i}") for i, m in enumerate(self.messages)]
-        params = self.to_generation_params(default_max_tokens, logprobs=1 if self.wants_logprobs else 0)
+        check_tool_turns(messages)  # the engine checks again; here it is a 400 before anything is queued
+        if plan.offered:
+            messages = _offer(messages, list(plan.tools))
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
+        found = self.constraint(plan.constraint())
+        params = self.to_generation_params(default_max_tokens, logprobs=1 if self.wants_logprobs else 0,
+                                           top_logprobs=self.top_logprobs or 0, constraint=found and found[1])
         return Request(messages=messages, params=params)
 
-    def to_requests(self, default_max_tokens: int) -> list[Request]:
-        return [self.to_request(default_max_tokens)]
+
+def _offer(messages: list[Message], tools: list[Tool]) -> list[Message]:
+    """Tools ride on the first system message (a new, empty one if there is none)."""
+    if messages[0].role == "system":
+        first = messages[0]
+        return [Message("system", first.content, tools=tools), *messages[1:]]
+    return [Message("system", "", tools=tools), *messages]
 
 
 # -- responses --------------------------------------------------------------------------------
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 class UsageInfo(BaseModel):
@@ -234,20 +329,30 @@ class CompletionStreamResponse(CompletionResponse):
     """Stream chunks of completions have the same shape as the whole response."""
 
 
-class TokenLogprob(BaseModel):
+class TopLogprob(BaseModel):
     token: str
     logprob: float
     bytes: list[int] | None = None
-    top_logprobs: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
 
 
 class ChoiceLogprobs(BaseModel):
     content: list[TokenLogprob] | None = None
 
 
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class ChatChoice(BaseModel):
@@ -266,9 +371,24 @@ class ChatCompletionResponse(BaseModel):
     usage: UsageInfo
 
 
+class DeltaFunction(BaseModel):
+    name: str | None = Field(None, exclude_if=lambda v: v is None)
+    arguments: str | None = None
+
+
+class DeltaToolCall(BaseModel):
+    """A piece of a streamed call: the first one has its id, type and name."""
+
+    index: int
+    id: str | None = Field(None, exclude_if=lambda v: v is None)
+    type: Literal["function"] | None = Field(None, exclude_if=lambda v: v is None)
+    function: DeltaFunction
+
+
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class ChatStreamChoice(BaseModel):

@@ -26,6 +26,7 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from vinolm.errors import EngineError, InvalidRequest, VinolmError
+from vinolm.prompts.spec import DEFAULT_TOOL_FORMAT
 from vinolm.server.openai.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -39,16 +40,21 @@ from vinolm.server.openai.protocol import (
     CompletionRequest,
     CompletionResponse,
     CompletionStreamResponse,
+    DeltaFunction,
     DeltaMessage,
+    DeltaToolCall,
     ErrorDetail,
     ErrorResponse,
     ModelCard,
     ModelList,
     TokenLogprob,
+    ToolPlan,
+    TopLogprob,
     UsageInfo,
 )
+from vinolm.server.openai.tool_output import ToolOutput
 from vinolm.server.service import ModelService, Ticket
-from vinolm.types import Chunk, Request
+from vinolm.types import CONSTRAINT_KINDS, Chunk, Request
 
 log = logging.getLogger("vinolm.openai")
 PROTOCOL = "openai"
@@ -152,18 +158,29 @@ def _spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
 class _Accumulated:
     """One choice of a unary answer, built from its chunks."""
 
+    output: ToolOutput
     text: list[str] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     finish_reason: str | None = None
 
     def add(self, chunk: Chunk) -> None:
-        self.text.append(chunk.text)
+        self.text.append(self.output.feed(chunk.text)[0])
         if chunk.logprobs:
             self.token_ids.extend(chunk.token_ids[: len(chunk.logprobs)])
             self.logprobs.extend(chunk.logprobs)
+            self.top_logprobs.extend(chunk.top_logprobs or [])
         if chunk.finish_reason:
-            self.finish_reason = finish_reason(chunk.finish_reason)
+            self.text.append(self.output.finish()[0])
+            self.finish_reason = "tool_calls" if self.output.calls else finish_reason(chunk.finish_reason)
+
+    def message(self) -> AssistantMessage:
+        """Content and calls; beside calls, the whitespace between them is no content."""
+        text = "".join(self.text)
+        if not self.output.calls:
+            return AssistantMessage(content=text)
+        return AssistantMessage(content=text.strip() or None, tool_calls=self.output.calls)
 
 
 def finish_reason(reason: str | None) -> str | None:
@@ -182,6 +199,10 @@ class _Plan:
     requests: list[Request]
     prompt_groups: list[int]  # the first choice index of each prompt
     body: ChatCompletionRequest | CompletionRequest
+    tools: ToolPlan = field(default_factory=ToolPlan)
+    tool_format: str = DEFAULT_TOOL_FORMAT
+    #: The request field the output constraint came from, named in the engine's complaints.
+    constraint_field: str | None = None
     id: str = ""
 
     def __post_init__(self) -> None:
@@ -205,42 +226,48 @@ class OpenAIServing:
 
     # -- generation ----------------------------------------------------------------------------
     async def completions(self, body: CompletionRequest, raw: HTTPRequest) -> Response:
-        return await self._serve(self._plan("completion", body, body.to_requests), raw)
+        return await self._serve(self._plan("completion", body), raw)
 
     async def chat(self, body: ChatCompletionRequest, raw: HTTPRequest) -> Response:
-        limit = self.service.limits.max_tokens_limit
-        return await self._serve(self._plan("chat", body, lambda: body.to_requests(limit)), raw)
+        return await self._serve(self._plan("chat", body), raw)
 
-    def _plan(self, kind: str, body: ChatCompletionRequest | CompletionRequest,
-              to_requests: Callable[[], list[Request]]) -> _Plan:
+    def _plan(self, kind: str, body: ChatCompletionRequest | CompletionRequest) -> _Plan:
         """Check in the order a client fixes things: the model, then the fields, then features."""
         model = self.service.check_model(body.model)
-        if body.model_extra:
-            log.info("ignoring unknown fields in %s request: %s", kind, ", ".join(sorted(body.model_extra)))
-        requests = to_requests()
+        body.check_supported()
+        tools, tool_format = ToolPlan(), DEFAULT_TOOL_FORMAT
+        if isinstance(body, ChatCompletionRequest):
+            tools = body.tool_plan()
+            requests = [body.to_request(self.service.limits.max_tokens_limit, tools)]
+            spec = getattr(self.service.engine.model, "chat_spec", None)  # the fake engine's model has none
+            tool_format = spec.tool_format if spec is not None else DEFAULT_TOOL_FORMAT
+        else:
+            requests = body.to_requests()
         self._check_logprobs(body)
+        found = body.constraint(tools.constraint())
         expanded, groups = [], []
         for request in requests:
             groups.append(len(expanded))
             expanded += [_choice_request(request, j) for j in range(body.n)]
-        return _Plan(kind, model, expanded, groups, body)
+        return _Plan(kind, model, expanded, groups, body, tools, tool_format, found and found[0])
 
     def _check_logprobs(self, body: ChatCompletionRequest | CompletionRequest) -> None:
-        param = "top_logprobs" if isinstance(body, ChatCompletionRequest) else "logprobs"
-        if body.top_logprobs_asked:
-            raise InvalidRequest(f"{param} > 0 is not supported: only the chosen tokens' log-probabilities "
-                                 "are available", param=param)
         if body.wants_logprobs and not self.service.supports_logprobs:
             raise InvalidRequest(f"logprobs are not supported by the {self.service.engine.name} engine",
                                  param="logprobs")
 
     async def _serve(self, plan: _Plan, raw: HTTPRequest) -> Response:
-        merged = MergedStream(self.service, self._submit_all(plan.requests))
-        if not plan.body.stream:
-            answer = await _unless_disconnected(raw, self._unary(plan, merged), merged.close)
-            return answer if answer is not None else Response(status_code=499)
-        if not await _unless_disconnected(raw, merged.prime(), merged.close):
-            return Response(status_code=499)  # the client left while it waited for its first token
+        try:
+            merged = MergedStream(self.service, self._submit_all(plan.requests))
+            if not plan.body.stream:
+                answer = await _unless_disconnected(raw, self._unary(plan, merged), merged.close)
+                return answer if answer is not None else Response(status_code=499)
+            if not await _unless_disconnected(raw, merged.prime(), merged.close):
+                return Response(status_code=499)  # the client left while it waited for its first token
+        except InvalidRequest as exc:
+            if plan.constraint_field and exc.param in (*CONSTRAINT_KINDS, "constraint"):
+                exc.param = plan.constraint_field  # the engine names the kind; the client knows its field
+            raise
         return EventStreamResponse(self._sse(plan, merged), on_close=merged.close)
 
     def _submit_all(self, requests: list[Request]) -> list[Ticket]:
@@ -257,33 +284,40 @@ class OpenAIServing:
 
     # -- unary --------------------------------------------------------------------------------
     async def _unary(self, plan: _Plan, merged: MergedStream) -> JSONResponse:
-        choices = [_Accumulated() for _ in plan.requests]
+        choices = [_Accumulated(ToolOutput(plan.tools, plan.tool_format)) for _ in plan.requests]
         async for index, chunk in merged.events():
             choices[index].add(chunk)
         usage = merged.usage(plan.prompt_groups)
         if plan.kind == "chat":
             answer: Any = ChatCompletionResponse(id=plan.id, model=plan.model, usage=usage, choices=[
-                ChatChoice(index=i, message=AssistantMessage(content="".join(c.text)),
-                           logprobs=self._chat_logprobs(c.token_ids, c.logprobs),
+                ChatChoice(index=i, message=c.message(),
+                           logprobs=self._chat_logprobs(c.token_ids, c.logprobs, c.top_logprobs),
                            finish_reason=c.finish_reason or "stop")  # type: ignore[arg-type]
                 for i, c in enumerate(choices)])
         else:
             answer = CompletionResponse(id=plan.id, model=plan.model, usage=usage, choices=[
                 CompletionChoice(index=i, text="".join(c.text),
-                                 logprobs=self._completion_logprobs(c.token_ids, c.logprobs),
+                                 logprobs=self._completion_logprobs(c.token_ids, c.logprobs, c.top_logprobs),
                                  finish_reason=c.finish_reason or "stop")  # type: ignore[arg-type]
                 for i, c in enumerate(choices)])
         return JSONResponse(answer.model_dump(mode="json"))
 
     # -- streaming ----------------------------------------------------------------------------
     async def _sse(self, plan: _Plan, merged: MergedStream) -> AsyncIterator[str]:
+        outputs = [ToolOutput(plan.tools, plan.tool_format) for _ in plan.requests]
         try:
             if plan.kind == "chat":
                 for i in range(len(plan.requests)):
                     yield _data(self._chat_chunk(plan, i, DeltaMessage(role="assistant", content="")))
             async for index, chunk in merged.events():
-                if chunk.text or chunk.finish_reason or chunk.logprobs:
-                    yield _data(self._stream_chunk(plan, index, chunk))
+                if plan.kind == "chat":
+                    event = self._chat_stream_chunk(plan, index, chunk, outputs[index])
+                elif chunk.text or chunk.finish_reason or chunk.logprobs:
+                    event = self._completion_stream_chunk(plan, index, chunk)
+                else:
+                    event = None
+                if event is not None:
+                    yield _data(event)
             if plan.body.include_usage:
                 yield _data(self._usage_chunk(plan, merged.usage(plan.prompt_groups)))
             yield "data: [DONE]\n\n"
@@ -296,15 +330,31 @@ class OpenAIServing:
         finally:
             merged.close()
 
-    def _stream_chunk(self, plan: _Plan, index: int, chunk: Chunk) -> Any:
+    def _chat_stream_chunk(self, plan: _Plan, index: int, chunk: Chunk, output: ToolOutput
+                           ) -> ChatCompletionStreamResponse | None:
+        """The chunk's text as content and completed calls as tool-call deltas; None when
+        everything is held back (it may be the start of a call)."""
+        before = len(output.calls)
+        text, calls = output.feed(chunk.text)
         reason = finish_reason(chunk.finish_reason)
+        if reason is not None:
+            rest, more = output.finish()
+            text, calls = text + rest, calls + more
+            reason = "tool_calls" if output.calls else reason
+        if not (text or calls or reason or chunk.logprobs):
+            return None
+        deltas = [DeltaToolCall(index=before + k, id=c.id, type="function",
+                                function=DeltaFunction(name=c.function.name, arguments=c.function.arguments))
+                  for k, c in enumerate(calls)] or None
         ids = chunk.token_ids[: len(chunk.logprobs or [])]
-        if plan.kind == "chat":
-            return self._chat_chunk(plan, index, DeltaMessage(content=chunk.text), reason,
-                                    self._chat_logprobs(ids, chunk.logprobs or []))
+        return self._chat_chunk(plan, index, DeltaMessage(content=text or None if deltas else text, tool_calls=deltas),
+                                reason, self._chat_logprobs(ids, chunk.logprobs or [], chunk.top_logprobs or []))
+
+    def _completion_stream_chunk(self, plan: _Plan, index: int, chunk: Chunk) -> CompletionStreamResponse:
+        ids = chunk.token_ids[: len(chunk.logprobs or [])]
         return CompletionStreamResponse(id=plan.id, model=plan.model, choices=[CompletionChoice(
-            index=index, text=chunk.text, finish_reason=reason,  # type: ignore[arg-type]
-            logprobs=self._completion_logprobs(ids, chunk.logprobs or []))])
+            index=index, text=chunk.text, finish_reason=finish_reason(chunk.finish_reason),  # type: ignore[arg-type]
+            logprobs=self._completion_logprobs(ids, chunk.logprobs or [], chunk.top_logprobs or []))])
 
     def _chat_chunk(self, plan: _Plan, index: int, delta: DeltaMessage, reason: str | None = None,
                     logprobs: ChoiceLogprobs | None = None) -> ChatCompletionStreamResponse:
@@ -320,13 +370,20 @@ class OpenAIServing:
     def _tokens(self, ids: list[int]) -> list[str]:
         return [self.service.engine.detokenize([i], skip_special_tokens=False) for i in ids]
 
-    def _chat_logprobs(self, ids: list[int], logprobs: list[float]) -> ChoiceLogprobs | None:
+    def _alternatives(self, tops: list[list[tuple[int, float]]]) -> list[list[TopLogprob]]:
+        return [[TopLogprob(token=t, logprob=lp, bytes=list(t.encode()))
+                 for t, (_, lp) in zip(self._tokens([i for i, _ in step]), step)] for step in tops]
+
+    def _chat_logprobs(self, ids: list[int], logprobs: list[float],
+                       tops: list[list[tuple[int, float]]]) -> ChoiceLogprobs | None:
         if not logprobs:
             return None
-        return ChoiceLogprobs(content=[TokenLogprob(token=t, logprob=lp, bytes=list(t.encode()))
-                                       for t, lp in zip(self._tokens(ids), logprobs)])
+        alternatives = self._alternatives(tops) or [[] for _ in ids]
+        return ChoiceLogprobs(content=[TokenLogprob(token=t, logprob=lp, bytes=list(t.encode()), top_logprobs=alt)
+                                       for t, lp, alt in zip(self._tokens(ids), logprobs, alternatives)])
 
-    def _completion_logprobs(self, ids: list[int], logprobs: list[float]) -> CompletionLogprobs | None:
+    def _completion_logprobs(self, ids: list[int], logprobs: list[float],
+                             tops: list[list[tuple[int, float]]]) -> CompletionLogprobs | None:
         if not logprobs:
             return None
         tokens = self._tokens(ids)
@@ -334,7 +391,8 @@ class OpenAIServing:
         for token in tokens:
             offsets.append(position)
             position += len(token)
-        return CompletionLogprobs(tokens=tokens, token_logprobs=list(logprobs), text_offset=offsets)
+        top = [{a.token: a.logprob for a in step} for step in self._alternatives(tops)] or None
+        return CompletionLogprobs(tokens=tokens, token_logprobs=list(logprobs), top_logprobs=top, text_offset=offsets)
 
 
 def _choice_request(request: Request, j: int) -> Request:
@@ -369,3 +427,4 @@ async def _unless_disconnected(raw: HTTPRequest, work: Awaitable[T], on_disconne
 async def _disconnected(raw: HTTPRequest) -> None:
     while (await raw.receive())["type"] != "http.disconnect":
         pass
+
