@@ -21,6 +21,7 @@ from vinolm.server.kserve.tensors import (
     settings_from,
     unpack_bytes,
 )
+from vinolm.types import Constraint
 
 
 def prompt_tensor(*items: bytes, shape: list[int] | None = None, name: str = "pre_prompt",
@@ -117,6 +118,44 @@ def test_generation_settings_map_to_params() -> None:
 def test_bad_parameters_are_named(parameters: dict[str, object], problem: str) -> None:
     with pytest.raises(InvalidRequest, match=problem):
         settings_from(parameters)
+
+
+SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}}
+
+
+@pytest.mark.parametrize(("parameters", "constraint"), [
+    ({"json_schema": SCHEMA}, Constraint("json_schema", schema=SCHEMA)),
+    ({"json_schema": json.dumps(SCHEMA)}, Constraint("json_schema", schema=SCHEMA)),  # gRPC: a string
+    ({"regex": "[0-9]+"}, Constraint("regex", pattern="[0-9]+")),
+    ({"grammar": 'root ::= "a"'}, Constraint("grammar", grammar='root ::= "a"')),
+    ({"choices": ["yes", "no"]}, Constraint("choice", choices=("yes", "no"))),
+    ({"choices": '["yes", "no"]'}, Constraint("choice", choices=("yes", "no"))),
+    ({"json_object": True}, Constraint("json_object")),
+    ({"json_object": False}, None),
+    ({}, None),
+])
+def test_constraint_parameters_become_one_constraint(parameters: dict[str, object],
+                                                     constraint: Constraint | None) -> None:
+    assert settings_from(parameters).params.constraint == constraint
+
+
+@pytest.mark.parametrize(("parameters", "param", "problem"), [
+    ({"json_schema": "{oops"}, "json_schema", "json_schema is not valid JSON"),
+    ({"json_schema": "[1]"}, "json_schema", "JSON Schema object"),
+    ({"json_schema": 3}, "json_schema", "JSON Schema object"),
+    ({"regex": ""}, "regex", "non-empty"),
+    ({"regex": 4}, "regex", "regex must be a string"),
+    ({"grammar": " "}, "grammar", "non-empty"),
+    ({"choices": "yes"}, "choices", "choices is not valid JSON"),
+    ({"choices": []}, "choices", "needs choices"),
+    ({"choices": ["a", 1]}, "choices", "non-empty strings"),
+    ({"json_object": "yes"}, "json_object", "true or false"),
+    ({"regex": "a", "choices": ["a"]}, "choices", "at most one output constraint; got regex and choices"),
+])
+def test_bad_constraint_parameters_are_named(parameters: dict[str, object], param: str, problem: str) -> None:
+    with pytest.raises(InvalidRequest, match=problem) as info:
+        settings_from(parameters)
+    assert info.value.param == param
 
 
 # -- outputs -------------------------------------------------------------------------------------

@@ -16,7 +16,15 @@ from pydantic import BaseModel, Field, ValidationError
 
 from vinolm import __version__
 from vinolm.errors import InvalidRequest
-from vinolm.server.kserve.tensors import INPUT, OUTPUT_SHAPES, OUTPUTS, InputTensor, OutputTensor, encode_text, unpack_bytes
+from vinolm.server.kserve.tensors import (
+    INPUT,
+    OUTPUT_SHAPES,
+    OUTPUTS,
+    InputTensor,
+    OutputTensor,
+    encode_text,
+    unpack_bytes,
+)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_SIZE = "binary_data_size"

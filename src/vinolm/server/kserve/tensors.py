@@ -9,13 +9,14 @@ drift apart. Bad input raises :class:`~vinolm.errors.InvalidRequest` naming the 
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vinolm.errors import InvalidRequest
-from vinolm.types import GenerationParams
+from vinolm.errors import InvalidRequest, VinolmError
+from vinolm.types import Constraint, GenerationParams
 
 INPUT = "pre_prompt"
 COMPLETION = "completion"
@@ -48,6 +49,10 @@ GENERATION_KEYS: dict[str, str] = {
 TRANSPORT_KEYS = frozenset({"binary_data_output", "priority", "timeout", "triton_enable_empty_final_response"})
 #: ``chat: false`` sends the prompt to the model as is instead of as a user message.
 CHAT_KEY = "chat"
+#: Output constraints, at most one per request: ``json_schema`` (a JSON Schema, as an object
+#: or as JSON text - gRPC parameters are scalars), ``regex``, ``grammar`` (GBNF / EBNF),
+#: ``choices`` (a list of strings, or it as JSON text) and ``json_object`` (true: any JSON object).
+CONSTRAINT_KEYS: tuple[str, ...] = ("json_schema", "regex", "grammar", "choices", "json_object")
 
 _LENGTH = struct.Struct("<I")
 
@@ -145,11 +150,11 @@ def encode_text(text: str, where: str) -> bytes:
 
 def settings_from(parameters: Mapping[str, Any]) -> Settings:
     """Request parameters -> generation settings; unknown names are rejected by name."""
-    unknown = sorted(set(parameters) - set(GENERATION_KEYS) - TRANSPORT_KEYS - {CHAT_KEY})
+    unknown = sorted(set(parameters) - set(GENERATION_KEYS) - TRANSPORT_KEYS - {CHAT_KEY, *CONSTRAINT_KEYS})
     if unknown:
         raise InvalidRequest(
             f"unknown parameter(s): {', '.join(unknown)}; supported: {', '.join(sorted(GENERATION_KEYS))}, "
-            f"{CHAT_KEY}",
+            f"{CHAT_KEY}, {', '.join(CONSTRAINT_KEYS)}",
             param="parameters",
         )
     if "max_tokens" in parameters and "max_new_tokens" in parameters:
@@ -160,7 +165,46 @@ def settings_from(parameters: Mapping[str, Any]) -> Settings:
     for flag in (CHAT_KEY, "ignore_eos"):
         if flag in parameters and not isinstance(parameters[flag], bool):
             raise InvalidRequest(f"{flag} must be true or false, got {parameters[flag]!r}", param=flag)
+    values["constraint"] = constraint_from(parameters)
     return Settings(params=GenerationParams.from_dict(values), chat=parameters.get(CHAT_KEY, True))
+
+
+def constraint_from(parameters: Mapping[str, Any]) -> Constraint | None:
+    """The one output constraint the parameters ask for; two at once, or a bad one, name it."""
+    given = [key for key in CONSTRAINT_KEYS if key in parameters and parameters[key] is not False]
+    if len(given) > 1:
+        raise InvalidRequest(f"give at most one output constraint; got {' and '.join(given)}", param=given[1])
+    if not given:
+        return None
+    key, value = given[0], parameters[given[0]]
+    try:
+        if key == "json_object":
+            if value is not True:
+                raise InvalidRequest(f"json_object must be true or false, got {value!r}")
+            return Constraint("json_object")
+        if key == "json_schema":
+            return Constraint("json_schema", schema=_json_value(value, key, dict, "a JSON Schema object"))
+        if key == "choices":
+            choices = _json_value(value, key, list, "a list of strings")
+            return Constraint("choice", choices=tuple(choices))
+        if not isinstance(value, str):
+            raise InvalidRequest(f"{key} must be a string, got {value!r}")
+        return Constraint("regex", pattern=value) if key == "regex" else Constraint("grammar", grammar=value)
+    except VinolmError as exc:
+        exc.param = key
+        raise
+
+
+def _json_value(value: Any, key: str, kind: type, what: str) -> Any:
+    """An object or list sent as is (REST) or as JSON text (gRPC's string parameter)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidRequest(f"{key} is not valid JSON: {exc}") from None
+    if not isinstance(value, kind):
+        raise InvalidRequest(f"{key} must be {what}, got {type(value).__name__}")
+    return value
 
 
 def _stop_list(value: Any) -> list[str]:
