@@ -34,6 +34,8 @@ class Tool:
             )
         if not isinstance(self.parameters, dict):
             raise InvalidRequest(f"tool {self.name!r}: parameters must be a JSON Schema object", param="tools")
+        check_text(self.description, "tools")
+        check_text(json.dumps(self.parameters, ensure_ascii=False), "tools")
 
     def to_dict(self) -> dict[str, Any]:
         """The OpenAI / Hugging Face shape chat templates expect in their ``tools`` variable."""
@@ -63,6 +65,7 @@ class ToolCall:
         if not isinstance(value, dict):
             raise InvalidRequest(f"tool call {self.id!r}: arguments must be a JSON object as text",
                                  param="tool_calls")
+        check_text(json.dumps(value, ensure_ascii=False), "tool_calls")
 
     @property
     def parsed_arguments(self) -> dict[str, Any]:

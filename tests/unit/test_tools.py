@@ -202,3 +202,10 @@ def test_forced_answers_become_calls() -> None:
     assert forced_calls('[{"name": "get_time", "arguments": {"zone": "CET"}}]', None) == [
         ("get_time", '{"zone": "CET"}')]
     assert forced_calls('{"name": "get_time", "arguments": {"zo', None) == []  # cut short by max_tokens
+
+
+def test_lone_surrogates_in_tools_and_calls_are_refused() -> None:
+    with pytest.raises(InvalidRequest, match="surrogate"):
+        ToolCall("call_1", "f", '{"a": "\\ud800"}')
+    with pytest.raises(InvalidRequest, match="surrogate"):
+        Tool("f", "bad \ud800 text")
