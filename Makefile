@@ -11,7 +11,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP     := $(BIN)/python -m pip install --disable-pip-version-check $(FIND_LINKS)
 STAMP   := $(VENV)/.vinolm-installed
 
-.PHONY: install prepare serve test test-fast screenshots browser proto bench peers lint clean
+.PHONY: install prepare serve test test-fast screenshots browser proto bench peers llama-tools lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -72,6 +72,19 @@ peers:
 		CMAKE_BUILD_PARALLEL_LEVEL=2 $(PEERS_VENV)/bin/pip install --force-reinstall --no-deps \
 		--no-binary llama-cpp-python --no-cache-dir llama-cpp-python==0.3.36
 	echo "llama-cpp-python 0.3.36 CMAKE_ARGS=-DGGML_NATIVE=ON CFLAGS=$(LLAMA_FLAGS)" > $(PEERS_VENV)/vinolm-llamacpp-build.txt
+	$(MAKE) llama-tools
+
+# llama.cpp's own programs (llama-server with parallel slots, llama-bench, llama-quantize) from
+# the source the same sdist vendors, for the honest peers: Ollama runs llama-server.
+LLAMA_SRC := $(PEERS_VENV)/src/llama_cpp_python-0.3.36/vendor/llama.cpp
+llama-tools:
+	mkdir -p $(PEERS_VENV)/src
+	test -d $(LLAMA_SRC) || ( $(PY) -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+		llama-cpp-python==0.3.36 -d $(PEERS_VENV)/src && tar xzf $(PEERS_VENV)/src/llama_cpp_python-0.3.36.tar.gz -C $(PEERS_VENV)/src )
+	cmake -S $(LLAMA_SRC) -B $(PEERS_VENV)/llama.cpp -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+		-DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
+		"-DCMAKE_C_FLAGS=$(LLAMA_FLAGS)" "-DCMAKE_CXX_FLAGS=$(LLAMA_FLAGS)"
+	cmake --build $(PEERS_VENV)/llama.cpp -j2 --target llama-server llama-bench llama-quantize
 
 lint: install
 	$(BIN)/ruff check src tests

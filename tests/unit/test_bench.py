@@ -285,3 +285,42 @@ def test_url_rows_are_named_after_the_server_measured(models_server: Callable[[b
     assert server_label(models_server(b'{"data": [{"id": "m", "owned_by": "vinolm"}]}')) == f"vinolm serve m at {url}"
     assert server_label(models_server(b"not json")) == f"server at {url}"
     assert server_label("http://127.0.0.1:9") == "server at http://127.0.0.1:9"  # nothing listens
+
+
+def test_llama_server_is_the_throughput_peer_once_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vinolm.bench.peers.llamacpp import LLAMA_BIN_ENV
+    from vinolm.bench.runner import throughput_jobs
+
+    cfg = BenchConfig(peers=["llama.cpp"], levels=[1, 4, 8], protocols=["openai"])
+    monkeypatch.setenv(LLAMA_BIN_ENV, str(tmp_path))
+    jobs = {job.label: job for job in throughput_jobs(cfg, "/ir", "/m.gguf")}
+    assert "make peers" in jobs["llama-server -np 8 (openai)"].meta["skip"]
+    assert "--distinct-prompts" in jobs["llama-cpp-python server (serialises requests)"].command
+
+    (tmp_path / "llama-server").write_text("")  # where make peers puts the program
+    server = {job.label: job for job in throughput_jobs(cfg, "/ir", "/m.gguf")}["llama-server -np 8 (openai)"]
+    assert not server.meta.get("skip")
+    assert server.command[server.command.index("--llama-server") + 1] == "/m.gguf"
+    assert server.command[server.command.index("--concurrency") + 1] == "1,4,8"
+
+
+def test_throughput_ratio_prefers_llama_server_over_the_serialising_one() -> None:
+    def row(label: str, peer: str | None, tps: float) -> dict[str, object]:
+        return {"label": label, "section": "throughput", "peer": peer,
+                "levels": [level_record(8, [round_record(1.0, int(tps), [0.1])])]}
+
+    rows = [row("vinolm serve (openai)", None, 200.0), row("llama-cpp-python server", "llama-cpp-python", 25.0),
+            row("llama-server -np 8 (openai)", "llama-server", 100.0)]
+    table = report.throughput_table(rows)
+    assert "| vinolm serve (openai) | 8 | 200.0 | – | 100 (100–100) | – | 2.00x |" in table
+
+
+def test_llama_bench_repetitions_become_runs_and_the_reference() -> None:
+    from vinolm.bench.peers.llama_bench import runs_of
+
+    runs = runs_of({"samples_ts": [500.0, 400.0]}, {"samples_ts": [100.0, 80.0], "n_gen": 128}, 990)
+    assert [r["prefill_tps"] for r in runs] == [500.0, 400.0] and runs[1]["tpot_s"] == 1 / 80.0
+    assert runs[0]["ttft_s"] == 990 / 500.0 and runs[0]["new_tokens"] == 128
+    rows = [_row("vinolm genai", 120.0, 2000.0), _row("llama.cpp", 100.0, 500.0, peer="llama.cpp"),
+            _row("llama-bench", 150.0, 1000.0, peer="llama-bench")]
+    assert "| 0.80x | 2.00x |" in report.single_table(rows).splitlines()[2]  # against llama-bench

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 Row = dict[str, Any]
-LLAMA = "llama.cpp"
+#: The llama.cpp rows a single-stream row is compared with, the C++ one first.
+SINGLE_PEERS: tuple[str, ...] = ("llama-bench", "llama.cpp")
+#: The llama.cpp servers a throughput row is compared with, the honest one first.
+SERVER_PEERS: tuple[str, ...] = ("llama-server", "llama-cpp-python")
 
 
 def _stat(row: Row, key: str) -> dict[str, float] | None:
@@ -55,8 +58,10 @@ def section(results: dict[str, Any], name: str) -> list[Row]:
 
 
 def single_table(rows: list[Row]) -> str:
-    """Engines and peers, one stream: latency, speed, memory, and each row against llama.cpp."""
-    ref = next((r for r in rows if r.get("peer") == LLAMA and _ok(r)), None)
+    """Engines and peers, one stream: latency, speed, memory, and each row against llama.cpp
+    (its own llama-bench where measured, else the llama-cpp-python loop)."""
+    refs = [r for r in rows if _ok(r) and r.get("peer") in SINGLE_PEERS]
+    ref = min(refs, key=lambda r: SINGLE_PEERS.index(r["peer"]), default=None)
     lines = [
         (
             "| engine / peer | load s | TTFT ms | TPOT ms | decode tok/s | prefill tok/s | peak RSS MB "
@@ -107,13 +112,15 @@ def _level_cell(level: Row | None) -> str:
 
 
 def throughput_table(rows: list[Row]) -> str:
-    """Aggregate tokens/s per level, scaling over c=1, and against in-process / llama.cpp's server."""
+    """Aggregate tokens/s per level, scaling over c=1, and against in-process / llama.cpp's
+    server: its own C++ llama-server where measured, else the one llama-cpp-python serves."""
     inproc = next((r for r in rows if _ok(r) and r.get("mode") == "in-process batching"), None)
-    llama = next((r for r in rows if _ok(r) and r.get("peer") == LLAMA), None)
+    peers = [r for r in rows if _ok(r) and r.get("peer") in SERVER_PEERS]
+    llama = min(peers, key=lambda r: SERVER_PEERS.index(r["peer"]), default=None)
     lines = [
         (
             "| source | concurrency | aggregate tok/s | vs c=1 | TTFT ms median (min–max) | vs in-process "
-            "| vs llama.cpp server |"
+            "| vs llama.cpp's server |"
         ),
         "|---|---:|---:|---:|---:|---:|---:|",
     ]

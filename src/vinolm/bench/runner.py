@@ -37,7 +37,7 @@ ENGINE_PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "native-hybrid": ("native", ("PREFILL_INFERENCE_PRECISION_HINT=bf16", "INFERENCE_PRECISION_HINT=f32")),
     "genai-f32": ("genai", ("INFERENCE_PRECISION_HINT=f32",)),
 }
-PEERS = ("genai-direct", "optimum-intel", "pytorch", "llama.cpp")
+PEERS = ("genai-direct", "optimum-intel", "pytorch", "llama.cpp", "llama-bench")
 BATCHING_ENGINES = ("genai",)  # engines that serve concurrent requests together
 
 
@@ -124,6 +124,8 @@ def single_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
         "pytorch": _module("vinolm.bench.peers.torch_peer", "--model", gguf, *sizes) if gguf else None,
         "llama.cpp": _module("vinolm.bench.peers.llamacpp", "--model", gguf, "--threads", cfg.threads, *sizes,
                              python=peers_python()) if gguf else None,
+        "llama-bench": _module("vinolm.bench.peers.llama_bench", "--model", gguf, "--threads", cfg.threads,
+                               *sizes) if gguf else None,
     }  # fmt: skip
     for peer in cfg.peers:
         cmd = peer_cmds[peer]
@@ -146,11 +148,29 @@ def throughput_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
         server = (cfg.url_label or server_label(cfg.url)) if cfg.url else "vinolm serve"
         jobs.append(Job(f"{server} ({protocol})", "throughput", cmd, meta={"protocol": protocol}))
     if "llama.cpp" in cfg.peers and gguf:
+        jobs.append(llama_server_job(cfg, ir, gguf, levels))
         cmd = _module("vinolm.bench.peers.llamacpp_server", "--model", gguf, "--concurrency", levels,
                       "--prompt-tokens", cfg.prompt_tokens, "--new-tokens", cfg.new_tokens,
                       "--rounds", cfg.runs, "--threads", cfg.threads, "--distinct-prompts", python=peers_python())  # fmt: skip
-        jobs.append(Job("llama.cpp server", "throughput", cmd, meta={"peer": "llama.cpp"}))
+        jobs.append(Job("llama-cpp-python server (serialises requests)", "throughput", cmd,
+                        meta={"peer": "llama-cpp-python"}))
     return jobs
+
+
+def llama_server_job(cfg: BenchConfig, ir: str, gguf: str, levels: str) -> Job:
+    """llama.cpp's C++ server with a slot per client of the highest level: the peer as its
+    users (and Ollama) run it; skipped until ``make peers`` has built it."""
+    from vinolm.bench.peers.llamacpp import llama_tool
+
+    label = f"llama-server -np {max(cfg.levels)} (openai)"
+    try:
+        llama_tool("llama-server")
+    except FileNotFoundError as exc:
+        return Job(label, "throughput", [], meta={"peer": "llama-server", "skip": str(exc)})
+    cmd = _module("vinolm.bench.server", "--llama-server", gguf, "--model", ir, "--concurrency", levels,
+                  "--prompt-tokens", cfg.prompt_tokens, "--new-tokens", cfg.new_tokens, "--rounds", cfg.runs,
+                  "--threads", cfg.threads)  # fmt: skip
+    return Job(label, "throughput", cmd, meta={"peer": "llama-server"})
 
 
 def server_label(url: str) -> str:

@@ -4,7 +4,10 @@
         [--model M] --concurrency 1,4,8 --prompt-tokens N --new-tokens M --rounds K
 
 Without ``--url`` it starts ``vinolm serve`` (continuous batching, as users run it) in a
-subprocess on free loopback ports and stops it at the end. Per level, C requests go out
+subprocess on free loopback ports and stops it at the end; with ``--llama-server GGUF`` it
+starts llama.cpp's own C++ ``llama-server`` instead, the peer users compare with (Ollama runs
+it): ``-np`` parallel slots = the highest level, continuous batching, and the OpenAI
+protocol measured the same way. Per level, C requests go out
 at once, each a separate client connection like C users (OpenAI: streamed
 ``/v1/completions``; KServe REST: one ``infer`` each, not streamed; gRPC: one
 ``ModelStreamInfer`` each), ``--rounds`` times. Reported per round: generated tokens
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -67,6 +71,46 @@ def local_server(
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
         try:
             yield _wait_ready(proc, Path(log.name), timeout_s), f"127.0.0.1:{grpc_port}", proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextmanager
+def llama_server(gguf: str, slots: int, context_per_slot: int, threads: int,
+                 timeout_s: float = 300.0) -> Iterator[tuple[str, str, int]]:
+    """llama.cpp's ``llama-server`` on loopback with ``slots`` parallel slots, each with the
+    context one request needs; yields (base URL, "", pid) like :func:`local_server`."""
+    import httpx
+
+    from vinolm.bench.peers.llamacpp import llama_tool
+
+    port = free_port()
+    cmd = [llama_tool("llama-server"), "-m", gguf, "--host", "127.0.0.1", "--port", str(port),
+           "-np", str(slots), "-c", str(slots * context_per_slot), "-t", str(threads), "--cont-batching",
+           "--no-webui", "-a", Path(gguf).name]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.NamedTemporaryFile("w+", prefix="llama-server-", suffix=".log") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"llama-server exited with {proc.returncode}: "
+                                       f"{Path(log.name).read_text(errors='replace')[-1500:]}")
+                try:
+                    if httpx.get(f"{base}/health", timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"llama-server not ready after {timeout_s:.0f} s")
+                time.sleep(0.2)
+            yield base, "", proc.pid
         finally:
             proc.terminate()
             try:
@@ -191,6 +235,18 @@ def one_round(
     return round_record(max(o[2] for o in outs) - began, tokens, [o[0] for o in outs if o[0] is not None])
 
 
+def label_of(args: argparse.Namespace) -> str:
+    if args.llama_server:
+        return f"llama-server -np {max(args.levels)} ({args.protocol})"
+    if args.label:
+        return args.label
+    if args.url:
+        from vinolm.bench.runner import server_label
+
+        return f"{server_label(args.url)} ({args.protocol})"
+    return f"vinolm serve ({args.protocol})"
+
+
 def measure(args: argparse.Namespace, base: str, grpc_address: str, pid: int | None) -> dict[str, Any]:
     import openvino as ov
     import openvino_tokenizers  # noqa: F401  (registers the tokenizer operations)
@@ -207,7 +263,7 @@ def measure(args: argparse.Namespace, base: str, grpc_address: str, pid: int | N
     one_round(args, where, model, prompts, max(args.levels))  # warm-up
     levels = [level_record(c, [one_round(args, where, model, prompts, c) for _ in range(args.rounds)])
               for c in args.levels]  # fmt: skip
-    return result_line(f"vinolm serve ({args.protocol})", versions(), 0.0, [], levels=levels, mode="server",
+    return result_line(label_of(args), versions(), 0.0, [], levels=levels, mode="server",
                        protocol=args.protocol, url=base, model=str(folder), prompt_tokens=args.prompt_tokens,
                        new_tokens=args.new_tokens, server_peak_rss_mb=peak_rss_mb(pid) if pid else None)  # fmt: skip
 
@@ -223,7 +279,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--label", default=None, help="name of the rows (default: vinolm serve (PROTOCOL))")
+    p.add_argument("--llama-server", default=None, metavar="GGUF",
+                   help="measure llama.cpp's llama-server on this GGUF instead of vinolm serve")
+    p.add_argument("--threads", type=int, default=None, help="llama-server threads (default: all cores)")
     args = p.parse_args(argv)
+    if args.llama_server and (args.url or args.protocol != "openai"):
+        p.error("--llama-server starts its own server and speaks the OpenAI protocol only")
     args.levels = parse_levels(args.concurrency) or [1]
     if args.url and args.protocol == "grpc" and not args.grpc:
         p.error("--protocol grpc with --url needs --grpc HOST:PORT")
@@ -232,10 +294,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    label = f"vinolm serve ({args.protocol})"
+    label = label_of(args)
     try:
         if args.url:
             line = measure(args, args.url.rstrip("/"), args.grpc or "", None)
+        elif args.llama_server:
+            threads = args.threads or os.cpu_count() or 1
+            with llama_server(args.llama_server, max(args.levels), args.prompt_tokens + args.new_tokens + 64,
+                              threads) as (base, grpc_address, pid):
+                line = measure(args, base, grpc_address, pid)
         else:
             from vinolm.models import prepare
 

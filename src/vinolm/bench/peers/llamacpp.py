@@ -137,6 +137,21 @@ PREFIX_WORDS = (
 )
 
 
+#: Where ``make peers`` builds llama.cpp's own programs (llama-server, llama-bench,
+#: llama-quantize) from the source vendored in the llama-cpp-python sdist.
+LLAMA_BIN_ENV = "VINOLM_LLAMA_CPP_BIN"
+LLAMA_BIN = Path(__file__).resolve().parents[4] / ".venv-peers" / "llama.cpp" / "bin"
+
+
+def llama_tool(name: str) -> str:
+    """The path of one of llama.cpp's programs; FileNotFoundError says how to build it."""
+    folder = Path(os.environ.get(LLAMA_BIN_ENV) or LLAMA_BIN)
+    path = folder / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: `make peers` builds it (or set ${LLAMA_BIN_ENV})")
+    return str(path)
+
+
 def lead(variant: int) -> str:
     """The first words of prompt number ``variant``, different from every other's."""
     return f"{PREFIX_WORDS[variant % len(PREFIX_WORDS)]} {variant}: "
