@@ -56,3 +56,10 @@ class Overloaded(VinolmError):
 
     http_status = 429
     kind = "rate_limit_error"
+
+
+class Unavailable(VinolmError):
+    """The server is shutting down (draining) and takes no new requests; retry elsewhere."""
+
+    http_status = 503
+    kind = "service_unavailable"

@@ -1,11 +1,12 @@
 """The HTTP application: routers, error translation, API key, size limit, access log, metrics.
 
 Every protocol answers errors in its own shape, decided here once by path: ``/v1/...``
-gets OpenAI's ``{"error": {"message", "type", "param", "code"}}``, ``/v2/...`` gets
-KServe's ``{"error": "..."}``. Bad input of any kind (invalid JSON or UTF-8, wrong types,
+gets OpenAI's ``{"error": {"message", "type", "param", "code"}}`` (the Responses API's too),
+``/v1/messages`` Anthropic's ``{"type": "error", "error": {"type", "message"}}``, ``/v2/...``
+KServe's and ``/api/...`` Ollama's ``{"error": "..."}``. Bad input of any kind (invalid JSON or UTF-8, wrong types,
 missing fields) is a 400 naming the problem, never a 422 or a traceback.
 
-With an API key, every route under ``/v1`` and ``/v2`` requires it, the KServe health
+With an API key, every route under ``/v1``, ``/v2`` and ``/api`` requires it, the KServe health
 routes included (the issue asks for *every* API route, and a probe can send a header).
 ``/health`` (a plain liveness/readiness check), ``/metrics``, ``/docs`` and ``/ui`` stay
 open: they expose no model output.
@@ -29,15 +30,19 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vinolm.errors import Overloaded, UnknownModel, VinolmError
+from vinolm.errors import Overloaded, Unavailable, UnknownModel, VinolmError
+from vinolm.server.anthropic.protocol import error_body as anthropic_error_body
+from vinolm.server.anthropic.routes import router as anthropic_router
 from vinolm.server.metrics import CONTENT_TYPE, ServerMetrics
+from vinolm.server.ollama.routes import router as ollama_router
 from vinolm.server.openai.routes import router as openai_router
+from vinolm.server.responses.routes import router as responses_router
 from vinolm.server.service import ModelService, submitted_here, watch_submissions
 
 log = logging.getLogger("vinolm.server")
 access_log = logging.getLogger("vinolm.access")
 RETRY_AFTER_SECONDS = 1
-_API_PREFIXES = ("/v1", "/v2")
+_API_PREFIXES = ("/v1", "/v2", "/api/")
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 
 
@@ -50,6 +55,8 @@ def build_app(service: ModelService, api_key: str | None = None, *, ui: bool = T
     app.state.service = service
     _add_error_handlers(app)
     app.include_router(openai_router)
+    for router in (responses_router, anthropic_router, ollama_router):
+        app.include_router(router)
     kserve_router = optional("vinolm.server.kserve.routes", "router")
     if kserve_router is not None:
         app.include_router(kserve_router)
@@ -108,6 +115,12 @@ def _add_plain_routes(app: FastAPI, service: ModelService) -> None:
 
 # -- error bodies -----------------------------------------------------------------------------------
 def protocol_of(path: str) -> str:
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    if path.startswith("/v1/responses"):
+        return "responses"
+    if path.startswith("/api/"):
+        return "ollama"
     if path.startswith("/v1"):
         return "openai"
     if path.startswith("/v2"):
@@ -116,10 +129,13 @@ def protocol_of(path: str) -> str:
 
 
 def error_body(path: str, message: str, kind: str, param: str | None = None,
-               code: str | None = None) -> dict[str, Any]:
-    """KServe's flat body under /v2, OpenAI's everywhere else."""
-    if path.startswith("/v2"):
+               code: str | None = None, status: int = 400) -> dict[str, Any]:
+    """KServe's and Ollama's flat body, Anthropic's under /v1/messages, OpenAI's everywhere else."""
+    protocol = protocol_of(path)
+    if protocol in ("kserve", "ollama"):
         return {"error": message}
+    if protocol == "anthropic":
+        return anthropic_error_body(status, message)
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
@@ -133,7 +149,7 @@ def _error_response(request: Request, status: int, message: str, kind: str | Non
                     headers: dict[str, str] | None = None) -> JSONResponse:
     service = getattr(request.app.state, "service", None)  # absent in mounted sub-apps (the UI)
     _count_rejection(request.scope, status, service.metrics if service else None, accounted=submitted_here())
-    body = error_body(request.url.path, message, kind or _kind_of(status), param, code)
+    body = error_body(request.url.path, message, kind or _kind_of(status), param, code, status)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -149,7 +165,7 @@ def _count_rejection(scope: Scope, status: int, metrics: ServerMetrics | None, a
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VinolmError)
     async def vinolm_error(request: Request, exc: VinolmError) -> JSONResponse:
-        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if isinstance(exc, Overloaded) else None
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if isinstance(exc, (Overloaded, Unavailable)) else None
         code = exc.code or {UnknownModel: "model_not_found", Overloaded: "rate_limit_exceeded"}.get(type(exc))
         if exc.http_status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
@@ -238,7 +254,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class ApiKeyMiddleware:
-    """``Authorization: Bearer KEY`` (what OpenAI SDKs send) or ``X-API-Key: KEY`` on /v1 and /v2."""
+    """``Authorization: Bearer KEY`` (what OpenAI SDKs send) or ``X-API-Key: KEY`` (Anthropic's
+    header) on /v1, /v2 and /api."""
 
     def __init__(self, app: ASGIApp, api_key: str, metrics: ServerMetrics | None = None) -> None:
         self.app = app
@@ -252,7 +269,7 @@ class ApiKeyMiddleware:
         _count_rejection(scope, 401, self.metrics)
         message = "missing or wrong API key: send 'Authorization: Bearer <key>' (or 'X-API-Key: <key>')"
         await _send_json(scope, send, 401, error_body(scope["path"], message, "authentication_error",
-                                                       code="invalid_api_key"),
+                                                       code="invalid_api_key", status=401),
                          {"WWW-Authenticate": "Bearer"})
 
     def _allowed(self, scope: Scope) -> bool:
@@ -281,7 +298,8 @@ class BodyLimitMiddleware:
             _count_rejection(scope, status, self.metrics)
             message = (f"the request body is over this server's limit of {self.max_bytes} bytes"
                        if status == 413 else f"invalid Content-Length {declared!r}")
-            await _send_json(scope, send, status, error_body(scope["path"], message, "invalid_request_error"))
+            await _send_json(scope, send, status, error_body(scope["path"], message, "invalid_request_error",
+                                                             status=status))
             return
         received = 0
 

@@ -49,6 +49,9 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     lim.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond those; more get 429")
     lim.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens a request may ask")
     lim.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body (413 above)")
+    lim.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
+                     help="on SIGTERM or Ctrl-C: refuse new requests (503, not ready) and let those in "
+                          "flight finish for up to this long before exiting; a second signal exits at once")
     p.add_argument("--no-ui", action="store_true", help="do not mount the web UI at /ui (faster start)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -84,6 +87,8 @@ def _stop_within(server: Any, seconds: float) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    if not args.drain_timeout >= 0:
+        raise InvalidRequest("--drain-timeout must be >= 0 seconds")
     for name, low in (("max_concurrency", 1), ("max_queue", 0), ("max_tokens_limit", 1), ("max_request_bytes", 1)):
         if getattr(args, name) < low:
             raise InvalidRequest(f"--{name.replace('_', '-')} must be >= {low}")
@@ -127,9 +132,26 @@ def _run_http(service: ModelService, args: argparse.Namespace, grpc_port: int) -
     def announce(port: int) -> None:
         _announce(service, args.host, port, grpc_port, app.state, keyed=bool(args.api_key))
 
-    server = _Server(config, announce)
+    server = _Server(config, announce, lambda: drain(service, args.drain_timeout))
     server.run()
     return 0 if server.started else 1
+
+
+def drain(service: ModelService, seconds: float) -> None:
+    """Refuse new requests and wait (up to ``seconds``) for those in flight: what a
+    rolling update needs, readiness going false first so traffic moves elsewhere."""
+    import time
+
+    service.drain()
+    busy = service.in_flight
+    if busy:
+        status(f"draining: {busy} request(s) in flight, new ones get 503 (up to {seconds:.0f} s; "
+               "a second signal stops at once)")
+    deadline = time.monotonic() + seconds
+    while service.in_flight and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if service.in_flight:
+        log.warning("stopping with %d request(s) still in flight after %.0f s", service.in_flight, seconds)
 
 
 def _announce(service: ModelService, host: str, port: int, grpc_port: int, parts: Any, keyed: bool) -> None:
@@ -149,14 +171,31 @@ class _Server:
     """uvicorn's Server with an announcement once the socket listens and a quiet, clean exit.
 
     uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown, which would kill the
-    process before the gRPC server and the engine are closed; here the signal only asks
-    for shutdown, and ``cmd_serve`` then closes everything in order.
+    process before the gRPC server and the engine are closed; here the first signal runs
+    ``on_signal`` (the drain) while the server keeps answering, then asks for shutdown, and
+    ``cmd_serve`` closes everything in order. A second signal shuts down at once.
     """
 
-    def __new__(cls, config: Any, on_started: Callable[[int], None]) -> Any:
+    def __new__(cls, config: Any, on_started: Callable[[int], None], on_signal: Callable[[], None]) -> Any:
         import uvicorn
 
         class Server(uvicorn.Server):
+            signalled = False
+
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                if self.signalled:
+                    super().handle_exit(sig, frame)
+                    return
+                self.signalled = True
+
+                def drain_then_exit() -> None:
+                    try:
+                        on_signal()
+                    finally:
+                        self.should_exit = True
+
+                threading.Thread(target=drain_then_exit, name="vinolm-drain", daemon=True).start()
+
             async def startup(self, sockets: Any = None) -> None:
                 await super().startup(sockets)
                 if self.started and not self.should_exit:

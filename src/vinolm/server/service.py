@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vinolm.errors import InvalidRequest, Overloaded, UnknownModel, VinolmError
+from vinolm.errors import InvalidRequest, Overloaded, Unavailable, UnknownModel, VinolmError
 from vinolm.types import Chunk, Metrics, Request
 
 if TYPE_CHECKING:
@@ -80,6 +80,10 @@ class ModelService:
         self._lock = threading.Lock()
         self._in_flight = 0
         self.created = int(time.time())
+        #: Set by :meth:`drain`: new requests get 503 and readiness is false, so a load
+        #: balancer (a Kubernetes rolling update, Ray) sends them elsewhere while the
+        #: requests already admitted finish.
+        self.draining = False
 
     @property
     def model_name(self) -> str:
@@ -93,7 +97,11 @@ class ModelService:
                            param="model")
 
     def ready(self) -> bool:
-        return self.engine is not None
+        return self.engine is not None and not self.draining
+
+    def drain(self) -> None:
+        """Stop admitting; what is in flight runs on (see ``in_flight``)."""
+        self.draining = True
 
     @property
     def in_flight(self) -> int:
@@ -155,6 +163,10 @@ class ModelService:
                 self.metrics.request_done(protocol, str(exc.http_status))
             raise
         with self._lock:
+            if self.draining:
+                if self.metrics:
+                    self.metrics.request_done(protocol, "503")
+                raise Unavailable("the server is shutting down and takes no new requests; retry on another one")
             if self._in_flight >= self.limits.max_concurrency + self.limits.max_queue:
                 if self.metrics:
                     self.metrics.request_done(protocol, "429")
