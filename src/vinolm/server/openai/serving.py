@@ -347,7 +347,8 @@ class OpenAIServing:
                                 function=DeltaFunction(name=c.function.name, arguments=c.function.arguments))
                   for k, c in enumerate(calls)] or None
         ids = chunk.token_ids[: len(chunk.logprobs or [])]
-        return self._chat_chunk(plan, index, DeltaMessage(content=text or None if deltas else text, tool_calls=deltas),
+        content = (text or None) if deltas else text  # beside calls, no empty content
+        return self._chat_chunk(plan, index, DeltaMessage(content=content, tool_calls=deltas),
                                 reason, self._chat_logprobs(ids, chunk.logprobs or [], chunk.top_logprobs or []))
 
     def _completion_stream_chunk(self, plan: _Plan, index: int, chunk: Chunk) -> CompletionStreamResponse:
