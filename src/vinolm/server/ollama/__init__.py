@@ -1,0 +1,1 @@
+"""The Ollama API (/api/*): protocol (pydantic), serving (protocol <-> ModelService), routes."""

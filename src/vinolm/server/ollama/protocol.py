@@ -1,0 +1,233 @@
+"""The Ollama REST API (``/api/*``) as pydantic models, with Ollama's field names verbatim.
+
+Sampling settings travel in ``options`` as in Ollama, with Ollama's defaults when absent
+(temperature 0.8, top_k 40, top_p 0.9, repeat_penalty 1.1; ``num_predict`` -1 = up to the
+server's limit). Fields vinolm does not act on are a 400 naming them, except those that
+change nothing for a server that keeps its one model loaded (:data:`INERT`: ``keep_alive``
+is accepted and the model stays loaded). The requests own their translation to
+:mod:`vinolm.types`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vinolm.errors import InvalidRequest
+from vinolm.server.answer import refuse_unsupported
+from vinolm.types import Constraint, GenerationParams, Message, Request
+
+API = "Ollama API"
+#: Ollama's documented defaults for the options vinolm implements.
+DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "repeat_penalty": 1.1}
+
+#: Top-level fields that change nothing here, with the values accepted as no-ops.
+INERT: dict[str, tuple[Any, ...]] = {
+    "keep_alive": (), "think": (False,), "logprobs": (False,), "top_logprobs": (0,), "images": (),
+    "suffix": (), "template": (), "context": (), "truncate": (True,), "shift": (True,),
+}
+#: Options that change nothing at their default value; the rest of Ollama's options
+#: (num_ctx, num_thread, mirostat, ...) are a 400 naming them.
+_OPTIONS_INERT: dict[str, tuple[Any, ...]] = {
+    "typical_p": (1.0,), "tfs_z": (1.0,), "mirostat": (0,), "repeat_last_n": (-1,), "num_keep": (),
+}
+_MESSAGE_INERT: dict[str, tuple[Any, ...]] = {"images": (), "tool_calls": (), "thinking": ()}
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class Options(_Wire):
+    """The options vinolm implements, with Ollama's names."""
+
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy; default 0.8.")
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0, description="0 = off; default 40.")
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    num_predict: int | None = Field(None, ge=-2, description="Most tokens to generate; -1 or -2 = the server's limit.")
+    stop: list[str] | None = Field(None, max_length=16)
+    seed: int | None = Field(None, ge=0)
+    repeat_penalty: float | None = Field(None, gt=0.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+
+    def to_generation_params(self, max_tokens_limit: int, constraint: Constraint | None) -> GenerationParams:
+        refuse_unsupported(self.model_extra or {}, _OPTIONS_INERT, API, "options.")
+        if self.num_predict == 0:
+            raise InvalidRequest("options.num_predict must be positive, or -1 for the server's limit",
+                                 param="options.num_predict")
+        chosen = {k: getattr(self, k) if getattr(self, k) is not None else v for k, v in DEFAULTS.items()}
+        num_predict = self.num_predict if self.num_predict is not None and self.num_predict > 0 else max_tokens_limit
+        return GenerationParams(
+            max_new_tokens=num_predict, temperature=chosen["temperature"], top_p=chosen["top_p"],
+            top_k=chosen["top_k"], min_p=self.min_p or 0.0, repetition_penalty=chosen["repeat_penalty"],
+            presence_penalty=self.presence_penalty or 0.0, frequency_penalty=self.frequency_penalty or 0.0,
+            seed=self.seed, stop=list(self.stop or []), constraint=constraint,
+        ).validated()
+
+
+class _Generating(_Wire):
+    """What /api/generate and /api/chat share."""
+
+    model: str = Field(..., min_length=1, description="A served model name (GET /api/tags).")
+    stream: bool = Field(True, description="NDJSON lines as the answer grows (Ollama's default), or one object.")
+    options: Options | None = None
+    format: Literal["", "json"] | dict[str, Any] | None = Field(
+        None, description='"json": any JSON object; a JSON Schema object: an answer that follows it.')
+    tools: list[Any] | None = Field(None, description="Not supported yet: a non-empty list is a 400.")
+
+    def check_fields(self, max_tokens_limit: int) -> None:
+        """Refuse what vinolm does not act on, also when the request only loads the model."""
+        self._params(max_tokens_limit)
+
+    def _params(self, max_tokens_limit: int) -> GenerationParams:
+        refuse_unsupported(self.model_extra or {}, INERT, API)
+        if self.tools:
+            raise InvalidRequest("tools are not supported on this endpoint yet", param="tools")
+        constraint = None
+        if self.format == "json":
+            constraint = Constraint("json_object")
+        elif isinstance(self.format, dict) and self.format:
+            constraint = Constraint("json_schema", schema=self.format)
+        return (self.options or Options()).to_generation_params(max_tokens_limit, constraint)
+
+
+class GenerateRequest(_Generating):
+    """POST /api/generate: the prompt as one user turn of the model's chat format, or as is with ``raw``."""
+
+    prompt: str | None = Field(None, description="Empty or absent: only load the model (done_reason load).")
+    system: str | None = Field(None, description="A system message before the prompt.")
+    raw: bool = Field(False, description="Send the prompt to the model as is, without its chat format.")
+
+    @property
+    def loads_only(self) -> bool:
+        return not self.prompt
+
+    def to_request(self, max_tokens_limit: int) -> Request:
+        params = self._params(max_tokens_limit)
+        assert self.prompt is not None
+        if self.raw:
+            if self.system:
+                raise InvalidRequest("system cannot be combined with raw: true (raw sends the prompt as is)",
+                                     param="system")
+            return Request(prompt=self.prompt, params=params)
+        system = [Message("system", self.system)] if self.system else []
+        return Request(messages=[*system, Message("user", self.prompt)], params=params)
+
+
+class ChatMessage(_Wire):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+    def to_message(self, where: str) -> Message:
+        refuse_unsupported(self.model_extra or {}, _MESSAGE_INERT, API, f"{where}.")
+        return Message(self.role, self.content)
+
+
+class ChatRequest(_Generating):
+    """POST /api/chat: the conversation in the model's own chat format."""
+
+    messages: list[ChatMessage] | None = Field(None, description="Empty or absent: only load the model.")
+
+    @property
+    def loads_only(self) -> bool:
+        return not self.messages
+
+    def to_request(self, max_tokens_limit: int) -> Request:
+        params = self._params(max_tokens_limit)
+        messages = [m.to_message(f"messages.{i}") for i, m in enumerate(self.messages or [])]
+        return Request(messages=messages, params=params)
+
+
+class ModelRequest(_Wire):
+    """POST /api/show (and the embedding endpoints): a model name. ``name`` is its older spelling."""
+
+    model: str | None = None
+    name: str | None = None
+    verbose: bool | None = None
+
+    @property
+    def model_name(self) -> str:
+        if not (self.model or self.name):
+            raise InvalidRequest("model: Field required", param="model")
+        return self.model or self.name  # type: ignore[return-value]
+
+
+# -- answers ------------------------------------------------------------------------------------
+class ModelDetails(BaseModel):
+    parent_model: str = ""
+    format: str = "openvino"
+    family: str
+    families: list[str]
+    parameter_size: str = ""
+    quantization_level: str
+
+
+class ModelEntry(BaseModel):
+    """One model of /api/tags and /api/ps (``expires_at``, ``size_vram`` only in ps)."""
+
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: ModelDetails
+    expires_at: str | None = None
+    size_vram: int | None = None
+    context_length: int | None = None
+
+
+class ModelList(BaseModel):
+    models: list[ModelEntry]
+
+
+class ShowResponse(BaseModel):
+    modelfile: str
+    parameters: str
+    template: str
+    details: ModelDetails
+    model_info: dict[str, Any]
+    capabilities: list[str]
+    modified_at: str
+
+
+class Timings(BaseModel):
+    """Ollama's counters on the last line: durations in nanoseconds."""
+
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+    prompt_eval_duration: int
+    eval_count: int
+    eval_duration: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class GenerateResponse(BaseModel):
+    model: str
+    created_at: str
+    response: str
+    done: bool
+    done_reason: str | None = None
+
+
+class ChatResponse(BaseModel):
+    model: str
+    created_at: str
+    message: AssistantMessage
+    done: bool
+    done_reason: str | None = None
+
+
+class VersionResponse(BaseModel):
+    version: str
+
+
+class ErrorResponse(BaseModel):
+    error: str

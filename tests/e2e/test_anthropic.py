@@ -1,0 +1,119 @@
+"""The real server and the official ``anthropic`` SDK: ``messages.create`` unary and
+``messages.stream``, stop sequences, max tokens, token counting, bad bodies in Anthropic's
+error shape, an unknown model and the API key (sent as ``x-api-key``)."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import httpx
+import pytest
+from tests.e2e.conftest import API_KEY, RunningServer
+
+pytestmark = pytest.mark.slow
+
+MODEL = "smollm2-135m"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def sdk(server: RunningServer, api_key: str | None = None) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=server.base_url, api_key=api_key or server.api_key or "unused",
+                               max_retries=0, timeout=60)
+
+
+#: This SDK release no longer takes sampling settings as arguments; the API still does.
+GREEDY = {"temperature": 0}
+
+
+def greedy(server: RunningServer, **kwargs: object) -> anthropic.types.Message:
+    return sdk(server).messages.create(model=MODEL, messages=QUESTION, extra_body=GREEDY,  # type: ignore[arg-type]
+                                       **{"max_tokens": 32, **kwargs})
+
+
+def text_of(message: anthropic.types.Message) -> str:
+    return "".join(block.text for block in message.content if block.type == "text")
+
+
+def test_unary_message_knows_the_capital_of_france(server: RunningServer) -> None:
+    message = greedy(server, system="You are a helpful assistant.")
+    assert message.type == "message" and message.role == "assistant" and message.model == MODEL
+    assert "Paris" in text_of(message), message
+    assert message.stop_reason in ("end_turn", "max_tokens")
+    assert message.usage.input_tokens > 5 and 0 < message.usage.output_tokens <= 32
+
+
+def test_stream_gives_the_same_text_as_unary(server: RunningServer) -> None:
+    unary = greedy(server)
+    with sdk(server).messages.stream(model=MODEL, messages=QUESTION, extra_body=GREEDY,  # type: ignore[arg-type]
+                                     max_tokens=32) as stream:
+        pieces = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert len(pieces) > 1 and "".join(pieces) == text_of(unary) == text_of(final)
+    assert final.stop_reason == unary.stop_reason and final.usage.output_tokens == unary.usage.output_tokens
+    assert final.usage.input_tokens == unary.usage.input_tokens
+
+
+def test_raw_stream_has_anthropics_event_sequence(server: RunningServer) -> None:
+    body = {"model": MODEL, "messages": QUESTION, "max_tokens": 4, "stream": True, **GREEDY}
+    r = httpx.post(f"{server.base_url}/v1/messages", json=body, timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
+    events = [(e.split("\n")[0].removeprefix("event: "), json.loads(e.split("\n")[1].removeprefix("data: ")))
+              for e in r.text.strip().split("\n\n")]
+    kinds = [name for name, data in events if data["type"] == name]
+    assert len(kinds) == len(events)  # every event's name is its data's type
+    assert kinds[:3] == ["message_start", "content_block_start", "ping"]
+    assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert set(kinds[3:-3]) == {"content_block_delta"}
+    assert events[-2][1]["delta"] == {"stop_reason": "max_tokens", "stop_sequence": None}
+    assert events[-2][1]["usage"]["output_tokens"] == 4
+    # the SDK reads the same events (it skips ping)
+    streamed = list(sdk(server).messages.create(model=MODEL, messages=QUESTION, max_tokens=4,  # type: ignore[arg-type]
+                                                extra_body=GREEDY, stream=True))
+    assert [e.type for e in streamed] == [k for k in kinds if k != "ping"]
+
+
+def test_max_tokens_and_stop_sequences(server: RunningServer) -> None:
+    full = text_of(greedy(server, max_tokens=32))
+    cut = greedy(server, max_tokens=3)
+    assert cut.stop_reason == "max_tokens" and cut.usage.output_tokens == 3
+    word = full.split()[2]  # a word from inside the answer ends it there
+    stopped = greedy(server, stop_sequences=["zzzz", word])
+    assert stopped.stop_reason == "stop_sequence" and stopped.stop_sequence == word
+    assert text_of(stopped) == full[: full.index(word)]
+
+
+def test_count_tokens_matches_the_prompt(server: RunningServer) -> None:
+    counted = sdk(server).messages.count_tokens(model=MODEL, messages=QUESTION)  # type: ignore[arg-type]
+    assert counted.input_tokens == greedy(server, max_tokens=1).usage.input_tokens
+
+
+def test_bad_requests_are_anthropic_errors(server: RunningServer) -> None:
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        sdk(server).messages.create(model="claude-x", messages=QUESTION, max_tokens=8)  # type: ignore[arg-type]
+    assert missing.value.status_code == 404 and MODEL in str(missing.value)
+    url = f"{server.base_url}/v1/messages"
+    for body, fragment in (({"model": MODEL, "messages": QUESTION}, "max_tokens"),
+                           ({"model": MODEL, "max_tokens": 8, "messages": []}, "messages"),
+                           ({"model": MODEL, "max_tokens": 8, "messages": QUESTION, "temperature": 3}, "temperature"),
+                           ({"model": MODEL, "max_tokens": 8, "messages": QUESTION,
+                             "tools": [{"name": "f", "input_schema": {"type": "object"}}]}, "tools")):
+        r = httpx.post(url, json=body, timeout=30)
+        assert r.status_code == 400, r.text
+        assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error", r.text
+        assert fragment in r.json()["error"]["message"], r.text
+    with pytest.raises(anthropic.BadRequestError):
+        sdk(server).messages.create(model=MODEL, messages=[{"role": "user", "content": [  # type: ignore[list-item]
+            {"type": "image", "source": {"type": "url", "url": "http://x/y.png"}}]}], max_tokens=8)
+    assert "Paris" in text_of(greedy(server))  # and the server still serves
+
+
+def test_api_key_is_enforced_as_x_api_key(server_with_key: RunningServer) -> None:
+    with pytest.raises(anthropic.AuthenticationError) as wrong:
+        sdk(server_with_key, api_key="wrong").messages.create(model=MODEL, messages=QUESTION,  # type: ignore[arg-type]
+                                                               max_tokens=4)
+    assert wrong.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    r = httpx.post(f"{server_with_key.base_url}/v1/messages", headers={"x-api-key": API_KEY}, timeout=60,
+                   json={"model": MODEL, "max_tokens": 4, "messages": QUESTION})
+    assert r.status_code == 200 and r.json()["usage"]["output_tokens"] > 0, r.text
+    assert greedy(server_with_key, max_tokens=4).usage.output_tokens > 0

@@ -1,0 +1,107 @@
+"""The real server and the official ``ollama`` Python client (``Client(host=...)``): list,
+show, ps, generate and chat, streamed and not, options, NDJSON framing, Ollama's error
+shape for bad bodies, an unknown model, embeddings refused, and the API key."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import ollama
+import pytest
+from tests.e2e.conftest import API_KEY, RunningServer
+
+pytestmark = pytest.mark.slow
+
+MODEL = "smollm2-135m"
+QUESTION = "What is the capital of France?"
+CHAT = [{"role": "user", "content": QUESTION}]
+GREEDY = {"temperature": 0, "num_predict": 32}
+
+
+def client(server: RunningServer) -> ollama.Client:
+    return ollama.Client(host=server.base_url, headers=server.headers, timeout=60)
+
+
+def test_list_show_ps_describe_the_served_model(server: RunningServer) -> None:
+    listed = client(server).list().models
+    assert [m.model for m in listed] == [MODEL]
+    assert listed[0].size and listed[0].size > 10_000_000 and len(listed[0].digest or "") == 64
+    assert listed[0].details is not None and listed[0].details.format == "openvino"
+    shown = client(server).show(MODEL)
+    assert shown.capabilities == ["completion"] and shown.modelinfo is not None
+    assert any(key.endswith(".context_length") for key in shown.modelinfo)
+    running = client(server).ps().models
+    assert [m.model for m in running] == [MODEL] and running[0].size_vram == 0
+    assert httpx.get(f"{server.base_url}/api/version", timeout=10).json()["version"]
+
+
+def test_generate_unary_and_streamed_agree(server: RunningServer) -> None:
+    unary = client(server).generate(model=MODEL, prompt=QUESTION, options=GREEDY)
+    assert "Paris" in unary.response and unary.done and unary.done_reason in ("stop", "length")
+    assert unary.prompt_eval_count and unary.prompt_eval_count > 5 and unary.eval_count
+    assert unary.total_duration and unary.eval_duration and unary.total_duration >= unary.eval_duration > 0
+    parts = list(client(server).generate(model=MODEL, prompt=QUESTION, options=GREEDY, stream=True))
+    assert len(parts) > 2 and all(not p.done for p in parts[:-1]) and parts[-1].done
+    assert "".join(p.response for p in parts) == unary.response
+    assert parts[-1].eval_count == unary.eval_count and parts[-1].done_reason == unary.done_reason
+
+
+def test_chat_unary_and_streamed_with_a_system_message(server: RunningServer) -> None:
+    messages = [{"role": "system", "content": "You are a helpful assistant."}, *CHAT]
+    unary = client(server).chat(model=MODEL, messages=messages, options=GREEDY)
+    assert unary.message.role == "assistant" and "Paris" in (unary.message.content or "")
+    parts = list(client(server).chat(model=MODEL, messages=messages, options=GREEDY, stream=True))
+    assert "".join(p.message.content or "" for p in parts) == unary.message.content
+    assert parts[-1].done and parts[-1].eval_count == unary.eval_count
+
+
+def test_num_predict_and_stop(server: RunningServer) -> None:
+    full = client(server).chat(model=MODEL, messages=CHAT, options=GREEDY).message.content or ""
+    cut = client(server).chat(model=MODEL, messages=CHAT, options={"temperature": 0, "num_predict": 3})
+    assert cut.done_reason == "length" and cut.eval_count == 3
+    word = full.split()[2]
+    stopped = client(server).chat(model=MODEL, messages=CHAT, options={**GREEDY, "stop": [word]})
+    assert stopped.done_reason == "stop" and stopped.message.content == full[: full.index(word)]
+
+
+def test_raw_generate_and_the_ndjson_framing(server: RunningServer) -> None:
+    body = {"model": MODEL, "prompt": "The capital of France is", "raw": True, "options": {"temperature": 0,
+                                                                                           "num_predict": 4}}
+    with httpx.stream("POST", f"{server.base_url}/api/generate", json=body, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in r.iter_lines() if line]
+    assert lines[-1]["done"] is True and lines[-1]["eval_count"] == 4 and lines[-1]["done_reason"] == "length"
+    assert {"total_duration", "load_duration", "prompt_eval_duration", "eval_duration"} <= set(lines[-1])
+    assert all(line["done"] is False and line["response"] for line in lines[:-1])
+    loaded = httpx.post(f"{server.base_url}/api/generate", json={"model": MODEL}, timeout=10).json()
+    assert loaded["done"] is True and loaded["done_reason"] == "load"
+
+
+def test_errors_are_ollamas_shape(server: RunningServer) -> None:
+    with pytest.raises(ollama.ResponseError) as missing:
+        client(server).chat(model="llama3", messages=CHAT)
+    assert missing.value.status_code == 404 and MODEL in missing.value.error
+    with pytest.raises(ollama.ResponseError) as embed:
+        client(server).embed(model=MODEL, input="hello")
+    assert embed.value.status_code == 400 and "embeddings" in embed.value.error
+    url = f"{server.base_url}/api/chat"
+    for body, fragment in (({"model": MODEL, "messages": CHAT, "options": {"num_ctx": 4096}}, "options.num_ctx"),
+                           ({"model": MODEL, "messages": CHAT, "options": {"temperature": "hot"}}, "temperature"),
+                           ({"model": MODEL, "messages": [{"role": "user"}]}, "content"),
+                           ({"model": MODEL, "messages": CHAT, "tools": [{"type": "function"}]}, "tools")):
+        r = httpx.post(url, json=body, timeout=30)
+        assert r.status_code == 400 and set(r.json()) == {"error"} and fragment in r.json()["error"], r.text
+    r = httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 400 and "JSON" in r.json()["error"], r.text
+    assert "Paris" in (client(server).chat(model=MODEL, messages=CHAT, options=GREEDY).message.content or "")
+
+
+def test_api_key_is_required(server_with_key: RunningServer) -> None:
+    with pytest.raises(ollama.ResponseError) as denied:
+        ollama.Client(host=server_with_key.base_url, timeout=30).list()
+    assert denied.value.status_code == 401 and "API key" in denied.value.error
+    answer = client(server_with_key).generate(model=MODEL, prompt=QUESTION, options={"num_predict": 4})
+    assert answer.done and answer.eval_count
+    assert httpx.get(f"{server_with_key.base_url}/api/tags", headers={"Authorization": f"Bearer {API_KEY}"},
+                     timeout=10).status_code == 200
