@@ -29,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", default=os.environ.get("VINOLM_API_KEY"),
                    help="the server's API key (default: $VINOLM_API_KEY)")
     p.add_argument("--max-tokens", type=int, default=None, help="generated tokens per prompt at most")
+    p.add_argument("--retries", type=int, default=3,
+                   help="times to send again a request that got no token yet (connection refused, "
+                        "503 while a server drains, 429, a stream closed before its first token), "
+                        "with jittered exponential backoff; 0 = never")
     p.add_argument("-p", "--prompt", dest="prompts", action="append", required=True,
                    help="a prompt; repeat to send several in one request")
     p.set_defaults(func=cmd_client)
@@ -36,11 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_client(args: argparse.Namespace) -> int:
     from vinolm.client import report
-    from vinolm.client.common import Target
+    from vinolm.client.common import RetryPolicy, Target
+    from vinolm.errors import InvalidRequest
     from vinolm.models import DEFAULT_MODEL
 
+    if args.retries < 0:
+        raise InvalidRequest("--retries must be >= 0")
     target = Target(url=args.url or DEFAULT_URLS[args.protocol], model=args.model or DEFAULT_MODEL,
-                    api_key=args.api_key, max_tokens=args.max_tokens)
+                    api_key=args.api_key, max_tokens=args.max_tokens, retry=RetryPolicy(attempts=args.retries + 1))
     live = args.stream and len(args.prompts) == 1
     if live:
         print(f"Question:\n{args.prompts[0]}\n", flush=True)

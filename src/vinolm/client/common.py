@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from vinolm.errors import EngineError
 
 #: Called with (prompt index, new text) as streamed text arrives.
 OnText = Callable[[int, str], None]
+T = TypeVar("T")
 
 
 class ClientError(EngineError):
@@ -18,6 +22,60 @@ class ClientError(EngineError):
 
     An EngineError, so ``vinolm`` exits with 1 (a failure at run time), not 2 (bad input).
     """
+
+
+class Retryable(ClientError):
+    """A failure that left the request without a single token: the server never took it
+    (connection refused, 503 while it drains, 429 while it is full) or its stream ended
+    before the first token. Sending it again cannot repeat anything the user has seen."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a request with no token yet is sent again: exponential
+    backoff with full jitter (so clients of a replica that died do not return in step),
+    never sooner than the server's ``Retry-After``."""
+
+    attempts: int = 4
+    base_delay: float = 0.25
+    max_delay: float = 8.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        backoff = random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+        return max(backoff, min(retry_after or 0.0, self.max_delay))
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+#: The statuses after which nothing was generated and another try may succeed.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def retrying(policy: RetryPolicy, call: Callable[[], T]) -> T:
+    """``call()``, again after each Retryable failure, ``policy.attempts`` times in all."""
+    for attempt in range(policy.attempts):
+        try:
+            return call()
+        except Retryable as exc:
+            if attempt + 1 >= policy.attempts:
+                raise
+            time.sleep(policy.delay(attempt, exc.retry_after))
+    raise AssertionError("unreachable")
+
+
+async def aretrying(policy: RetryPolicy, call: Callable[[], Awaitable[T]]) -> T:
+    """The asyncio twin of :func:`retrying`."""
+    for attempt in range(policy.attempts):
+        try:
+            return await call()
+        except Retryable as exc:
+            if attempt + 1 >= policy.attempts:
+                raise
+            await asyncio.sleep(policy.delay(attempt, exc.retry_after))
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -28,6 +86,7 @@ class Target:
     model: str
     api_key: str | None = None
     max_tokens: int | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass
@@ -70,8 +129,9 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-def raise_for_status(status: int, content: bytes) -> None:
-    """Turn an HTTP error answer (OpenAI or KServe error body) into a ClientError."""
+def raise_for_status(status: int, content: bytes, retry_after: str | None = None) -> None:
+    """Turn an HTTP error answer (OpenAI or KServe error body) into a ClientError, a
+    Retryable one where nothing was generated and a later try may succeed."""
     if status < 400:
         return
     try:
@@ -79,4 +139,13 @@ def raise_for_status(status: int, content: bytes) -> None:
         message = error.get("message") if isinstance(error, dict) else error
     except (ValueError, AttributeError):
         message = content.decode(errors="replace")[:200]
+    if status in RETRY_STATUSES:
+        raise Retryable(f"the server answered {status}: {message}", _seconds(retry_after))
     raise ClientError(f"the server answered {status}: {message}")
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None

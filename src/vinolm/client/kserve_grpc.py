@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from vinolm.client.common import ClientError, OnText, RunResult, Stopwatch, Target
+from vinolm.client.common import ClientError, OnText, Retryable, RunResult, Stopwatch, Target, retrying
 from vinolm.server.kserve.tensors import COMPLETION, END_SIGNAL, INPUT, TOKEN_COUNTS, pack_bytes, unpack_bytes
 
 if TYPE_CHECKING:
@@ -30,18 +30,21 @@ def run(target: Target, prompts: list[str], stream: bool, on_text: OnText | None
         raise ClientError(f"bad --url {target.url!r}: gRPC needs HOST:PORT, e.g. 127.0.0.1:9000")
     metadata = [("authorization", f"Bearer {target.api_key}")] if target.api_key else []
     request = infer_request(target, prompts)
-    with grpc.insecure_channel(address) as channel:
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        watch = Stopwatch()
-        try:
-            if stream:
-                result = _stream(stub, request, metadata, prompts, watch, on_text)
-            else:
+    watch = Stopwatch()
+
+    def once() -> RunResult:
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            try:
+                if stream:
+                    return _stream(stub, request, metadata, prompts, watch, on_text)
                 response = stub.ModelInfer(request, metadata=metadata)
-                completions = [item.decode() for item in output(response, COMPLETION)]
-                result = RunResult(prompts, completions, list(output(response, TOKEN_COUNTS)))
-        except grpc.RpcError as exc:
-            raise _client_error(exc, address) from None
+            except grpc.RpcError as exc:
+                raise _client_error(exc, address) from None
+        completions = [item.decode() for item in output(response, COMPLETION)]
+        return RunResult(prompts, completions, list(output(response, TOKEN_COUNTS)))
+
+    result = retrying(target.retry, once)
     result.total_time = watch.elapsed()
     result.response_times = watch.gaps
     return result
@@ -62,9 +65,20 @@ def infer_request(target: Target, prompts: list[str]) -> pb.ModelInferRequest:
 def _stream(stub: Any, request: pb.ModelInferRequest, metadata: list[tuple[str, str]],
             prompts: list[str], watch: Stopwatch, on_text: OnText | None) -> RunResult:
     result = RunResult(prompts, [""] * len(prompts), [0] * len(prompts))
-    call = stub.ModelStreamInfer(iter([request]), metadata=metadata)
+    try:
+        return _read_stream(stub.ModelStreamInfer(iter([request]), metadata=metadata), result, watch, on_text)
+    except grpc.RpcError as exc:
+        if any(result.completions):  # part of the answer was shown: not safe to send again
+            raise ClientError(f"the stream broke after part of the answer: {exc.details()}") from None
+        raise
+
+
+def _read_stream(call: Any, result: RunResult, watch: Stopwatch, on_text: OnText | None) -> RunResult:
     for message in call:
         if message.error_message:
+            fresh = not any(result.completions)
+            if fresh and message.error_message.startswith(_RETRY_CODES):
+                raise Retryable(message.error_message)
             raise ClientError(message.error_message)
         response = message.infer_response
         names = {tensor.name for tensor in response.outputs}
@@ -103,9 +117,16 @@ def output(response: pb.ModelInferResponse, name: str) -> list[bytes] | list[int
     raise ClientError(f"the response has no {name!r} output")
 
 
+#: gRPC statuses that mean the server took nothing (gone, draining, full): safe to send again.
+_RETRY_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+
+
 def _client_error(exc: grpc.RpcError, address: str) -> ClientError:
+    """Raised before any text arrived (a stream's later failures come as error_message)."""
     code = exc.code()  # type: ignore[attr-defined]
     details = exc.details()  # type: ignore[attr-defined]
     if code == grpc.StatusCode.UNAVAILABLE:
-        return ClientError(f"cannot connect to {address}: {details}; is `vinolm serve` running there?")
+        return Retryable(f"cannot connect to {address}: {details}; is `vinolm serve` running there?")
+    if code.name in _RETRY_CODES:
+        return Retryable(f"{code.name}: {details}")
     return ClientError(f"{code.name}: {details}")

@@ -11,12 +11,14 @@ import httpx
 
 from vinolm.client.common import (
     ClientError,
+    Retryable,
     RunResult,
     Stopwatch,
     Target,
     auth_headers,
     http_base,
     raise_for_status,
+    retrying,
 )
 from vinolm.errors import InvalidRequest
 
@@ -39,13 +41,20 @@ def run(target: Target, prompts: list[str], stream: bool = False) -> RunResult:
     base = http_base(target.url)
     url = f"{base}/v2/models/{target.model}/infer"
     watch = Stopwatch()
-    try:
-        response = httpx.post(url, json=infer_body(prompts, target.max_tokens),
-                              headers=auth_headers(target.api_key), timeout=TIMEOUT)
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        raise ClientError(f"cannot connect to {base}: {exc}; is `vinolm serve` running there?") from None
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        raise ClientError(f"bad --url {target.url!r}: {exc}") from None
-    raise_for_status(response.status_code, response.content)
+
+    def once() -> httpx.Response:
+        try:
+            response = httpx.post(url, json=infer_body(prompts, target.max_tokens),
+                                  headers=auth_headers(target.api_key), timeout=TIMEOUT)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise Retryable(f"cannot connect to {base}: {exc}; is `vinolm serve` running there?") from None
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:  # no answer: nothing was seen
+            raise Retryable(f"the connection closed before the answer: {exc}") from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise ClientError(f"bad --url {target.url!r}: {exc}") from None
+        raise_for_status(response.status_code, response.content, response.headers.get("retry-after"))
+        return response
+
+    response = retrying(target.retry, once)
     outputs = {output["name"]: output["data"] for output in response.json()["outputs"]}
     return RunResult(prompts, list(outputs["completion"]), list(outputs["token_counts"]), watch.elapsed())

@@ -16,9 +16,11 @@ import httpx
 from vinolm.client.common import (
     ClientError,
     OnText,
+    Retryable,
     RunResult,
     Stopwatch,
     Target,
+    aretrying,
     auth_headers,
     http_base,
     raise_for_status,
@@ -35,12 +37,20 @@ async def _run(target: Target, prompts: list[str], stream: bool, on_text: OnText
     result = RunResult(prompts, [""] * len(prompts), [0] * len(prompts))
     watch = Stopwatch()
     base = http_base(target.url)
+    one = _streamed if stream else _unary
+
+    async def ask(http: httpx.AsyncClient, index: int) -> None:
+        async def once() -> None:
+            try:
+                await one(http, target, index, result, watch, on_text)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                raise Retryable(f"cannot connect to {base}: {exc}; is `vinolm serve` running there?") from None
+
+        await aretrying(target.retry, once)
+
     try:
         async with httpx.AsyncClient(base_url=base, headers=auth_headers(target.api_key), timeout=TIMEOUT) as http:
-            one = _streamed if stream else _unary
-            await asyncio.gather(*(one(http, target, i, result, watch, on_text) for i in range(len(prompts))))
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        raise ClientError(f"cannot connect to {base}: {exc}; is `vinolm serve` running there?") from None
+            await asyncio.gather(*(ask(http, i) for i in range(len(prompts))))
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         raise ClientError(f"bad --url {target.url!r}: {exc}") from None
     result.total_time = watch.elapsed()
@@ -59,8 +69,11 @@ def _body(target: Target, prompt: str, stream: bool) -> dict[str, Any]:
 
 async def _unary(http: httpx.AsyncClient, target: Target, index: int, result: RunResult,
                  watch: Stopwatch, on_text: OnText | None) -> None:
-    response = await http.post("/v1/chat/completions", json=_body(target, result.prompts[index], False))
-    raise_for_status(response.status_code, response.content)
+    try:
+        response = await http.post("/v1/chat/completions", json=_body(target, result.prompts[index], False))
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:  # the answer never came: nothing seen
+        raise Retryable(f"the connection closed before the answer: {exc}") from None
+    raise_for_status(response.status_code, response.content, response.headers.get("retry-after"))
     data = response.json()
     result.completions[index] = data["choices"][0]["message"]["content"] or ""
     result.token_counts[index] = data.get("usage", {}).get("completion_tokens", 0)
@@ -68,19 +81,32 @@ async def _unary(http: httpx.AsyncClient, target: Target, index: int, result: Ru
 
 async def _streamed(http: httpx.AsyncClient, target: Target, index: int, result: RunResult,
                     watch: Stopwatch, on_text: OnText | None) -> None:
+    """One streamed answer. A stream that ends without ``[DONE]`` is retried only if it had
+    sent no text yet; after that the user has seen part of an answer, and it is an error."""
     body = _body(target, result.prompts[index], True)
-    async with http.stream("POST", "/v1/chat/completions", json=body) as response:
-        if response.status_code >= 400:
-            raise_for_status(response.status_code, await response.aread())
-        async for line in response.aiter_lines():
-            if not line.startswith("data:") or line.endswith("[DONE]"):
-                continue
-            event = json.loads(line.removeprefix("data:"))
-            if event.get("usage"):
-                result.token_counts[index] = event["usage"]["completion_tokens"]
-            text = "".join((choice.get("delta") or {}).get("content") or "" for choice in event.get("choices", []))
-            if text:
-                watch.response()
-                result.completions[index] += text
-                if on_text:
-                    on_text(index, text)
+    done = False
+    try:
+        async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            if response.status_code >= 400:
+                raise_for_status(response.status_code, await response.aread(), response.headers.get("retry-after"))
+            async for line in response.aiter_lines():
+                if line.endswith("[DONE]"):
+                    done = True
+                if not line.startswith("data:") or done:
+                    continue
+                event = json.loads(line.removeprefix("data:"))
+                if event.get("usage"):
+                    result.token_counts[index] = event["usage"]["completion_tokens"]
+                text = "".join((c.get("delta") or {}).get("content") or "" for c in event.get("choices", []))
+                if text:
+                    watch.response()
+                    result.completions[index] += text
+                    if on_text:
+                        on_text(index, text)
+    except (httpx.RemoteProtocolError, httpx.ReadError):
+        pass  # judged below by what arrived
+    if not done:
+        if not result.completions[index]:
+            raise Retryable("the stream closed before its first token")
+        raise ClientError(f"the stream of prompt {index} closed after {len(result.completions[index])} "
+                          "characters, before its end")

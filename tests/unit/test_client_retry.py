@@ -1,0 +1,73 @@
+"""The clients' retry rule: only what got no token yet is sent again, with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from vinolm.client.common import ClientError, Retryable, RetryPolicy, aretrying, raise_for_status, retrying
+
+FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01)
+
+
+def flaky(failures: list[BaseException]) -> tuple[list[int], object]:
+    calls: list[int] = []
+
+    def call() -> str:
+        calls.append(1)
+        if failures:
+            raise failures.pop(0)
+        return "answer"
+
+    return calls, call
+
+
+def test_retryable_failures_are_tried_again_until_the_budget_ends() -> None:
+    calls, call = flaky([Retryable("503"), Retryable("refused")])
+    assert retrying(FAST, call) == "answer" and len(calls) == 3  # type: ignore[arg-type]
+    calls, call = flaky([Retryable("a"), Retryable("b"), Retryable("c")])
+    with pytest.raises(Retryable, match="c"):
+        retrying(FAST, call)  # type: ignore[arg-type]
+    assert len(calls) == 3
+
+
+def test_other_failures_are_not_retried() -> None:
+    calls, call = flaky([ClientError("400: bad field")])
+    with pytest.raises(ClientError, match="bad field"):
+        retrying(FAST, call)  # type: ignore[arg-type]
+    assert len(calls) == 1
+
+
+def test_async_twin() -> None:
+    attempts: list[int] = []
+
+    async def call() -> int:
+        attempts.append(1)
+        if len(attempts) < 2:
+            raise Retryable("closed before its first token")
+        return 7
+
+    assert asyncio.run(aretrying(FAST, call)) == 7 and len(attempts) == 2
+
+
+def test_backoff_is_jittered_capped_and_honours_retry_after() -> None:
+    policy = RetryPolicy(attempts=10, base_delay=0.5, max_delay=4.0)
+    delays = [policy.delay(attempt, None) for attempt in range(10) for _ in range(20)]
+    assert all(0 <= d <= 4.0 for d in delays) and len(set(delays)) > 100
+    assert all(policy.delay(0, 2.0) >= 2.0 for _ in range(20))
+    assert policy.delay(0, 60.0) == 4.0  # never longer than the cap
+
+
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+def test_statuses_where_nothing_was_generated_are_retryable(status: int) -> None:
+    with pytest.raises(Retryable) as caught:
+        raise_for_status(status, b'{"error": {"message": "busy"}}', "3")
+    assert caught.value.retry_after == 3.0 and "busy" in caught.value.message
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 500])
+def test_other_statuses_are_final(status: int) -> None:
+    with pytest.raises(ClientError) as caught:
+        raise_for_status(status, b'{"error": "nope"}')
+    assert not isinstance(caught.value, Retryable)
