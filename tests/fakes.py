@@ -42,13 +42,14 @@ class FakeModel:
 class FakeEngine(Engine):
     name = "fake"
     supports_logprobs = False
+    supports_top_logprobs = False
 
     def __init__(self, model: FakeModel | None = None, default: str = "Hello from the fake engine.",
                  delay: float = 0.0, logprobs: bool = False) -> None:
         super().__init__(model or FakeModel(), EngineOptions(batching=True))  # type: ignore[arg-type]
         self.default = default
         self.delay = delay
-        self.supports_logprobs = logprobs
+        self.supports_logprobs = self.supports_top_logprobs = logprobs
         self.gate = threading.Event()
         self.gate.set()
         self.started = threading.Event()    # set when any generation begins producing

@@ -239,8 +239,8 @@ class OpenAIServing:
         if isinstance(body, ChatCompletionRequest):
             tools = body.tool_plan()
             requests = [body.to_request(self.service.limits.max_tokens_limit, tools)]
-            spec = getattr(self.service.engine.model, "chat_spec", None)  # the fake engine's model has none
-            tool_format = spec.tool_format if spec is not None else DEFAULT_TOOL_FORMAT
+            spec = getattr(self.service.engine.model, "chat_spec", None) if tools.mode == "auto" else None
+            tool_format = spec.tool_format if spec is not None else DEFAULT_TOOL_FORMAT  # the fake's model has none
         else:
             requests = body.to_requests()
         self._check_logprobs(body)
