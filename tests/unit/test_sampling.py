@@ -164,19 +164,37 @@ def test_sampler_draws_follow_the_filtered_distribution(
     params = GenerationParams(temperature=temperature, top_k=k, top_p=p, min_p=m, seed=1234)
     sampler = Sampler(params)
     expected = reference_probs(logits, temperature, k, p, m)
-    draws = [sampler.sample(logits) for _ in range(DRAWS)]
-    tokens = np.array([t for t, _ in draws])
+    tokens = np.array([sampler.sample(logits) for _ in range(DRAWS)])
     assert expected[tokens].min() > 0, "a filtered-out token was drawn"
     assert chi_square_pvalue(tokens, expected) > 0.001
-    token, logprob = draws[0]
-    assert logprob == pytest.approx(np.log(expected[token]), abs=1e-5)
+
+
+def test_sampled_logprob_is_the_models_not_the_filtered_one() -> None:
+    """OpenAI's (and openvino-genai's) logprob: log-softmax of the raw logits, whatever
+    temperature and filters the draw used."""
+    logits = synthetic_logits(300, scale=1.5)
+    sampler = Sampler(GenerationParams(temperature=0.7, top_k=20, seed=3))
+    token, logprob = sampler.next_token(logits, TokenHistory())
+    assert logprob == pytest.approx(float(log_softmax(logits)[token]), abs=1e-5)
+
+
+def test_sampler_never_draws_outside_the_allowed_mask() -> None:
+    logits = synthetic_logits(300, scale=1.5)
+    allowed = np.zeros(300, dtype=bool)
+    allowed[[5, 77, 290]] = True
+    for params in (GenerationParams(), GenerationParams(temperature=1.0, top_k=10, top_p=0.9, seed=2)):
+        sampler = Sampler(params)
+        picks = {sampler.next_token(logits, TokenHistory(), allowed)[0] for _ in range(200)}
+        assert picks <= {5, 77, 290}
+    greedy = Sampler(GenerationParams()).next_token(logits, TokenHistory(), allowed)[0]
+    assert greedy == max((5, 77, 290), key=lambda i: logits[i])
 
 
 def test_sampler_chi_square_rejects_a_wrong_distribution() -> None:
     """Guards the statistical test itself: unfiltered draws fail a top-k expectation."""
     logits = synthetic_logits(300, scale=1.5)
     sampler = Sampler(GenerationParams(temperature=1.0, seed=5))
-    tokens = np.array([sampler.sample(logits)[0] for _ in range(DRAWS)])
+    tokens = np.array([sampler.sample(logits) for _ in range(DRAWS)])
     assert chi_square_pvalue(tokens, reference_probs(logits, 0.8, 0, 1.0, 0.0)) < 0.001
 
 

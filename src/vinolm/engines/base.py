@@ -20,10 +20,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from vinolm.engines.constraints import check_params
 from vinolm.engines.ovconfig import check_device, compile_properties
 from vinolm.errors import EngineError, InvalidRequest, VinolmError
 from vinolm.models import vinolm_home
-from vinolm.types import Chunk, FinishReason, Message, Metrics, Request, Result
+from vinolm.types import Chunk, FinishReason, GenerationParams, Message, Metrics, Request, Result
 
 if TYPE_CHECKING:
     from vinolm.models import PreparedModel
@@ -190,6 +191,9 @@ class Engine(ABC):
     """Base of the genai, native and optimum engines."""
 
     name: ClassVar[str]
+    #: Whether chunks carry the chosen tokens' ``logprobs`` / the ``top_logprobs`` alternatives.
+    supports_logprobs: ClassVar[bool] = False
+    supports_top_logprobs: ClassVar[bool] = False
 
     def __init__(self, model: PreparedModel, options: EngineOptions | None = None) -> None:
         self.model = model
@@ -230,8 +234,22 @@ class Engine(ABC):
         return request.prompt
 
     def check(self, request: Request) -> None:
-        """Reject what this engine cannot do before any work starts."""
-        request.params.validated()
+        """Reject what this engine cannot do before any work starts (a constraint is
+        compiled here, so a bad schema or grammar never reaches a queue)."""
+        params = request.params.validated()
+        check_params(params)
+        if params.top_logprobs and not self.supports_top_logprobs:
+            raise InvalidRequest(
+                f"the {self.name} engine does not return top_logprobs; use --engine native or optimum",
+                param="top_logprobs",
+            )
+
+    def text_decoder(self, params: GenerationParams) -> Callable[[list[int]], str]:
+        """How streamed ids become text. Under a constraint special tokens stay in: the
+        grammar libraries read them as text, so dropping them could break the structure."""
+        if params.constraint is None:
+            return self.detokenize
+        return lambda ids: self.detokenize(ids, skip_special_tokens=False)
 
     def generate(self, request: Request) -> Generation:
         """Start ``request``; iterate the handle for chunks."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
 from vinolm.engines.common import finish_reason_for, finish_sequence
+from vinolm.engines.constraints import compile_constraint
 from vinolm.engines.native_tokenizer import VocabLookup
 from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import EngineError
@@ -91,6 +92,8 @@ class GenaiEngine(Engine):
             cfg.length_penalty = params.length_penalty
         if params.logprobs:
             cfg.logprobs = params.logprobs
+        if params.constraint is not None:  # compiled (and cached) by check(): the same grammar text
+            cfg.structured_output_config = compile_constraint(params.constraint).genai_config(self._genai)
         return cfg
 
     def _produce(self, request: Request, emit: Emit, cancelled: threading.Event) -> Metrics:
@@ -98,24 +101,23 @@ class GenaiEngine(Engine):
         prepared = self.prepare_input(request)
         cfg = self.generation_config(request.params, prepared)
         metrics = Metrics(input_tokens=len(prepared.ids), trimmed_messages=prepared.trimmed_messages)
+        decode = self.text_decoder(request.params)
         if self._scheduler is not None:
-            self._scheduler.run(prepared, cfg, self._streamer_factory(prepared), emit, cancelled, metrics)
+            self._scheduler.run(prepared, cfg, lambda: TextStreamer(decode, prepared.stop_strings), emit,
+                                cancelled, metrics)
         elif request.params.num_beams > 1 or request.params.num_return_sequences > 1:
             self._run_multi(prepared, cfg, emit, cancelled, metrics)
         else:
-            self._run_stream(prepared, cfg, emit, cancelled, metrics, started)
+            self._run_stream(prepared, cfg, TextStreamer(decode, prepared.stop_strings), emit, cancelled,
+                             metrics, started)
         metrics.total_time = time.perf_counter() - started
         return metrics
 
-    def _streamer_factory(self, prepared: PreparedInput) -> Any:
-        return lambda: TextStreamer(self.detokenize, prepared.stop_strings)
-
     def _run_stream(
-        self, prepared: PreparedInput, cfg: Any, emit: Emit, cancelled: threading.Event,
+        self, prepared: PreparedInput, cfg: Any, text: TextStreamer, emit: Emit, cancelled: threading.Event,
         metrics: Metrics, started: float,
     ) -> None:
         genai = self._genai
-        text = TextStreamer(self.detokenize, prepared.stop_strings)
         state: dict[str, Any] = {"count": 0, "reason": None}
 
         def on_token(token: int) -> Any:

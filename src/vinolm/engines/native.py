@@ -26,9 +26,10 @@ import openvino as ov
 
 from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
 from vinolm.engines.common import finish_reason_for, finish_sequence, first_line
+from vinolm.engines.constraints import TokenMask, compile_constraint, vocabulary_for
 from vinolm.engines.native_model import StatefulLM
 from vinolm.engines.native_tokenizer import TokenizerIR
-from vinolm.engines.sampling import BeamSearch, Sampler, TokenHistory, log_softmax
+from vinolm.engines.sampling import BeamSearch, Sampler, TokenHistory, log_softmax, top_logprobs
 from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import EngineError, InvalidRequest
 from vinolm.models import PreparedModel
@@ -52,15 +53,17 @@ class _Run:
 
 
 class _Sequence:
-    """One sampled sequence: its history (for penalties), its text stream, its length."""
+    """One sampled sequence: its history (for penalties), its text stream, its length and,
+    under a constraint, its place in the grammar."""
 
-    def __init__(self, index: int, run: _Run, streamer: TextStreamer) -> None:
+    def __init__(self, index: int, run: _Run, streamer: TextStreamer, grammar: TokenMask | None) -> None:
         self.index = index
         self.history = TokenHistory(run.prepared.ids)
         self.text = streamer
+        self.grammar = grammar
         self.count = 0
 
-    def advance(self, token: int, logprob: float, run: _Run) -> Chunk:
+    def advance(self, token: int, logprob: float, run: _Run, top: list[tuple[int, float]] | None) -> Chunk:
         """The chunk for ``token``: its new text and, when it ends the sequence, why."""
         self.count += 1
         prepared = run.prepared
@@ -73,13 +76,16 @@ class _Sequence:
         if reason and not self.text.stopped:
             delta += self.text.flush()
         logprobs = [logprob] if run.params.logprobs else None
-        return Chunk(delta, [token], index=self.index, finish_reason=reason, logprobs=logprobs)
+        return Chunk(delta, [token], index=self.index, finish_reason=reason, logprobs=logprobs,
+                     top_logprobs=[top] if top is not None else None)
 
 
 class NativeEngine(Engine):
     """Runs the stateful IR with a Python token loop; one request at a time."""
 
     name = "native"
+    supports_logprobs = True
+    supports_top_logprobs = True
 
     def __init__(self, model: PreparedModel, options: EngineOptions | None = None) -> None:
         super().__init__(model, options)
@@ -140,22 +146,27 @@ class NativeEngine(Engine):
             return self._beam_search(run, logits)
         return self._sample(run, logits)
 
-    def select(self, sampler: Sampler, logits: np.ndarray, history: TokenHistory) -> tuple[int, float]:
-        """The next token of one sequence and its logprob."""
-        return sampler.next_token(logits, history)
+    def select(self, sampler: Sampler, logits: np.ndarray, row: _Sequence) -> tuple[int, float]:
+        """The next token of one sequence (inside its grammar, if it has one) and its logprob."""
+        allowed = row.grammar.allowed() if row.grammar is not None else None
+        token, logprob = sampler.next_token(logits, row.history, allowed)
+        if row.grammar is not None:
+            row.grammar.accept(token)
+        return token, logprob
 
     def _sample(self, run: _Run, logits: np.ndarray) -> int:
         """Greedy or sampled decoding of ``num_return_sequences`` rows, streamed."""
         sampler = Sampler(run.params, self.eos_token_ids)
-        rows = [self._sequence(i, run) for i in range(run.params.num_return_sequences)]
+        rows = [self._sequence(i, run, logits.shape[-1]) for i in range(run.params.num_return_sequences)]
         logits = np.broadcast_to(logits, (len(rows), logits.shape[-1]))  # all rows share the prompt
         order: np.ndarray | None = np.zeros(len(rows), dtype=np.int32) if len(rows) > 1 else None
         generated, first = 0, True
         while rows:
             tokens, keep = [], []
             for i, row in enumerate(rows):
-                token, logprob = self.select(sampler, logits[i], row.history)
-                chunk = row.advance(token, logprob, run)
+                token, logprob = self.select(sampler, logits[i], row)
+                top = top_logprobs(logits[i], run.params.top_logprobs) if run.params.top_logprobs else None
+                chunk = row.advance(token, logprob, run, top)
                 run.emit(chunk)
                 if chunk.finish_reason is None:
                     tokens.append(token)
@@ -171,9 +182,17 @@ class NativeEngine(Engine):
                 order = None
         return generated
 
-    def _sequence(self, index: int, run: _Run) -> _Sequence:
-        streamer = TextStreamer(self.detokenize, run.prepared.stop_strings, run.prepared.ids)
-        return _Sequence(index, run, streamer)
+    def _sequence(self, index: int, run: _Run, logits_size: int) -> _Sequence:
+        streamer = TextStreamer(self.text_decoder(run.params), run.prepared.stop_strings, run.prepared.ids)
+        return _Sequence(index, run, streamer, self._grammar(run, logits_size))
+
+    def _grammar(self, run: _Run, logits_size: int) -> TokenMask | None:
+        constraint = run.params.constraint
+        if constraint is None:
+            return None
+        vocabulary = vocabulary_for(self.model.path, self.eos_token_ids,
+                                    lambda text: self.tokenize(text, add_special_tokens=False))
+        return TokenMask(vocabulary, compile_constraint(constraint), run.prepared.stop_token_ids, logits_size)
 
     def _beam_search(self, run: _Run, logits: np.ndarray) -> int:
         """HF-equivalent beam search over ``num_beams`` rows; whole sequences at the end."""

@@ -18,17 +18,26 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
+
 from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
 from vinolm.engines.common import finish_reason_for, finish_sequence, first_line
+from vinolm.engines.constraints import TokenMask, compile_constraint, vocabulary_for
 from vinolm.engines.streaming import TextStreamer
-from vinolm.errors import EngineError, InvalidRequest
+from vinolm.errors import EngineError
 from vinolm.models import PreparedModel
 from vinolm.types import Chunk, FinishReason, GenerationParams, Metrics, Request
 
 try:
     import torch
     from optimum.intel import OVModelForCausalLM  # type: ignore[import-untyped]
-    from transformers import AutoTokenizer, GenerationConfig, LogitsProcessor, StoppingCriteria
+    from transformers import (
+        AutoTokenizer,
+        GenerationConfig,
+        LogitsProcessor,
+        RepetitionPenaltyLogitsProcessor,
+        StoppingCriteria,
+    )
     from transformers.generation.streamers import BaseStreamer
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise EngineError(
@@ -56,6 +65,16 @@ class _Sequence:
             reason = "cancelled"
         return self._chunk(delta, [token], reason)
 
+    def with_logprobs(self, chunk: Chunk, logprobs: torch.Tensor, params: GenerationParams) -> Chunk:
+        """Add the chosen token's logprob and the top alternatives from this row's step."""
+        token = chunk.token_ids[0]
+        if params.logprobs:
+            chunk.logprobs = [float(logprobs[token])]
+        if params.top_logprobs:
+            values, ids = torch.topk(logprobs, params.top_logprobs)
+            chunk.top_logprobs = [list(zip(ids.tolist(), values.tolist(), strict=True))]
+        return chunk
+
     def end(self, cancelled: threading.Event) -> Chunk:
         """The last chunk when generate returned before this sequence saw its end."""
         return self._chunk("", [], "cancelled" if cancelled.is_set() else "stop")
@@ -78,8 +97,11 @@ class _ChunkStreamer(BaseStreamer):
     def __init__(
         self, sequences: list[_Sequence], prepared: PreparedInput, emit: Emit,
         cancelled: threading.Event, metrics: Metrics, started: float,
+        params: GenerationParams, recorder: _RawLogprobs | None,
     ) -> None:
         self.sequences = sequences
+        self.params = params
+        self.recorder = recorder
         self.prepared = prepared
         self.emit = emit
         self.cancelled = cancelled
@@ -93,9 +115,12 @@ class _ChunkStreamer(BaseStreamer):
             return
         if not self.metrics.ttft:
             self.metrics.ttft = time.perf_counter() - self.started
-        for seq, token in zip(self.sequences, value.reshape(-1).tolist()):
+        for row, (seq, token) in enumerate(zip(self.sequences, value.reshape(-1).tolist())):
             if seq.reason is None:
-                self.emit(seq.advance(int(token), self.prepared, self.cancelled))
+                chunk = seq.advance(int(token), self.prepared, self.cancelled)
+                if self.recorder is not None:
+                    chunk = seq.with_logprobs(chunk, self.recorder.last[row], self.params)
+                self.emit(chunk)
                 self.metrics.output_tokens += 1
 
     def end(self) -> None:
@@ -146,10 +171,40 @@ class _PresenceFrequencyPenalty(LogitsProcessor):
         return scores - counts * self.frequency - (counts > 0).to(scores.dtype) * self.presence
 
 
+class _RawLogprobs(LogitsProcessor):
+    """Keeps each step's log-softmax of the model's own logits (first in the chain, before
+    penalties, mask and filters) for the streamer to report: OpenAI's logprobs."""
+
+    def __init__(self) -> None:
+        self.last: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.last = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+
+class _GrammarMask(LogitsProcessor):
+    """The constraint's token mask per row (the native engine's ``TokenMask``), after the
+    penalties and before temperature and the top-k/p filters, as in the native sampler."""
+
+    def __init__(self, masks: list[TokenMask], prompt_length: int) -> None:
+        self.masks = masks
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[1] > self.prompt_length:  # the token chosen last step
+            for mask, token in zip(self.masks, input_ids[:, -1].tolist()):
+                mask.accept(int(token))
+        allowed = torch.from_numpy(np.stack([mask.allowed() for mask in self.masks]))
+        return scores.masked_fill(~allowed, float("-inf"))
+
+
 class OptimumEngine(Engine):
     """optimum-intel + transformers ``generate``; one request at a time."""
 
     name = "optimum"
+    supports_logprobs = True
+    supports_top_logprobs = True
 
     def __init__(self, model: PreparedModel, options: EngineOptions | None = None) -> None:
         super().__init__(model, options)
@@ -186,13 +241,6 @@ class OptimumEngine(Engine):
         return str(self._tokenizer.decode(ids, skip_special_tokens=skip_special_tokens))
 
     # -- generation --------------------------------------------------------------------
-    def check(self, request: Request) -> None:
-        super().check(request)
-        if request.params.logprobs:
-            raise InvalidRequest(
-                "the optimum engine does not return logprobs; use --engine native", param="logprobs"
-            )
-
     def generation_config(self, params: GenerationParams, prepared: PreparedInput) -> GenerationConfig:
         """Our parameters in transformers' terms; every field that matters is set explicitly."""
         cfg = GenerationConfig(
@@ -200,7 +248,6 @@ class OptimumEngine(Engine):
             do_sample=params.do_sample,
             num_beams=params.num_beams,
             num_return_sequences=params.num_return_sequences,
-            repetition_penalty=params.repetition_penalty,
             eos_token_id=sorted(prepared.stop_token_ids) or None,
             pad_token_id=self._pad_id,
         )
@@ -218,24 +265,47 @@ class OptimumEngine(Engine):
         prepared = self.prepare_input(request)
         params = request.params
         metrics = Metrics(input_tokens=len(prepared.ids), trimmed_messages=prepared.trimmed_messages)
+        recorder = _RawLogprobs() if params.logprobs or params.top_logprobs else None
         with self._lock:
             if cancelled.is_set():
                 emit(Chunk("", [], finish_reason="cancelled"))
             elif params.num_beams > 1:
                 self._beam_search(params, prepared, emit, cancelled, metrics)
             else:
-                sequences = [self._sequence(i, prepared) for i in range(params.num_return_sequences)]
-                streamer = _ChunkStreamer(sequences, prepared, emit, cancelled, metrics, started)
-                self._generate(params, prepared, cancelled, streamer)
+                sequences = [self._sequence(i, prepared, params) for i in range(params.num_return_sequences)]
+                streamer = _ChunkStreamer(sequences, prepared, emit, cancelled, metrics, started, params, recorder)
+                self._generate(params, prepared, cancelled, streamer, recorder)
         metrics.total_time = time.perf_counter() - started
         return metrics
 
-    def _sequence(self, index: int, prepared: PreparedInput) -> _Sequence:
-        return _Sequence(index, TextStreamer(self.detokenize, prepared.stop_strings, prepared.ids))
+    def _sequence(self, index: int, prepared: PreparedInput, params: GenerationParams) -> _Sequence:
+        return _Sequence(index, TextStreamer(self.text_decoder(params), prepared.stop_strings, prepared.ids))
+
+    def _processors(
+        self, params: GenerationParams, prepared: PreparedInput, recorder: _RawLogprobs | None
+    ) -> list[LogitsProcessor]:
+        """Our logits processors, in the native sampler's order: raw logprobs, repetition
+        penalty, presence/frequency (which transformers lacks), the constraint's mask.
+        transformers runs them before its temperature and top-k/p warpers."""
+        processors: list[LogitsProcessor] = [recorder] if recorder is not None else []
+        if params.repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+        if params.presence_penalty or params.frequency_penalty:
+            processors.append(
+                _PresenceFrequencyPenalty(len(prepared.ids), params.presence_penalty, params.frequency_penalty)
+            )
+        if params.constraint is not None:
+            vocabulary = vocabulary_for(self.model.path, self.eos_token_ids,
+                                        lambda text: self.tokenize(text, add_special_tokens=False))
+            compiled = compile_constraint(params.constraint)
+            size = int(self._model.config.vocab_size)
+            masks = [TokenMask(vocabulary, compiled, prepared.stop_token_ids, size)]
+            processors.append(_GrammarMask(masks, len(prepared.ids)))
+        return processors
 
     def _generate(
         self, params: GenerationParams, prepared: PreparedInput, cancelled: threading.Event,
-        streamer: _ChunkStreamer | None,
+        streamer: _ChunkStreamer | None, recorder: _RawLogprobs | None = None,
     ) -> torch.Tensor:
         """One ``generate`` call; returns the new token ids, one row per returned sequence."""
         if params.seed is not None:
@@ -245,7 +315,7 @@ class OptimumEngine(Engine):
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             generation_config=self.generation_config(params, prepared),
-            logits_processor=_extra_processors(params, len(prepared.ids)),
+            logits_processor=self._processors(params, prepared, recorder),
             stopping_criteria=[_StopCriterion(cancelled, streamer)],
             streamer=streamer,
         )
@@ -259,7 +329,7 @@ class OptimumEngine(Engine):
         rows = self._generate(params, prepared, cancelled, None).tolist()
         for index, ids in enumerate(rows):
             ids = _until_stop(ids, prepared)
-            text, reason = finish_sequence(ids, prepared, self._sequence(index, prepared).text)
+            text, reason = finish_sequence(ids, prepared, self._sequence(index, prepared, params).text)
             emit(Chunk(text, ids, index=index, finish_reason="cancelled" if cancelled.is_set() else reason))
             metrics.output_tokens += len(ids)
 
@@ -269,13 +339,6 @@ class OptimumEngine(Engine):
     def close(self) -> None:
         with self._lock:
             self._model = None  # type: ignore[assignment]
-
-
-def _extra_processors(params: GenerationParams, prompt_length: int) -> list[LogitsProcessor]:
-    """What transformers' own generation config cannot express."""
-    if not (params.presence_penalty or params.frequency_penalty):
-        return []
-    return [_PresenceFrequencyPenalty(prompt_length, params.presence_penalty, params.frequency_penalty)]
 
 
 def _until_stop(ids: list[int], prepared: PreparedInput) -> list[int]:

@@ -175,6 +175,12 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def top_logprobs(logits: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The ``k`` most likely tokens under the raw logits, most likely first, with their logprobs."""
+    logprobs = log_softmax(np.asarray(logits, dtype=np.float32).reshape(-1))
+    return [(int(i), float(logprobs[i])) for i in _top_desc(logprobs, k)]
+
+
 def logsumexp(logits: np.ndarray) -> float:
     top = float(logits.max())
     return top + float(np.log(np.exp(logits - top).sum(dtype=np.float64)))
@@ -245,17 +251,20 @@ class Sampler:
     def is_stop(self, token_id: int) -> bool:
         return token_id in self.stop_ids
 
-    def next_token(self, logits: np.ndarray, context: TokenHistory) -> tuple[int, float]:
-        """Choose a token, record it in ``context``; return it with its logprob under
-        the final (penalized, filtered, renormalized) distribution."""
-        scores = self.penalize(np.asarray(logits, dtype=np.float32).reshape(-1), context)
-        if self.params.do_sample:
-            token, logprob = self.sample(scores)
-        else:
-            token = int(np.argmax(scores))
-            logprob = float(scores[token]) - logsumexp(scores)
+    def next_token(
+        self, logits: np.ndarray, context: TokenHistory, allowed: np.ndarray | None = None
+    ) -> tuple[int, float]:
+        """Choose a token among the ``allowed`` ones (a constraint's mask; None = all),
+        record it in ``context``; return it with its logprob under the model's own
+        distribution (log-softmax of the raw logits, before penalties, mask and filters:
+        what OpenAI and openvino-genai report)."""
+        raw = np.asarray(logits, dtype=np.float32).reshape(-1)
+        scores = self.penalize(raw, context)
+        if allowed is not None:
+            scores = np.where(allowed, scores, np.float32(-np.inf))
+        token = self.sample(scores) if self.params.do_sample else int(np.argmax(scores))
         context.append(token)
-        return token, logprob
+        return token, float(raw[token]) - logsumexp(raw)
 
     def penalize(self, logits: np.ndarray, context: TokenHistory) -> np.ndarray:
         """Penalized copy of ``logits`` (or ``logits`` itself when nothing applies)."""
@@ -269,8 +278,9 @@ class Sampler:
         )
         return scores
 
-    def sample(self, logits: np.ndarray) -> tuple[int, float]:
-        """Temperature, then the filters on ever fewer candidates, then one draw."""
+    def sample(self, logits: np.ndarray) -> int:
+        """Temperature, then the filters on ever fewer candidates, then one draw
+        (tokens at -inf, outside a constraint, are never drawn)."""
         scores = apply_temperature(logits, self.params.temperature)
         ids: np.ndarray | None = None
         for select, value in self._filters:
@@ -279,8 +289,7 @@ class Sampler:
             ids = keep if ids is None else ids[keep]
         weights = np.exp(scores - scores.max())
         choice = draw_index(weights, float(self.rng.random()))
-        token = choice if ids is None else int(ids[choice])
-        return token, float(np.log(weights[choice] / weights.sum()))
+        return choice if ids is None else int(ids[choice])
 
 
 # -- beam search -------------------------------------------------------------------------

@@ -1,0 +1,484 @@
+"""One place that turns a :class:`~vinolm.types.Constraint` into what each engine enforces.
+
+Greedy output under a constraint must be the same on every engine, so every engine must
+allow the same tokens at every step. openvino-genai enforces constraints with xgrammar;
+the native and optimum engines use llguidance (no torch needed, numpy masks). The two
+libraries disagree on what a JSON schema means (free whitespace or not, extra properties,
+property order), so vinolm never hands either of them a schema: a schema, "any JSON
+object" and a choice list become one grammar text here (GBNF, which both parse), written
+in one canonical layout - ``{"a": 1, "b": [true, null]}``: ", " and ": " separators, no
+other whitespace, properties in the schema's order. Regexes go to both libraries as they
+are. Both libraries read the token vocabulary the same way (the bytes of the detokenizer
+IR's ``VocabDecoder``, which is what genai gives xgrammar), and the stop tokens are only
+allowed where the grammar accepts.
+
+What is cached: the grammar text per constraint, the llguidance tokenizer per model
+folder and a compiled matcher per (tokenizer, constraint); each sequence gets a copy.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vinolm.errors import EngineError, InvalidRequest
+from vinolm.types import Constraint, GenerationParams
+
+#: Keywords that describe a schema without restricting it.
+ANNOTATIONS = frozenset({
+    "title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated",
+    "readOnly", "writeOnly", "$defs", "definitions",
+})
+#: Keywords the grammar enforces; any other keyword is refused (never silently dropped).
+SUPPORTED = frozenset({
+    "type", "enum", "const", "properties", "required", "additionalProperties", "items",
+    "minItems", "maxItems", "anyOf", "oneOf", "allOf", "$ref", "minLength", "maxLength",
+})
+_LARK_OPTIONS = '%llguidance {"no_forcing": true}\n'
+
+#: Any JSON value in the canonical layout; schema rules refer to these names.
+_JSON_RULES = r'''value ::= object | array | string | number | "true" | "false" | "null"
+object ::= "{" ( member ( ", " member )* )? "}"
+member ::= string ": " value
+array ::= "[" ( value ( ", " value )* )? "]"
+string ::= "\"" char* "\""
+char ::= [^"\\\x00-\x1f] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} )
+integer ::= "-"? ( "0" | [1-9] [0-9]{0,15} )
+number ::= integer ( "." [0-9]{1,15} )? ( [eE] [+-]? [0-9]{1,3} )?
+'''
+
+
+@dataclass(frozen=True)
+class CompiledConstraint:
+    """A constraint in the forms the engines take: GBNF text or a regex, and llguidance's grammar."""
+
+    kind: str
+    gbnf: str | None
+    regex: str | None
+    llguidance: str
+
+    def genai_config(self, genai: Any) -> Any:
+        """openvino-genai's ``StructuredOutputConfig`` (xgrammar) for this constraint."""
+        if self.regex is not None:
+            return genai.StructuredOutputConfig(regex=self.regex)
+        return genai.StructuredOutputConfig(grammar=self.gbnf)
+
+
+# -- checking a request -------------------------------------------------------------------
+
+
+def check_params(params: GenerationParams) -> CompiledConstraint | None:
+    """Compile the request's constraint (cached) and refuse what cannot go with one;
+    every engine calls this from ``check``, before anything is queued."""
+    constraint = params.constraint
+    if constraint is None:
+        return None
+    if params.num_beams > 1:
+        raise InvalidRequest("beam search cannot be combined with a constraint; use num_beams 1",
+                             param="num_beams")
+    if params.num_return_sequences > 1:
+        raise InvalidRequest("a constrained request returns one sequence; use n / num_return_sequences 1",
+                             param="num_return_sequences")
+    if params.ignore_eos:
+        raise InvalidRequest("ignore_eos cannot be combined with a constraint: the answer ends where "
+                             "the grammar does", param="ignore_eos")
+    return compile_constraint(constraint)
+
+
+def compile_constraint(constraint: Constraint) -> CompiledConstraint:
+    """The grammar of ``constraint``; InvalidRequest naming the field when it does not compile."""
+    key = (constraint.kind, json.dumps(constraint.schema) if constraint.schema is not None else None,
+           constraint.pattern, constraint.grammar, constraint.choices)
+    return _compile(key)
+
+
+@functools.lru_cache(maxsize=256)
+def _compile(key: tuple[Any, ...]) -> CompiledConstraint:
+    kind, schema, pattern, grammar, choices = key
+    if kind == "regex":
+        return _compiled(kind, None, pattern, "regex")
+    if kind == "json_schema":
+        text = schema_grammar(json.loads(schema))
+    elif kind == "json_object":
+        text = "root ::= object\n" + _JSON_RULES
+    elif kind == "choice":
+        text = "root ::= " + " | ".join(gbnf_literal(c) for c in choices) + "\n"
+    else:
+        text = grammar
+    return _compiled(kind, text, None, "grammar" if kind == "grammar" else kind)
+
+
+def _compiled(kind: str, gbnf: str | None, regex: str | None, param: str) -> CompiledConstraint:
+    import llguidance
+    from llguidance.gbnf_to_lark import gbnf_to_lark
+
+    try:
+        if regex is not None:  # \d \w \s as ASCII classes, as xgrammar reads them
+            lark = f"start: /{llguidance.regex_to_lark(regex, 'dws')}/"
+        else:
+            lark = gbnf_to_lark(gbnf or "").removeprefix("%llguidance {}")
+        # no_forcing: text the grammar forces may come in any tokens the model picks, as with
+        # xgrammar (by default llguidance allows only the canonical tokenization of it).
+        grammar = llguidance.LLMatcher.grammar_from_lark(_LARK_OPTIONS + lark)
+        failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
+    except Exception as exc:  # noqa: BLE001 - the GBNF converter raises bare Exception for a bad grammar
+        failed, messages = True, [str(exc)]
+    if failed:
+        what = {"regex": "the regex", "grammar": "the grammar"}.get(param, f"the {param} grammar")
+        raise InvalidRequest(f"{what} does not compile: {_summary(messages[0])}", param=param)
+    return CompiledConstraint(kind, gbnf, regex, grammar)
+
+
+def _summary(message: str) -> str:
+    """The library's reason in one short line (its messages repeat the grammar with carets)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    reason = next((line for line in lines if line.startswith("error:")), lines[0] if lines else "invalid")
+    return reason.removeprefix("error:").strip()[:200]
+
+
+# -- JSON schema -> GBNF ---------------------------------------------------------------------
+
+
+def gbnf_literal(text: str) -> str:
+    """``text`` as a GBNF string literal (the escapes both xgrammar and llguidance read)."""
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\r":
+            out.append("\\r")
+        elif char == "\t":
+            out.append("\\t")
+        elif ord(char) < 0x20:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _dumps(value: Any) -> str:
+    """A JSON value in the canonical layout (what ``json.dumps`` writes by default)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def schema_grammar(schema: Any) -> str:
+    """GBNF for the JSON texts in vinolm's layout that ``schema`` accepts.
+
+    The schema itself must be valid (meta-schema check). Objects with ``properties``
+    get exactly those keys in that order - the required ones always, the others may be
+    left out - and no others, whatever ``additionalProperties`` says (a subset of what
+    the schema allows, so the answer still validates); an object without ``properties``
+    takes any keys with values of ``additionalProperties``.
+    """
+    _check_meta(schema)
+    builder = _SchemaGrammar(schema)
+    root = builder.value(schema, "#")
+    reached, todo = set(), [root]
+    while todo:  # only the rules the root reaches (optional members leave some unused)
+        for name in re.findall(r"\br\d+\b", todo.pop()):
+            if name not in reached and name in builder.rules:
+                reached.add(name)
+                todo.append(builder.rules[name])
+    rules = [f"root ::= {root}"] + [f"{n} ::= {body}" for n, body in builder.rules.items() if n in reached]
+    return "\n".join(rules) + "\n" + _JSON_RULES
+
+
+def _check_meta(schema: Any) -> None:
+    import jsonschema
+
+    if not isinstance(schema, dict):
+        raise InvalidRequest("a JSON schema must be an object", param="json_schema")
+    try:
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "the top level"
+        raise InvalidRequest(f"the JSON schema is invalid at {where}: {exc.message[:200]}",
+                             param="json_schema") from None
+
+
+class _SchemaGrammar:
+    """Walks a schema, writing one rule per object, array, string bound and $ref."""
+
+    def __init__(self, root: dict[str, Any]) -> None:
+        self.root = root
+        self.rules: dict[str, str] = {}
+        self._refs: dict[str, str] = {}
+
+    def _new_rule(self, body: str | None = None) -> str:
+        name = f"r{len(self.rules) + 1}"
+        self.rules[name] = body or ""
+        return name
+
+    def value(self, schema: Any, path: str) -> str:
+        if schema is True or schema == {}:
+            return "value"
+        if not isinstance(schema, dict):
+            raise InvalidRequest(f"the JSON schema at {path} accepts nothing", param="json_schema")
+        unknown = sorted(set(schema) - SUPPORTED - ANNOTATIONS)
+        if unknown:
+            raise InvalidRequest(
+                f"JSON schema keyword {unknown[0]!r} (at {path}) is not supported; vinolm enforces "
+                f"{', '.join(sorted(SUPPORTED))}", param="json_schema")
+        keys = set(schema) - ANNOTATIONS
+        for combinator in ("$ref", "anyOf", "oneOf", "allOf"):
+            if combinator in schema:
+                if keys - {combinator}:
+                    raise InvalidRequest(
+                        f"{combinator} at {path} cannot be combined with {', '.join(sorted(keys - {combinator}))}",
+                        param="json_schema")
+                return self._combinator(combinator, schema[combinator], path)
+        if "const" in schema:
+            return gbnf_literal(_dumps(schema["const"]))
+        if "enum" in schema:
+            return "( " + " | ".join(gbnf_literal(_dumps(v)) for v in schema["enum"]) + " )"
+        kind = schema.get("type")
+        if kind is None:
+            return "value" if not keys else self._typed(_guess_type(schema, path), schema, path)
+        if isinstance(kind, list):
+            return "( " + " | ".join(self._typed(k, schema, path) for k in kind) + " )"
+        return self._typed(kind, schema, path)
+
+    def _combinator(self, name: str, argument: Any, path: str) -> str:
+        if name == "$ref":
+            return self._ref(argument, path)
+        if name == "allOf":
+            if len(argument) != 1:
+                raise InvalidRequest(f"allOf at {path} must hold one schema (vinolm merges no schemas)",
+                                     param="json_schema")
+            return self.value(argument[0], f"{path}/allOf/0")
+        parts = [self.value(sub, f"{path}/{name}/{i}") for i, sub in enumerate(argument)]
+        return "( " + " | ".join(parts) + " )"
+
+    def _ref(self, ref: str, path: str) -> str:
+        if ref in self._refs:
+            return self._refs[ref]
+        if not ref.startswith("#"):
+            raise InvalidRequest(f"$ref {ref!r} at {path}: only references into the same schema (#/...) "
+                                 "are supported", param="json_schema")
+        target: Any = self.root
+        for part in [p for p in ref[1:].split("/") if p]:
+            part = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(target, dict) or part not in target:
+                raise InvalidRequest(f"$ref {ref!r} at {path} points to nothing", param="json_schema")
+            target = target[part]
+        name = self._refs[ref] = self._new_rule()
+        self.rules[name] = self.value(target, ref)
+        return name
+
+    def _typed(self, kind: str, schema: dict[str, Any], path: str) -> str:
+        if kind == "object":
+            return self._object(schema, path)
+        if kind == "array":
+            return self._array(schema, path)
+        if kind == "string":
+            return self._string(schema)
+        if kind in ("number", "integer"):
+            return kind
+        return {"boolean": '( "true" | "false" )', "null": '"null"'}[kind]
+
+    def _object(self, schema: dict[str, Any], path: str) -> str:
+        properties: dict[str, Any] = schema.get("properties") or {}
+        required = list(schema.get("required", []))
+        missing = [name for name in required if name not in properties]
+        if missing and properties:
+            raise InvalidRequest(f"required property {missing[0]!r} at {path} is not in properties",
+                                 param="json_schema")
+        if not properties:
+            return self._map(schema.get("additionalProperties", True), required, path)
+        members = [
+            (gbnf_literal(_dumps(name) + ": ") + " " + self.value(sub, f"{path}/properties/{name}"),
+             name in required)
+            for name, sub in properties.items()
+        ]
+        # after[first]: the members from the current one on, ``first`` while none is written;
+        # None where nothing is left (GBNF has no empty literal both libraries read).
+        after: dict[bool, str | None] = {True: None, False: None}
+        for member, needed in reversed(members):
+            current: dict[bool, str | None] = {}
+            for first in (True, False):
+                written = " ".join(p for p in ("" if first else '", "', member, after[False]) if p)
+                skip = after[first]
+                body = written if needed else (f"{written} | {skip}" if skip else f"( {written} )?")
+                current[first] = self._new_rule(body)
+            after = current
+        return self._new_rule(f'"{{" {after[True]} "}}"')
+
+    def _map(self, values: Any, required: list[str], path: str) -> str:
+        if required:
+            raise InvalidRequest(f"required at {path} names properties the schema does not define",
+                                 param="json_schema")
+        if values is False:
+            return '"{}"'
+        if values is True:
+            return "object"
+        member = self._new_rule(f'string ": " {self.value(values, path + "/additionalProperties")}')
+        return self._new_rule(f'"{{" ( {member} ( ", " {member} )* )? "}}"')
+
+    def _array(self, schema: dict[str, Any], path: str) -> str:
+        item = self.value(schema.get("items", True), f"{path}/items")
+        low, high = int(schema.get("minItems", 0)), schema.get("maxItems")
+        if high is not None and int(high) < low:
+            raise InvalidRequest(f"maxItems at {path} is below minItems", param="json_schema")
+        if high == 0:
+            return '"[]"'
+        more = _repeat(f'( ", " {item} )', max(low - 1, 0), None if high is None else int(high) - 1)
+        items = f"{item} {more}"
+        return self._new_rule(f'"[" ( {items} )? "]"' if low == 0 else f'"[" {items} "]"')
+
+    def _string(self, schema: dict[str, Any]) -> str:
+        low, high = int(schema.get("minLength", 0)), schema.get("maxLength")
+        if low == 0 and high is None:
+            return "string"
+        return self._new_rule(f'"\\"" {_repeat("char", low, None if high is None else int(high))} "\\""')
+
+
+def _guess_type(schema: dict[str, Any], path: str) -> str:
+    """The type a schema without ``type`` means by its keywords (``properties`` -> object)."""
+    for kind, words in (("object", {"properties", "required", "additionalProperties"}),
+                        ("array", {"items", "minItems", "maxItems"}), ("string", {"minLength", "maxLength"})):
+        if words & set(schema):
+            return kind
+    raise InvalidRequest(f"the JSON schema at {path} needs a type", param="json_schema")
+
+
+def _repeat(item: str, low: int, high: int | None) -> str:
+    if (low, high) == (0, None):
+        return f"{item}*"
+    if (low, high) == (1, None):
+        return f"{item}+"
+    if (low, high) == (0, 1):
+        return f"{item}?"
+    return f"{item}{{{low},{'' if high is None else high}}}"
+
+
+# -- the token mask (native and optimum engines) --------------------------------------------------
+
+
+def vocabulary_bytes(folder: Path) -> list[bytes]:
+    """Each token's bytes as the detokenizer IR's ``VocabDecoder`` holds them: what genai
+    gives xgrammar, so both libraries see the same vocabulary (special tokens included,
+    as their text)."""
+    import openvino as ov
+    import openvino_tokenizers  # noqa: F401  (registers the tokenizer operations)
+
+    model = ov.Core().read_model(folder / "openvino_detokenizer.xml")
+    decoders = [op for op in model.get_ordered_ops() if op.get_type_name() == "VocabDecoder"]
+    if not decoders:
+        raise InvalidRequest(f"{folder}'s detokenizer has no vocabulary: constrained output is not "
+                             "available for this model", param="constraint")
+    nodes = [decoders[-1].input_value(i).get_node() for i in (1, 2, 3)]  # alive while their data is read
+    begins, ends = (node.get_data().tolist() for node in nodes[:2])
+    raw = nodes[2].get_data().tobytes()
+    return [raw[b:e] for b, e in zip(begins, ends, strict=True)]
+
+
+class _TokenSource:
+    """What ``llguidance.TokenizerWrapper`` reads. Like xgrammar on genai's vocabulary, only
+    empty tokens count as special; the others (``<|im_start|>`` too) are their text."""
+
+    def __init__(self, tokens: list[bytes], eos_token_id: int, encode: Callable[[str], list[int]]) -> None:
+        self.tokens = tokens
+        self.eos_token_id = eos_token_id
+        self.bos_token_id = None
+        self.special_token_ids = [i for i, token in enumerate(tokens) if not token]
+        self._encode = encode
+
+    def __call__(self, text: str | bytes) -> list[int]:
+        return self._encode(text.decode("utf-8", "replace") if isinstance(text, bytes) else text)
+
+
+class GrammarVocabulary:
+    """llguidance's view of one model's tokenizer; built once per model folder (~0.5 s)."""
+
+    def __init__(self, tokens: list[bytes], eos_token_id: int, encode: Callable[[str], list[int]]) -> None:
+        import llguidance
+
+        source = _TokenSource(tokens, eos_token_id, encode)
+        self.size = len(tokens)
+        self.eos_token_id = eos_token_id
+        self.tokenizer = llguidance.LLTokenizer(llguidance.TokenizerWrapper(source), n_vocab=len(tokens))
+        self._matchers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def matcher(self, compiled: CompiledConstraint) -> Any:
+        """A fresh matcher at the grammar's start: a copy of one compiled per constraint."""
+        import llguidance
+
+        with self._lock:
+            template = self._matchers.get(compiled.llguidance)
+            if template is None:
+                template = llguidance.LLMatcher(self.tokenizer, compiled.llguidance, log_level=0)
+                if template.is_error():
+                    raise InvalidRequest(f"the {compiled.kind} constraint does not compile: "
+                                         f"{_summary(template.get_error())}", param=compiled.kind)
+                if len(self._matchers) >= 64:  # oldest out: a small LRU
+                    self._matchers.pop(next(iter(self._matchers)))
+                self._matchers[compiled.llguidance] = template
+            else:
+                self._matchers[compiled.llguidance] = self._matchers.pop(compiled.llguidance)
+            return template.deep_copy()
+
+
+_VOCABULARIES: dict[str, GrammarVocabulary] = {}
+_VOCABULARY_LOCK = threading.Lock()
+
+
+def vocabulary_for(folder: Path, eos_token_ids: list[int], encode: Callable[[str], list[int]]) -> GrammarVocabulary:
+    """The cached :class:`GrammarVocabulary` of the model in ``folder``."""
+    key = str(Path(folder).resolve())
+    with _VOCABULARY_LOCK:
+        if key not in _VOCABULARIES:
+            eos = eos_token_ids[0] if eos_token_ids else 0
+            _VOCABULARIES[key] = GrammarVocabulary(vocabulary_bytes(Path(folder)), eos, encode)
+        return _VOCABULARIES[key]
+
+
+class TokenMask:
+    """One sequence's place in its grammar: which tokens may come next, advanced per token.
+
+    Stop tokens are allowed exactly where the grammar accepts (xgrammar's rule with
+    genai's ``stop_token_ids``); the grammar's own view of EOS is replaced by that.
+    """
+
+    def __init__(self, vocabulary: GrammarVocabulary, compiled: CompiledConstraint,
+                 stop_token_ids: Iterable[int], logits_size: int) -> None:
+        import llguidance.numpy as llg_numpy
+
+        self._fill = llg_numpy.fill_next_token_bitmask
+        self._matcher = vocabulary.matcher(compiled)
+        self._bits = llg_numpy.allocate_token_bitmask(1, vocabulary.size)
+        self._size = vocabulary.size
+        self._logits_size = logits_size
+        self._eos = vocabulary.eos_token_id
+        self._stops = np.array(sorted(t for t in stop_token_ids if 0 <= t < logits_size), dtype=np.int64)
+
+    def allowed(self) -> np.ndarray:
+        """Boolean mask over the logits: True where a token keeps the output in the grammar."""
+        self._fill(self._matcher, self._bits)
+        bits = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: self._size].astype(bool)
+        if self._logits_size != self._size:  # padded logits: ids past the vocabulary are never text
+            bits = np.pad(bits, (0, max(0, self._logits_size - self._size)))[: self._logits_size]
+        bits[self._eos] = False
+        bits[self._stops] = self._matcher.is_accepting()
+        return bits
+
+    def apply(self, logits: np.ndarray) -> np.ndarray:
+        """A copy of ``logits`` with every token outside the grammar at -inf."""
+        return np.where(self.allowed(), logits, np.float32(-np.inf)).astype(np.float32, copy=False)
+
+    def accept(self, token: int) -> None:
+        """Advance past ``token`` (a stop token ends the grammar: nothing to advance)."""
+        if token in self._stops or self._matcher.is_stopped():
+            return
+        if not self._matcher.consume_token(int(token)):
+            raise EngineError(f"token {token} is outside the grammar: {self._matcher.get_error()}")
