@@ -1,0 +1,141 @@
+"""The model registry: load on first use, LRU within max_loaded, keep-alive, failed loads."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from tests.fakes import FakeEngine, FakeModel
+
+from vinolm.errors import Overloaded, Unavailable, UnknownModel
+from vinolm.server.registry import FOREVER, Registry, ServedModel
+from vinolm.server.service import ModelService
+from vinolm.types import GenerationParams, Request
+
+
+class Loader:
+    """Builds a FakeEngine service per model and records what happened."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.loaded: list[str] = []
+        self.closed: list[str] = []
+        self.fail: set[str] = set()
+        self.delay = delay
+
+    def __call__(self, model: ServedModel) -> ModelService:
+        time.sleep(self.delay)
+        if model.name in self.fail:
+            raise RuntimeError(f"{model.reference} is not a model folder")
+        self.loaded.append(model.name)
+        engine = FakeEngine(FakeModel(name=model.name))
+        close = engine.close
+        engine.close = lambda: (self.closed.append(model.name), close())  # type: ignore[method-assign]
+        return ModelService(engine, model.names)
+
+
+def registry(loader: Loader, **kwargs: object) -> Registry:
+    models = [ServedModel("ref-a", ["a", "alias-a"]), ServedModel("ref-b", ["b"]), ServedModel("ref-c", ["c"])]
+    return Registry(models, loader, **kwargs)  # type: ignore[arg-type]
+
+
+def test_models_load_on_first_use_and_are_reused() -> None:
+    loader = Loader()
+    reg = registry(loader)
+    assert [s["state"] for s in reg.states()] == ["unloaded"] * 3
+    assert reg.service("alias-a") is reg.service("a") is reg.service(None)  # None: the first model
+    assert loader.loaded == ["a"] and reg.state("a") == "loaded" and reg.state("b") == "unloaded"
+
+
+def test_unknown_names_are_404_listing_the_served_ones() -> None:
+    with pytest.raises(UnknownModel, match="available: a, alias-a, b, c"):
+        registry(Loader()).service("nope")
+
+
+def test_max_loaded_unloads_the_least_recently_used_idle_model() -> None:
+    loader = Loader()
+    reg = registry(loader, max_loaded=2)
+    reg.service("a"), reg.service("b"), reg.service("a")  # b is now the least recently used
+    reg.service("c")
+    assert loader.closed == ["b"] and reg.state("b") == "unloaded" and reg.state("a") == reg.state("c") == "loaded"
+
+
+def test_a_full_registry_of_busy_models_is_429_not_a_hang() -> None:
+    loader = Loader()
+    reg = registry(loader, max_loaded=1)
+    service = reg.service("a")
+    engine = service.engine
+    assert isinstance(engine, FakeEngine)
+    engine.gate.clear()
+    ticket = service.submit(Request(prompt="x", params=GenerationParams(max_new_tokens=2)), "test")
+    try:
+        with pytest.raises(Overloaded, match="keeps at most 1"):
+            reg.service("b")
+    finally:
+        engine.gate.set()
+        list(service.stream(ticket))
+    reg.service("b")  # idle again: a makes room
+    assert loader.closed == ["a"]
+
+
+def test_a_failed_load_is_503_with_the_reason_and_is_retried() -> None:
+    loader = Loader()
+    loader.fail.add("b")
+    reg = registry(loader)
+    with pytest.raises(Unavailable, match="failed to load: RuntimeError: ref-b is not a model folder"):
+        reg.service("b")
+    assert reg.state("b") == "failed" and reg.states()[1]["error"].endswith("not a model folder")
+    assert reg.service("a").engine.model.name == "a"  # the others keep serving
+    loader.fail.clear()
+    assert reg.service("b").engine.model.name == "b" and reg.state("b") == "loaded"
+
+
+def test_concurrent_first_requests_load_once() -> None:
+    loader = Loader(delay=0.2)
+    reg = registry(loader)
+    got: list[ModelService] = []
+    threads = [threading.Thread(target=lambda: got.append(reg.service("c"))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert loader.loaded == ["c"] and len({id(s) for s in got}) == 1
+
+
+def test_keep_alive_unloads_idle_models_only() -> None:
+    loader = Loader()
+    models = [ServedModel("ref-a", ["a"], keep_alive=FOREVER), ServedModel("ref-b", ["b"])]
+    reg = Registry(models, loader, keep_alive=10.0)
+    reg.service("a"), reg.service("b")
+    now = time.monotonic()
+    assert reg.sweep(now + 5) == []
+    assert reg.sweep(now + 11) == ["b"] and loader.closed == ["b"] and reg.state("a") == "loaded"
+
+
+def test_events_reach_listeners_and_close_unloads_everything() -> None:
+    events: list[tuple[str, str]] = []
+    loader = Loader()
+    loader.fail.add("c")
+    reg = registry(loader)
+    reg.listeners.append(lambda model, event: events.append((model, event)))
+    reg.service("a")
+    with pytest.raises(Unavailable):
+        reg.service("c")
+    assert reg.unload("a") and not reg.unload("b")
+    reg.service("b")
+    reg.close()
+    assert events == [("a", "loaded"), ("c", "failed"), ("a", "unloaded"), ("b", "loaded"), ("b", "unloaded")]
+
+
+def test_draining_refuses_new_work() -> None:
+    reg = registry(Loader())
+    service = reg.service("a")
+    reg.drain()
+    assert service.draining
+    with pytest.raises(Unavailable, match="shutting down"):
+        reg.service("b")
+
+
+def test_a_name_given_to_two_models_is_refused() -> None:
+    with pytest.raises(ValueError, match="given to two models"):
+        Registry([ServedModel("x", ["m"]), ServedModel("y", ["m"])], Loader())
