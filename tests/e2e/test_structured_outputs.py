@@ -19,6 +19,7 @@ import openai
 import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
+from pydantic import BaseModel, Field
 from tests.e2e.conftest import RunningServer, start_server
 from tritonclient.utils import InferenceServerException
 
@@ -74,6 +75,22 @@ def test_json_schema_answer_validates(server: RunningServer) -> None:
         response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}})
     assert answer.choices[0].finish_reason == "stop"
     jsonschema.validate(json.loads(answer.choices[0].message.content or ""), PERSON)
+
+
+class Person(BaseModel):
+    name: str = Field(max_length=20)
+    age: int
+
+
+def test_sdk_parse_helpers_with_a_pydantic_model(server: RunningServer) -> None:
+    client, ask = sdk(server), [{"role": "user", "content": "Invent a person."}]
+    answer = client.chat.completions.parse(model=MODEL, temperature=0, max_tokens=64, messages=ask,
+                                           response_format=Person)
+    assert isinstance(answer.choices[0].message.parsed, Person)
+    called = client.chat.completions.parse(model=MODEL, temperature=0, max_tokens=64, messages=ask,
+                                           tools=[openai.pydantic_function_tool(Person)], tool_choice="required")
+    (call,) = called.choices[0].message.tool_calls or []
+    assert isinstance(call.function.parsed_arguments, Person)
 
 
 def test_guided_choice_and_regex_extensions(server: RunningServer) -> None:

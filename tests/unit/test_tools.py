@@ -191,10 +191,12 @@ def test_the_required_schema_accepts_exactly_the_offered_calls() -> None:
                 [{"name": "get_time", "arguments": {"zone": "CET"}}]):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, single)
-    many = calls_schema([WEATHER], parallel=True)
-    jsonschema.validate([{"name": "get_weather", "arguments": {"city": "Paris"}}] * 2, many)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate([], many)
+    many = calls_schema([WEATHER, TIME], parallel=True)
+    jsonschema.validate([{"name": "get_weather", "arguments": {"city": "Paris"}},
+                         {"name": "get_time", "arguments": {"zone": "CET"}}], many)
+    for bad in ([], [{"name": "get_time", "arguments": {"zone": "CET"}}] * 3):  # none; more than one per tool
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, many)
 
 
 def test_forced_answers_become_calls() -> None:
@@ -202,6 +204,8 @@ def test_forced_answers_become_calls() -> None:
     assert forced_calls('[{"name": "get_time", "arguments": {"zone": "CET"}}]', None) == [
         ("get_time", '{"zone": "CET"}')]
     assert forced_calls('{"name": "get_time", "arguments": {"zo', None) == []  # cut short by max_tokens
+    twice = '[{"name": "get_time", "arguments": {"zone": "CET"}}, {"name": "get_time", "arguments": {"zone": "CET"}}]'
+    assert forced_calls(twice, None) == [("get_time", '{"zone": "CET"}')]
 
 
 def test_lone_surrogates_in_tools_and_calls_are_refused() -> None:

@@ -166,16 +166,18 @@ def arguments_schema(tool: Tool) -> dict[str, Any]:
 
 
 def calls_schema(tools: Sequence[Tool], parallel: bool) -> dict[str, Any]:
-    """``tool_choice: required``: one ``{"name", "arguments"}`` object, or a non-empty array of them.
+    """``tool_choice: required``: one ``{"name", "arguments"}`` object, or with ``parallel``
+    and several tools an array of 1 to ``len(tools)`` of them.
 
     Each alternative pins ``name`` to one tool and ``arguments`` to that tool's parameters,
-    so whatever the model writes is a call some tool accepts.
+    so whatever the model writes is a call some tool accepts. Calls are capped at one per
+    tool because a small model, free to go on, repeats its call until max_tokens.
     """
     options = [{"type": "object", "properties": {"name": {"type": "string", "enum": [t.name]},
                                                  "arguments": arguments_schema(t)},
                 "required": ["name", "arguments"], "additionalProperties": False} for t in tools]
     one = options[0] if len(options) == 1 else {"anyOf": options}
-    return {"type": "array", "items": one, "minItems": 1} if parallel else one
+    return {"type": "array", "items": one, "minItems": 1, "maxItems": len(tools)} if parallel and len(tools) > 1 else one
 
 
 def forced_calls(text: str, named: str | None) -> list[tuple[str, str]]:
@@ -188,8 +190,9 @@ def forced_calls(text: str, named: str | None) -> list[tuple[str, str]]:
     if named is not None:
         return [(named, json.dumps(value))] if isinstance(value, dict) else []
     items = value if isinstance(value, list) else [value]
-    return [(item["name"], json.dumps(item["arguments"])) for item in items
-            if isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("arguments"), dict)]
+    calls = [(item["name"], json.dumps(item["arguments"])) for item in items
+             if isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("arguments"), dict)]
+    return list(dict.fromkeys(calls))  # the same call twice in one answer is one call
 
 
 # -- out of the answer: each family's native call format ------------------------------------------------
