@@ -6,13 +6,18 @@
     >>> for piece in m.stream("Tell me a joke"): print(piece, end="")
     >>> chat = m.chat(system="You are terse.")
     >>> print(chat.send("Hi! My name is Ada.").text())
+    >>> m.generate("A cat as JSON:", json_schema={"type": "object", "properties": {...}})
+
+Every method takes the generation parameters as keywords, plus one constraint:
+``json_schema=``, ``json_object=True``, ``regex=``, ``grammar=`` (GBNF), ``choices=[...]``
+or ``constraint=Constraint(...)``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Self
 
-from vinolm.chat.session import Chat, Response
+from vinolm.chat.session import Chat, Response, with_constraint
 from vinolm.engines import DEFAULT_ENGINE, load_engine
 from vinolm.engines.base import Engine, EngineOptions
 from vinolm.types import GenerationParams, Request
@@ -57,7 +62,7 @@ class Model:
 
 
 def _params(values: dict[str, Any]) -> GenerationParams:
-    return GenerationParams.from_dict(values) if values else GenerationParams()
+    return GenerationParams.from_dict(with_constraint(values)) if values else GenerationParams()
 
 
 def load(

@@ -7,13 +7,17 @@ OpenVINO, torch or transformers.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from vinolm.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from vinolm.chat.session import Response
     from vinolm.engines.base import Engine
-    from vinolm.types import GenerationParams, Metrics
+    from vinolm.types import Constraint, GenerationParams, Metrics
 
 
 def add_model_args(parser: argparse.ArgumentParser, engine: bool = True) -> None:
@@ -42,6 +46,14 @@ def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int = 2
     group.add_argument("--stop", action="append", default=[], help="stop string, repeatable")
     group.add_argument("--num-beams", type=int, default=1, help="beam search (implies --greedy)")
     group.add_argument("--ignore-eos", action="store_true", help="generate exactly --max-new-tokens")
+    shape = group.add_mutually_exclusive_group()
+    shape.add_argument("--json-schema", metavar="FILE", default=None,
+                       help="answer with JSON valid against the schema in FILE")
+    shape.add_argument("--format", choices=["json"], default=None, help="json: answer with any JSON object")
+    shape.add_argument("--regex", metavar="RE", default=None, help="answer with text matching RE (whole answer)")
+    shape.add_argument("--grammar", metavar="FILE", default=None, help="answer in the GBNF grammar in FILE")
+    shape.add_argument("--choice", metavar="TEXT", action="append", default=None,
+                       help="answer with exactly one of these texts, repeatable")
 
 
 def params_from_args(args: argparse.Namespace) -> GenerationParams:
@@ -61,7 +73,38 @@ def params_from_args(args: argparse.Namespace) -> GenerationParams:
         stop=list(args.stop),
         num_beams=args.num_beams,
         ignore_eos=args.ignore_eos,
+        constraint=constraint_from_args(args),
     ).validated()
+
+
+def constraint_from_args(args: argparse.Namespace) -> Constraint | None:
+    """The constraint the flags ask for; a file that cannot be read is one line (exit 2)."""
+    from vinolm.types import Constraint
+
+    if args.json_schema is not None:
+        text = _read(args.json_schema, "--json-schema")
+        try:
+            schema = json.loads(text)
+        except ValueError as exc:
+            raise InvalidRequest(f"--json-schema {args.json_schema} is not JSON: {exc}", param="json_schema") from None
+        return Constraint("json_schema", schema=schema)
+    if args.format == "json":
+        return Constraint("json_object")
+    if args.regex is not None:
+        return Constraint("regex", pattern=args.regex)
+    if args.grammar is not None:
+        return Constraint("grammar", grammar=_read(args.grammar, "--grammar"))
+    if args.choice:
+        return Constraint("choice", choices=tuple(args.choice))
+    return None
+
+
+def _read(path: str, flag: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise InvalidRequest(f"{flag} {path}: {reason}", param=flag.lstrip("-").replace("-", "_")) from None
 
 
 def engine_from_args(args: argparse.Namespace, batching: bool = False, **options: Any) -> Engine:

@@ -16,10 +16,42 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vinolm.errors import InvalidRequest
-from vinolm.types import FinishReason, GenerationParams, Message, Metrics, Request
+from vinolm.types import Constraint, FinishReason, GenerationParams, Message, Metrics, Request
 
 if TYPE_CHECKING:
     from vinolm.engines.base import Engine, Generation
+
+
+#: Keyword shortcuts for a constraint: ``json_schema={...}``, ``json_object=True``, ``regex=``,
+#: ``grammar=`` (GBNF), ``choices=[...]``; or ``constraint=Constraint(...)`` itself.
+CONSTRAINT_OPTIONS = ("json_schema", "json_object", "regex", "grammar", "choices")
+
+
+def with_constraint(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the constraint shortcuts folded into one ``constraint``; giving two
+    constraints is an error, never one silently winning over the other."""
+    given = {name: options[name] for name in CONSTRAINT_OPTIONS if options.get(name) not in (None, False)}
+    rest = {k: v for k, v in options.items() if k not in CONSTRAINT_OPTIONS}
+    if rest.get("constraint") is not None:
+        given["constraint"] = rest.pop("constraint")
+    if len(given) > 1:
+        raise InvalidRequest(f"give one constraint, not {' and '.join(given)}", param=next(iter(given)))
+    if not given:
+        return rest
+    (name, value), = given.items()
+    if name == "constraint":
+        constraint = value
+    elif name == "json_schema":
+        constraint = Constraint("json_schema", schema=value)
+    elif name == "json_object":
+        constraint = Constraint("json_object")
+    elif name == "regex":
+        constraint = Constraint("regex", pattern=value)
+    elif name == "grammar":
+        constraint = Constraint("grammar", grammar=value)
+    else:
+        constraint = Constraint("choice", choices=tuple(value))
+    return {**rest, "constraint": constraint}
 
 
 class Response:
@@ -108,7 +140,7 @@ class Chat:
         """Ask ``text``; the returned Response streams the answer when iterated."""
         if not text.strip():
             raise InvalidRequest("the message is empty")
-        settings = self.params.with_(**params).validated() if params else self.params
+        settings = self.params.with_(**with_constraint(params)).validated() if params else self.params
         user = Message("user", text)
         request = Request(messages=self.messages + [user], params=settings)
 
