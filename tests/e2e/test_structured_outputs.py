@@ -77,6 +77,18 @@ def test_json_schema_answer_validates(server: RunningServer) -> None:
     jsonschema.validate(json.loads(answer.choices[0].message.content or ""), PERSON)
 
 
+def test_a_constraint_cut_short_by_max_tokens_ends_with_length(server: RunningServer) -> None:
+    client = sdk(server)
+    schema = {"name": "person", "schema": PERSON}
+    answer = client.chat.completions.create(model=MODEL, temperature=0, max_tokens=3, messages=ASK_WEATHER,
+                                            response_format={"type": "json_schema", "json_schema": schema})
+    assert answer.choices[0].finish_reason == "length" and answer.usage.completion_tokens == 3  # type: ignore[union-attr]
+    forced = client.chat.completions.create(model=MODEL, temperature=0, max_tokens=3, messages=ASK_WEATHER,
+                                            tools=[WEATHER], tool_choice=NAMED)
+    assert forced.choices[0].finish_reason == "length" and not forced.choices[0].message.tool_calls
+    assert (forced.choices[0].message.content or "").startswith("{")
+
+
 class Person(BaseModel):
     name: str = Field(max_length=20)
     age: int
