@@ -143,8 +143,8 @@ class RecordingMetrics(ServerMetrics):
         with self.changed:
             self.changed.notify_all()
 
-    def set_gauges(self, running: int, queued: int) -> None:
-        super().set_gauges(running, queued)
+    def set_gauges(self, running: int, queued: int, model: str = "") -> None:
+        super().set_gauges(running, queued, model)
         self._notify()
 
     def request_done(self, protocol: str, status: str) -> None:

@@ -139,3 +139,18 @@ def test_draining_refuses_new_work() -> None:
 def test_a_name_given_to_two_models_is_refused() -> None:
     with pytest.raises(ValueError, match="given to two models"):
         Registry([ServedModel("x", ["m"]), ServedModel("y", ["m"])], Loader())
+
+
+def test_metrics_show_each_model_and_the_totals() -> None:
+    from vinolm.server.metrics import ServerMetrics
+
+    metrics = ServerMetrics()
+    metrics.set_gauges(2, 1, model="a")
+    metrics.set_gauges(3, 0, model="b")
+    for event in ("loaded", "unloaded", "loaded", "failed"):
+        metrics.model_event("a", event)
+    text = metrics.render()
+    assert "vinolm_requests_running 5\n" in text and "vinolm_requests_queued 1\n" in text
+    assert 'vinolm_model_requests_running{model="b"} 3' in text
+    assert 'vinolm_model_loaded_total{model="a"} 2' in text and 'vinolm_model_unloaded_total{model="a"} 1' in text
+    assert 'vinolm_model_failed_total{model="a"} 1' in text and 'vinolm_model_loaded{model="a"} 1' in text

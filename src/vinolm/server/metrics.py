@@ -55,8 +55,13 @@ class ServerMetrics:
         self._requests: dict[tuple[str, str], int] = {}
         self.prompt_tokens = 0
         self.generated_tokens = 0
-        self.running = 0
-        self.queued = 0
+        #: Per served model (its first name): requests generating and waiting; the unlabelled
+        #: gauges are their sums, so dashboards written for one model keep working.
+        self._running: dict[str, int] = {}
+        self._queued: dict[str, int] = {}
+        #: Per model: loads, unloads and failed loads seen by the registry, and whether loaded now.
+        self._model_events: dict[tuple[str, str], int] = {}
+        self._loaded: dict[str, int] = {}
         self.ttft = Histogram("vinolm_time_to_first_token_seconds",
                               "Time from admission to the first generated token.", TTFT_BUCKETS)
         self.tpot = Histogram("vinolm_time_per_output_token_seconds",
@@ -68,9 +73,25 @@ class ServerMetrics:
             key = (protocol, str(status))
             self._requests[key] = self._requests.get(key, 0) + 1
 
-    def set_gauges(self, running: int, queued: int) -> None:
+    def set_gauges(self, running: int, queued: int, model: str = "") -> None:
         with self._lock:
-            self.running, self.queued = running, queued
+            self._running[model], self._queued[model] = running, queued
+
+    def model_event(self, model: str, event: str) -> None:
+        """The registry's ``loaded`` / ``unloaded`` / ``failed`` for ``model``."""
+        with self._lock:
+            key = (model, event)
+            self._model_events[key] = self._model_events.get(key, 0) + 1
+            if event in ("loaded", "unloaded"):
+                self._loaded[model] = int(event == "loaded")
+
+    @property
+    def running(self) -> int:
+        return sum(self._running.values())
+
+    @property
+    def queued(self) -> int:
+        return sum(self._queued.values())
 
     def observe(self, metrics: Metrics) -> None:
         """Count tokens of any request that ran, cancelled ones too; time only real output."""
@@ -101,7 +122,25 @@ class ServerMetrics:
             lines += self.ttft.lines() + self.tpot.lines()
             lines += _single("vinolm_requests_running", "gauge", "Requests being generated now.", self.running)
             lines += _single("vinolm_requests_queued", "gauge", "Admitted requests waiting for a slot.", self.queued)
+            lines += _per_model("vinolm_model_requests_running", "gauge", "Requests being generated now, per model.",
+                                self._running)
+            lines += _per_model("vinolm_model_requests_queued", "gauge", "Requests waiting for a slot, per model.",
+                                self._queued)
+            lines += _per_model("vinolm_model_loaded", "gauge", "1 while the model is loaded.", self._loaded)
+            for event, help_text in (("loaded", "Times the model was loaded."),
+                                     ("unloaded", "Times the model was unloaded (idle, LRU, asked)."),
+                                     ("failed", "Loads of the model that failed.")):
+                counts = {model: n for (model, kind), n in self._model_events.items() if kind == event}
+                lines += _per_model(f"vinolm_model_{event}_total", "counter", help_text, counts)
         return "\n".join(lines) + "\n"
+
+
+def _per_model(name: str, kind: str, help_text: str, values: dict[str, int]) -> list[str]:
+    named = {model: value for model, value in sorted(values.items()) if model}
+    if not named:
+        return []
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}",
+            *(f'{name}{{model="{_label(model)}"}} {_number(value)}' for model, value in named.items())]
 
 
 def _single(name: str, kind: str, help_text: str, value: float) -> list[str]:

@@ -199,7 +199,7 @@ class ModelService:
         if self.metrics:
             with self._lock:
                 stats = self.stats()
-                self.metrics.set_gauges(stats["running"], stats["queued"])
+                self.metrics.set_gauges(stats["running"], stats["queued"], model=self.model_name)
 
     def finish(self, ticket: Ticket, status: str) -> None:
         """Account for a finished (or failed, or abandoned) request exactly once.
