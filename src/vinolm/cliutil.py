@@ -78,7 +78,17 @@ def params_from_args(args: argparse.Namespace) -> GenerationParams:
 
 
 def constraint_from_args(args: argparse.Namespace) -> Constraint | None:
-    """The constraint the flags ask for; a file that cannot be read is one line (exit 2)."""
+    """The constraint the flags ask for, compiled before any model loads: a file that cannot
+    be read or a grammar that does not compile is one line (exit 2)."""
+    from vinolm.engines.constraints import compile_constraint
+
+    constraint = _constraint(args)
+    if constraint is not None:
+        compile_constraint(constraint)
+    return constraint
+
+
+def _constraint(args: argparse.Namespace) -> Constraint | None:
     from vinolm.types import Constraint
 
     if args.json_schema is not None:

@@ -1,0 +1,202 @@
+"""Constraints without a model: compiling, caching, bad input, and the token mask on a
+toy vocabulary where each token is one byte (so a text is accepted exactly when each of
+its bytes was allowed in turn and the stop token is allowed at the end)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pytest
+
+from vinolm.chat.session import with_constraint
+from vinolm.cli import main
+from vinolm.engines.constraints import (
+    CompiledConstraint,
+    GrammarVocabulary,
+    TokenMask,
+    check_params,
+    compile_constraint,
+    schema_grammar,
+)
+from vinolm.errors import InvalidRequest
+from vinolm.types import Constraint, GenerationParams
+
+STOP = 256
+PET = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "kind": {"enum": ["cat", "dog"]},
+        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 2},
+        "owner": {"$ref": "#/$defs/owner"},
+    },
+    "required": ["name", "kind"],
+    "$defs": {"owner": {"type": "object", "properties": {"age": {"type": "integer"}, "vip": {"type": "boolean"}},
+                        "required": ["age"]}},
+}
+
+
+@pytest.fixture(scope="module")
+def vocabulary() -> GrammarVocabulary:
+    tokens = [bytes([i]) for i in range(256)] + [b""]  # id 256: the empty (special) stop token
+    return GrammarVocabulary(tokens, STOP, lambda text: list(text.encode("utf-8")))
+
+
+def accepts(vocabulary: GrammarVocabulary, constraint: Constraint, text: str) -> bool:
+    mask = TokenMask(vocabulary, compile_constraint(constraint), {STOP}, STOP + 1)
+    for byte in text.encode("utf-8"):
+        if not mask.allowed()[byte]:
+            return False
+        mask.accept(byte)
+    return bool(mask.allowed()[STOP])
+
+
+@pytest.mark.parametrize("text", [
+    '{"name": "Rex", "kind": "dog"}',
+    '{"name": "Mia", "kind": "cat", "tags": ["small"], "owner": {"age": 7}}',
+    '{"name": "", "kind": "cat", "owner": {"age": -12, "vip": true}}',
+    '{"name": "a\\"b\\u00e9", "kind": "dog", "tags": ["x", "y"]}',
+])
+def test_schema_grammar_accepts_valid_canonical_json(vocabulary: GrammarVocabulary, text: str) -> None:
+    jsonschema.validate(json.loads(text), PET)
+    assert accepts(vocabulary, Constraint("json_schema", schema=PET), text)
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ('{"kind": "dog", "name": "Rex"}', "properties come in the schema's order"),
+    ('{"name": "Rex"}', "kind is required"),
+    ('{"name": "Rex", "kind": "bird"}', "not in the enum"),
+    ('{"name": "Rex", "kind": "dog", "tags": []}', "minItems 1"),
+    ('{"name": "Rex", "kind": "dog", "tags": ["a", "b", "c"]}', "maxItems 2"),
+    ('{"name": "Rexxxxxxxxxxxx", "kind": "dog"}', "maxLength 12"),
+    ('{"name": "Rex", "kind": "dog", "owner": {"age": 1.5}}', "age is an integer"),
+    ('{"name": "Rex", "kind": "dog", "color": "red"}', "no other properties"),
+    ('{"name":"Rex", "kind": "dog"}', "one layout: ': ' and ', '"),
+    ('{"name": "Rex", "kind": "dog"} ', "nothing after the object"),
+])
+def test_schema_grammar_refuses(vocabulary: GrammarVocabulary, text: str, why: str) -> None:
+    assert not accepts(vocabulary, Constraint("json_schema", schema=PET), text), why
+
+
+def test_json_object_is_any_object_in_the_layout(vocabulary: GrammarVocabulary) -> None:
+    any_object = Constraint("json_object")
+    assert accepts(vocabulary, any_object, '{"a": [1, 2.5e3, null, {"b": false}], "c": "d"}')
+    assert accepts(vocabulary, any_object, "{}")
+    assert not accepts(vocabulary, any_object, "[1, 2]")
+    assert not accepts(vocabulary, any_object, '{"a": 01}')
+
+
+def test_regex_choice_and_grammar(vocabulary: GrammarVocabulary) -> None:
+    regex = Constraint("regex", pattern=r"\d{3}-[a-z]+")
+    assert accepts(vocabulary, regex, "123-abc")
+    assert not accepts(vocabulary, regex, "12-abc")
+    assert not accepts(vocabulary, regex, "١٢٣-abc")  # \d is ASCII, as in xgrammar
+    choice = Constraint("choice", choices=("yes", 'no "way"\n'))
+    assert accepts(vocabulary, choice, 'no "way"\n')
+    assert not accepts(vocabulary, choice, "ye")
+    grammar = Constraint("grammar", grammar='root ::= "(" item ("," item)* ")"\nitem ::= [a-c]+\n')
+    assert accepts(vocabulary, grammar, "(ab,c)")
+    assert not accepts(vocabulary, grammar, "(ab,)")
+
+
+def test_stop_token_only_where_the_grammar_accepts(vocabulary: GrammarVocabulary) -> None:
+    mask = TokenMask(vocabulary, compile_constraint(Constraint("choice", choices=("a", "ab"))), {STOP}, STOP + 1)
+    assert not mask.allowed()[STOP]
+    assert np.flatnonzero(mask.allowed()).tolist() == [ord("a")]
+    mask.accept(ord("a"))
+    assert np.flatnonzero(mask.allowed()).tolist() == [ord("b"), STOP]
+    mask.accept(ord("b"))
+    assert np.flatnonzero(mask.allowed()).tolist() == [STOP]
+    logits = np.zeros(STOP + 1, dtype=np.float32)
+    assert np.isneginf(mask.apply(logits)[:STOP]).all() and mask.apply(logits)[STOP] == 0
+
+
+def test_padded_logits_never_allow_ids_past_the_vocabulary(vocabulary: GrammarVocabulary) -> None:
+    mask = TokenMask(vocabulary, compile_constraint(Constraint("json_object")), {STOP}, STOP + 64)
+    allowed = mask.allowed()
+    assert allowed.shape == (STOP + 64,) and not allowed[STOP + 1 :].any()
+
+
+def test_compiled_once_per_constraint() -> None:
+    first = compile_constraint(Constraint("json_schema", schema=dict(PET)))
+    assert compile_constraint(Constraint("json_schema", schema=json.loads(json.dumps(PET)))) is first
+    reordered = {**PET, "properties": dict(reversed(list(PET["properties"].items())))}
+    assert compile_constraint(Constraint("json_schema", schema=reordered)) is not first  # order matters
+    assert isinstance(first, CompiledConstraint) and first.gbnf is not None and first.regex is None
+
+
+def test_one_grammar_text_for_both_libraries() -> None:
+    compiled = compile_constraint(Constraint("json_schema", schema=PET))
+    assert compiled.gbnf == schema_grammar(PET)
+    assert compiled.gbnf.startswith("root ::= ")
+    assert compile_constraint(Constraint("regex", pattern="a+")).regex == "a+"
+
+
+@pytest.mark.parametrize(("constraint", "param", "words"), [
+    (Constraint("json_schema", schema={"type": "strin"}), "json_schema", "invalid at type"),
+    (Constraint("json_schema", schema={"type": "string", "pattern": "^a"}), "json_schema", "'pattern'"),
+    (Constraint("json_schema", schema={"type": "integer", "minimum": 3}), "json_schema", "'minimum'"),
+    (Constraint("json_schema", schema={"$ref": "#/$defs/nothing"}), "json_schema", "points to nothing"),
+    (Constraint("json_schema", schema={"$ref": "https://example.com/s.json"}), "json_schema", "same schema"),
+    (Constraint("json_schema", schema={"type": "object", "properties": {"a": {}}, "required": ["b"]}),
+     "json_schema", "'b'"),
+    (Constraint("regex", pattern="[a-"), "regex", "unclosed character class"),
+    (Constraint("grammar", grammar='root ::= item\n'), "grammar", "'item' not found"),
+    (Constraint("grammar", grammar='item ::= "a"\n'), "grammar", "root"),
+    (Constraint("grammar", grammar='root ::= "a\n'), "grammar", "does not compile"),
+])
+def test_bad_constraints_name_their_field(constraint: Constraint, param: str, words: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        compile_constraint(constraint)
+    assert caught.value.param == param
+    assert words in caught.value.message
+    assert "Traceback" not in caught.value.message and "\n" not in caught.value.message
+
+
+@pytest.mark.parametrize(("changes", "param"), [
+    ({"num_beams": 2}, "num_beams"),
+    ({"temperature": 1.0, "num_return_sequences": 2}, "num_return_sequences"),
+    ({"ignore_eos": True}, "ignore_eos"),
+])
+def test_what_a_constraint_cannot_go_with(changes: dict[str, Any], param: str) -> None:
+    params = GenerationParams(constraint=Constraint("json_object"), **changes)
+    with pytest.raises(InvalidRequest) as caught:
+        check_params(params)
+    assert caught.value.param == param
+
+
+def test_unconstrained_params_compile_nothing() -> None:
+    assert check_params(GenerationParams(num_beams=2, ignore_eos=True)) is None
+
+
+def test_keyword_shortcuts_make_one_constraint() -> None:
+    assert with_constraint({"json_object": True, "max_new_tokens": 9}) == {
+        "max_new_tokens": 9, "constraint": Constraint("json_object")}
+    assert with_constraint({"choices": ["a", "b"]})["constraint"] == Constraint("choice", choices=("a", "b"))
+    assert with_constraint({"regex": "x+"})["constraint"].pattern == "x+"
+    assert with_constraint({"json_object": False}) == {}
+    with pytest.raises(InvalidRequest, match="one constraint"):
+        with_constraint({"regex": "a", "json_schema": {"type": "object"}})
+
+
+@pytest.mark.parametrize(("flags", "words"), [
+    (["--json-schema", "/nonexistent/schema.json"], "No such file"),
+    (["--grammar", "/nonexistent/g.gbnf"], "No such file"),
+    (["--regex", "(unclosed"], "regex does not compile"),
+])
+def test_cli_bad_constraint_is_one_line_and_exit_2(
+    flags: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["generate", "hello", "--model", "/nonexistent-model", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1
+
+
+def test_cli_schema_file_that_is_not_json(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "schema.json"
+    bad.write_text("{not json", encoding="utf-8")
+    assert main(["generate", "hello", "--json-schema", str(bad)]) == 2
+    assert "is not JSON" in capsys.readouterr().err
