@@ -14,6 +14,7 @@ open: they expose no model output.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import importlib
 import importlib.util
@@ -36,6 +37,7 @@ from vinolm.server.anthropic.routes import router as anthropic_router
 from vinolm.server.metrics import CONTENT_TYPE, ServerMetrics
 from vinolm.server.ollama.routes import router as ollama_router
 from vinolm.server.openai.routes import router as openai_router
+from vinolm.server.registry import Registry
 from vinolm.server.responses.routes import router as responses_router
 from vinolm.server.service import ModelService, submitted_here, watch_submissions
 
@@ -46,12 +48,17 @@ _API_PREFIXES = ("/v1", "/v2", "/api/")
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 
 
-def build_app(service: ModelService, api_key: str | None = None, *, ui: bool = True) -> FastAPI:
-    """The FastAPI app serving ``service`` over OpenAI and (if built) KServe REST, plus the UI."""
+def build_app(models: ModelService | Registry, api_key: str | None = None, *, ui: bool = True) -> FastAPI:
+    """The FastAPI app serving ``models`` (one loaded service, or a registry that loads them
+    on demand) over every API, plus the UI for the first model."""
+    registry = models if isinstance(models, Registry) else Registry.single(models)
+    service = registry.service(None)
     if service.metrics is None:
         service.metrics = ServerMetrics()
+    registry.listeners.append(service.metrics.model_event)
     app = FastAPI(title="vinolm", summary="OpenAI and KServe v2 APIs over one OpenVINO engine",
                   version="0.1.0", lifespan=_lifespan, strict_content_type=False)
+    app.state.registry = registry
     app.state.service = service
     _add_error_handlers(app)
     app.include_router(openai_router)
@@ -76,11 +83,20 @@ def build_app(service: ModelService, api_key: str | None = None, *, ui: bool = T
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    service: ModelService = app.state.service
-    log.info("serving %s", ", ".join(service.served_names))
+    registry: Registry = app.state.registry
+    log.info("serving %s", ", ".join(registry.names))
+    sweeper = asyncio.create_task(_sweep(registry))
     yield
-    if service.in_flight:
-        log.info("shutting down with %d requests in flight; they are cancelled", service.in_flight)
+    sweeper.cancel()
+    if registry.in_flight:
+        log.info("shutting down with %d requests in flight; they are cancelled", registry.in_flight)
+
+
+async def _sweep(registry: Registry, every_s: float = 1.0) -> None:
+    """Unload models whose keep-alive ran out (the engine is closed off the event loop)."""
+    while True:
+        await asyncio.sleep(every_s)
+        await asyncio.to_thread(registry.sweep)
 
 
 def optional(module: str, attr: str) -> Any | None:

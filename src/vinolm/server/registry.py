@@ -12,6 +12,7 @@ a full registry whose models are all busy answers 429 instead of hanging.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -85,6 +86,14 @@ class Registry:
         self.draining = False
         self.listeners: list[Callable[[str, str], None]] = []  # (model, event): loaded/unloaded/failed
 
+    @classmethod
+    def single(cls, service: ModelService) -> Registry:
+        """A registry of one model that is already loaded (tests, ``vinolm ui``)."""
+        path = str(getattr(service.engine.model, "path", service.model_name))
+        registry = cls([ServedModel(path, list(service.served_names))], lambda _: service)
+        registry.service(None)
+        return registry
+
     # -- what is served ----------------------------------------------------------------------
     @property
     def names(self) -> list[str]:
@@ -139,6 +148,14 @@ class Registry:
             self._make_room(slot)
             slot.state, slot.error = "loading", None
         return self._load(slot)
+
+    async def aservice(self, name: str | None) -> ModelService:
+        """:meth:`service` for the event loop: a load runs on a worker thread."""
+        slot = self._by_name[self.resolve(name).names[0]]
+        if slot.state == "loaded" and slot.service is not None and not self.draining:
+            slot.used = time.monotonic()
+            return slot.service
+        return await asyncio.to_thread(self.service, name)
 
     def _make_room(self, slot: _Slot) -> None:
         """Unload the least recently used idle model if ``max_loaded`` would be passed (lock held)."""
@@ -232,3 +249,13 @@ class Registry:
             for slot in self._slots.values():
                 if slot.state == "loaded":
                     self._unload(slot, "the server stops")
+
+
+async def service_for(request: Any, name: str | None) -> ModelService:
+    """The service of the model a request names, from the app's registry (loading it if need be)."""
+    registry: Registry = request.app.state.registry
+    return await registry.aservice(name)
+
+
+def registry_of(request: Any) -> Registry:
+    return request.app.state.registry  # type: ignore[no-any-return]

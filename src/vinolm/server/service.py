@@ -21,6 +21,7 @@ from vinolm.types import Chunk, Metrics, Request
 
 if TYPE_CHECKING:
     from vinolm.engines.base import Engine, Generation
+    from vinolm.engines.embedding import Embeddings
     from vinolm.server.metrics import ServerMetrics
 
 
@@ -112,6 +113,47 @@ class ModelService:
         return {"running": running, "queued": self._in_flight - running}
 
     @property
+    def embeds(self) -> bool:
+        """An embedding model: vectors out, no generation."""
+        return bool(getattr(self.engine.model, "is_embedding", False))
+
+    async def embed(self, inputs: list[str] | list[list[int]], protocol: str, dimensions: int | None = None,
+                    kind: str = "document") -> Embeddings:
+        """Vectors for ``inputs`` through the same admission as generation (limits, 429,
+        draining, metrics); the forward pass runs on a worker thread."""
+        if not self.embeds:
+            raise InvalidRequest(f"model {self.model_name!r} generates text and does not embed; "
+                                 "serve an embedding model for embeddings", param="model")
+        self._admit(protocol)
+        try:
+            result: Embeddings = await asyncio.to_thread(self.engine.embed, inputs, dimensions, kind)  # type: ignore[attr-defined]
+        except BaseException as exc:
+            if self.metrics:
+                self.metrics.request_done(protocol, _status_of(exc))
+            raise
+        finally:
+            self._release()
+        if self.metrics:
+            self.metrics.request_done(protocol, "200")
+        return result
+
+    def _admit(self, protocol: str) -> None:
+        """Take a slot or refuse: 503 while draining, 429 with a full queue (both counted)."""
+        with self._lock:
+            if self.draining:
+                if self.metrics:
+                    self.metrics.request_done(protocol, "503")
+                raise Unavailable("the server is shutting down and takes no new requests; retry on another one")
+            if self._in_flight >= self.limits.max_concurrency + self.limits.max_queue:
+                if self.metrics:
+                    self.metrics.request_done(protocol, "429")
+                raise Overloaded(
+                    f"the server is busy ({self._in_flight} requests in flight); retry shortly"
+                )
+            self._in_flight += 1
+        self._publish()
+
+    @property
     def supports_logprobs(self) -> bool:
         """Whether the engine fills ``Chunk.logprobs`` (an engine opts in with ``supports_logprobs = True``)."""
         return bool(getattr(self.engine, "supports_logprobs", False))
@@ -152,6 +194,9 @@ class ModelService:
         if box is not None:
             box[0] = True
         try:
+            if self.embeds:
+                raise InvalidRequest(f"model {self.model_name!r} is an embedding model and does not generate "
+                                     "text; ask it for embeddings", param="model")
             params = request.params.validated()
             if params.max_new_tokens > self.limits.max_tokens_limit:
                 raise InvalidRequest(
@@ -162,18 +207,7 @@ class ModelService:
             if self.metrics:
                 self.metrics.request_done(protocol, str(exc.http_status))
             raise
-        with self._lock:
-            if self.draining:
-                if self.metrics:
-                    self.metrics.request_done(protocol, "503")
-                raise Unavailable("the server is shutting down and takes no new requests; retry on another one")
-            if self._in_flight >= self.limits.max_concurrency + self.limits.max_queue:
-                if self.metrics:
-                    self.metrics.request_done(protocol, "429")
-                raise Overloaded(
-                    f"the server is busy ({self._in_flight} requests in flight); retry shortly"
-                )
-            self._in_flight += 1
+        self._admit(protocol)
         try:
             generation = self.engine.generate(request)
         except BaseException as exc:
