@@ -1,0 +1,158 @@
+"""Constrained greedy output is the same on genai (xgrammar), native and optimum (llguidance).
+
+The default model, f32 math (the ``engine`` fixture's F32) and, for genai, the stateful
+model (``ATTENTION_BACKEND=SDPA``) as in test_engine_parity.py, so any difference is the
+constraint's. Each prompt starts with its own word: the native engine keeps the KV state
+of a prompt's common prefix for the next request, and a prompt computed in two pieces may
+part from one computed at once at a near-tie (measured: it did, on json_object).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jsonschema
+import pytest
+
+from vinolm.engines import Engine, EngineOptions, load_engine
+from vinolm.errors import InvalidRequest
+from vinolm.models import PreparedModel
+from vinolm.types import Constraint, GenerationParams, Request
+
+pytestmark = pytest.mark.slow
+
+SDPA = {"ATTENTION_BACKEND": "SDPA"}
+PET = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "species": {"enum": ["cat", "dog", "parrot"]},
+        "toys": {"type": "array", "items": {"type": "string", "maxLength": 16}, "maxItems": 3},
+        "owner": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
+                                                   "city": {"type": "string", "maxLength": 20}},
+                  "required": ["name", "city"]},
+    },
+    "required": ["name", "species", "toys", "owner"],
+}
+PRODUCT = {
+    "type": "object",
+    "properties": {"price": {"type": "number"}, "quantity": {"type": "integer"}, "in_stock": {"type": "boolean"}},
+    "required": ["price", "quantity", "in_stock"],
+}
+CASES: list[tuple[str, Constraint]] = [
+    ("Describe a pet and its owner as JSON.\n", Constraint("json_schema", schema=PET)),
+    ("Shop inventory record for one apple, as JSON:\n", Constraint("json_schema", schema=PRODUCT)),
+    ("A JSON object with the keys city and country for Paris:\n", Constraint("json_object")),
+    ("Give a code like 123-abc.\n", Constraint("regex", pattern=r"[0-9]{3}-[a-z]{2,8}")),
+    ("Which city is the capital of France?\n", Constraint("choice", choices=("Paris", "London", "Rome"))),
+]
+GREEDY = GenerationParams(max_new_tokens=80)
+Result = tuple[list[int], str, str]
+
+
+@pytest.fixture(scope="module")
+def outputs(engine: Callable[..., Engine], default_model: PreparedModel) -> dict[str, list[Result]]:
+    """Every case on every engine: (token ids, text, finish reason)."""
+    folder = default_model.path
+    loaded = {
+        "genai": engine("genai", folder, **SDPA),
+        "native": engine("native", folder),
+        "optimum": engine("optimum", folder),
+    }
+    return {name: [run(e, prompt, c) for prompt, c in CASES] for name, e in loaded.items()}
+
+
+def run(engine: Engine, prompt: str, constraint: Constraint | None, **params: Any) -> Result:
+    result = engine.complete(Request(prompt=prompt, params=GREEDY.with_(constraint=constraint, **params)))
+    return result.token_ids[0], result.text, result.finish_reasons[0]
+
+
+@pytest.mark.parametrize("other", ["native", "optimum"])
+def test_constrained_greedy_is_identical_on_every_engine(outputs: dict[str, list[Result]], other: str) -> None:
+    for (prompt, constraint), mine, theirs in zip(CASES, outputs[other], outputs["genai"], strict=True):
+        assert mine == theirs, f"{constraint.kind} for {prompt!r}: {other} {mine[1]!r} != genai {theirs[1]!r}"
+
+
+def test_constrained_answers_are_valid(outputs: dict[str, list[Result]]) -> None:
+    for (prompt, constraint), (_, text, reason) in zip(CASES, outputs["genai"], strict=True):
+        assert reason == "stop", f"{prompt!r} did not finish: {text!r}"
+        if constraint.kind == "json_schema":
+            jsonschema.validate(json.loads(text), constraint.schema)
+        elif constraint.kind == "json_object":
+            assert isinstance(json.loads(text), dict)
+        elif constraint.kind == "choice":
+            assert text in constraint.choices
+        else:
+            assert constraint.pattern is not None
+            assert re.fullmatch(constraint.pattern, text)
+
+
+@pytest.fixture(scope="module")
+def batching(default_model: PreparedModel) -> Iterator[Engine]:
+    from tests.integration.conftest import F32
+
+    engine = load_engine("genai", default_model, EngineOptions(ov_config=dict(F32), batching=True))
+    yield engine
+    engine.close()
+
+
+def test_continuous_batching_enforces_the_same(
+    batching: Engine, engine: Callable[..., Engine], default_model: PreparedModel
+) -> None:
+    """The server's ContinuousBatchingPipeline against LLMPipeline with the same (paged) attention."""
+    single = engine("genai", default_model.path)
+    for prompt, constraint in CASES:
+        assert run(batching, prompt, constraint) == run(single, prompt, constraint), constraint.kind
+
+
+@pytest.mark.parametrize("name", ["genai", "native", "optimum"])
+def test_length_ends_an_unfinished_constraint(
+    name: str, engine: Callable[..., Engine], default_model: PreparedModel
+) -> None:
+    ids, text, reason = run(engine(name, default_model.path, **(SDPA if name == "genai" else {})),
+                            "Output JSON now.\n", Constraint("json_schema", schema=PET), max_new_tokens=6)
+    assert reason == "length" and len(ids) == 6 and text.startswith('{"')
+
+
+def test_unconstrained_request_is_unchanged(engine: Callable[..., Engine], default_model: PreparedModel) -> None:
+    """No constraint: same ids on every engine and special tokens still left out of the text."""
+    prompt = "Tell me about the moon.\n"
+    results = [run(engine(n, default_model.path, **(SDPA if n == "genai" else {})), prompt, None, max_new_tokens=24)
+               for n in ("genai", "native", "optimum")]
+    assert results[0] == results[1] == results[2]
+    assert "<|" not in results[0][1]
+
+
+@pytest.mark.parametrize("name", ["native", "optimum"])
+def test_top_logprobs(name: str, engine: Callable[..., Engine], default_model: PreparedModel) -> None:
+    e = engine(name, default_model.path)
+    params = GREEDY.with_(max_new_tokens=12, logprobs=1, top_logprobs=5)
+    chunks = [c for c in e.generate(Request(prompt="Kittens are", params=params)) if c.token_ids]
+    assert len(chunks) == 12
+    for chunk in chunks:
+        assert chunk.top_logprobs is not None and chunk.logprobs is not None
+        (top,) = chunk.top_logprobs
+        values = [v for _, v in top]
+        assert len(top) == 5 and values == sorted(values, reverse=True) and all(v <= 0 for v in values)
+        assert top[0][0] == chunk.token_ids[0]  # greedy: the chosen token is the most likely
+        assert chunk.logprobs[0] == pytest.approx(top[0][1], abs=1e-5)
+
+
+def test_top_logprobs_agree_between_native_and_optimum(engine: Callable[..., Engine], default_model: PreparedModel) -> None:
+    params = GREEDY.with_(max_new_tokens=8, top_logprobs=3)
+    tops = []
+    for name in ("native", "optimum"):
+        chunks = engine(name, default_model.path).generate(Request(prompt="Rainbows have", params=params))
+        tops.append([c.top_logprobs[0] for c in chunks if c.top_logprobs])
+    for mine, theirs in zip(*tops, strict=True):
+        assert [t for t, _ in mine] == [t for t, _ in theirs]
+        assert [v for _, v in mine] == pytest.approx([v for _, v in theirs], abs=1e-3)
+
+
+def test_genai_refuses_top_logprobs(engine: Callable[..., Engine], default_model: PreparedModel) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        engine("genai", default_model.path).generate(Request(prompt="x", params=GenerationParams(top_logprobs=2)))
+    assert caught.value.param == "top_logprobs" and "native" in caught.value.message
