@@ -16,7 +16,9 @@ from typing import Any
 
 import jsonschema
 import pytest
+from tests.integration.conftest import F32
 
+import vinolm
 from vinolm.engines import Engine, EngineOptions, load_engine
 from vinolm.errors import InvalidRequest
 from vinolm.models import PreparedModel
@@ -92,8 +94,6 @@ def test_constrained_answers_are_valid(outputs: dict[str, list[Result]]) -> None
 
 @pytest.fixture(scope="module")
 def batching(default_model: PreparedModel) -> Iterator[Engine]:
-    from tests.integration.conftest import F32
-
     engine = load_engine("genai", default_model, EngineOptions(ov_config=dict(F32), batching=True))
     yield engine
     engine.close()
@@ -156,3 +156,34 @@ def test_genai_refuses_top_logprobs(engine: Callable[..., Engine], default_model
     with pytest.raises(InvalidRequest) as caught:
         engine("genai", default_model.path).generate(Request(prompt="x", params=GenerationParams(top_logprobs=2)))
     assert caught.value.param == "top_logprobs" and "native" in caught.value.message
+
+
+README_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+                 "required": ["city", "country"]}
+
+
+def test_python_api_as_the_readme_shows(default_model: PreparedModel) -> None:
+    with vinolm.load(str(default_model.path), ov_config=F32) as m:
+        jsonschema.validate(json.loads(m.generate("Where is the Eiffel Tower?", json_schema=README_SCHEMA)),
+                            README_SCHEMA)
+        assert isinstance(json.loads(m.generate("Encode this as JSON: name Bob, age 30.\n", json_object=True)), dict)
+        assert m.generate("The capital of France is", choices=["Paris", "London", "Rome"]) in ("Paris", "London", "Rome")
+        assert re.fullmatch(r"[A-Z]{3}-[0-9]{4}", m.instruct("A product code:", regex=r"[A-Z]{3}-[0-9]{4}").text())
+        chat = m.chat(system="You are a helpful assistant.")
+        assert chat.send("Answer yes or no: is water wet?", choices=["yes", "no"]).text() in ("yes", "no")
+        assert chat.history[-1].content in ("yes", "no")
+
+
+def test_cli_as_the_readme_shows(vinolm: Callable[..., Any], default_model: PreparedModel, tmp_path: Any) -> None:
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(README_SCHEMA), encoding="utf-8")
+    common = ["--model", str(default_model.path), "--greedy", "--ov-config", "INFERENCE_PRECISION_HINT=f32"]
+    done = vinolm("generate", "Where is the Eiffel Tower?", "--json-schema", str(schema), *common)
+    assert done.returncode == 0, done.stderr
+    jsonschema.validate(json.loads(done.stdout), README_SCHEMA)
+    done = vinolm("generate", "Encode this as JSON: name Bob, age 30.", "--format", "json", *common)
+    assert done.returncode == 0 and isinstance(json.loads(done.stdout), dict), done.stderr
+    done = vinolm("instruct", "Is Paris in France?", "--choice", "yes", "--choice", "no", *common)
+    assert done.returncode == 0 and done.stdout.strip() in ("yes", "no"), done.stderr
+    done = vinolm("generate", "A product code", "--regex", "[A-Z]{3}-[0-9]{4}", *common)
+    assert done.returncode == 0 and re.fullmatch("[A-Z]{3}-[0-9]{4}", done.stdout.strip()), done.stderr

@@ -17,7 +17,7 @@ import pytest
 from vinolm.engines import Engine
 from vinolm.errors import InvalidRequest
 from vinolm.models import PreparedModel
-from vinolm.types import Chunk, GenerationParams, Message, Request
+from vinolm.types import Chunk, Constraint, GenerationParams, Message, Request
 
 pytestmark = pytest.mark.slow
 
@@ -192,7 +192,8 @@ def test_presence_and_frequency_penalties_cut_repetition(optimum: Engine) -> Non
 @pytest.mark.parametrize(
     "changes",
     [{"top_p": 1.5}, {"top_p": 0.0}, {"temperature": -0.1}, {"max_new_tokens": 0},
-     {"num_beams": 2, "temperature": 0.7}, {"logprobs": 2}, {"stop": [""]}],
+     {"num_beams": 2, "temperature": 0.7}, {"constraint": Constraint("regex", pattern="[a-")},
+     {"stop": [""]}],
     ids=str,
 )
 def test_bad_requests_fail_before_work_starts(optimum: Engine, changes: dict[str, object]) -> None:
