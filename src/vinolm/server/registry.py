@@ -84,6 +84,7 @@ class Registry:
         self.load_timeout = load_timeout
         self._lock = threading.Condition()
         self.draining = False
+        self.created = int(time.time())
         self.listeners: list[Callable[[str, str], None]] = []  # (model, event): loaded/unloaded/failed
 
     @classmethod
@@ -251,10 +252,11 @@ class Registry:
                     self._unload(slot, "the server stops")
 
 
-async def service_for(request: Any, name: str | None) -> ModelService:
-    """The service of the model a request names, from the app's registry (loading it if need be)."""
+async def service_for(request: Any, name: str | None, task: str = "generate") -> ModelService:
+    """The service of the model a request names, from the app's registry (loading it if need
+    be), refused with a 400 if the model cannot do ``task`` (``generate`` or ``embed``)."""
     registry: Registry = request.app.state.registry
-    return await registry.aservice(name)
+    return (await registry.aservice(name)).require(task)
 
 
 def registry_of(request: Any) -> Registry:

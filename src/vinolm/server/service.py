@@ -117,13 +117,21 @@ class ModelService:
         """An embedding model: vectors out, no generation."""
         return bool(getattr(self.engine.model, "is_embedding", False))
 
+    def require(self, task: str) -> ModelService:
+        """Refuse a request the model cannot do (``generate`` or ``embed``) before any work."""
+        if task == "embed" and not self.embeds:
+            raise InvalidRequest(f"model {self.model_name!r} generates text and does not embed; "
+                                 "ask an embedding model (GET /v1/models) for embeddings", param="model")
+        if task == "generate" and self.embeds:
+            raise InvalidRequest(f"model {self.model_name!r} is an embedding model and does not generate "
+                                 "text; ask it for embeddings (POST /v1/embeddings)", param="model")
+        return self
+
     async def embed(self, inputs: list[str] | list[list[int]], protocol: str, dimensions: int | None = None,
                     kind: str = "document") -> Embeddings:
         """Vectors for ``inputs`` through the same admission as generation (limits, 429,
         draining, metrics); the forward pass runs on a worker thread."""
-        if not self.embeds:
-            raise InvalidRequest(f"model {self.model_name!r} generates text and does not embed; "
-                                 "serve an embedding model for embeddings", param="model")
+        self.require("embed")
         self._admit(protocol)
         try:
             result: Embeddings = await asyncio.to_thread(self.engine.embed, inputs, dimensions, kind)  # type: ignore[attr-defined]
@@ -194,9 +202,7 @@ class ModelService:
         if box is not None:
             box[0] = True
         try:
-            if self.embeds:
-                raise InvalidRequest(f"model {self.model_name!r} is an embedding model and does not generate "
-                                     "text; ask it for embeddings", param="model")
+            self.require("generate")
             params = request.params.validated()
             if params.max_new_tokens > self.limits.max_tokens_limit:
                 raise InvalidRequest(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from vinolm.errors import VinolmError
 
 if TYPE_CHECKING:
+    from vinolm.server.registry import Registry
     from vinolm.server.service import ModelService
 
 log = logging.getLogger("vinolm.grpc")
@@ -24,7 +25,7 @@ log = logging.getLogger("vinolm.grpc")
 class GrpcServer:
     """A running gRPC server; ``port`` is the bound one (useful with port 0)."""
 
-    def __init__(self, service: ModelService, address: str, api_key: str | None) -> None:
+    def __init__(self, service: ModelService | Registry, address: str, api_key: str | None) -> None:
         self._service = service
         self._address = address
         self._api_key = api_key
@@ -92,7 +93,8 @@ class GrpcServer:
         self._thread.join()
 
 
-def serve_grpc(service: ModelService, host: str, port: int, api_key: str | None = None) -> GrpcServer:
-    """Serve ``inference.GRPCInferenceService`` for ``service`` on ``host:port`` until ``stop()``."""
+def serve_grpc(service: ModelService | Registry, host: str, port: int, api_key: str | None = None) -> GrpcServer:
+    """Serve ``inference.GRPCInferenceService`` for ``service`` (one model or a registry of
+    them) on ``host:port`` until ``stop()``."""
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return GrpcServer(service, address, api_key).start()

@@ -44,6 +44,7 @@ from vinolm.server.kserve.tensors import (
     requested_outputs,
     settings_from,
 )
+from vinolm.server.registry import Registry
 from vinolm.server.service import ModelService, Ticket
 
 PROTOCOL = "grpc"
@@ -51,8 +52,12 @@ END_PARAMETERS = {"end_of_sequence": True, "triton_final_response": True}
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, service: ModelService) -> None:
-        self.service = service
+    def __init__(self, models: ModelService | Registry) -> None:
+        self.registry = models if isinstance(models, Registry) else Registry.single(models)
+
+    def _ready(self, name: str | None) -> bool:
+        service = self.registry.loaded(name)
+        return service is not None and service.ready()
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
                          ) -> pb.ServerLiveResponse:
@@ -60,12 +65,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
                           ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.service.ready())
+        return pb.ServerReadyResponse(ready=self._ready(None) and not self.registry.draining)
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
                          ) -> pb.ModelReadyResponse:
-        self.service.check_model(request.name)
-        return pb.ModelReadyResponse(ready=self.service.ready())
+        self.registry.resolve(request.name)
+        return pb.ModelReadyResponse(ready=self._ready(request.name))
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
                              ) -> pb.ServerMetadataResponse:
@@ -74,7 +79,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
                             ) -> pb.ModelMetadataResponse:
-        meta = model_metadata_of(self.service.check_model(request.name))
+        self.registry.resolve(request.name)
+        meta = model_metadata_of(request.name)
         response = pb.ModelMetadataResponse(name=meta.name, versions=meta.versions, platform=meta.platform)
         for target, tensors in ((response.inputs, meta.inputs), (response.outputs, meta.outputs)):
             for t in tensors:
@@ -83,8 +89,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
                          ) -> pb.ModelInferResponse:
-        model, names, tickets = self._submit(request, _cancel_when_done(context))
-        done = await serving.complete(self.service, tickets)
+        service, model, names, tickets = await self._submit(request, _cancel_when_done(context))
+        done = await serving.complete(service, tickets)
         return convert.infer_response(model, request.id, build_outputs(done.completions, done.token_counts, names))
 
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest],
@@ -92,28 +98,29 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         live = _cancel_when_done(context)
         async for request in requests:
             try:
-                model, _, tickets = self._submit(request, live)
-                async with aclosing(self._stream(model, request.id, tickets)) as responses:
+                service, model, _, tickets = await self._submit(request, live)
+                async with aclosing(self._stream(service, model, request.id, tickets)) as responses:
                     async for response in responses:
                         yield pb.ModelStreamInferResponse(infer_response=response)
             except VinolmError as exc:
                 yield _stream_error(request, exc)
 
-    def _submit(self, request: pb.ModelInferRequest, live: list[Ticket]
-                ) -> tuple[str, list[str], list[Ticket]]:
+    async def _submit(self, request: pb.ModelInferRequest, live: list[Ticket]
+                      ) -> tuple[ModelService, str, list[str], list[Ticket]]:
         """Check and admit one request; its tickets become the RPC's live generations."""
-        model = self.service.check_model(request.model_name)
+        service = (await self.registry.aservice(request.model_name)).require("generate")
+        model = service.check_model(request.model_name or None)
         prompts = decode_prompts(convert.input_tensors(request))
         settings = settings_from(convert.parameters(request.parameters))
         names = requested_outputs([output.name for output in request.outputs])
-        tickets = serving.submit_all(self.service, serving.to_requests(prompts, settings), PROTOCOL)
+        tickets = serving.submit_all(service, serving.to_requests(prompts, settings), PROTOCOL)
         live[:] = tickets
-        return model, names, tickets
+        return service, model, names, tickets
 
-    async def _stream(self, model: str, request_id: str, tickets: list[Ticket]
+    async def _stream(self, service: ModelService, model: str, request_id: str, tickets: list[Ticket]
                       ) -> AsyncIterator[pb.ModelInferResponse]:
         texts = [""] * len(tickets)
-        async with aclosing(serving.merged_chunks(self.service, tickets)) as chunks:
+        async with aclosing(serving.merged_chunks(service, tickets)) as chunks:
             async for index, text in chunks:
                 texts[index] = text
                 yield convert.infer_response(model, request_id, [OutputTensor(COMPLETION, "BYTES", list(texts))])

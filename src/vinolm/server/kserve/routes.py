@@ -24,7 +24,7 @@ from vinolm.server.kserve.protocol import (
     server_metadata_of,
 )
 from vinolm.server.kserve.tensors import build_outputs, decode_prompts, requested_outputs, settings_from
-from vinolm.server.service import ModelService
+from vinolm.server.registry import Registry, registry_of, service_for
 
 router = APIRouter(tags=["KServe v2"])
 T = TypeVar("T")
@@ -36,8 +36,10 @@ class ClientGone(VinolmError):
     http_status = 499
 
 
-def _service(request: Request) -> ModelService:
-    return request.app.state.service
+def _ready(registry: Registry, name: str | None) -> bool:
+    """A model is ready when it is loaded and its server is not draining (no load here)."""
+    service = registry.loaded(name)
+    return service is not None and service.ready()
 
 
 @router.get("/v2/health/live")
@@ -47,9 +49,10 @@ async def live() -> dict[str, bool]:
 
 @router.get("/v2/health/ready")
 async def ready(request: Request) -> Response:
-    """200 only when the engine can answer, so load balancers wait for the model."""
-    is_ready = _service(request).ready()
-    return Response(status_code=200 if is_ready else 503)
+    """200 only when the first model can answer, so load balancers wait for it (and leave
+    a draining server); other models load on demand."""
+    registry = registry_of(request)
+    return Response(status_code=200 if _ready(registry, None) and not registry.draining else 503)
 
 
 @router.get("/v2")
@@ -57,22 +60,31 @@ async def server_metadata() -> ServerMetadata:
     return server_metadata_of()
 
 
+@router.post("/v2/repository/index")
+async def repository_index(request: Request) -> list[dict[str, str]]:
+    """KServe's model repository extension: every served name and its model's state."""
+    states = {"loaded": "READY", "loading": "LOADING", "unloaded": "UNAVAILABLE", "failed": "UNAVAILABLE"}
+    return [{"name": name, "version": "1", "state": states[model["state"]], "reason": model["error"] or ""}
+            for model in registry_of(request).states() for name in model["names"]]
+
+
 @router.get("/v2/models/{name}")
 async def model_metadata(name: str, request: Request) -> ModelMetadata:
-    return model_metadata_of(_service(request).check_model(name))
+    registry_of(request).resolve(name)
+    return model_metadata_of(name)
 
 
 @router.get("/v2/models/{name}/ready")
 async def model_ready(name: str, request: Request) -> Response:
-    service = _service(request)
-    service.check_model(name)
-    return Response(status_code=200 if service.ready() else 503)
+    registry = registry_of(request)
+    registry.resolve(name)
+    return Response(status_code=200 if _ready(registry, name) else 503)
 
 
 @router.post("/v2/models/{name}/infer")
 async def infer(name: str, request: Request) -> Response:
     """N prompts in ``pre_prompt`` answered together; JSON or binary tensors both ways."""
-    service = _service(request)
+    service = await service_for(request, name)
     model = service.check_model(name)
     if request.headers.get("content-encoding", "identity") != "identity":
         raise InvalidRequest("compressed request bodies are not supported; send them uncompressed")

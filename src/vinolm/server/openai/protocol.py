@@ -412,6 +412,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "vinolm"
+    state: str | None = Field(None, description="vinolm extension: loaded, loading, unloaded or failed.")
+    task: str | None = Field(None, description="vinolm extension: chat or embedding (known once loaded).")
 
 
 class ModelList(BaseModel):

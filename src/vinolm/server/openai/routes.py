@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from vinolm.server.openai.embeddings import EmbeddingRequest, EmbeddingResponse, create_embeddings
 from vinolm.server.openai.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -16,7 +17,8 @@ from vinolm.server.openai.protocol import (
     ModelCard,
     ModelList,
 )
-from vinolm.server.openai.serving import OpenAIServing
+from vinolm.server.openai.serving import OpenAIServing, model_list
+from vinolm.server.registry import registry_of, service_for
 
 router = APIRouter(prefix="/v1", tags=["OpenAI"])
 
@@ -31,25 +33,28 @@ _SSE = {200: {"content": {"text/event-stream": {}},
               "description": "JSON, or with stream=true server-sent events ending with data: [DONE]"}}
 
 
-def _serving(request: Request) -> OpenAIServing:
-    return OpenAIServing(request.app.state.service)
-
-
 @router.get("/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    return _serving(request).models()
+    return model_list(registry_of(request))
 
 
 @router.get("/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS)
 async def get_model(model_id: str, request: Request) -> ModelCard:
-    return _serving(request).model(model_id)
+    registry = registry_of(request)
+    registry.resolve(model_id)  # 404 naming the served models
+    return next(card for card in model_list(registry).data if card.id == model_id)
 
 
 @router.post("/completions", response_model=CompletionResponse, responses={**_ERRORS, **_SSE})
 async def completions(body: CompletionRequest, request: Request) -> Response:
-    return await _serving(request).completions(body, request)
+    return await OpenAIServing(await service_for(request, body.model)).completions(body, request)
 
 
 @router.post("/chat/completions", response_model=ChatCompletionResponse, responses={**_ERRORS, **_SSE})
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    return await _serving(request).chat(body, request)
+    return await OpenAIServing(await service_for(request, body.model)).chat(body, request)
+
+
+@router.post("/embeddings", response_model=EmbeddingResponse, responses=_ERRORS)
+async def embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
+    return await create_embeddings(await service_for(request, body.model, "embed"), body)

@@ -53,6 +53,7 @@ from vinolm.server.openai.protocol import (
     UsageInfo,
 )
 from vinolm.server.openai.tool_output import ToolOutput
+from vinolm.server.registry import Registry
 from vinolm.server.service import ModelService, Ticket
 from vinolm.types import CONSTRAINT_KINDS, Chunk, Request
 
@@ -210,19 +211,20 @@ class _Plan:
         self.id = f"{prefix}-{uuid.uuid4().hex}"
 
 
+def model_list(registry: Registry) -> ModelList:
+    """Every served name with its model's state, loaded or not (what `vinolm ps` reads)."""
+    cards = []
+    for model in registry.states():
+        service = model["service"]
+        task = None if service is None else ("embedding" if service.embeds else "chat")
+        created = service.created if service is not None else registry.created
+        cards += [ModelCard(id=name, created=created, state=model["state"], task=task) for name in model["names"]]
+    return ModelList(data=cards)
+
+
 class OpenAIServing:
     def __init__(self, service: ModelService) -> None:
         self.service = service
-
-    # -- models ------------------------------------------------------------------------------
-    def models(self) -> ModelList:
-        return ModelList(data=[self._card(name) for name in self.service.served_names])
-
-    def model(self, name: str) -> ModelCard:
-        return self._card(self.service.check_model(name))
-
-    def _card(self, name: str) -> ModelCard:
-        return ModelCard(id=name, created=self.service.created)
 
     # -- generation ----------------------------------------------------------------------------
     async def completions(self, body: CompletionRequest, raw: HTTPRequest) -> Response:
