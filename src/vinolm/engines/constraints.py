@@ -104,6 +104,7 @@ def compile_constraint(constraint: Constraint) -> CompiledConstraint:
 def _compile(key: tuple[Any, ...]) -> CompiledConstraint:
     kind, schema, pattern, grammar, choices = key
     if kind == "regex":
+        _check_regex(pattern)
         return _compiled(kind, None, pattern, "regex")
     if kind == "json_schema":
         text = schema_grammar(json.loads(schema))
@@ -114,6 +115,22 @@ def _compile(key: tuple[Any, ...]) -> CompiledConstraint:
     else:
         text = grammar
     return _compiled(kind, text, None, "grammar" if kind == "grammar" else kind)
+
+
+#: Regex syntax llguidance (Rust's regex) reads but xgrammar refuses or reads otherwise (checked
+#: against xgrammar 0.1.31, genai's): refused here, so genai never fails a batch step on it.
+_REGEX_REFUSED = (
+    (re.compile(r"\\[pP]"), "Unicode property classes (\\p{...})"),
+    (re.compile(r"\(\?[^:]"), "inline flags and named groups ((?i), (?P<name>...); use (?:...) to group)"),
+    (re.compile(r"\[:\w+:\]"), "POSIX classes ([[:alpha:]])"),
+    (re.compile(r"&&"), "class intersections (&&)"),
+)
+
+
+def _check_regex(pattern: str) -> None:
+    for found, what in _REGEX_REFUSED:
+        if found.search(pattern):
+            raise InvalidRequest(f"the regex uses {what}, which vinolm does not support", param="regex")
 
 
 def _compiled(kind: str, gbnf: str | None, regex: str | None, param: str) -> CompiledConstraint:
