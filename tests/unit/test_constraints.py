@@ -102,6 +102,13 @@ def test_regex_choice_and_grammar(vocabulary: GrammarVocabulary) -> None:
     assert not accepts(vocabulary, grammar, "(ab,)")
 
 
+def test_a_grammar_is_context_free_not_lexed_greedily(vocabulary: GrammarVocabulary) -> None:
+    """xgrammar's reading: ``word`` may stop before a "b" that it could also take."""
+    grammar = Constraint("grammar", grammar='root ::= word "b"\nword ::= [a-z]+\n')
+    assert accepts(vocabulary, grammar, "aab")
+    assert not accepts(vocabulary, grammar, "aa")
+
+
 def test_stop_token_only_where_the_grammar_accepts(vocabulary: GrammarVocabulary) -> None:
     mask = TokenMask(vocabulary, compile_constraint(Constraint("choice", choices=("a", "ab"))), {STOP}, STOP + 1)
     assert not mask.allowed()[STOP]

@@ -135,13 +135,11 @@ def _check_regex(pattern: str) -> None:
 
 def _compiled(kind: str, gbnf: str | None, regex: str | None, param: str) -> CompiledConstraint:
     import llguidance
-    from llguidance.gbnf_to_lark import gbnf_to_lark
-
     try:
         if regex is not None:  # \d \w \s as ASCII classes, as xgrammar reads them
             lark = f"start: /{llguidance.regex_to_lark(regex, 'dws')}/"
         else:
-            lark = gbnf_to_lark(gbnf or "").removeprefix("%llguidance {}")
+            lark = _lark(gbnf or "", lexemes=param != "grammar")
         # no_forcing: text the grammar forces may come in any tokens the model picks, as with
         # xgrammar (by default llguidance allows only the canonical tokenization of it).
         grammar = llguidance.LLMatcher.grammar_from_lark(_LARK_OPTIONS + lark)
@@ -152,6 +150,25 @@ def _compiled(kind: str, gbnf: str | None, regex: str | None, param: str) -> Com
         what = {"regex": "the regex", "grammar": "the grammar"}.get(param, f"the {param} grammar")
         raise InvalidRequest(f"{what} does not compile: {_summary(messages[0])}", param=param)
     return CompiledConstraint(kind, gbnf, regex, grammar)
+
+
+def _lark(gbnf: str, lexemes: bool) -> str:
+    """llguidance's Lark for a GBNF grammar. llguidance's converter makes each rule that
+    only holds text a lexeme, and its lexer ends a lexeme only where it cannot go on: with
+    ``root ::= word "b"`` and ``word ::= [a-z]+`` it refuses "aab", which xgrammar (a plain
+    context-free grammar) accepts. So a user's grammar keeps every rule a grammar rule;
+    vinolm's own JSON grammars keep the faster lexemes, as each of them ends on a character
+    that cannot continue it (a quote, a bracket, a comma)."""
+    from llguidance.gbnf_to_lark import GrammarParser, gbnf_to_lark, resolve
+
+    if lexemes:
+        return gbnf_to_lark(gbnf).removeprefix("%llguidance {}")
+    rules = GrammarParser().parse(gbnf)
+    resolve(rules)
+    for rule in rules.values():
+        rule.rule_is_terminal = False
+        rule.name = rule.name.lower()
+    return "\n".join(str(rule) for rule in sorted(rules.values(), key=lambda r: r.order)) + "\n"
 
 
 def _summary(message: str) -> str:
