@@ -150,6 +150,8 @@ def test_one_grammar_text_for_both_libraries() -> None:
     (Constraint("json_schema", schema={"$ref": "https://example.com/s.json"}), "json_schema", "same schema"),
     (Constraint("json_schema", schema={"type": "object", "properties": {"a": {}}, "required": ["b"]}),
      "json_schema", "'b'"),
+    (Constraint("json_schema", schema={"enum": [float("nan")]}), "json_schema", "not plain JSON"),
+    (Constraint("json_schema", schema={"const": {1, 2}}), "json_schema", "not plain JSON"),
     (Constraint("regex", pattern="[a-"), "regex", "unclosed character class"),
     (Constraint("regex", pattern=r"\p{L}+"), "regex", "Unicode property classes"),
     (Constraint("regex", pattern="(?i)abc"), "regex", "inline flags"),

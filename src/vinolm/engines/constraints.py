@@ -95,9 +95,11 @@ def check_params(params: GenerationParams) -> CompiledConstraint | None:
 
 def compile_constraint(constraint: Constraint) -> CompiledConstraint:
     """The grammar of ``constraint``; InvalidRequest naming the field when it does not compile."""
-    key = (constraint.kind, json.dumps(constraint.schema) if constraint.schema is not None else None,
-           constraint.pattern, constraint.grammar, constraint.choices)
-    return _compile(key)
+    try:
+        schema = json.dumps(constraint.schema, allow_nan=False) if constraint.schema is not None else None
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"the JSON schema is not plain JSON: {exc}", param="json_schema") from None
+    return _compile((constraint.kind, schema, constraint.pattern, constraint.grammar, constraint.choices))
 
 
 @functools.lru_cache(maxsize=256)
