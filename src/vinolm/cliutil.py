@@ -20,10 +20,15 @@ if TYPE_CHECKING:
     from vinolm.types import Constraint, GenerationParams, Metrics
 
 
-def add_model_args(parser: argparse.ArgumentParser, engine: bool = True) -> None:
+def add_model_args(parser: argparse.ArgumentParser, engine: bool = True, several: bool = False) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", "-m", default=None,
-                       help="catalog name, OpenVINO folder, HF folder, .gguf file or hub id (default: smollm2-135m)")
+    if several:
+        group.add_argument("--model", "-m", action="append", default=None, metavar="[NAME=]MODEL",
+                           help="catalog name, OpenVINO folder, HF folder, .gguf file or hub id, repeatable; "
+                                "NAME= sets the name clients use (default: smollm2-135m)")
+    else:
+        group.add_argument("--model", "-m", default=None,
+                           help="catalog name, OpenVINO folder, HF folder, .gguf file or hub id (default: smollm2-135m)")
     group.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default=None,
                        help="weights to prepare when the model must be exported first")
     group.add_argument("--device", default="CPU", help="OpenVINO device (see 'vinolm devices')")

@@ -56,6 +56,9 @@ def build_app(models: ModelService | Registry, api_key: str | None = None, *, ui
     if service.metrics is None:
         service.metrics = ServerMetrics()
     registry.listeners.append(service.metrics.model_event)
+    for model in registry.states():  # loaded before the app existed: counted now
+        if model["state"] == "loaded":
+            service.metrics.model_event(model["name"], "loaded")
     app = FastAPI(title="vinolm", summary="OpenAI and KServe v2 APIs over one OpenVINO engine",
                   version="0.1.0", lifespan=_lifespan, strict_content_type=False)
     app.state.registry = registry

@@ -13,13 +13,17 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vinolm.cliutil import add_model_args, engine_from_args, status
+from vinolm.cliutil import add_model_args, status
 from vinolm.errors import InvalidRequest
+from vinolm.models import DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from vinolm.server.service import ModelService
+    from vinolm.server.metrics import ServerMetrics
+    from vinolm.server.registry import Registry, ServedModel
+    from vinolm.server.service import Limits, ModelService
 
 log = logging.getLogger("vinolm.server")
 READY_PREFIX = "ready:"  # the announcement line starts "vinolm: ready: http://HOST:PORT ..."
@@ -35,10 +39,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     """The serve options, shared with ``vinolm ui``."""
-    add_model_args(p)
+    add_model_args(p, several=True)
+    many = p.add_argument_group("several models")
+    many.add_argument("--models-dir", default=None, metavar="DIR",
+                      help="also serve every OpenVINO model folder in DIR (named after its folder)")
+    many.add_argument("--max-loaded", type=int, default=0,
+                      help="models loaded at once; the least recently used idle one is unloaded (0 = no limit)")
+    many.add_argument("--keep-alive", type=float, default=-1.0, metavar="SECONDS",
+                      help="unload a model idle this long (-1 = keep it loaded)")
+    many.add_argument("--preload", action="store_true",
+                      help="load every model at start (default: the first; the others on their first request)")
     net = p.add_argument_group("network")
     net.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
-                     help="name(s) clients use for the model (default: the model's own name)")
+                     help="name(s) clients use for the first model (default: its own name)")
     net.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     net.add_argument("--port", type=int, default=8000, help="HTTP port (0 = any free port, announced at start)")
     net.add_argument("--grpc-port", type=int, default=9000, help="KServe v2 gRPC port (0 = no gRPC)")
@@ -60,21 +73,108 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _check_args(args)
     _configure_logging(args.log_level)
     from vinolm.server.metrics import ServerMetrics
-    from vinolm.server.service import Limits, ModelService
+    from vinolm.server.registry import Registry
+    from vinolm.server.service import Limits
 
-    engine = engine_from_args(args, batching=True, max_concurrency=args.max_concurrency)
+    models = served_models(args)
+    limits = Limits(max_concurrency=args.max_concurrency, max_queue=args.max_queue,
+                    max_tokens_limit=args.max_tokens_limit, max_request_bytes=args.max_request_bytes)
+    metrics = ServerMetrics()
+    registry = Registry(models, lambda model: load_service(model, args, limits, metrics),
+                        max_loaded=args.max_loaded, keep_alive=args.keep_alive)
     grpc_server = None
     try:
-        limits = Limits(max_concurrency=args.max_concurrency, max_queue=args.max_queue,
-                        max_tokens_limit=args.max_tokens_limit, max_request_bytes=args.max_request_bytes)
-        service = ModelService(engine, args.served_model_name, limits, ServerMetrics())
-        grpc_server = _start_grpc(service, args)
-        return _run_http(service, args, grpc_port=args.grpc_port if grpc_server else 0)
+        _load_at_start(registry, args.preload)
+        grpc_server = _start_grpc(registry, args)
+        return _run_http(registry, args, grpc_port=args.grpc_port if grpc_server else 0)
     finally:
         if grpc_server is not None:
             _stop_within(grpc_server, seconds=5)
-        engine.close()
+        registry.close()
         status("stopped")
+
+
+def served_models(args: argparse.Namespace) -> list[ServedModel]:
+    """``--model [NAME=]MODEL`` (repeatable) and the folders of ``--models-dir``, in order."""
+    from vinolm.engines import engine_class
+    from vinolm.engines.ovconfig import check_device, parse_ov_config
+    from vinolm.server.registry import ServedModel
+
+    engine_class(args.engine)  # unknown engine: fail before loading anything
+    ov_config = parse_ov_config(args.ov_config)
+    check_device(args.device)
+    refs = list(args.model or [])
+    if args.models_dir:
+        refs += [str(folder) for folder in _model_folders(Path(args.models_dir))]
+    models = []
+    for ref in refs or [DEFAULT_MODEL]:
+        name, sep, location = ref.partition("=")
+        if not sep or not name or "/" in name:
+            name, location = _name_of(ref), ref
+        models.append(ServedModel(location, [name], engine=args.engine, device=args.device, ov_config=ov_config,
+                                  weight_format=args.weight_format, max_concurrency=args.max_concurrency))
+    if args.served_model_name:
+        models[0].names = list(args.served_model_name)
+    names = [n for m in models for n in m.names]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InvalidRequest(f"two models are served as {', '.join(twice)}: name them with --model NAME=MODEL")
+    return models
+
+
+def _model_folders(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise InvalidRequest(f"--models-dir {root} is not a folder")
+    found = sorted(xml.parent for xml in root.glob("*/openvino_model.xml"))
+    if not found:
+        raise InvalidRequest(f"--models-dir {root} holds no OpenVINO model folder (DIR/NAME/openvino_model.xml)")
+    return found
+
+
+def _name_of(ref: str) -> str:
+    """A catalog name stays itself; a folder is named after it (``smollm2-135m/int4`` ->
+    ``smollm2-135m-int4``, since vinolm's own exports are named by their weight format)."""
+    path = Path(ref).expanduser()
+    if not path.exists():
+        return ref
+    from vinolm.export import WEIGHT_FORMATS
+
+    folder = path.resolve()
+    stem = folder.stem if folder.is_file() else folder.name
+    return f"{folder.parent.name}-{stem}" if stem in WEIGHT_FORMATS else stem
+
+
+def load_service(model: ServedModel, args: argparse.Namespace, limits: Limits, metrics: ServerMetrics) -> ModelService:
+    """Prepare (exporting once if needed) and load one model: an embedding engine for an
+    embedding model, else the chosen generation engine with continuous batching."""
+    from vinolm.engines import EngineOptions, load_engine
+    from vinolm.models import prepare
+    from vinolm.server.service import ModelService
+
+    prepared = prepare(model.reference, model.weight_format, progress=status)
+    options = EngineOptions(device=model.device, ov_config=dict(model.ov_config), batching=True,
+                            max_concurrency=model.max_concurrency or args.max_concurrency)
+    if prepared.is_embedding:
+        from vinolm.engines.embedding import EmbeddingEngine
+
+        engine: Any = EmbeddingEngine(prepared, options)
+    else:
+        engine = load_engine(model.engine, prepared, options)
+    return ModelService(engine, model.names, limits, metrics)
+
+
+def _load_at_start(registry: Registry, everything: bool) -> None:
+    """The first model (its failure ends the start with its reason), or all of them."""
+    from vinolm.errors import EngineError, Unavailable
+
+    try:
+        registry.service(None)
+    except Unavailable as exc:
+        raise EngineError(exc.message) from None
+    if everything:
+        for model in registry.states()[1:]:
+            with contextlib.suppress(Unavailable):  # logged; retried on its first request
+                registry.service(model["name"])
 
 
 def _stop_within(server: Any, seconds: float) -> None:
@@ -87,6 +187,8 @@ def _stop_within(server: Any, seconds: float) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    if args.max_loaded < 0:
+        raise InvalidRequest("--max-loaded must be >= 0 (0 = no limit)")
     if not args.drain_timeout >= 0:
         raise InvalidRequest("--drain-timeout must be >= 0 seconds")
     for name, low in (("max_concurrency", 1), ("max_queue", 0), ("max_tokens_limit", 1), ("max_request_bytes", 1)):
@@ -108,7 +210,7 @@ def _configure_logging(level: str) -> None:
     access.propagate = False
 
 
-def _start_grpc(service: ModelService, args: argparse.Namespace) -> Any:
+def _start_grpc(service: Registry, args: argparse.Namespace) -> Any:
     if not args.grpc_port:
         return None
     from vinolm.server.app import optional
@@ -120,24 +222,24 @@ def _start_grpc(service: ModelService, args: argparse.Namespace) -> Any:
     return serve_grpc(service, args.host, args.grpc_port, args.api_key)
 
 
-def _run_http(service: ModelService, args: argparse.Namespace, grpc_port: int) -> int:
+def _run_http(registry: Registry, args: argparse.Namespace, grpc_port: int) -> int:
     import uvicorn
 
     from vinolm.server.app import build_app
 
-    app = build_app(service, api_key=args.api_key, ui=not args.no_ui)
+    app = build_app(registry, api_key=args.api_key, ui=not args.no_ui)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False,
                             timeout_graceful_shutdown=5, lifespan="on")
 
     def announce(port: int) -> None:
-        _announce(service, args.host, port, grpc_port, app.state, keyed=bool(args.api_key))
+        _announce(registry, args.host, port, grpc_port, app.state, keyed=bool(args.api_key))
 
-    server = _Server(config, announce, lambda: drain(service, args.drain_timeout))
+    server = _Server(config, announce, lambda: drain(registry, args.drain_timeout))
     server.run()
     return 0 if server.started else 1
 
 
-def drain(service: ModelService, seconds: float) -> None:
+def drain(service: Registry, seconds: float) -> None:
     """Refuse new requests and wait (up to ``seconds``) for those in flight: what a
     rolling update needs, readiness going false first so traffic moves elsewhere."""
     import time
@@ -154,14 +256,17 @@ def drain(service: ModelService, seconds: float) -> None:
         log.warning("stopping with %d request(s) still in flight after %.0f s", service.in_flight, seconds)
 
 
-def _announce(service: ModelService, host: str, port: int, grpc_port: int, parts: Any, keyed: bool) -> None:
+def _announce(registry: Registry, host: str, port: int, grpc_port: int, parts: Any, keyed: bool) -> None:
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}"
     where = [f"OpenAI {url}/v1"] + ([f"KServe REST {url}/v2"] if parts.kserve else [])
     where += [f"docs {url}/docs", f"metrics {url}/metrics"] + ([f"UI {url}/ui"] if parts.ui else [])
     where.append(f"gRPC {shown}:{grpc_port}" if grpc_port else "gRPC off")
+    service = registry.service(None)
     limits = service.limits
-    status(f"serving {', '.join(service.served_names)} with the {service.engine.name} engine "
+    others = f" (and on demand: {', '.join(registry.names[len(service.served_names):])})" if len(
+        registry.states()) > 1 else ""
+    status(f"serving {', '.join(service.served_names)} with the {service.engine.name} engine{others} "
            f"({limits.max_concurrency} concurrent, queue {limits.max_queue}"
            f"{', API key required' if keyed else ''})")
     status(f"{READY_PREFIX} {url} · " + " · ".join(where))

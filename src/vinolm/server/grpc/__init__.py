@@ -63,14 +63,16 @@ class GrpcServer:
         from vinolm.server.grpc._proto import grpc_predict_v2_pb2_grpc as pb_grpc
         from vinolm.server.grpc.interceptor import ServerInterceptor
         from vinolm.server.grpc.servicer import InferenceServicer
+        from vinolm.server.registry import Registry
 
-        limit = self._service.limits.max_request_bytes
+        registry = self._service if isinstance(self._service, Registry) else Registry.single(self._service)
+        limit = registry.service(None).limits.max_request_bytes  # the limits every model shares
         server = grpc.aio.server(
             interceptors=[ServerInterceptor(self._api_key)],
             # No SO_REUSEPORT: a second server on a busy port must fail, not share its traffic.
             options=[("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", 0)],
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self._service), server)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(registry), server)
         try:
             self.port = server.add_insecure_port(self._address)
             await server.start()
