@@ -15,6 +15,7 @@ from vinolm.errors import EngineError, VinolmError
 
 COMMAND_MODULES = (
     "vinolm.commands",
+    "vinolm.store_cli",
     "vinolm.chat.cli",
     "vinolm.server.cli",
     "vinolm.client.cli",

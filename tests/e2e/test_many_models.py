@@ -1,0 +1,129 @@
+"""One ``vinolm serve`` for several models: the default chat model, a second export of it
+(INT4) and an embedding model (all-MiniLM-L6-v2), through the official clients; loading on
+demand, LRU within ``--max-loaded``, and a model that fails to load next to working ones."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from openai import BadRequestError, NotFoundError, OpenAI
+from tests.e2e.conftest import RunningServer, start_server
+
+from vinolm.models import prepare
+
+pytestmark = pytest.mark.slow
+CHAT = "smollm2-135m"
+INT4 = "smol-int4"
+EMBED = "all-minilm-l6-v2"
+
+
+@pytest.fixture(scope="module")
+def int4_folder() -> Path:
+    return prepare(CHAT, "int4", progress=lambda _: None).path
+
+
+@pytest.fixture(scope="module")
+def broken_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("broken")
+    (folder / "openvino_model.xml").write_text("<net>not a model</net>")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def many(int4_folder: Path, broken_folder: Path) -> Iterator[RunningServer]:
+    prepare(EMBED, progress=lambda _: None)
+    with start_server("--no-ui", "--model", CHAT, "--model", f"{INT4}={int4_folder}", "--model", EMBED,
+                      "--model", f"broken={broken_folder}") as server:
+        yield server
+
+
+def states(server: RunningServer) -> dict[str, str]:
+    cards = httpx.get(f"{server.openai_url}/models", timeout=10).json()["data"]
+    return {card["id"]: card["state"] for card in cards}
+
+
+def metric(server: RunningServer, name: str, model: str) -> float:
+    text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    found = re.search(rf'^{name}{{model="{re.escape(model)}"}} (\S+)$', text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def ask(client: OpenAI, model: str) -> str:
+    answer = client.chat.completions.create(model=model, max_tokens=16, temperature=0,
+                                            messages=[{"role": "user", "content": "What is the capital of France?"}])
+    return answer.choices[0].message.content or ""
+
+
+def test_models_load_on_demand_and_each_answers(many: RunningServer) -> None:
+    assert states(many) == {CHAT: "loaded", INT4: "unloaded", EMBED: "unloaded", "broken": "unloaded"}
+    client = OpenAI(base_url=many.openai_url, api_key="unused")
+    assert "Paris" in ask(client, CHAT)
+    assert ask(client, INT4)  # int4 of a 135M model: an answer, not a promise of Paris
+    vectors = client.embeddings.create(model=EMBED, input=["A cat sits on the mat.", "A kitten rests on a rug.",
+                                                           "The stock market fell sharply."])
+    v = np.array([item.embedding for item in vectors.data])
+    assert v.shape == (3, 384) and (v @ v.T)[0, 1] > (v @ v.T)[0, 2]
+    assert vectors.usage.prompt_tokens > 6
+    assert states(many) == {CHAT: "loaded", INT4: "loaded", EMBED: "loaded", "broken": "unloaded"}
+    index = httpx.post(f"{many.base_url}/v2/repository/index", timeout=10).json()
+    assert {entry["name"]: entry["state"] for entry in index}[INT4] == "READY"
+
+
+def test_base64_and_dimensions(many: RunningServer) -> None:
+    client = OpenAI(base_url=many.openai_url, api_key="unused")
+    full = client.embeddings.create(model=EMBED, input="hello world").data[0].embedding
+    short = client.embeddings.create(model=EMBED, input="hello world", dimensions=64).data[0].embedding
+    assert len(short) == 64 and abs(np.linalg.norm(short) - 1) < 1e-4
+    raw = httpx.post(f"{many.openai_url}/embeddings", timeout=30,
+                     json={"model": EMBED, "input": "hello world", "encoding_format": "base64"}).json()
+    import base64
+
+    decoded = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
+    assert np.allclose(decoded, full, atol=1e-6)
+
+
+def test_the_wrong_task_is_a_400_naming_the_right_endpoint(many: RunningServer) -> None:
+    client = OpenAI(base_url=many.openai_url, api_key="unused")
+    with pytest.raises(BadRequestError, match="embedding model and does not generate"):
+        ask(client, EMBED)
+    with pytest.raises(BadRequestError, match="does not embed"):
+        client.embeddings.create(model=CHAT, input="hello")
+    with pytest.raises(NotFoundError, match=f"available: {CHAT}, {INT4}, {EMBED}, broken"):
+        ask(client, "nope")
+    bad = httpx.post(f"{many.openai_url}/embeddings", json={"model": EMBED, "input": "x", "user_id": 1}, timeout=10)
+    assert bad.status_code == 400 and "user_id" in bad.text
+
+
+def test_a_model_that_fails_to_load_is_503_and_the_others_keep_serving(many: RunningServer) -> None:
+    for _ in range(2):  # tried again on the next request, failing the same way
+        response = httpx.post(f"{many.openai_url}/chat/completions", timeout=60,
+                              json={"model": "broken", "messages": [{"role": "user", "content": "Hi"}]})
+        assert response.status_code == 503 and "failed to load" in response.json()["error"]["message"]
+    assert states(many)["broken"] == "failed"
+    assert metric(many, "vinolm_model_failed_total", "broken") == 2
+    assert "Paris" in ask(OpenAI(base_url=many.openai_url, api_key="unused"), CHAT)
+
+
+def test_max_loaded_one_unloads_the_least_recently_used(int4_folder: Path) -> None:
+    with start_server("--no-ui", "--model", CHAT, "--model", f"{INT4}={int4_folder}", "--max-loaded", "1") as server:
+        client = OpenAI(base_url=server.openai_url, api_key="unused")
+        assert ask(client, INT4)
+        assert states(server) == {CHAT: "unloaded", INT4: "loaded"}
+        assert "Paris" in ask(client, CHAT)
+        assert states(server) == {CHAT: "loaded", INT4: "unloaded"}
+        assert metric(server, "vinolm_model_loaded_total", CHAT) == 2
+        assert metric(server, "vinolm_model_unloaded_total", CHAT) == 1
+        assert metric(server, "vinolm_model_unloaded_total", INT4) == 1
+        assert metric(server, "vinolm_model_loaded", CHAT) == 1 and metric(server, "vinolm_model_loaded", INT4) == 0
+        ps = subprocess.run([str(Path(sys.executable).with_name("vinolm")), "ps", "--url", server.host_port],
+                            capture_output=True, text=True, timeout=60, check=False)
+        assert ps.returncode == 0, ps.stderr
+        rows = {line.split()[0]: line.split()[1] for line in ps.stdout.splitlines()[1:]}
+        assert rows == {CHAT: "loaded", INT4: "unloaded"}
