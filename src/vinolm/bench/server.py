@@ -59,6 +59,22 @@ def free_port() -> int:
 
 
 @contextmanager
+def _server_process(cmd: list[str], name: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """A server subprocess with its output in a temporary log; stopped (killed if it must be) at the end."""
+    with tempfile.NamedTemporaryFile("w+", prefix=f"{name}-", suffix=".log") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield proc, Path(log.name)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextmanager
 def local_server(
     model: str, max_concurrency: int, timeout_s: float = 300.0
 ) -> Iterator[tuple[str, str, int]]:
@@ -67,17 +83,8 @@ def local_server(
     cmd = [sys.executable, "-m", "vinolm.cli", "serve", "--model", model, "--host", "127.0.0.1", "--port", "0",
            "--grpc-port", str(grpc_port), "--no-ui", "--max-concurrency", str(max_concurrency),
            "--max-queue", "64", "--log-level", "warning"]  # fmt: skip
-    with tempfile.NamedTemporaryFile("w+", prefix="vinolm-bench-serve-", suffix=".log") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
-        try:
-            yield _wait_ready(proc, Path(log.name), timeout_s), f"127.0.0.1:{grpc_port}", proc.pid
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with _server_process(cmd, "vinolm-bench-serve") as (proc, log):
+        yield _wait_ready(proc, log, timeout_s), f"127.0.0.1:{grpc_port}", proc.pid
 
 
 @contextmanager
@@ -94,30 +101,21 @@ def llama_server(gguf: str, slots: int, context_per_slot: int, threads: int,
            "-np", str(slots), "-c", str(slots * context_per_slot), "-t", str(threads), "--cont-batching",
            "--no-webui", "-a", Path(gguf).name]  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    with tempfile.NamedTemporaryFile("w+", prefix="llama-server-", suffix=".log") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"llama-server exited with {proc.returncode}: "
-                                       f"{Path(log.name).read_text(errors='replace')[-1500:]}")
-                try:
-                    if httpx.get(f"{base}/health", timeout=5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"llama-server not ready after {timeout_s:.0f} s")
-                time.sleep(0.2)
-            yield base, "", proc.pid
-        finally:
-            proc.terminate()
+    with _server_process(cmd, "llama-server") as (proc, log):
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama-server exited with {proc.returncode}: "
+                                   f"{log.read_text(errors='replace')[-1500:]}")
             try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                if httpx.get(f"{base}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"llama-server not ready after {timeout_s:.0f} s")
+            time.sleep(0.2)
+        yield base, "", proc.pid
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> str:
