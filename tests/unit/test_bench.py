@@ -324,3 +324,21 @@ def test_llama_bench_repetitions_become_runs_and_the_reference() -> None:
     rows = [_row("vinolm genai", 120.0, 2000.0), _row("llama.cpp", 100.0, 500.0, peer="llama.cpp"),
             _row("llama-bench", 150.0, 1000.0, peer="llama-bench")]
     assert "| 0.80x | 2.00x |" in report.single_table(rows).splitlines()[2]  # against llama-bench
+
+
+def test_shapes_with_llama_bench_convert_quantize_and_measure_each_quant(tmp_path: Path) -> None:
+    from vinolm.bench.runner import shape_jobs
+
+    cfg = BenchConfig(peers=["llama-bench"], shape_names=["tiny-llama-1b-chat"], shape_formats=["int4"])
+    builds, measures = shape_jobs(cfg)
+    assert [job.label for job in builds] == ["build tiny-llama-1b-chat", "build tiny-llama-1b-chat GGUF"]
+    convert = builds[1].command
+    assert "vinolm.bench.peers.llama_convert" in convert and convert[convert.index("--pre-tokenizer") + 1] == "smollm"
+    assert [job.label for job in measures] == ["tiny-llama-1b-chat int4", "tiny-llama-1b-chat llama.cpp Q4_0",
+                                               "tiny-llama-1b-chat llama.cpp Q4_K_M", "tiny-llama-1b-chat llama.cpp Q8_0"]
+    gguf = tmp_path / "Q4_0.gguf"
+    gguf.write_bytes(b"\0" * 2_000_000)
+    row = {**_row("x", 10.0, 100.0), "shape": "s", "format": "llama.cpp Q4_0", "model": str(gguf)}
+    assert "| s | llama.cpp Q4_0 | 2 | – | 10.00 | 0.0 | 100 | – |" in report.shapes_table([row])
+    row["stats"]["decode_tps"] = {"median": 500.0, "min": 500.0, "max": 500.0}
+    assert "| 1.0 |" in report.shapes_table([row])  # 2 MB x 500 tok/s = 1.0 GB/s

@@ -156,29 +156,39 @@ def throughput_table(rows: list[Row]) -> str:
 
 
 def shapes_table(rows: list[Row]) -> str:
-    """Size (as the tutorials print it: compression vs FP16) and speed per shape and format."""
-    from vinolm.export.report import folder_weight_bytes
-
+    """Size (as the tutorials print it: compression vs FP16), speed, and the memory bandwidth
+    that speed implies (weights bytes x tokens/s: a decode step reads every weight once)."""
     lines = [
-        "| shape | weights | size MB | compression vs fp16 | decode tok/s | prefill tok/s | decode vs fp16 |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| shape | weights | size MB | compression vs fp16 | decode tok/s | GB/s | prefill tok/s | decode vs fp16 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     by_shape: dict[str, list[Row]] = {}
     for r in rows:
         by_shape.setdefault(r["shape"], []).append(r)
     for shape, group in by_shape.items():
-        size = {r["format"]: folder_weight_bytes(Path(r["model"])) if r.get("model") else 0 for r in group}
+        size = {r["format"]: _weight_bytes(r.get("model")) for r in group}
         fp16 = next((r for r in group if r["format"] == "fp16" and _ok(r)), None)
         for r in group:
             if not _ok(r):
-                lines.append(f"| {shape} | {r['format']} | {_note(r)} |||||")
+                lines.append(f"| {shape} | {r['format']} | {_note(r)} ||||||")
                 continue
             mb = size[r["format"]] / 2**20
             rate = _ratio(size.get("fp16"), size[r["format"]])
             vs = _ratio(median(r, "decode_tps"), median(fp16, "decode_tps") if fp16 else None)
+            decode = median(r, "decode_tps")
+            gbps = f"{size[r['format']] * decode / 1e9:.1f}" if decode else "–"
             lines.append(f"| {shape} | {r['format']} | {mb:.0f} | {rate} | {_cell(r, 'decode_tps', digits=2)} "
-                         f"| {_cell(r, 'prefill_tps', digits=0)} | {vs} |")  # fmt: skip
+                         f"| {gbps} | {_cell(r, 'prefill_tps', digits=0)} | {vs} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def _weight_bytes(model: str | None) -> int:
+    """What one decode step reads: an IR folder's weights, or a GGUF file whole."""
+    from vinolm.export.report import folder_weight_bytes
+
+    if not model or not Path(model).exists():
+        return 0
+    return Path(model).stat().st_size if Path(model).is_file() else folder_weight_bytes(Path(model))
 
 
 def isa_line(mach: dict[str, Any]) -> str:

@@ -192,7 +192,7 @@ def server_label(url: str) -> str:
 def shape_jobs(cfg: BenchConfig) -> tuple[list[Job], list[Job]]:
     """(build jobs, measure jobs): each asked shape built if missing, then measured per
     format with the first engine."""
-    from vinolm.bench.shapes import FORMATS, SHAPES, shape_root
+    from vinolm.bench.shapes import FORMATS, GGUF_QUANTS, SHAPES, convert_command, gguf_path, shape_root
 
     formats = cfg.shape_formats or list(FORMATS)
     builds: list[Job] = []
@@ -203,8 +203,15 @@ def shape_jobs(cfg: BenchConfig) -> tuple[list[Job], list[Job]]:
         for fmt in formats:
             job = worker_job(cfg, cfg.engines[0], str(shape_root(name) / fmt), "shapes",
                              label=f"{name} {fmt}")  # fmt: skip
-            job.meta.update(shape=name, format=fmt)
+            job.meta.update(shape=name, format=fmt, model=str(shape_root(name) / fmt))
             measures.append(job)
+        if "llama-bench" in cfg.peers:
+            builds.append(Job(f"build {name} GGUF", "build", convert_command(name, list(GGUF_QUANTS))))
+            for quant in GGUF_QUANTS:
+                cmd = _module("vinolm.bench.peers.llama_bench", "--model", gguf_path(name, quant),
+                              "--threads", cfg.threads, *_sizes(cfg), "--warmup", cfg.warmup)
+                measures.append(Job(f"{name} llama.cpp {quant}", "shapes", cmd, meta={
+                    "shape": name, "format": f"llama.cpp {quant}", "model": str(gguf_path(name, quant))}))
     return builds, measures
 
 

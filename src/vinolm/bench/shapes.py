@@ -27,6 +27,11 @@ from vinolm.export.report import SizeReport, folder_weight_bytes
 from vinolm.models import vinolm_home
 
 FORMATS = ("fp16", "int8", "int4")
+#: llama.cpp's quantizations of the same shape (``--peer llama-bench``): its 4-bit
+#: workhorse, its k-quant default, and 8 bit.
+GGUF_QUANTS = ("Q4_0", "Q4_K_M", "Q8_0")
+#: The shapes carry SmolLM2's tokenizer (see :func:`write_tokenizer`): its pre-tokenizer.
+PRE_TOKENIZER = "smollm"
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,18 @@ SHAPES: dict[str, Shape] = {
 
 def shape_root(name: str) -> Path:
     return vinolm_home() / "bench" / "shapes" / name
+
+
+def gguf_path(name: str, quant: str) -> Path:
+    """Where llama.cpp's converter and quantizer leave shape ``name`` as ``quant``."""
+    return shape_root(name) / "gguf" / f"{quant}.gguf"
+
+
+def convert_command(name: str, quants: list[str]) -> list[str]:
+    """The job that makes the GGUFs of shape ``name`` from its HF folder (built first)."""
+    root = shape_root(name)
+    return [sys.executable, "-m", "vinolm.bench.peers.llama_convert", "--hf", str(root / "hf"),
+            "--out", str(root / "gguf"), "--pre-tokenizer", PRE_TOKENIZER, *(a for q in quants for a in ("--quant", q))]
 
 
 def default_tokenizer_file() -> Path:

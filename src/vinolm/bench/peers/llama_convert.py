@@ -1,0 +1,100 @@
+"""A Hugging Face folder -> GGUF with llama.cpp's own converter, then its own quantizer.
+
+    python -m vinolm.bench.peers.llama_convert --hf DIR --out DIR/gguf --quant Q4_0 --quant Q8_0
+
+The converter is ``convert_hf_to_gguf.py`` from the llama.cpp source that ``make peers``
+unpacks (``.venv-peers/src/...``, or ``$VINOLM_LLAMA_CPP_SRC``), run unmodified with its own
+``gguf-py``. It recognises a BPE pre-tokenizer by hashing the token ids of a test string; the
+bench shapes carry SmolLM2's tokenizer cut to the shape's vocabulary, whose ids differ, so the
+hash is unknown. The pre-tokenizer itself (the regex that splits text before BPE) is SmolLM's,
+so ``--pre-tokenizer smollm`` answers for an unrecognised hash - the converter's known hashes
+still win - instead of editing llama.cpp. Prints one JSON line: the GGUF path per quant type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from vinolm.bench.peers.llamacpp import LLAMA_BIN, llama_tool
+
+SRC_ENV = "VINOLM_LLAMA_CPP_SRC"
+LLAMA_SRC = LLAMA_BIN.parents[1] / "src" / "llama_cpp_python-0.3.36" / "vendor" / "llama.cpp"
+
+
+def llama_source() -> Path:
+    folder = Path(os.environ.get(SRC_ENV) or LLAMA_SRC)
+    if not (folder / "convert_hf_to_gguf.py").is_file():
+        raise FileNotFoundError(f"{folder}/convert_hf_to_gguf.py is missing: `make peers` unpacks it "
+                                f"(or set ${SRC_ENV})")
+    return folder
+
+
+def convert(hf: Path, out: Path, pre_tokenizer: str | None) -> None:
+    """Run the converter in this process with its own modules first on the path."""
+    source = llama_source()
+    sys.path[:0] = [str(source), str(source / "gguf-py")]
+    from conversion import base  # llama.cpp's, from the path above
+
+    if pre_tokenizer:
+        known = base.TextModel.get_vocab_base_pre
+
+        def vocab_base_pre(self: object, tokenizer: object) -> str:
+            try:
+                return str(known(self, tokenizer))
+            except NotImplementedError:
+                return pre_tokenizer
+
+        base.TextModel.get_vocab_base_pre = vocab_base_pre  # type: ignore[method-assign]
+    import convert_hf_to_gguf
+
+    sys.argv = ["convert_hf_to_gguf.py", str(hf), "--outfile", str(out), "--outtype", "f16"]
+    convert_hf_to_gguf.main()
+
+
+def quantize(f16: Path, out: Path, quant: str, threads: int) -> None:
+    done = subprocess.run([llama_tool("llama-quantize"), str(f16), str(out), quant, str(threads)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"llama-quantize {quant} failed: {done.stderr[-1500:]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vinolm.bench.peers.llama_convert", description=__doc__.splitlines()[0])
+    p.add_argument("--hf", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="folder for f16.gguf and QUANT.gguf")
+    p.add_argument("--quant", action="append", default=[], help="llama-quantize type, repeatable (Q4_0, Q8_0...)")
+    p.add_argument("--pre-tokenizer", default=None, help="answer for an unrecognised BPE pre-tokenizer hash")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--convert-only", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    f16 = args.out / "f16.gguf"
+    if args.convert_only:  # the converter exits the process on some errors: keep it in a child
+        convert(args.hf, f16.with_suffix(".tmp"), args.pre_tokenizer)
+        f16.with_suffix(".tmp").replace(f16)
+        return 0
+    if not f16.is_file():
+        cmd = [sys.executable, "-m", "vinolm.bench.peers.llama_convert", "--hf", str(args.hf), "--out",
+               str(args.out), "--convert-only", *(["--pre-tokenizer", args.pre_tokenizer] if args.pre_tokenizer else [])]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not f16.is_file():
+            print(json.dumps({"error": f"convert_hf_to_gguf failed: {done.stderr[-1500:]}"}), flush=True)
+            return 1
+    paths = {"f16": str(f16)}
+    for quant in args.quant:
+        target = args.out / f"{quant}.gguf"
+        if not target.is_file():
+            quantize(f16, target.with_suffix(".tmp"), quant, args.threads)
+            target.with_suffix(".tmp").replace(target)
+        paths[quant] = str(target)
+    print(json.dumps(paths), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
