@@ -1,4 +1,5 @@
-"""Constrained greedy output is the same on genai (xgrammar), native and optimum (llguidance).
+"""Constrained greedy output is the same on genai (xgrammar), native and optimum (llguidance):
+two JSON schemas, any JSON object, a regex, a choice and a GBNF grammar.
 
 The default model, f32 math (the ``engine`` fixture's F32) and, for genai, the stateful
 model (``ATTENTION_BACKEND=SDPA``) as in test_engine_parity.py, so any difference is the
@@ -50,7 +51,11 @@ CASES: list[tuple[str, Constraint]] = [
     ("A JSON object with the keys city and country for Paris:\n", Constraint("json_object")),
     ("Give a code like 123-abc.\n", Constraint("regex", pattern=r"[0-9]{3}-[a-z]{2,8}")),
     ("Which city is the capital of France?\n", Constraint("choice", choices=("Paris", "London", "Rome"))),
+    ("Name three colours, separated by commas.\n",
+     Constraint("grammar", grammar='root ::= colour ", " colour ", " colour\ncolour ::= [a-z]{1,12}\n')),
 ]
+#: What the grammar case means, as a Python regex, to check its answer.
+COLOURS = r"[a-z]{1,12}, [a-z]{1,12}, [a-z]{1,12}"
 GREEDY = GenerationParams(max_new_tokens=80)
 Result = tuple[list[int], str, str]
 
@@ -87,6 +92,8 @@ def test_constrained_answers_are_valid(outputs: dict[str, list[Result]]) -> None
             assert isinstance(json.loads(text), dict)
         elif constraint.kind == "choice":
             assert text in constraint.choices
+        elif constraint.kind == "grammar":
+            assert re.fullmatch(COLOURS, text), text
         else:
             assert constraint.pattern is not None
             assert re.fullmatch(constraint.pattern, text)
