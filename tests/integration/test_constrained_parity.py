@@ -159,10 +159,19 @@ def test_top_logprobs_agree_between_native_and_optimum(engine: Callable[..., Eng
         assert [v for _, v in mine] == pytest.approx([v for _, v in theirs], abs=1e-3)
 
 
-def test_genai_refuses_top_logprobs(engine: Callable[..., Engine], default_model: PreparedModel) -> None:
+@pytest.mark.parametrize(("name", "changes", "param", "words"), [
+    ("genai", {"top_logprobs": 2}, "top_logprobs", "--engine native"),
+    ("genai", {"logprobs": 1}, "logprobs", "--engine native"),
+    ("native", {"num_beams": 2, "top_logprobs": 2}, "top_logprobs", "beam search"),
+    ("optimum", {"num_beams": 2, "logprobs": 1}, "logprobs", "beam search"),
+])
+def test_logprobs_an_engine_cannot_return_are_refused(
+    name: str, changes: dict[str, Any], param: str, words: str, engine: Callable[..., Engine],
+    default_model: PreparedModel,
+) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        engine("genai", default_model.path).generate(Request(prompt="x", params=GenerationParams(top_logprobs=2)))
-    assert caught.value.param == "top_logprobs" and "native" in caught.value.message
+        engine(name, default_model.path).generate(Request(prompt="x", params=GenerationParams(**changes)))
+    assert caught.value.param == param and words in caught.value.message
 
 
 README_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},

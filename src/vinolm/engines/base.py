@@ -238,11 +238,15 @@ class Engine(ABC):
         compiled here, so a bad schema or grammar never reaches a queue)."""
         params = request.params.validated()
         check_params(params)
-        if params.top_logprobs and not self.supports_top_logprobs:
-            raise InvalidRequest(
-                f"the {self.name} engine does not return top_logprobs; use --engine native or optimum",
-                param="top_logprobs",
-            )
+        for name, supported in (("logprobs", self.supports_logprobs), ("top_logprobs", self.supports_top_logprobs)):
+            if not getattr(params, name):
+                continue
+            if not supported:
+                raise InvalidRequest(
+                    f"the {self.name} engine does not return {name}; use --engine native or optimum", param=name
+                )
+            if params.num_beams > 1:
+                raise InvalidRequest(f"beam search returns no {name}; use num_beams 1", param=name)
 
     def text_decoder(self, params: GenerationParams) -> Callable[[list[int]], str]:
         """How streamed ids become text. Under a constraint special tokens stay in: the

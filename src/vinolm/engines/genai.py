@@ -90,8 +90,6 @@ class GenaiEngine(Engine):
             cfg.num_beams = params.num_beams
             cfg.num_beam_groups = 1
             cfg.length_penalty = params.length_penalty
-        if params.logprobs:
-            cfg.logprobs = params.logprobs
         if params.constraint is not None:  # compiled (and cached) by check(): the same grammar text
             cfg.structured_output_config = compile_constraint(params.constraint).genai_config(self._genai)
         return cfg
