@@ -19,8 +19,8 @@ from vinolm.engines.constraints import (
     TokenMask,
     check_params,
     compile_constraint,
-    schema_grammar,
 )
+from vinolm.engines.json_grammar import schema_grammar
 from vinolm.errors import InvalidRequest
 from vinolm.types import Constraint, GenerationParams
 
