@@ -50,7 +50,7 @@ _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 
 def build_app(models: ModelService | Registry, api_key: str | None = None, *, ui: bool = True) -> FastAPI:
     """The FastAPI app serving ``models`` (one loaded service, or a registry that loads them
-    on demand) over every API, plus the UI for the first model."""
+    on demand) over every API, plus the UI (a picker over its generating models)."""
     registry = models if isinstance(models, Registry) else Registry.single(models)
     service = registry.service(None)
     if service.metrics is None:
@@ -74,7 +74,7 @@ def build_app(models: ModelService | Registry, api_key: str | None = None, *, ui
     _add_plain_routes(app, service)
     mount_ui = optional("vinolm.ui", "mount_ui") if ui else None
     if mount_ui is not None:
-        mount_ui(app, service)  # the one place the web UI joins the server
+        mount_ui(app, registry)  # the one place the web UI joins the server
     app.state.ui = mount_ui is not None
     # Middleware runs outermost last-added: access log, then API key, then the size limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=service.limits.max_request_bytes, metrics=service.metrics)
