@@ -11,8 +11,8 @@ from typing import Any, Literal
 from vinolm.errors import InvalidRequest
 
 Role = Literal["system", "user", "assistant", "tool"]
-ConstraintKind = Literal["json_schema", "json_object", "regex", "grammar", "choice"]
-CONSTRAINT_KINDS: tuple[str, ...] = ("json_schema", "json_object", "regex", "grammar", "choice")
+ConstraintKind = Literal["json_schema", "json_object", "regex", "grammar", "choice", "tool_calls"]
+CONSTRAINT_KINDS: tuple[str, ...] = ("json_schema", "json_object", "regex", "grammar", "choice", "tool_calls")
 FinishReason = Literal["stop", "length", "cancelled"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 #: OpenAI's rule for function names, which chat templates and tool parsers rely on.
@@ -124,8 +124,12 @@ class Constraint:
     One field per kind: ``schema`` for ``json_schema`` (a JSON Schema as a dict),
     nothing for ``json_object`` (any JSON object), ``pattern`` for ``regex``, ``grammar`` for
     ``grammar`` (GBNF, the EBNF dialect of llama.cpp and xgrammar), ``choices`` for ``choice``
-    (the answer is exactly one of the strings). Every protocol translates its own request
-    fields into this one type; each engine compiles it (``vinolm.engines.constraints``).
+    (the answer is exactly one of the strings). ``tool_calls`` (``tool_choice: auto``) is free
+    text or, once the model starts a call in its family's ``tool_format`` (Hermes
+    ``<tool_call>``, Mistral ``[TOOL_CALLS]``, a Llama 3 JSON answer), calls that fit
+    ``schema`` (one call, or an array of calls: ``prompts.tools.calls_schema``). Every
+    protocol translates its own request fields into this one type; each engine compiles it
+    (``vinolm.engines.constraints``).
     """
 
     kind: ConstraintKind
@@ -133,6 +137,7 @@ class Constraint:
     pattern: str | None = None
     grammar: str | None = None
     choices: tuple[str, ...] = ()
+    tool_format: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in CONSTRAINT_KINDS:
@@ -141,16 +146,19 @@ class Constraint:
                 param="constraint",
             )
         given = {"schema": self.schema is not None, "pattern": self.pattern is not None,
-                 "grammar": self.grammar is not None, "choices": bool(self.choices)}
-        wanted = {"json_schema": "schema", "regex": "pattern", "grammar": "grammar", "choice": "choices"}.get(self.kind)
-        extra = [name for name, present in given.items() if present and name != wanted]
+                 "grammar": self.grammar is not None, "choices": bool(self.choices),
+                 "tool_format": self.tool_format is not None}
+        wanted = {"json_schema": ("schema",), "regex": ("pattern",), "grammar": ("grammar",),
+                  "choice": ("choices",), "tool_calls": ("schema", "tool_format")}.get(self.kind, ())
+        extra = [name for name, present in given.items() if present and name not in wanted]
         if extra:
             raise InvalidRequest(f"a {self.kind} constraint takes no {', '.join(extra)}", param=self.kind)
-        if wanted is not None and not given[wanted]:
-            raise InvalidRequest(f"a {self.kind} constraint needs {wanted}", param=self.kind)
+        missing = [name for name in wanted if not given[name]]
+        if missing:
+            raise InvalidRequest(f"a {self.kind} constraint needs {' and '.join(missing)}", param=self.kind)
         if self.schema is not None and not isinstance(self.schema, dict):
             raise InvalidRequest("a JSON schema must be an object", param="json_schema")
-        for name in ("pattern", "grammar"):
+        for name in ("pattern", "grammar", "tool_format"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise InvalidRequest(f"{name} must be a non-empty string", param=self.kind)

@@ -20,9 +20,10 @@ from vinolm.engines.constraints import (
     check_params,
     compile_constraint,
 )
-from vinolm.engines.json_grammar import schema_grammar
+from vinolm.engines.json_grammar import schema_grammar, trigger_free_text
 from vinolm.errors import InvalidRequest
-from vinolm.types import Constraint, GenerationParams
+from vinolm.prompts.tools import auto_constraint, calls_schema
+from vinolm.types import Constraint, GenerationParams, Tool
 
 STOP = 256
 PET = {
@@ -37,6 +38,9 @@ PET = {
     "$defs": {"owner": {"type": "object", "properties": {"age": {"type": "integer"}, "vip": {"type": "boolean"}},
                         "required": ["age"]}},
 }
+
+WEATHER = Tool("get_weather", "", {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+TIME = Tool("get_time", "", {"type": "object", "properties": {}})
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +174,6 @@ def test_bad_constraints_name_their_field(constraint: Constraint, param: str, wo
 
 @pytest.mark.parametrize(("changes", "param"), [
     ({"num_beams": 2}, "num_beams"),
-    ({"temperature": 1.0, "num_return_sequences": 2}, "num_return_sequences"),
     ({"ignore_eos": True}, "ignore_eos"),
 ])
 def test_what_a_constraint_cannot_go_with(changes: dict[str, Any], param: str) -> None:
@@ -178,6 +181,61 @@ def test_what_a_constraint_cannot_go_with(changes: dict[str, Any], param: str) -
     with pytest.raises(InvalidRequest) as caught:
         check_params(params)
     assert caught.value.param == param
+
+
+def test_several_sequences_only_where_each_has_its_grammar_state() -> None:
+    """native and optimum keep a TokenMask per row; genai shares one matcher between the
+    sequences it forks (measured: n=3 gave broken JSON), so it refuses."""
+    params = GenerationParams(constraint=Constraint("json_object"), temperature=1.0, num_return_sequences=2)
+    assert check_params(params) is not None
+    with pytest.raises(InvalidRequest) as caught:
+        check_params(params, sequences=False)
+    assert caught.value.param == "num_return_sequences" and "--engine native" in caught.value.message
+
+
+def test_a_finished_row_takes_padding(vocabulary: GrammarVocabulary) -> None:
+    """In a transformers batch a row that stopped keeps receiving pad tokens: not output."""
+    mask = TokenMask(vocabulary, compile_constraint(Constraint("choice", choices=("a",))), {STOP}, STOP + 1)
+    mask.accept(ord("a"))
+    mask.accept(STOP)
+    mask.accept(0)  # the pad id here: outside the grammar, and ignored
+    assert mask.allowed()[STOP]
+
+
+@pytest.mark.parametrize(("low", "high", "good", "bad"), [
+    (1, 1, ["[1]"], ["[]", "[1, 2]"]),
+    (0, 1, ["[]", "[1]"], ["[1, 2]"]),
+    (3, 3, ["[1, 2, 3]"], ["[1, 2]", "[1, 2, 3, 4]"]),
+    (0, 0, ["[]"], ["[1]"]),
+])
+def test_equal_or_zero_item_bounds(vocabulary: GrammarVocabulary, low: int, high: int, good: list[str],
+                                   bad: list[str]) -> None:
+    """minItems == maxItems once gave ``{0,0}``, which llguidance refuses to compile."""
+    schema = {"type": "array", "items": {"type": "integer"}, "minItems": low, "maxItems": high}
+    assert "{0,0}" not in schema_grammar(schema)
+    for text in good:
+        assert accepts(vocabulary, Constraint("json_schema", schema=schema), text), text
+    for text in bad:
+        assert not accepts(vocabulary, Constraint("json_schema", schema=schema), text), text
+
+
+def test_equal_or_zero_length_bounds(vocabulary: GrammarVocabulary) -> None:
+    empty = Constraint("json_schema", schema={"type": "string", "maxLength": 0})
+    assert accepts(vocabulary, empty, '""') and not accepts(vocabulary, empty, '"a"')
+    three = Constraint("json_schema", schema={"type": "string", "minLength": 3, "maxLength": 3})
+    assert accepts(vocabulary, three, '"abc"') and not accepts(vocabulary, three, '"ab"')
+    with pytest.raises(InvalidRequest, match="maxLength"):
+        compile_constraint(Constraint("json_schema", schema={"type": "string", "minLength": 3, "maxLength": 2}))
+
+
+def test_any_of_objects_of_scalars_and_not(vocabulary: GrammarVocabulary) -> None:
+    """Two alternatives that share a prefix: an object of scalars only (once one llguidance
+    lexeme) and one with a nested object; llguidance used to follow the first and refuse
+    the second past the shared ``{"name": "get_``."""
+    calls = calls_schema([WEATHER, TIME], parallel=False)
+    constraint = Constraint("json_schema", schema=calls)
+    assert accepts(vocabulary, constraint, '{"name": "get_time", "arguments": {}}')
+    assert accepts(vocabulary, constraint, '{"name": "get_weather", "arguments": {"city": "Oslo"}}')
 
 
 def test_unconstrained_params_compile_nothing() -> None:
@@ -212,3 +270,84 @@ def test_cli_schema_file_that_is_not_json(tmp_path: Any, capsys: pytest.CaptureF
     bad.write_text("{not json", encoding="utf-8")
     assert main(["generate", "hello", "--json-schema", str(bad)]) == 2
     assert "is not JSON" in capsys.readouterr().err
+
+
+# -- tool_choice auto: free text, or valid calls in the family's format ----------------------------
+WEATHER_CALL = '{"name": "get_weather", "arguments": {"city": "Oslo"}}'
+TIME_CALL = '{"name": "get_time", "arguments": {}}'
+
+
+def hermes(*calls: str) -> str:
+    return "\n".join(f"<tool_call>\n{call}\n</tool_call>" for call in calls)
+
+
+@pytest.mark.parametrize(("fmt", "parallel", "text", "ok"), [
+    ("hermes", True, "", True),
+    ("hermes", True, "It is sunny.\nAsk me <anything> or a < b <tool_cal", True),
+    ("hermes", True, hermes(WEATHER_CALL), True),
+    ("hermes", True, "Let me check. " + hermes(WEATHER_CALL, TIME_CALL), True),
+    ("hermes", True, "<<tool_call>\n" + TIME_CALL + "\n</tool_call>", True),
+    ("hermes", True, hermes(WEATHER_CALL, TIME_CALL, TIME_CALL), False),  # at most one call per tool
+    ("hermes", False, hermes(WEATHER_CALL, TIME_CALL), False),  # parallel_tool_calls false
+    ("hermes", True, hermes(WEATHER_CALL) + " and more text", False),
+    ("hermes", True, "<tool_call>", False),
+    ("hermes", True, "<tool_call> here is the tag as text", False),
+    ("hermes", True, hermes('{"name": "get_weather", "arguments": {}}'), False),  # city is required
+    ("hermes", True, hermes('{"name": "launch", "arguments": {}}'), False),
+    ("hermes", True, "<tool_call>" + WEATHER_CALL + "</tool_call>", False),  # the format's newlines
+    ("mistral", True, "Sure [TOOL_CALLS][" + WEATHER_CALL + ", " + TIME_CALL + "]", True),
+    ("mistral", True, "[TOOLS] and [TOOL_CALL", True),
+    ("mistral", True, "[TOOL_CALLS]" + WEATHER_CALL, False),
+    ("llama3_json", True, ('{"name": "get_time", "parameters": {}}; {"name": "get_weather", "parameters": '
+                           '{"city": "Oslo"}}'), True),
+    ("llama3_json", True, "No call needed: {braces} are fine inside.", True),
+    ("llama3_json", True, TIME_CALL, False),  # Llama 3 writes "parameters"
+    ("llama3_json", True, '{"text": "not a call"}', False),
+    ("llama3_json", True, '  {"name": "get_time", "parameters": {}}', False),
+])
+def test_auto_allows_free_text_or_valid_calls(vocabulary: GrammarVocabulary, fmt: str, parallel: bool,
+                                             text: str, ok: bool) -> None:
+    assert accepts(vocabulary, auto_constraint([WEATHER, TIME], fmt, parallel), text) is ok
+
+
+def test_free_text_never_spells_the_trigger() -> None:
+    """The GBNF expression against Python's ``in`` on every short text over the trigger's
+    own characters (and one other), read by llguidance as a plain context-free grammar."""
+    import itertools
+
+    import llguidance
+
+    trigger = "<ab>"
+    matcher_of = llguidance.LLMatcher.grammar_from_lark
+    gbnf = f"root ::= {trigger_free_text(trigger)}\n"
+    from vinolm.engines.constraints import _lark
+
+    grammar = matcher_of(_lark(gbnf, lexemes=False))
+    tokens = [bytes([i]) for i in range(256)] + [b""]
+    vocabulary = GrammarVocabulary(tokens, STOP, lambda text: list(text.encode("utf-8")))
+    compiled = CompiledConstraint("grammar", gbnf, None, grammar)
+    for size in range(7):
+        for letters in itertools.product("<ab>x", repeat=size):
+            text = "".join(letters)
+            mask = TokenMask(vocabulary, compiled, {STOP}, STOP + 1)
+            fits = True
+            for byte in text.encode():
+                if not mask.allowed()[byte]:
+                    fits = False
+                    break
+                mask.accept(byte)
+            fits = fits and bool(mask.allowed()[STOP])
+            assert fits is (trigger not in text), text
+
+
+def test_a_trigger_whose_first_character_repeats_is_refused() -> None:
+    with pytest.raises(ValueError, match="must not repeat"):
+        trigger_free_text("<a<")
+
+
+def test_auto_constraint_compiles_for_every_family() -> None:
+    for fmt in ("hermes", "mistral", "llama3_json"):
+        compiled = compile_constraint(auto_constraint([WEATHER, TIME], fmt, parallel=True))
+        assert compiled.kind == "tool_calls" and compiled.gbnf is not None and compiled.gbnf.startswith("root ::= free")
+    with pytest.raises(InvalidRequest, match="unknown tool format"):
+        compile_constraint(Constraint("tool_calls", schema={"type": "object"}, tool_format="pythonic"))

@@ -194,6 +194,8 @@ class Engine(ABC):
     #: Whether chunks carry the chosen tokens' ``logprobs`` / the ``top_logprobs`` alternatives.
     supports_logprobs: ClassVar[bool] = False
     supports_top_logprobs: ClassVar[bool] = False
+    #: One grammar state per returned sequence, so a constraint goes with num_return_sequences > 1.
+    constrains_each_sequence: ClassVar[bool] = False
 
     def __init__(self, model: PreparedModel, options: EngineOptions | None = None) -> None:
         self.model = model
@@ -237,7 +239,7 @@ class Engine(ABC):
         """Reject what this engine cannot do before any work starts (a constraint is
         compiled here, so a bad schema or grammar never reaches a queue)."""
         params = request.params.validated()
-        check_params(params)
+        check_params(params, sequences=self.constrains_each_sequence)
         for name, supported in (("logprobs", self.supports_logprobs), ("top_logprobs", self.supports_top_logprobs)):
             if not getattr(params, name):
                 continue

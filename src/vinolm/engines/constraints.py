@@ -28,7 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from vinolm.engines.json_grammar import JSON_RULES, gbnf_literal, schema_grammar
+from vinolm.engines.json_grammar import (
+    JSON_RULES,
+    gbnf_literal,
+    is_lexeme,
+    schema_grammar,
+    tool_calls_grammar,
+)
 from vinolm.errors import EngineError, InvalidRequest
 from vinolm.types import Constraint, GenerationParams
 
@@ -54,17 +60,20 @@ class CompiledConstraint:
 # -- checking a request -------------------------------------------------------------------
 
 
-def check_params(params: GenerationParams) -> CompiledConstraint | None:
+def check_params(params: GenerationParams, sequences: bool = True) -> CompiledConstraint | None:
     """Compile the request's constraint (cached) and refuse what cannot go with one;
-    every engine calls this from ``check``, before anything is queued."""
+    every engine calls this from ``check``, before anything is queued. ``sequences``:
+    the engine keeps one grammar state per returned sequence (native, optimum: a
+    :class:`TokenMask` per row), so ``num_return_sequences`` > 1 is fine."""
     constraint = params.constraint
     if constraint is None:
         return None
     if params.num_beams > 1:
         raise InvalidRequest("beam search cannot be combined with a constraint; use num_beams 1",
                              param="num_beams")
-    if params.num_return_sequences > 1:
-        raise InvalidRequest("a constrained request returns one sequence; use n / num_return_sequences 1",
+    if params.num_return_sequences > 1 and not sequences:
+        raise InvalidRequest("a constrained request returns one sequence on this engine; use "
+                             "n / num_return_sequences 1, or --engine native or optimum",
                              param="num_return_sequences")
     if params.ignore_eos:
         raise InvalidRequest("ignore_eos cannot be combined with a constraint: the answer ends where "
@@ -78,17 +87,20 @@ def compile_constraint(constraint: Constraint) -> CompiledConstraint:
         schema = json.dumps(constraint.schema, allow_nan=False) if constraint.schema is not None else None
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"the JSON schema is not plain JSON: {exc}", param="json_schema") from None
-    return _compile((constraint.kind, schema, constraint.pattern, constraint.grammar, constraint.choices))
+    return _compile((constraint.kind, schema, constraint.pattern, constraint.grammar, constraint.choices,
+                     constraint.tool_format))
 
 
 @functools.lru_cache(maxsize=256)
 def _compile(key: tuple[Any, ...]) -> CompiledConstraint:
-    kind, schema, pattern, grammar, choices = key
+    kind, schema, pattern, grammar, choices, tool_format = key
     if kind == "regex":
         _check_regex(pattern)
         return _compiled(kind, None, pattern, "regex")
     if kind == "json_schema":
         text = schema_grammar(json.loads(schema))
+    elif kind == "tool_calls":
+        text = tool_calls_grammar(json.loads(schema), tool_format)
     elif kind == "json_object":
         text = "root ::= object\n" + JSON_RULES
     elif kind == "choice":
@@ -138,17 +150,16 @@ def _lark(gbnf: str, lexemes: bool) -> str:
     only holds text a lexeme, and its lexer ends a lexeme only where it cannot go on: with
     ``root ::= word "b"`` and ``word ::= [a-z]+`` it refuses "aab", which xgrammar (a plain
     context-free grammar) accepts. So a user's grammar keeps every rule a grammar rule;
-    vinolm's own JSON grammars keep the faster lexemes, as each of them ends on a character
-    that cannot continue it (a quote, a bracket, a comma)."""
-    from llguidance.gbnf_to_lark import GrammarParser, gbnf_to_lark, resolve
+    vinolm's own grammars keep only the leaves lexemes (``json_grammar.is_lexeme``), each
+    of which ends on a character that cannot continue it (a quote, a digit before a comma)."""
+    from llguidance.gbnf_to_lark import GrammarParser, resolve
 
-    if lexemes:
-        return gbnf_to_lark(gbnf).removeprefix("%llguidance {}")
     rules = GrammarParser().parse(gbnf)
     resolve(rules)
     for rule in rules.values():
-        rule.rule_is_terminal = False
-        rule.name = rule.name.lower()
+        if rule.rule_is_terminal and not (lexemes and is_lexeme(rule.name.lower())):
+            rule.rule_is_terminal = False
+            rule.name = rule.name.lower()
     return "\n".join(str(rule) for rule in sorted(rules.values(), key=lambda r: r.order)) + "\n"
 
 
@@ -259,6 +270,7 @@ class TokenMask:
         self._logits_size = logits_size
         self._eos = vocabulary.eos_token_id
         self._stops = np.array(sorted(t for t in stop_token_ids if 0 <= t < logits_size), dtype=np.int64)
+        self._ended = False  # a stop token came: a batch row may still receive padding
 
     def allowed(self) -> np.ndarray:
         """Boolean mask over the logits: True where a token keeps the output in the grammar."""
@@ -275,8 +287,12 @@ class TokenMask:
         return np.where(self.allowed(), logits, np.float32(-np.inf)).astype(np.float32, copy=False)
 
     def accept(self, token: int) -> None:
-        """Advance past ``token`` (a stop token ends the grammar: nothing to advance)."""
-        if token in self._stops or self._matcher.is_stopped():
+        """Advance past ``token`` (a stop token ends the grammar: nothing to advance, and
+        whatever a finished batch row receives after it is padding, not output)."""
+        if self._ended or token in self._stops:
+            self._ended = True
+            return
+        if self._matcher.is_stopped():
             return
         if not self._matcher.consume_token(int(token)):
             raise EngineError(f"token {token} is outside the grammar: {self._matcher.get_error()}")

@@ -36,6 +36,23 @@ number ::= integer ( "." [0-9]{1,15} )? ( [eE] [+-]? [0-9]{1,3} )?
 '''
 
 
+#: The rules of vinolm's grammars llguidance may lex as one lexeme (see :func:`is_lexeme`).
+_LEXEMES = frozenset({"string", "char", "integer", "number", "free", "head"})
+
+
+def is_lexeme(name: str) -> bool:
+    """Whether llguidance may read rule ``name`` of a vinolm grammar as one lexeme.
+
+    Its lexer ends a lexeme only where the lexeme cannot go on, and then forgets the
+    other ways the text could have been read: with ``anyOf`` two objects, one all
+    scalars (a single lexeme) and one not (starting with the ``{`` lexeme), it followed
+    the first past ``{"name": "get_`` and refused ``time``. So only the leaves are lexemes:
+    strings (``s1``, ... are the bounded ones), numbers, and the free text of a
+    ``tool_calls`` grammar with its trigger; objects, arrays and keys stay grammar rules.
+    """
+    return name in _LEXEMES or re.fullmatch(r"s\d+", name) is not None
+
+
 def gbnf_literal(text: str) -> str:
     """``text`` as a GBNF string literal (the escapes both xgrammar and llguidance read)."""
     out = []
@@ -74,7 +91,7 @@ def schema_grammar(schema: Any) -> str:
     root = builder.value(schema, "#")
     reached, todo = set(), [root]
     while todo:  # only the rules the root reaches (optional members leave some unused)
-        for name in re.findall(r"\br\d+\b", todo.pop()):
+        for name in re.findall(r"\b[rs]\d+\b", todo.pop()):
             if name not in reached and name in builder.rules:
                 reached.add(name)
                 todo.append(builder.rules[name])
@@ -103,8 +120,8 @@ class _SchemaGrammar:
         self.rules: dict[str, str] = {}
         self._refs: dict[str, str] = {}
 
-    def _new_rule(self, body: str | None = None) -> str:
-        name = f"r{len(self.rules) + 1}"
+    def _new_rule(self, body: str | None = None, prefix: str = "r") -> str:
+        name = f"{prefix}{len(self.rules) + 1}"
         self.rules[name] = body or ""
         return name
 
@@ -170,7 +187,7 @@ class _SchemaGrammar:
         if kind == "array":
             return self._array(schema, path)
         if kind == "string":
-            return self._string(schema)
+            return self._string(schema, path)
         if kind in ("number", "integer"):
             return kind
         return {"boolean": '( "true" | "false" )', "null": '"null"'}[kind]
@@ -221,14 +238,17 @@ class _SchemaGrammar:
         if high == 0:
             return '"[]"'
         more = _repeat(f'( ", " {item} )', max(low - 1, 0), None if high is None else int(high) - 1)
-        items = f"{item} {more}"
+        items = f"{item} {more}".rstrip()
         return self._new_rule(f'"[" ( {items} )? "]"' if low == 0 else f'"[" {items} "]"')
 
-    def _string(self, schema: dict[str, Any]) -> str:
+    def _string(self, schema: dict[str, Any], path: str) -> str:
         low, high = int(schema.get("minLength", 0)), schema.get("maxLength")
         if low == 0 and high is None:
             return "string"
-        return self._new_rule(f'"\\"" {_repeat("char", low, None if high is None else int(high))} "\\""')
+        if high is not None and int(high) < low:
+            raise InvalidRequest(f"maxLength at {path} is below minLength", param="json_schema")
+        chars = _repeat("char", low, None if high is None else int(high))
+        return self._new_rule(f'"\\"" {chars} "\\""' if chars else '"\\"\\""', prefix="s")
 
 
 def _guess_type(schema: dict[str, Any], path: str) -> str:
@@ -241,6 +261,13 @@ def _guess_type(schema: dict[str, Any], path: str) -> str:
 
 
 def _repeat(item: str, low: int, high: int | None) -> str:
+    """``item`` low to high times (high None: no bound). Both libraries refuse a ``{0,0}``
+    range (llguidance: "end number in range cannot be 0"), so zero times is no text at all,
+    which a caller must not leave alone in a rule (GBNF has no empty literal)."""
+    if high == 0:
+        return ""
+    if low == high:
+        return item if low == 1 else f"{item}{{{low},{low}}}"
     if (low, high) == (0, None):
         return f"{item}*"
     if (low, high) == (1, None):
@@ -248,3 +275,70 @@ def _repeat(item: str, low: int, high: int | None) -> str:
     if (low, high) == (0, 1):
         return f"{item}?"
     return f"{item}{{{low},{'' if high is None else high}}}"
+
+
+# -- tool_choice auto: free text, or calls in the family's format ------------------------------------
+def tool_calls_grammar(schema: dict[str, Any], fmt: str) -> str:
+    """GBNF for a ``tool_calls`` constraint: free text, or calls in the family's format whose
+    JSON follows ``schema`` (one call, or an array schema: ``minItems`` to ``maxItems`` calls).
+
+    With a trigger (Hermes ``<tool_call>``, Mistral ``[TOOL_CALLS]``) the answer is text
+    that never spells the trigger, or such text, the trigger and then only calls. The text
+    and the trigger form one rule (``head``), so llguidance lexes them as one lexeme that
+    ends exactly where the trigger does (its lexemes end greedily: a text lexeme of its own
+    would swallow ``<tool_call`` and leave no way to write the ``>``). Without a trigger
+    (Llama 3 JSON) the answer is calls, or text that does not open with ``{``.
+    """
+    from vinolm.prompts.tools import CALL_FORMATS
+
+    form = CALL_FORMATS.get(fmt)
+    if form is None:
+        raise InvalidRequest(f"unknown tool format {fmt!r}; use one of {', '.join(CALL_FORMATS)}", param="tool_calls")
+    one, low, high = (schema.get("items", True), int(schema.get("minItems", 1)), schema.get("maxItems")) \
+        if schema.get("type") == "array" else (schema, 1, 1)
+    call = schema_grammar(one).replace("root ::= ", "call ::= ", 1)
+    item = " ".join(gbnf_literal(p) if p != "call" else p for p in (form.item_open, "call", form.item_close) if p)
+    more = _repeat(f"( {gbnf_literal(form.separator)} {item} )" if form.separator else f"( {item} )",
+                   max(low - 1, 0), None if high is None else int(high) - 1)
+    opening = form.opening + form.item_open
+    if form.trigger is None:
+        head, rest = "", f"{item} {more}".strip()
+        free = r'free ::= [ \t\n\r]* ( [^{ \t\n\r] ( [^{] | "{" )* )?'
+    else:
+        rest_open = opening.removeprefix(form.trigger)
+        body = " ".join(gbnf_literal(p) if p != "call" else p for p in (rest_open, "call", form.item_close) if p)
+        head = f"head ::= free {gbnf_literal(form.trigger)}\n"
+        rest = f"head {body} {more}".strip()
+        free = "free ::= " + trigger_free_text(form.trigger)
+    tail = f" {gbnf_literal(form.closing)}" if form.closing else ""
+    return f"root ::= free | {rest}{tail}\n{head}{free}\n{call}"
+
+
+def trigger_free_text(trigger: str) -> str:
+    """A GBNF expression for the texts that never contain ``trigger``.
+
+    For a trigger whose first character does not occur again in it (``<tool_call>``,
+    ``[TOOL_CALLS]``): any character but the first, or runs of the trigger's proper
+    prefixes followed by a character that leaves it (neither its next character nor the
+    first one), and at the end any run of proper prefixes.
+    """
+    first, rest = trigger[0], trigger[1:]
+    if first in rest or not rest:
+        raise ValueError(f"trigger {trigger!r}: its first character must not repeat")
+    prefix = ""  # rest[:k] for k = 0 .. len(rest) - 1, nested: ( "t" ( "o" ... )? )?
+    for char in reversed(rest[:-1]):
+        prefix = f"( {gbnf_literal(char)} {prefix} )?" if prefix else f"( {gbnf_literal(char)} )?"
+    leave = ""  # after rest[:k], a character that is neither rest[k] nor the first one
+    for char in reversed(rest):
+        other = f"[^{_class_char(first)}{_class_char(char)}]"
+        leave = f"( {other} | {gbnf_literal(char)} {leave} )" if leave else other
+    start = gbnf_literal(first)
+    partial = f"{start} {prefix}" if prefix else start
+    return f"( [^{_class_char(first)}] | ( {partial} )* {start} {leave} )* ( {partial} )*"
+
+
+def _class_char(char: str) -> str:
+    """``char`` inside a GBNF character class: letters and digits as they are, others as \\x / \\u escapes."""
+    if char.isascii() and char.isalnum():
+        return char
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"

@@ -86,6 +86,7 @@ class NativeEngine(Engine):
     name = "native"
     supports_logprobs = True
     supports_top_logprobs = True
+    constrains_each_sequence = True
 
     def __init__(self, model: PreparedModel, options: EngineOptions | None = None) -> None:
         super().__init__(model, options)

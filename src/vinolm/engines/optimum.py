@@ -205,6 +205,7 @@ class OptimumEngine(Engine):
     name = "optimum"
     supports_logprobs = True
     supports_top_logprobs = True
+    constrains_each_sequence = True
 
     def __init__(self, model: PreparedModel, options: EngineOptions | None = None) -> None:
         super().__init__(model, options)
@@ -299,7 +300,8 @@ class OptimumEngine(Engine):
                                         lambda text: self.tokenize(text, add_special_tokens=False))
             compiled = compile_constraint(params.constraint)
             size = int(self._model.config.vocab_size)
-            masks = [TokenMask(vocabulary, compiled, prepared.stop_token_ids, size)]
+            masks = [TokenMask(vocabulary, compiled, prepared.stop_token_ids, size)
+                     for _ in range(params.num_return_sequences)]  # one grammar state per row
             processors.append(_GrammarMask(masks, len(prepared.ids)))
         return processors
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from vinolm.errors import InvalidRequest
 from vinolm.prompts.jinja import uses_variable
-from vinolm.types import Message, Tool, ToolCall
+from vinolm.types import Constraint, Message, Tool, ToolCall
 
 HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
 MISTRAL_MARKER = "[TOOL_CALLS]"
@@ -55,6 +55,35 @@ _MISTRAL_SYSTEM = """You have access to the following functions:
 To call functions, respond with [TOOL_CALLS] followed by a JSON list of calls: [TOOL_CALLS][{{"name": function name, "arguments": dictionary of argument name and its value}}]"""
 
 _SYSTEM_TEXT = {"hermes": _HERMES_SYSTEM, "llama3_json": _LLAMA_SYSTEM, "mistral": _MISTRAL_SYSTEM}
+
+
+@dataclass(frozen=True)
+class CallFormat:
+    """How a family writes its calls: ``opening`` + each call as ``item_open`` JSON
+    ``item_close``, joined by ``separator``, + ``closing``. ``trigger`` is the text after
+    which an answer is calls (free text may come before it); None means a call is the whole
+    answer. The JSON of a call is ``{"name": ..., <arguments_key>: {...}}``. One description
+    serves the history (:func:`format_calls`) and the ``tool_choice: auto`` grammar."""
+
+    trigger: str | None
+    opening: str = ""
+    item_open: str = ""
+    item_close: str = ""
+    separator: str = ""
+    closing: str = ""
+    arguments_key: str = "arguments"
+
+    def write(self, calls: Sequence[tuple[str, dict[str, Any]]]) -> str:
+        items = [self.item_open + json.dumps({"name": name, self.arguments_key: arguments}) + self.item_close
+                 for name, arguments in calls]
+        return self.opening + self.separator.join(items) + self.closing
+
+
+CALL_FORMATS: dict[str, CallFormat] = {
+    "hermes": CallFormat(HERMES_OPEN, item_open=HERMES_OPEN + "\n", item_close="\n" + HERMES_CLOSE, separator="\n"),
+    "mistral": CallFormat(MISTRAL_MARKER, opening=MISTRAL_MARKER + "[", separator=", ", closing="]"),
+    "llama3_json": CallFormat(None, separator="; ", arguments_key="parameters"),
+}
 
 
 def new_call_id() -> str:
@@ -145,12 +174,7 @@ def plain_conversation(messages: Sequence[Message], fmt: str, default_system: st
 
 def format_calls(calls: Sequence[ToolCall], fmt: str) -> str:
     """Calls as the model of family ``fmt`` writes them."""
-    if fmt == "llama3_json":
-        return "; ".join(json.dumps({"name": c.name, "parameters": c.parsed_arguments}) for c in calls)
-    if fmt == "mistral":
-        return MISTRAL_MARKER + json.dumps([{"name": c.name, "arguments": c.parsed_arguments} for c in calls])
-    return "\n".join(f"{HERMES_OPEN}\n{json.dumps({'name': c.name, 'arguments': c.parsed_arguments})}\n{HERMES_CLOSE}"
-                     for c in calls)
+    return CALL_FORMATS[fmt].write([(c.name, c.parsed_arguments) for c in calls])
 
 
 def _format_result(message: Message, name: str, fmt: str) -> str:
@@ -165,19 +189,27 @@ def arguments_schema(tool: Tool) -> dict[str, Any]:
     return tool.parameters if "type" in tool.parameters else {"type": "object", **tool.parameters}
 
 
-def calls_schema(tools: Sequence[Tool], parallel: bool) -> dict[str, Any]:
+def calls_schema(tools: Sequence[Tool], parallel: bool, arguments_key: str = "arguments") -> dict[str, Any]:
     """``tool_choice: required``: one ``{"name", "arguments"}`` object, or with ``parallel``
     and several tools an array of 1 to ``len(tools)`` of them.
 
     Each alternative pins ``name`` to one tool and ``arguments`` to that tool's parameters,
     so whatever the model writes is a call some tool accepts. Calls are capped at one per
     tool because a small model, free to go on, repeats its call until max_tokens.
+    ``arguments_key`` is the family's name for the arguments (Llama 3: ``parameters``).
     """
     options = [{"type": "object", "properties": {"name": {"type": "string", "enum": [t.name]},
-                                                 "arguments": arguments_schema(t)},
-                "required": ["name", "arguments"], "additionalProperties": False} for t in tools]
+                                                 arguments_key: arguments_schema(t)},
+                "required": ["name", arguments_key], "additionalProperties": False} for t in tools]
     one = options[0] if len(options) == 1 else {"anyOf": options}
     return {"type": "array", "items": one, "minItems": 1, "maxItems": len(tools)} if parallel and len(tools) > 1 else one
+
+
+def auto_constraint(tools: Sequence[Tool], fmt: str, parallel: bool) -> Constraint:
+    """``tool_choice: auto``: free text, or (once the model starts a call in its family's
+    format) calls that :func:`calls_schema` accepts, so a call that starts is a valid one."""
+    schema = calls_schema(tools, parallel, CALL_FORMATS[fmt].arguments_key)
+    return Constraint("tool_calls", schema=schema, tool_format=fmt)
 
 
 def forced_calls(text: str, named: str | None) -> list[tuple[str, str]]:
