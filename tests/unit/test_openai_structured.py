@@ -14,7 +14,7 @@ from tests.fakes import FakeEngine, FakeModel, RecordingMetrics
 from tests.unit.test_openai_protocol import USER, assert_openai_error, make_app, sse_payloads
 
 from vinolm.errors import InvalidRequest
-from vinolm.prompts.tools import calls_schema
+from vinolm.prompts.tools import auto_constraint, calls_schema
 from vinolm.server.service import Limits
 from vinolm.types import Constraint, Request, Tool
 
@@ -118,7 +118,7 @@ def test_tools_ride_on_the_system_message_and_history_keeps_calls(client: TestCl
     assert (system.content, system.tools) == ("Be brief.", [TOOL])
     assert assistant.tool_calls[0].name == "get_weather" and assistant.tool_calls[0].parsed_arguments == {"city": "Paris"}
     assert (tool.role, tool.tool_call_id, tool.content) == ("tool", "call_1", "sunny")
-    assert engine.requests[-1].params.constraint is None  # auto: free generation
+    assert engine.requests[-1].params.constraint == auto_constraint([TOOL], "hermes", True)  # free text or a valid call
     chat(client, tools=[WEATHER])
     assert engine.requests[-1].messages[0].role == "system" and engine.requests[-1].messages[0].content == ""  # type: ignore[index]
     chat(client, tools=[WEATHER], tool_choice="none")
@@ -133,6 +133,22 @@ def test_required_and_named_choices_constrain_the_answer(client: TestClient, eng
     assert engine.requests[-1].params.constraint == Constraint("json_schema", schema=calls_schema(tools, False))
     chat(client, tools=[WEATHER, TIME], tool_choice={"type": "function", "function": {"name": "get_weather"}})
     assert engine.requests[-1].params.constraint == Constraint("json_schema", schema=PARAMS)
+
+
+def test_auto_holds_a_started_call_to_the_models_format(client: TestClient, engine: FakeEngine) -> None:
+    """tool_choice auto: a ``tool_calls`` constraint in the model's family format (the fake's
+    model has no chat spec: the default, Hermes); a constraint of the request's own wins."""
+    tools = [TOOL, Tool("get_time", "", {"type": "object", "properties": {}})]
+    chat(client, tools=[WEATHER, TIME])
+    assert engine.requests[-1].params.constraint == auto_constraint(tools, "hermes", True)
+    chat(client, tools=[WEATHER, TIME], tool_choice="auto", parallel_tool_calls=False)
+    assert engine.requests[-1].params.constraint == auto_constraint(tools, "hermes", False)
+    chat(client, tools=[WEATHER], response_format={"type": "json_object"})
+    assert engine.requests[-1].params.constraint == Constraint("json_object")
+    chat(client, tools=[WEATHER], tool_choice="none")
+    assert engine.requests[-1].params.constraint is None
+    chat(client)
+    assert engine.requests[-1].params.constraint is None
 
 
 BAD_TOOLS = [

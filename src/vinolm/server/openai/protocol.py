@@ -86,9 +86,11 @@ class _SamplingRequest(VinolmExtensions, GuidedDecoding):
         super().check_supported(where, inert)
 
     def constraint(self, tool_constraint: Constraint | None = None) -> tuple[str, Constraint] | None:
-        """The one output constraint (with the field it came from); two at once are a 400."""
+        """The one output constraint (with the field it came from); two at once are a 400,
+        except that ``tool_choice: auto`` yields to the request's own (its answer is then free
+        text under that constraint, calls recognised afterwards, as before auto had one)."""
         found = self.constraints()
-        if tool_constraint is not None:
+        if tool_constraint is not None and not (found and tool_constraint.kind == "tool_calls"):
             found.append(("tools", tool_constraint))
         if len(found) > 1:
             names = " and ".join(param for param, _ in found)

@@ -239,10 +239,10 @@ class OpenAIServing:
         body.check_supported()
         tools, tool_format = ToolPlan(), DEFAULT_TOOL_FORMAT
         if isinstance(body, ChatCompletionRequest):
-            tools = body.tool_plan()
-            requests = [body.to_request(self.service.limits.max_tokens_limit, tools)]
-            spec = getattr(self.service.engine.model, "chat_spec", None) if tools.mode == "auto" else None
+            spec = getattr(self.service.engine.model, "chat_spec", None)
             tool_format = spec.tool_format if spec is not None else DEFAULT_TOOL_FORMAT  # the fake's model has none
+            tools = dataclasses.replace(body.tool_plan(), tool_format=tool_format)
+            requests = [body.to_request(self.service.limits.max_tokens_limit, tools)]
         else:
             requests = body.to_requests()
         self._check_logprobs(body)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from vinolm.errors import InvalidRequest, VinolmError
-from vinolm.prompts.tools import arguments_schema, calls_schema
+from vinolm.prompts.tools import arguments_schema, auto_constraint, calls_schema
 from vinolm.types import Constraint, Tool
 
 #: Fields that change nothing for a local server, with the values accepted as no-ops;
@@ -178,7 +178,9 @@ class ToolPlan:
     """What a request's tools ask of the answer.
 
     ``none``: no tools are offered. ``auto``: offered; the model may answer or call, in its
-    own format, recognised afterwards. ``required`` and ``named``: the answer is forced, by a
+    own format (``tool_format``, the served model's family), recognised afterwards; once
+    the model starts a call, the grammar holds it to a call of an offered tool with valid
+    arguments (``auto_constraint``). ``required`` and ``named``: the answer is forced, by a
     JSON schema built from the tools' parameters, to be calls (``calls_schema``) or the named
     tool's arguments, so even a tiny model returns a valid call.
     """
@@ -187,12 +189,16 @@ class ToolPlan:
     mode: Literal["none", "auto", "required", "named"] = "none"
     named: str | None = None
     parallel: bool = True
+    #: The model family's call format; None (not known yet): ``auto`` leaves the answer free.
+    tool_format: str | None = None
 
     @property
     def offered(self) -> bool:
         return self.mode != "none"
 
     def constraint(self) -> Constraint | None:
+        if self.mode == "auto":
+            return auto_constraint(self.tools, self.tool_format, self.parallel) if self.tool_format else None
         if self.mode == "named":
             tool = next(t for t in self.tools if t.name == self.named)
             return Constraint("json_schema", schema=arguments_schema(tool))
