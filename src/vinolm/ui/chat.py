@@ -32,6 +32,7 @@ from vinolm.ui.tools import (
     pending_calls,
     pretty_arguments,
     tool_output,
+    tool_plan,
 )
 
 if TYPE_CHECKING:
@@ -177,9 +178,9 @@ class ChatPage:
         try:
             service = await picked_service(self.registry, model)
             body = chat_request(turns, tools_text, choice, params)
-            plan = body.tool_plan()
+            plan = tool_plan(body, getattr(service.engine.model, "chat_spec", None))
             generation = body.to_request(MAX_NEW_TOKENS, plan)
-            output = tool_output(plan, getattr(service.engine.model, "chat_spec", None))
+            output = tool_output(plan)
             content, calls, raw = "", [], ""
             async for progress in self.sessions.stream(service, generation, session):
                 text, found = output.feed(progress.text[len(raw):])

@@ -11,6 +11,7 @@ the answer back into calls. Nothing here touches Gradio or a model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -97,10 +98,16 @@ def offered_tools(tools_text: str | None) -> list[str]:
     return [tool.name for tool in chat_request(probe, tools_text, "auto", GenerationParams()).tool_plan().tools]
 
 
-def tool_output(plan: ToolPlan, chat_spec: Any) -> ToolOutput:
-    """What reads the answer into content and calls (the model family's format for ``auto``)."""
+def tool_plan(body: ChatCompletionRequest, chat_spec: Any) -> ToolPlan:
+    """The request's plan in the served model's call format, as the OpenAI server makes it
+    (``auto`` is then constrained to that family's calls once one starts)."""
     fmt = getattr(chat_spec, "tool_format", None) or DEFAULT_TOOL_FORMAT
-    return ToolOutput(plan, fmt)
+    return dataclasses.replace(body.tool_plan(), tool_format=fmt)
+
+
+def tool_output(plan: ToolPlan) -> ToolOutput:
+    """What reads the answer back into content and calls."""
+    return ToolOutput(plan, plan.tool_format or DEFAULT_TOOL_FORMAT)
 
 
 def assistant_turn(content: str, calls: list[ToolCallOut]) -> Turn:
