@@ -27,8 +27,8 @@ GREEDY = {"temperature": 0}
 
 
 def greedy(server: RunningServer, **kwargs: object) -> anthropic.types.Message:
-    return sdk(server).messages.create(model=MODEL, messages=QUESTION, extra_body=GREEDY,  # type: ignore[arg-type]
-                                       **{"max_tokens": 32, **kwargs})
+    return sdk(server).messages.create(model=MODEL, extra_body=GREEDY,  # type: ignore[arg-type,call-overload]
+                                       **{"messages": QUESTION, "max_tokens": 32, **kwargs})
 
 
 def text_of(message: anthropic.types.Message) -> str:
@@ -97,7 +97,10 @@ def test_bad_requests_are_anthropic_errors(server: RunningServer) -> None:
                            ({"model": MODEL, "max_tokens": 8, "messages": []}, "messages"),
                            ({"model": MODEL, "max_tokens": 8, "messages": QUESTION, "temperature": 3}, "temperature"),
                            ({"model": MODEL, "max_tokens": 8, "messages": QUESTION,
-                             "tools": [{"name": "f", "input_schema": {"type": "object"}}]}, "tools")):
+                             "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+                             "tool_choice": {"type": "tool", "name": "g"}}, "tool_choice"),
+                           ({"model": MODEL, "max_tokens": 8, "messages": QUESTION,
+                             "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools.0")):
         r = httpx.post(url, json=body, timeout=30)
         assert r.status_code == 400, r.text
         assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error", r.text
@@ -106,6 +109,40 @@ def test_bad_requests_are_anthropic_errors(server: RunningServer) -> None:
         sdk(server).messages.create(model=MODEL, messages=[{"role": "user", "content": [  # type: ignore[list-item]
             {"type": "image", "source": {"type": "url", "url": "http://x/y.png"}}]}], max_tokens=8)
     assert "Paris" in text_of(greedy(server))  # and the server still serves
+
+
+WEATHER = {"name": "get_weather", "description": "The current weather in a city.",
+           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+WEATHER_Q = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.mark.parametrize("choice", [{"type": "any"}, {"type": "tool", "name": "get_weather"}])
+def test_a_forced_tool_choice_returns_a_tool_use_block(server: RunningServer, choice: dict[str, str]) -> None:
+    message = greedy(server, messages=WEATHER_Q, tools=[WEATHER], tool_choice=choice, max_tokens=64)
+    uses = [b for b in message.content if b.type == "tool_use"]
+    assert message.stop_reason == "tool_use" and len(uses) == 1
+    assert uses[0].name == "get_weather" and isinstance(uses[0].input["city"], str)  # type: ignore[index]
+    with sdk(server).messages.stream(model=MODEL, messages=WEATHER_Q, tools=[WEATHER], tool_choice=choice,  # type: ignore[arg-type]
+                                     max_tokens=64, extra_body=GREEDY) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_message()
+    assert "input_json" in kinds and final.stop_reason == "tool_use"
+    streamed = [b for b in final.content if b.type == "tool_use"]
+    assert [(b.name, b.input) for b in streamed] == [(u.name, u.input) for u in uses]
+
+
+def test_a_tool_result_round_trip_answers(server: RunningServer) -> None:
+    first = greedy(server, messages=WEATHER_Q, tools=[WEATHER], tool_choice={"type": "any"}, max_tokens=64)
+    use = next(b for b in first.content if b.type == "tool_use")
+    history = [*WEATHER_Q, {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                             "content": "Sunny and 21 degrees."}]}]
+    answer = greedy(server, messages=history, tools=[WEATHER], max_tokens=48)
+    assert answer.stop_reason in ("end_turn", "max_tokens", "tool_use") and answer.content
+    unknown = httpx.post(f"{server.base_url}/v1/messages", timeout=30, json={
+        "model": MODEL, "max_tokens": 8, "messages": [*WEATHER_Q, history[2] | {"content": [
+            {"type": "tool_result", "tool_use_id": "toolu_nope", "content": "x"}]}]})
+    assert unknown.status_code == 400 and unknown.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_api_key_is_enforced_as_x_api_key(server_with_key: RunningServer) -> None:

@@ -29,7 +29,7 @@ def test_list_show_ps_describe_the_served_model(server: RunningServer) -> None:
     assert listed[0].size and listed[0].size > 10_000_000 and len(listed[0].digest or "") == 64
     assert listed[0].details is not None and listed[0].details.format == "openvino"
     shown = client(server).show(MODEL)
-    assert shown.capabilities == ["completion"] and shown.modelinfo is not None
+    assert shown.capabilities == ["completion", "tools"] and shown.modelinfo is not None
     assert any(key.endswith(".context_length") for key in shown.modelinfo)
     running = client(server).ps().models
     assert [m.model for m in running] == [MODEL] and running[0].size_vram == 0
@@ -84,7 +84,7 @@ def test_errors_are_ollamas_shape(server: RunningServer) -> None:
     assert missing.value.status_code == 404 and MODEL in missing.value.error
     with pytest.raises(ollama.ResponseError) as embed:
         client(server).embed(model=MODEL, input="hello")
-    assert embed.value.status_code == 400 and "embeddings" in embed.value.error
+    assert embed.value.status_code == 400 and "does not embed" in embed.value.error
     url = f"{server.base_url}/api/chat"
     for body, fragment in (({"model": MODEL, "messages": CHAT, "options": {"num_ctx": 4096}}, "options.num_ctx"),
                            ({"model": MODEL, "messages": CHAT, "options": {"temperature": "hot"}}, "temperature"),
@@ -95,6 +95,30 @@ def test_errors_are_ollamas_shape(server: RunningServer) -> None:
     r = httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == 400 and "JSON" in r.json()["error"], r.text
     assert "Paris" in (client(server).chat(model=MODEL, messages=CHAT, options=GREEDY).message.content or "")
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def test_tools_are_offered_and_a_tool_result_round_trip_answers(server: RunningServer) -> None:
+    """Ollama has no tool_choice, so the model decides; whatever it does is content or valid calls."""
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    first = client(server).chat(model=MODEL, messages=question, tools=[WEATHER], options=GREEDY).message
+    assert first.content or first.tool_calls
+    for call in first.tool_calls or []:
+        assert call.function.name == "get_weather" and isinstance(call.function.arguments, dict)
+    history = [*question, {"role": "assistant", "content": "", "tool_calls": [
+        {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "content": "Sunny and 21 degrees.", "tool_name": "get_weather"}]
+    unary = client(server).chat(model=MODEL, messages=history, tools=[WEATHER], options=GREEDY)
+    parts = list(client(server).chat(model=MODEL, messages=history, tools=[WEATHER], options=GREEDY, stream=True))
+    assert unary.message.content or unary.message.tool_calls
+    assert "".join(p.message.content or "" for p in parts) == (unary.message.content or "")
+    orphan = httpx.post(f"{server.base_url}/api/chat", timeout=30, json={
+        "model": MODEL, "messages": [*question, {"role": "tool", "content": "x"}], "tools": [WEATHER]})
+    assert orphan.status_code == 400 and "messages.1" in orphan.json()["error"]
 
 
 def test_api_key_is_required(server_with_key: RunningServer) -> None:

@@ -10,31 +10,40 @@ field vinolm does not implement into a 400 instead of silently ignoring it.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Literal
 
 from fastapi import Request as HTTPRequest
 
 from vinolm.errors import InvalidRequest
+from vinolm.prompts.spec import DEFAULT_TOOL_FORMAT
+from vinolm.prompts.tools import check_tool_turns
+from vinolm.server.openai.protocol import ToolCallOut
 from vinolm.server.openai.serving import MergedStream, _unless_disconnected
+from vinolm.server.openai.structured import ToolPlan
+from vinolm.server.openai.tool_output import ToolOutput
 from vinolm.server.service import ModelService
-from vinolm.types import Chunk, Metrics, Request
+from vinolm.types import Chunk, Message, Metrics, Request, Tool
 
 #: Values that ask for nothing: a client that sends them asks for the default behaviour.
 _EMPTY: tuple[Any, ...] = (None, [], {}, "")
+#: In a table of inert fields: every value of the field is accepted.
+ANY = None
 
 
-def refuse_unsupported(values: Mapping[str, Any], inert: Mapping[str, tuple[Any, ...]],
+def refuse_unsupported(values: Mapping[str, Any], inert: Mapping[str, tuple[Any, ...] | None],
                        api: str, where: str = "") -> None:
     """400 naming the first field vinolm does not act on, unless it is a documented no-op.
 
     ``values`` are the fields a wire model did not declare (its ``model_extra``); ``inert``
     maps the ones that change nothing here to the values accepted as "the default" (besides
-    null and empty), which real clients send all the time (``"tools": []``, ``"include": []``).
+    null and empty), which real clients send all the time (``"tools": []``, ``"include": []``),
+    or to :data:`ANY` for a label any value of which changes nothing (an item's ``id``).
     Anything else is refused by name rather than silently ignored.
     """
     for name, value in values.items():
-        if name not in inert or (value not in _EMPTY and value not in inert[name]):
+        accepted = inert.get(name, ())
+        if name not in inert or (accepted is not ANY and value not in _EMPTY and value not in accepted):
             param = f"{where}{name}"
             shown = "" if name not in inert else f" (got {_short(value)})"
             raise InvalidRequest(f"{param} is not supported by vinolm's {api}{shown}", param=param,
@@ -46,21 +55,62 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def tool_plan(tools: Sequence[Tool], mode: Literal["none", "auto", "required", "named"], named: str | None = None,
+              parallel: bool = True, param: str = "tool_choice") -> ToolPlan:
+    """What a request's tools and choice ask of the answer (see ToolPlan), checked: a named
+    tool must be offered, and any choice but none needs tools. ``param`` names the field."""
+    if mode == "named":
+        if named not in {t.name for t in tools}:
+            offered = ", ".join(t.name for t in tools) or "none"
+            raise InvalidRequest(f"{param} names {named!r}, which is not in tools (offered: {offered})", param=param)
+        return ToolPlan(tuple(tools), "named", named, parallel=False)
+    if mode != "none" and not tools:
+        raise InvalidRequest(f"{param} {mode!r} needs tools", param=param)
+    return ToolPlan(tuple(tools), mode, parallel=parallel) if mode != "none" and tools else ToolPlan()
+
+
+def unique_tools(tools: Sequence[Tool], param: str = "tools") -> list[Tool]:
+    """The tools as given, refusing a second tool of the same name (which call would it be?)."""
+    seen: set[str] = set()
+    for i, tool in enumerate(tools):
+        if tool.name in seen:
+            raise InvalidRequest(f"{param}.{i}: a second tool named {tool.name!r}", param=f"{param}.{i}.name")
+        seen.add(tool.name)
+    return list(tools)
+
+
+def with_tools(messages: list[Message], plan: ToolPlan) -> list[Message]:
+    """The conversation checked for tool turns, and the offered tools on its first system
+    message (a new, empty one if there is none), where every chat format reads them."""
+    check_tool_turns(messages)  # the engine checks again; here it is a 400 before anything is queued
+    if not plan.offered:
+        return messages
+    if messages and messages[0].role == "system":
+        return [Message("system", messages[0].content, tools=list(plan.tools)), *messages[1:]]
+    return [Message("system", "", tools=list(plan.tools)), *messages]
+
+
 class Answer:
     """One admitted request, its chunks as they come, and how it ended.
 
     ``start`` waits for the first chunk (so an error the engine finds at once is still an
-    HTTP 4xx); ``chunks`` yields the text pieces and records them; ``complete`` runs a
-    unary answer to its end. Either returns False when the client left, and the generation
-    is cancelled then.
+    HTTP 4xx); ``pieces`` yields the answer as content text and completed tool calls (the
+    OpenAI layer's :class:`ToolOutput`: a forced call is held until it ends, a native call
+    in ``auto`` is recognised as it streams) and records both; ``complete`` runs a unary
+    answer to its end. Either returns False when the client left, and the generation is
+    cancelled then.
     """
 
-    def __init__(self, service: ModelService, request: Request, protocol: str) -> None:
+    def __init__(self, service: ModelService, request: Request, protocol: str, tools: ToolPlan | None = None) -> None:
         self.service = service
         self.request = request
         self.created = int(time.time())
+        plan = tools or ToolPlan()
+        spec = getattr(service.engine.model, "chat_spec", None) if plan.mode == "auto" else None
+        self.output = ToolOutput(plan, spec.tool_format if spec is not None else DEFAULT_TOOL_FORMAT)
         self._merged = MergedStream(service, [service.submit(request, protocol)])
         self._parts: list[str] = []
+        self._content: list[str] = []
         self._token_ids: list[int] = []
         self.finish_reason: str | None = None
         self._stop_sequence: tuple[str | None] | None = None
@@ -70,7 +120,7 @@ class Answer:
 
     async def complete(self, raw: HTTPRequest) -> bool:
         async def run() -> bool:
-            async for _ in self.chunks():
+            async for _ in self.pieces():
                 pass
             return True
 
@@ -84,12 +134,34 @@ class Answer:
                 self.finish_reason = chunk.finish_reason
             yield chunk
 
+    async def pieces(self) -> AsyncIterator[tuple[str, list[ToolCallOut]]]:
+        """(content text, tool calls completed) as the answer grows; empty pieces are skipped."""
+        async for chunk in self.chunks():
+            text, calls = self.output.feed(chunk.text)
+            if text or calls:
+                self._content.append(text)
+                yield text, calls
+        text, calls = self.output.finish()
+        if text or calls:
+            self._content.append(text)
+            yield text, calls
+
     def close(self) -> None:
         self._merged.close()
 
     @property
     def text(self) -> str:
+        """Everything generated, calls included (what the engine's tokens spell)."""
         return "".join(self._parts)
+
+    @property
+    def content(self) -> str:
+        """The answer without its tool calls (all of it when no tools were offered)."""
+        return "".join(self._content)
+
+    @property
+    def calls(self) -> list[ToolCallOut]:
+        return self.output.calls
 
     @property
     def metrics(self) -> Metrics:

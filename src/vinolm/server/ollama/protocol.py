@@ -4,19 +4,26 @@ Sampling settings travel in ``options`` as in Ollama, with Ollama's defaults whe
 (temperature 0.8, top_k 40, top_p 0.9, repeat_penalty 1.1; ``num_predict`` -1 = up to the
 server's limit). Fields vinolm does not act on are a 400 naming them, except those that
 change nothing for a server that keeps its one model loaded (:data:`INERT`: ``keep_alive``
-is accepted and the model stays loaded). The requests own their translation to
+is accepted; the server's ``--keep-alive`` decides). The requests own their translation to
 :mod:`vinolm.types`.
+
+Tools are Ollama's: ``tools`` (OpenAI's function shape) offered through the model's chat
+template, the model free to answer or call (Ollama has no ``tool_choice``); an assistant
+turn's ``tool_calls`` carry no ids in Ollama, so each gets one here and the ``tool`` turns
+that follow answer them in order (``tool_name``, when given, must match).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vinolm.errors import InvalidRequest
-from vinolm.server.answer import refuse_unsupported
-from vinolm.types import Constraint, GenerationParams, Message, Request
+from vinolm.errors import InvalidRequest, VinolmError
+from vinolm.server.answer import refuse_unsupported, tool_plan, unique_tools, with_tools
+from vinolm.server.openai.structured import ToolPlan
+from vinolm.types import Constraint, GenerationParams, Message, Request, Tool, ToolCall
 
 API = "Ollama API"
 #: Ollama's documented defaults for the options vinolm implements.
@@ -32,7 +39,7 @@ INERT: dict[str, tuple[Any, ...]] = {
 _OPTIONS_INERT: dict[str, tuple[Any, ...]] = {
     "typical_p": (1.0,), "tfs_z": (1.0,), "mirostat": (0,), "repeat_last_n": (-1,), "num_keep": (),
 }
-_MESSAGE_INERT: dict[str, tuple[Any, ...]] = {"images": (), "tool_calls": (), "thinking": ()}
+_MESSAGE_INERT: dict[str, tuple[Any, ...]] = {"images": (), "thinking": ()}
 
 
 class _Wire(BaseModel):
@@ -76,7 +83,6 @@ class _Generating(_Wire):
     options: Options | None = None
     format: Literal["", "json"] | dict[str, Any] | None = Field(
         None, description='"json": any JSON object; a JSON Schema object: an answer that follows it.')
-    tools: list[Any] | None = Field(None, description="Not supported yet: a non-empty list is a 400.")
 
     def check_fields(self, max_tokens_limit: int) -> None:
         """Refuse what vinolm does not act on, also when the request only loads the model."""
@@ -84,8 +90,6 @@ class _Generating(_Wire):
 
     def _params(self, max_tokens_limit: int) -> GenerationParams:
         refuse_unsupported(self.model_extra or {}, INERT, API)
-        if self.tools:
-            raise InvalidRequest("tools are not supported on this endpoint yet", param="tools")
         constraint = None
         if self.format == "json":
             constraint = Constraint("json_object")
@@ -117,32 +121,98 @@ class GenerateRequest(_Generating):
         return Request(messages=[*system, Message("user", self.prompt)], params=params)
 
 
-class ChatMessage(_Wire):
-    role: Literal["system", "user", "assistant"]
-    content: str
+class CallFunction(_Wire):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
 
-    def to_message(self, where: str) -> Message:
+
+class ToolCallItem(_Wire):
+    function: CallFunction
+
+
+class ChatMessage(_Wire):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = Field(None, description="Required, except on an assistant turn with tool_calls.")
+    tool_calls: list[ToolCallItem] | None = Field(None, description="assistant: the calls it made.")
+    tool_name: str | None = Field(None, description="tool: the tool whose result this is.")
+
+    def to_message(self, where: str, pending: list[ToolCall]) -> Message:
+        """The turn; ``pending`` holds the calls not answered yet (ids given here, in order)."""
         refuse_unsupported(self.model_extra or {}, _MESSAGE_INERT, API, f"{where}.")
-        return Message(self.role, self.content)
+        if self.tool_calls and self.role != "assistant":
+            raise InvalidRequest(f"{where}: only assistant messages carry tool_calls", param=f"{where}.tool_calls")
+        if self.content is None and not self.tool_calls:
+            raise InvalidRequest(f"{where}.content: Field required", param=f"{where}.content")
+        content = self.content or ""
+        if self.role == "tool":
+            return Message("tool", content, tool_call_id=self._answered(where, pending).id)
+        calls = []
+        for j, item in enumerate(self.tool_calls or []):
+            try:
+                calls.append(ToolCall(f"call_{where.split('.')[-1]}_{j}", item.function.name,
+                                      json.dumps(item.function.arguments)))
+            except VinolmError as exc:
+                exc.param = f"{where}.tool_calls.{j}.function"
+                raise
+        pending += calls
+        return Message(self.role, content, tool_calls=calls)
+
+    def _answered(self, where: str, pending: list[ToolCall]) -> ToolCall:
+        for call in pending:
+            if self.tool_name is None or call.name == self.tool_name:
+                pending.remove(call)
+                return call
+        wanted = f" to {self.tool_name!r}" if self.tool_name else ""
+        raise InvalidRequest(f"{where} is a tool result, but no earlier assistant tool call{wanted} is unanswered",
+                             param=f"{where}.tool_name" if self.tool_name else f"{where}.role")
+
+
+class FunctionDefinition(_Wire):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ToolDefinition(_Wire):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+    def to_tool(self, where: str) -> Tool:
+        refuse_unsupported(self.model_extra or {}, {}, API, f"{where}.")
+        refuse_unsupported(self.function.model_extra or {}, {}, API, f"{where}.function.")
+        fn = self.function
+        try:
+            return Tool(fn.name, fn.description or "", fn.parameters or {"type": "object", "properties": {}})
+        except VinolmError as exc:
+            exc.param = f"{where}.function"
+            raise
 
 
 class ChatRequest(_Generating):
     """POST /api/chat: the conversation in the model's own chat format."""
 
     messages: list[ChatMessage] | None = Field(None, description="Empty or absent: only load the model.")
+    tools: list[ToolDefinition] | None = Field(None, description="Functions the model may call (it decides).")
 
     @property
     def loads_only(self) -> bool:
         return not self.messages
 
-    def to_request(self, max_tokens_limit: int) -> Request:
+    def tool_plan(self) -> ToolPlan:
+        tools = unique_tools([t.to_tool(f"tools.{i}") for i, t in enumerate(self.tools or [])])
+        return tool_plan(tools, "auto" if tools else "none")
+
+    def to_request(self, max_tokens_limit: int, plan: ToolPlan) -> Request:
         params = self._params(max_tokens_limit)
-        messages = [m.to_message(f"messages.{i}") for i, m in enumerate(self.messages or [])]
-        return Request(messages=messages, params=params)
+        if plan.offered and params.constraint is not None:
+            raise InvalidRequest("format cannot be combined with tools", param="format")
+        pending: list[ToolCall] = []
+        messages = [m.to_message(f"messages.{i}", pending) for i, m in enumerate(self.messages or [])]
+        return Request(messages=with_tools(messages, plan), params=params)
 
 
 class ModelRequest(_Wire):
-    """POST /api/show (and the embedding endpoints): a model name. ``name`` is its older spelling."""
+    """POST /api/show: a model name. ``name`` is its older spelling."""
 
     model: str | None = None
     name: str | None = None
@@ -153,6 +223,37 @@ class ModelRequest(_Wire):
         if not (self.model or self.name):
             raise InvalidRequest("model: Field required", param="model")
         return self.model or self.name  # type: ignore[return-value]
+
+
+#: Embedding fields that change nothing here (inputs longer than the model are cut anyway).
+_EMBED_INERT: dict[str, tuple[Any, ...]] = {"keep_alive": (), "truncate": (True,), "options": ()}
+
+
+class EmbedRequest(ModelRequest):
+    """POST /api/embed (``input``: a text or texts) and the older /api/embeddings (``prompt``)."""
+
+    input: str | list[str] | None = None
+    prompt: str | None = Field(None, description="/api/embeddings: the one text.")
+    dimensions: int | None = Field(None, ge=1, description="Keep the first N dimensions (renormalised).")
+
+    def texts(self, legacy: bool) -> list[str]:
+        """The texts, checked: one ``prompt`` on /api/embeddings, ``input`` on /api/embed."""
+        refuse_unsupported(self.model_extra or {}, _EMBED_INERT, API)
+        field = "prompt" if legacy else "input"
+        value = self.prompt if legacy else self.input
+        other = self.input if legacy else self.prompt
+        if other is not None:
+            raise InvalidRequest(f"{'input' if legacy else 'prompt'} is not a field of this endpoint; send {field}",
+                                 param="input" if legacy else "prompt")
+        texts = [value] if isinstance(value, str) else list(value or [])
+        if not texts:
+            raise InvalidRequest(f"{field}: give a non-empty text" + ("" if legacy else " or list of texts"),
+                                 param=field)
+        for i, text in enumerate(texts):
+            if not text.strip():
+                where = field if isinstance(value, str) else f"{field}.{i}"
+                raise InvalidRequest(f"{where} is empty", param=where)
+        return texts
 
 
 # -- answers ------------------------------------------------------------------------------------
@@ -204,9 +305,19 @@ class Timings(BaseModel):
     eval_duration: int
 
 
+class OutputFunction(BaseModel):
+    name: str
+    arguments: dict[str, Any]
+
+
+class OutputCall(BaseModel):
+    function: OutputFunction
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
+    tool_calls: list[OutputCall] | None = None
 
 
 class GenerateResponse(BaseModel):
@@ -223,6 +334,18 @@ class ChatResponse(BaseModel):
     message: AssistantMessage
     done: bool
     done_reason: str | None = None
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+
+
+class LegacyEmbedResponse(BaseModel):
+    embedding: list[float]
 
 
 class VersionResponse(BaseModel):
