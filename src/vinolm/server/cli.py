@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vinolm.cliutil import add_model_args, status
+from vinolm.cliutil import add_model_args, add_speculation_args, speculation_from_args, status
 from vinolm.errors import InvalidRequest
 from vinolm.models import DEFAULT_MODEL
 
@@ -34,12 +34,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Load a model once and serve it: OpenAI API under /v1, KServe v2 REST "
                                    "under /v2, gRPC on --grpc-port, docs at /docs, metrics at /metrics.")
     add_serve_args(p)
+    add_ray_args(p)
     p.set_defaults(func=cmd_serve)
+
+
+def add_ray_args(p: argparse.ArgumentParser) -> None:
+    """Replicas on Ray Serve (``pip install 'vinolm[ray]'``; see docs/deploy.md)."""
+    ray = p.add_argument_group("replicas on Ray Serve (vinolm[ray])")
+    ray.add_argument("--replicas", type=int, default=None, metavar="N",
+                     help="serve N replicas of this server behind Ray Serve's HTTP proxy (default: one plain process)")
+    ray.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                     help="join this Ray cluster (`ray start --head`) instead of starting one here")
+    ray.add_argument("--threads-per-replica", type=int, default=1, metavar="N",
+                     help="CPUs each replica reserves and OpenVINO threads it runs (CPU pinning off)")
+    ray.add_argument("--min-replicas", type=int, default=None, metavar="N",
+                     help="autoscale on queue depth between --min-replicas and --max-replicas")
+    ray.add_argument("--max-replicas", type=int, default=None, metavar="N")
+    ray.add_argument("--ray-cpus", type=int, default=None, metavar="N",
+                     help="logical CPUs of the Ray cluster started here (default: the machine's; "
+                          "not with --ray-address)")
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     """The serve options, shared with ``vinolm ui``."""
     add_model_args(p, several=True)
+    add_speculation_args(p)
     many = p.add_argument_group("several models")
     many.add_argument("--models-dir", default=None, metavar="DIR",
                       help="also serve every OpenVINO model folder in DIR (named after its folder)")
@@ -72,6 +91,8 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     _check_args(args)
     _configure_logging(args.log_level)
+    if getattr(args, "replicas", None) is not None:
+        return _serve_on_ray(args)
     from vinolm.server.metrics import ServerMetrics
     from vinolm.server.registry import Registry
     from vinolm.server.service import Limits
@@ -92,6 +113,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             _stop_within(grpc_server, seconds=5)
         registry.close()
         status("stopped")
+
+
+def _serve_on_ray(args: argparse.Namespace) -> int:
+    try:
+        import ray.serve  # noqa: F401
+
+        from vinolm.deploy.ray_serve import serve_with_ray
+    except ImportError:
+        raise InvalidRequest("--replicas needs Ray Serve: pip install 'vinolm[ray]'") from None
+    return serve_with_ray(args)
 
 
 def served_models(args: argparse.Namespace) -> list[ServedModel]:
@@ -159,6 +190,7 @@ def load_service(model: ServedModel, args: argparse.Namespace, limits: Limits, m
 
         engine: Any = EmbeddingEngine(prepared, options)
     else:
+        options.speculation = speculation_from_args(args)
         engine = load_engine(model.engine, prepared, options)
     return ModelService(engine, model.names, limits, metrics)
 
@@ -194,6 +226,8 @@ def _check_args(args: argparse.Namespace) -> None:
     for name, low in (("max_concurrency", 1), ("max_queue", 0), ("max_tokens_limit", 1), ("max_request_bytes", 1)):
         if getattr(args, name) < low:
             raise InvalidRequest(f"--{name.replace('_', '-')} must be >= {low}")
+    if speculation_from_args(args) is not None and args.engine != "genai":
+        raise InvalidRequest("--prompt-lookup and --draft-model run on the genai engine")
     for name in ("port", "grpc_port"):
         if not 0 <= getattr(args, name) <= 65535:
             raise InvalidRequest(f"--{name.replace('_', '-')} must be a port number (0-65535)")
