@@ -1,6 +1,8 @@
 """One ``vinolm serve`` for several models: the default chat model, a second export of it
-(INT4) and an embedding model (all-MiniLM-L6-v2), through the official clients; loading on
-demand, LRU within ``--max-loaded``, and a model that fails to load next to working ones."""
+(INT4) and an embedding model (all-MiniLM-L6-v2), through the official clients (``openai``,
+``ollama`` and ``anthropic``: each chats with both chat models; the first two embed, and
+Anthropic has no embeddings API, so that client only chats); loading on demand, LRU within
+``--max-loaded``, and a model that fails to load next to working ones."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic
 import httpx
 import numpy as np
+import ollama
 import pytest
 from openai import BadRequestError, NotFoundError, OpenAI
 from tests.e2e.conftest import RunningServer, start_server
@@ -76,6 +80,36 @@ def test_models_load_on_demand_and_each_answers(many: RunningServer) -> None:
     assert {entry["name"]: entry["state"] for entry in index}[INT4] == "READY"
 
 
+def test_ollama_and_anthropic_clients_chat_with_both_models_and_ollama_embeds(many: RunningServer) -> None:
+    local = ollama.Client(host=many.base_url, timeout=120)
+    claude = anthropic.Anthropic(base_url=many.base_url, api_key="unused", max_retries=0, timeout=120)
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    for model in (CHAT, INT4):
+        said = local.chat(model=model, messages=question, options={"temperature": 0, "num_predict": 16})
+        assert said.message.content and said.model == model
+        message = claude.messages.create(model=model, messages=question, max_tokens=16,  # type: ignore[arg-type]
+                                         extra_body={"temperature": 0})
+        assert message.model == model and message.content[0].type == "text" and message.content[0].text
+    assert "Paris" in (local.chat(model=CHAT, messages=question, options={"temperature": 0}).message.content or "")
+    vectors = np.array(local.embed(model=EMBED, input=["A cat sits on the mat.", "A kitten rests on a rug.",
+                                                       "The stock market fell sharply."]).embeddings)
+    assert vectors.shape == (3, 384) and (vectors @ vectors.T)[0, 1] > (vectors @ vectors.T)[0, 2]
+    legacy = httpx.post(f"{many.base_url}/api/embeddings", json={"model": EMBED, "prompt": "A cat sits on the mat."},
+                        timeout=30).json()["embedding"]
+    assert np.allclose(legacy, vectors[0], atol=1e-5)
+    with pytest.raises(ollama.ResponseError) as wrong:
+        local.embed(model=CHAT, input="hello")
+    assert wrong.value.status_code == 400 and f"models that embed here: {EMBED}" in wrong.value.error
+    with pytest.raises(ollama.ResponseError) as missing:
+        local.chat(model="nope", messages=question)
+    assert missing.value.status_code == 404 and INT4 in missing.value.error
+    tags = {m.model: m for m in local.list().models}
+    assert set(tags) == {CHAT, INT4, EMBED, "broken"}
+    assert tags[INT4].details.quantization_level == "INT4" and tags[CHAT].details.quantization_level == "INT8"  # type: ignore[union-attr]
+    assert {m.model for m in local.ps().models} >= {CHAT, INT4, EMBED}
+    assert local.show(EMBED).capabilities == ["embedding"]
+
+
 def test_base64_and_dimensions(many: RunningServer) -> None:
     client = OpenAI(base_url=many.openai_url, api_key="unused")
     full = client.embeddings.create(model=EMBED, input="hello world").data[0].embedding
@@ -109,6 +143,13 @@ def test_a_model_that_fails_to_load_is_503_and_the_others_keep_serving(many: Run
     assert states(many)["broken"] == "failed"
     assert metric(many, "vinolm_model_failed_total", "broken") == 2
     assert "Paris" in ask(OpenAI(base_url=many.openai_url, api_key="unused"), CHAT)
+    claude = anthropic.Anthropic(base_url=many.base_url, api_key="unused", max_retries=0, timeout=60)
+    with pytest.raises(anthropic.APIStatusError) as failed:
+        claude.messages.create(model="broken", max_tokens=4, messages=[{"role": "user", "content": "Hi"}])
+    assert failed.value.status_code == 503 and "failed to load" in str(failed.value)
+    with pytest.raises(ollama.ResponseError) as down:
+        ollama.Client(host=many.base_url, timeout=60).chat(model="broken", messages=[{"role": "user", "content": "Hi"}])
+    assert down.value.status_code == 503 and "failed to load" in down.value.error
 
 
 def test_max_loaded_one_unloads_the_least_recently_used(int4_folder: Path) -> None:
@@ -127,3 +168,4 @@ def test_max_loaded_one_unloads_the_least_recently_used(int4_folder: Path) -> No
         assert ps.returncode == 0, ps.stderr
         rows = {line.split()[0]: line.split()[1] for line in ps.stdout.splitlines()[1:]}
         assert rows == {CHAT: "loaded", INT4: "unloaded"}
+        assert [m.model for m in ollama.Client(host=server.base_url, timeout=30).ps().models] == [CHAT]
