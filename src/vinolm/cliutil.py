@@ -38,6 +38,33 @@ def add_model_args(parser: argparse.ArgumentParser, engine: bool = True, several
         group.add_argument("--engine", "-e", default="genai", help="genai (default), native or optimum")
 
 
+def add_speculation_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("speculative decoding (genai engine; greedy output unchanged)")
+    way = group.add_mutually_exclusive_group()
+    way.add_argument("--prompt-lookup", action="store_true",
+                     help="propose tokens from n-grams of the prompt: pays when the answer quotes it "
+                          "(summarise, extract, rewrite)")
+    way.add_argument("--draft-model", metavar="MODEL", default=None,
+                     help="propose tokens with this smaller model (same tokenizer as --model)")
+    group.add_argument("--num-assistant-tokens", type=int, default=5, metavar="N",
+                       help="tokens proposed per step (default 5)")
+    group.add_argument("--max-ngram-size", type=int, default=3, metavar="N",
+                       help="longest prompt n-gram matched by --prompt-lookup (default 3)")
+
+
+def speculation_from_args(args: argparse.Namespace) -> Any:
+    """The ``Speculation`` the flags ask for, or None for plain decoding."""
+    from vinolm.engines.base import Speculation
+
+    if not getattr(args, "prompt_lookup", False) and not getattr(args, "draft_model", None):
+        return None
+    for flag in ("num_assistant_tokens", "max_ngram_size"):
+        if not 1 <= getattr(args, flag) <= 64:
+            raise InvalidRequest(f"--{flag.replace('_', '-')} must be between 1 and 64", param=flag)
+    return Speculation(draft=args.draft_model, num_assistant_tokens=args.num_assistant_tokens,
+                       max_ngram_size=args.max_ngram_size)
+
+
 def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int = 256) -> None:
     group = parser.add_argument_group("generation")
     group.add_argument("--max-new-tokens", "-n", type=int, default=max_new_tokens)
@@ -59,6 +86,7 @@ def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int = 2
     shape.add_argument("--grammar", metavar="FILE", default=None, help="answer in the GBNF grammar in FILE")
     shape.add_argument("--choice", metavar="TEXT", action="append", default=None,
                        help="answer with exactly one of these texts, repeatable")
+    add_speculation_args(parser)
 
 
 def params_from_args(args: argparse.Namespace) -> GenerationParams:
@@ -134,8 +162,8 @@ def engine_from_args(args: argparse.Namespace, batching: bool = False, **options
     ov_config = parse_ov_config(args.ov_config)
     check_device(args.device)
     model = prepare(args.model, args.weight_format, progress=status)
-    return load_engine(name, model, EngineOptions(device=args.device, ov_config=ov_config,
-                                                  batching=batching, **options))
+    return load_engine(name, model, EngineOptions(device=args.device, ov_config=ov_config, batching=batching,
+                                                  speculation=speculation_from_args(args), **options))
 
 
 def status(message: str) -> None:

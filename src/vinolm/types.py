@@ -194,6 +194,11 @@ class GenerationParams:
     top_logprobs: int = 0
     #: Output constraint (JSON schema, JSON object, regex, grammar or choice); None = free text.
     constraint: Constraint | None = None
+    #: Speculative decoding, on an engine loaded with it: tokens proposed per step (prompt
+    #: lookup or the draft model) and the longest n-gram prompt lookup matches; 0 = the
+    #: engine's own setting.
+    num_assistant_tokens: int = 0
+    max_ngram_size: int = 0
 
     @property
     def do_sample(self) -> bool:
@@ -229,6 +234,8 @@ class GenerationParams:
         _check_num(self.length_penalty, "length_penalty")
         _check_int(self.logprobs, "logprobs", low=0, high=20)
         _check_int(self.top_logprobs, "top_logprobs", low=0, high=20)
+        _check_int(self.num_assistant_tokens, "num_assistant_tokens", low=0, high=64)
+        _check_int(self.max_ngram_size, "max_ngram_size", low=0, high=64)
         if self.seed is not None:
             _check_int(self.seed, "seed", low=0)
         if self.num_beams > 1 and self.do_sample:

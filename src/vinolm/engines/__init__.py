@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from vinolm.engines.base import Engine, EngineOptions, Generation
+from vinolm.engines.base import Engine, EngineOptions, Generation, Speculation
 from vinolm.errors import InvalidRequest
 from vinolm.models import PreparedModel
 
@@ -29,4 +29,4 @@ def load_engine(name: str, model: PreparedModel, options: EngineOptions | None =
     return engine_class(name)(model, options)
 
 
-__all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "EngineOptions", "Generation", "engine_class", "load_engine"]
+__all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "EngineOptions", "Generation", "Speculation", "engine_class", "load_engine"]

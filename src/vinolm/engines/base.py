@@ -34,6 +34,23 @@ Emit = Callable[[Chunk], None]
 _DONE = object()
 
 
+@dataclass(frozen=True)
+class Speculation:
+    """Speculative decoding: candidate tokens come from n-grams of the prompt (``draft``
+    None: prompt lookup, which pays on summarise / extract / rewrite work) or from a smaller
+    draft model with the same tokenizer; the main model checks them all in one forward
+    pass, so greedy output stays the main model's own."""
+
+    #: A model reference (catalog name, folder, ...) prepared at load like the main model.
+    draft: str | None = None
+    num_assistant_tokens: int = 5
+    max_ngram_size: int = 3
+
+    @property
+    def kind(self) -> str:
+        return "prompt-lookup" if self.draft is None else "draft"
+
+
 @dataclass
 class EngineOptions:
     """How to load: device, OpenVINO properties, and switches an engine may honour."""
@@ -46,6 +63,8 @@ class EngineOptions:
     #: Compile with vinolm's measured defaults (``ovconfig.device_defaults``) under ``ov_config``;
     #: False leaves everything ``ov_config`` does not set to OpenVINO.
     vinolm_defaults: bool = True
+    #: Speculative decoding for every request (genai only); None = plain decoding.
+    speculation: Speculation | None = None
 
 
 @dataclass
@@ -196,11 +215,16 @@ class Engine(ABC):
     supports_top_logprobs: ClassVar[bool] = False
     #: One grammar state per returned sequence, so a constraint goes with num_return_sequences > 1.
     constrains_each_sequence: ClassVar[bool] = False
+    #: Whether ``EngineOptions.speculation`` is honoured (openvino-genai's pipelines).
+    supports_speculation: ClassVar[bool] = False
 
     def __init__(self, model: PreparedModel, options: EngineOptions | None = None) -> None:
         self.model = model
         self.options = opts = options or EngineOptions()
         check_device(opts.device)
+        if opts.speculation is not None and not self.supports_speculation:
+            raise InvalidRequest(f"speculative decoding runs on the genai engine, not {self.name}",
+                                 param="speculation")
         cache = opts.cache_dir or str(vinolm_home() / "ov_cache")
         #: What the model is compiled with: the cache, vinolm's defaults, the user's overrides.
         self.properties = compile_properties(opts.device, opts.ov_config, cache, opts.vinolm_defaults)
@@ -249,6 +273,23 @@ class Engine(ABC):
                 )
             if params.num_beams > 1:
                 raise InvalidRequest(f"beam search returns no {name}; use num_beams 1", param=name)
+        self._check_speculation(params)
+
+    def _check_speculation(self, params: GenerationParams) -> None:
+        spec = self.options.speculation
+        for name in ("num_assistant_tokens", "max_ngram_size"):
+            if getattr(params, name) and spec is None:
+                raise InvalidRequest(f"{name} needs a model loaded with speculative decoding "
+                                     "(vinolm serve --prompt-lookup or --draft-model)", param=name)
+        if spec is None:
+            return
+        if params.max_ngram_size and spec.draft is not None:
+            raise InvalidRequest("max_ngram_size is for prompt lookup; this model decodes with a draft model",
+                                 param="max_ngram_size")
+        if params.num_beams > 1 or params.num_return_sequences > 1:
+            param = "num_beams" if params.num_beams > 1 else "num_return_sequences"
+            raise InvalidRequest(f"speculative decoding ({spec.kind}) makes one sequence: {param} must be 1",
+                                 param=param)
 
     def text_decoder(self, params: GenerationParams) -> Callable[[list[int]], str]:
         """How streamed ids become text. Under a constraint special tokens stay in: the

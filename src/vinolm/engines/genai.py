@@ -25,6 +25,7 @@ from vinolm.types import Chunk, GenerationParams, Metrics, Request
 
 class GenaiEngine(Engine):
     name = "genai"
+    supports_speculation = True
 
     def __init__(self, model: PreparedModel, options: EngineOptions | None = None) -> None:
         super().__init__(model, options)
@@ -32,7 +33,7 @@ class GenaiEngine(Engine):
 
         self._genai = ov_genai
         opts = self.options
-        props = self.properties
+        props = {**self.properties, **self._speculation_properties()}
         started = time.perf_counter()
         try:
             if opts.batching:
@@ -54,6 +55,19 @@ class GenaiEngine(Engine):
         # Streaming detokenizes once or twice per token: a Python lookup where the graph
         # is one (byte-level BPE) skips genai's detokenizer inference each time.
         self._lookup = VocabLookup.from_folder(model.path)
+
+    def _speculation_properties(self) -> dict[str, Any]:
+        """genai turns speculative decoding on at load: a pipeline built with it expects
+        every request's config to say how many tokens to propose."""
+        spec = self.options.speculation
+        if spec is None:
+            return {}
+        if spec.draft is None:
+            return {"prompt_lookup": True}
+        from vinolm.models import prepare
+
+        draft = prepare(spec.draft, progress=lambda _: None)
+        return {"draft_model": self._genai.draft_model(str(draft.path), self.options.device, **self.properties)}
 
     # -- tokens ------------------------------------------------------------------------
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -90,6 +104,11 @@ class GenaiEngine(Engine):
             cfg.num_beams = params.num_beams
             cfg.num_beam_groups = 1
             cfg.length_penalty = params.length_penalty
+        spec = self.options.speculation
+        if spec is not None:
+            cfg.num_assistant_tokens = params.num_assistant_tokens or spec.num_assistant_tokens
+            if spec.draft is None:
+                cfg.max_ngram_size = params.max_ngram_size or spec.max_ngram_size
         if params.constraint is not None:  # compiled (and cached) by check(): the same grammar text
             cfg.structured_output_config = compile_constraint(params.constraint).genai_config(self._genai)
         return cfg

@@ -55,6 +55,12 @@ class VinolmExtensions(Wire):
     repetition_penalty: float = Field(1.0, gt=0.0,
                                       description="vinolm extension: > 1 discourages repeating tokens already seen; 1 = off.")
     ignore_eos: bool = Field(False, description="vinolm extension: keep generating past end-of-sequence (benchmarks).")
+    num_assistant_tokens: int = Field(0, ge=0, le=64, description=(
+        "vinolm extension: tokens proposed per step on a server started with --prompt-lookup or "
+        "--draft-model; 0 = the server's setting."))
+    max_ngram_size: int = Field(0, ge=0, le=64, description=(
+        "vinolm extension: longest prompt n-gram matched on a server started with --prompt-lookup; "
+        "0 = the server's setting."))
 
 
 class _SamplingRequest(VinolmExtensions, GuidedDecoding):
@@ -127,6 +133,8 @@ class _SamplingRequest(VinolmExtensions, GuidedDecoding):
             seed=self.seed,
             stop=self._stops(),
             ignore_eos=self.ignore_eos,
+            num_assistant_tokens=self.num_assistant_tokens,
+            max_ngram_size=self.max_ngram_size,
             logprobs=logprobs,
             top_logprobs=top_logprobs,
             constraint=constraint,
