@@ -23,7 +23,8 @@ import vinolm
 from vinolm.engines import Engine, EngineOptions, load_engine
 from vinolm.errors import InvalidRequest
 from vinolm.models import PreparedModel
-from vinolm.types import Constraint, GenerationParams, Request
+from vinolm.prompts.tools import HERMES_OPEN, CallParser, auto_constraint
+from vinolm.types import Constraint, GenerationParams, Message, Request, Tool
 
 pytestmark = pytest.mark.slow
 
@@ -203,3 +204,50 @@ def test_cli_as_the_readme_shows(vinolm: Callable[..., Any], default_model: Prep
     assert done.returncode == 0 and done.stdout.strip() in ("yes", "no"), done.stderr
     done = vinolm("generate", "A product code", "--regex", "[A-Z]{3}-[0-9]{4}", *common)
     assert done.returncode == 0 and re.fullmatch("[A-Z]{3}-[0-9]{4}", done.stdout.strip()), done.stderr
+
+
+WEATHER = Tool("get_weather", "The current weather in a city.",
+               {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}}, "required": ["city"]})
+TIME = Tool("get_time", "The current time in a time zone.",
+            {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 30}}, "required": ["zone"]})
+#: (system, question). Each system prompt opens with its own words: the native engine reuses
+#: the KV state of a common prefix, and with one system prompt (tools included) for both,
+#: the sea question parted from genai at a near-tie (measured; alone, it agreed).
+AUTO_QUESTIONS = [("Weather desk.", "What is the weather like in Paris right now?"),
+                  ("Poetry corner.", "Write one sentence about the sea.")]
+
+
+def auto_request(system: str, question: str) -> Request:
+    """tool_choice auto as the server sends it: tools on the system message, a tool_calls constraint."""
+    messages = [Message("system", system, tools=[WEATHER, TIME]), Message("user", question)]
+    return Request(messages=messages, params=GREEDY.with_(max_new_tokens=60,
+                                                          constraint=auto_constraint([WEATHER, TIME], "hermes", True)))
+
+
+#: The 135M model answers both chat questions in prose; few-shot, it writes a call (one: not parallel).
+FEW_SHOT = ('Calls to tools, one per request.\nRequest: weather in Rome\nAnswer: <tool_call>\n'
+            '{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call>\nRequest: time in Tokyo\n'
+            'Answer: <tool_call>\n{"name": "get_time", "arguments": {"zone": "Asia/Tokyo"}}\n</tool_call>\n'
+            'Request: weather in Oslo\nAnswer:')
+
+
+def test_auto_tool_choice_is_identical_on_every_engine(engine: Callable[..., Engine],
+                                                       default_model: PreparedModel) -> None:
+    """Free text or a call held to the offered tools, the same greedy tokens everywhere;
+    a call the model wrote parses as the server reads it and its arguments validate."""
+    loaded = [engine("genai", default_model.path, **SDPA), engine("native", default_model.path),
+              engine("optimum", default_model.path)]
+    one_call = GREEDY.with_(max_new_tokens=60, constraint=auto_constraint([WEATHER, TIME], "hermes", False))
+    requests = [*(auto_request(s, q) for s, q in AUTO_QUESTIONS), Request(prompt=FEW_SHOT, params=one_call)]
+    texts = []
+    for request in requests:
+        answers = [(r.token_ids[0], r.text, r.finish_reasons[0]) for r in (e.complete(request) for e in loaded)]
+        assert answers[1] == answers[0] and answers[2] == answers[0], [a[1] for a in answers]
+        texts.append(answers[0][1])
+    assert HERMES_OPEN not in texts[0] + texts[1]  # prose, as the model chose
+    assert answers[0][2] == "stop"  # one call, then the grammar allows only the end
+    parser = CallParser("hermes", ["get_weather", "get_time"])
+    parsed = parser.feed(texts[2])
+    calls = parsed.calls + parser.finish().calls
+    assert [name for name, _ in calls] == ["get_weather"], texts[2]
+    jsonschema.validate(json.loads(calls[0][1]), WEATHER.parameters)

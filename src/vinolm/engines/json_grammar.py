@@ -338,7 +338,7 @@ def trigger_free_text(trigger: str) -> str:
 
 
 def _class_char(char: str) -> str:
-    """``char`` inside a GBNF character class: letters and digits as they are, others as \\x / \\u escapes."""
-    if char.isascii() and char.isalnum():
-        return char
-    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+    """``char`` inside a GBNF character class: as it is, with a backslash before the few
+    characters a class gives a meaning. Not as a ``\\x`` escape: xgrammar (genai) misreads
+    ``[^\\x3c]`` - measured, it let ``<tool_call>`` through as free text."""
+    return "\\" + char if char in "\\]^-[" else char
