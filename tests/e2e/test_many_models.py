@@ -110,6 +110,35 @@ def test_ollama_and_anthropic_clients_chat_with_both_models_and_ollama_embeds(ma
     assert local.show(EMBED).capabilities == ["embedding"]
 
 
+def test_kserve_rest_and_grpc_embed_text_input(many: RunningServer) -> None:
+    """KServe v2 with the embedding model: text_input BYTES [N] in, embedding FP32 [N, dim] out."""
+    import tritonclient.grpc as triton_grpc
+    import tritonclient.http as triton_http
+
+    texts = ["A cat sits on the mat.", "The stock market fell sharply."]
+    expected = np.array([d.embedding for d in OpenAI(base_url=many.openai_url, api_key="unused")
+                         .embeddings.create(model=EMBED, input=texts).data])
+    body = {"inputs": [{"name": "text_input", "shape": [2], "datatype": "BYTES", "data": texts}]}
+    rest = httpx.post(f"{many.base_url}/v2/models/{EMBED}/infer", json=body, timeout=60)
+    assert rest.status_code == 200, rest.text
+    out = rest.json()["outputs"][0]
+    assert out["name"] == "embedding" and out["datatype"] == "FP32" and out["shape"] == [2, 384]
+    assert np.allclose(np.array(out["data"]).reshape(2, 384), expected, atol=1e-5)
+    meta = httpx.get(f"{many.base_url}/v2/models/{EMBED}", timeout=10).json()
+    assert meta["inputs"][0]["name"] == "text_input" and meta["outputs"][0] == {
+        "name": "embedding", "datatype": "FP32", "shape": [-1, 384]}
+    for client in (triton_http.InferenceServerClient(many.host_port),
+                   triton_grpc.InferenceServerClient(many.grpc_target)):
+        module = triton_http if isinstance(client, triton_http.InferenceServerClient) else triton_grpc
+        tensor = module.InferInput("text_input", [2], "BYTES")
+        tensor.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_))
+        result = client.infer(EMBED, [tensor]).as_numpy("embedding")
+        assert result.dtype == np.float32 and result.shape == (2, 384) and np.allclose(result, expected, atol=1e-5)
+    bad = httpx.post(f"{many.base_url}/v2/models/{EMBED}/infer", timeout=30,
+                     json={**body, "parameters": {"max_tokens": 4}})
+    assert bad.status_code == 400 and "max_tokens" in bad.json()["error"]
+
+
 def test_base64_and_dimensions(many: RunningServer) -> None:
     client = OpenAI(base_url=many.openai_url, api_key="unused")
     full = client.embeddings.create(model=EMBED, input="hello world").data[0].embedding

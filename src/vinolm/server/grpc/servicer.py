@@ -31,7 +31,7 @@ from vinolm.server.grpc import convert
 from vinolm.server.grpc._proto import grpc_predict_v2_pb2 as pb
 from vinolm.server.grpc._proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from vinolm.server.grpc.interceptor import status_of
-from vinolm.server.kserve import serving
+from vinolm.server.kserve import embeddings, serving
 from vinolm.server.kserve.protocol import model_metadata_of, server_metadata_of
 from vinolm.server.kserve.tensors import (
     COMPLETION,
@@ -80,7 +80,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
                             ) -> pb.ModelMetadataResponse:
         self.registry.resolve(request.name)
-        meta = model_metadata_of(request.name)
+        service = self.registry.loaded(request.name)
+        meta = (embeddings.embedding_metadata(request.name, service.engine.dimensions)
+                if service is not None and service.embeds else model_metadata_of(request.name))
         response = pb.ModelMetadataResponse(name=meta.name, versions=meta.versions, platform=meta.platform)
         for target, tensors in ((response.inputs, meta.inputs), (response.outputs, meta.outputs)):
             for t in tensors:
@@ -89,6 +91,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
                          ) -> pb.ModelInferResponse:
+        embedder = await self.registry.aservice(request.model_name)
+        if embedder.embeds:  # an embedding model: text_input in, embedding out
+            model = embedder.check_model(request.model_name or None)
+            vectors = await embeddings.embed(embedder, convert.input_tensors(request),
+                                             convert.parameters(request.parameters),
+                                             [o.name for o in request.outputs], PROTOCOL)
+            return convert.infer_response(model, request.id, vectors)  # type: ignore[arg-type]
         service, model, names, tickets = await self._submit(request, _cancel_when_done(context))
         done = await serving.complete(service, tickets)
         return convert.infer_response(model, request.id, build_outputs(done.completions, done.token_counts, names))

@@ -13,7 +13,7 @@ from typing import TypeVar
 from fastapi import APIRouter, Request, Response
 
 from vinolm.errors import InvalidRequest, VinolmError
-from vinolm.server.kserve import serving
+from vinolm.server.kserve import embeddings, serving
 from vinolm.server.kserve.protocol import (
     HEADER_LENGTH,
     ModelMetadata,
@@ -24,7 +24,7 @@ from vinolm.server.kserve.protocol import (
     server_metadata_of,
 )
 from vinolm.server.kserve.tensors import build_outputs, decode_prompts, requested_outputs, settings_from
-from vinolm.server.registry import Registry, registry_of, service_for
+from vinolm.server.registry import Registry, registry_of
 
 router = APIRouter(tags=["KServe v2"])
 T = TypeVar("T")
@@ -70,7 +70,12 @@ async def repository_index(request: Request) -> list[dict[str, str]]:
 
 @router.get("/v2/models/{name}")
 async def model_metadata(name: str, request: Request) -> ModelMetadata:
-    registry_of(request).resolve(name)
+    """The generation signature, or for a loaded embedding model its embedding signature."""
+    registry = registry_of(request)
+    registry.resolve(name)
+    service = registry.loaded(name)
+    if service is not None and service.embeds:
+        return embeddings.embedding_metadata(name, service.engine.dimensions)
     return model_metadata_of(name)
 
 
@@ -83,18 +88,26 @@ async def model_ready(name: str, request: Request) -> Response:
 
 @router.post("/v2/models/{name}/infer")
 async def infer(name: str, request: Request) -> Response:
-    """N prompts in ``pre_prompt`` answered together; JSON or binary tensors both ways."""
-    service = await service_for(request, name)
+    """N prompts in ``pre_prompt`` answered together (or, on an embedding model, N texts in
+    ``text_input`` embedded); JSON or binary tensors both ways."""
+    service = await registry_of(request).aservice(name)
     model = service.check_model(name)
     if request.headers.get("content-encoding", "identity") != "identity":
         raise InvalidRequest("compressed request bodies are not supported; send them uncompressed")
     parsed, tensors = parse_body(await request.body(), request.headers.get(HEADER_LENGTH))
+    if service.embeds:
+        vectors = await embeddings.embed(service, tensors, parsed.parameters, [o.name for o in parsed.outputs],
+                                         "kserve")
+        return _rendered(*render(parsed, model, vectors))  # type: ignore[arg-type]
     prompts = decode_prompts(tensors)
     settings = settings_from(parsed.parameters)
     names = requested_outputs([output.name for output in parsed.outputs])
     tickets = serving.submit_all(service, serving.to_requests(prompts, settings), "kserve")
     done = await _unless_disconnected(request, serving.complete(service, tickets))
-    content, header_length = render(parsed, model, build_outputs(done.completions, done.token_counts, names))
+    return _rendered(*render(parsed, model, build_outputs(done.completions, done.token_counts, names)))
+
+
+def _rendered(content: bytes, header_length: int | None) -> Response:
     if header_length is None:
         return Response(content, media_type="application/json")
     return Response(content, media_type="application/octet-stream",

@@ -117,26 +117,26 @@ def unpack_bytes(blob: bytes, where: str) -> list[bytes]:
     return items
 
 
-def decode_prompts(inputs: Sequence[InputTensor]) -> list[str]:
-    """The N prompts of the one ``pre_prompt`` BYTES [N] input, as text."""
-    if len(inputs) != 1 or inputs[0].name != INPUT:
+def decode_prompts(inputs: Sequence[InputTensor], name: str = INPUT) -> list[str]:
+    """The N texts of the one ``pre_prompt`` (or, for an embedding model, ``text_input``) BYTES [N] input."""
+    if len(inputs) != 1 or inputs[0].name != name:
         names = ", ".join(repr(t.name) for t in inputs) or "none"
-        raise InvalidRequest(f"expected exactly one input named {INPUT!r}, got {names}", param="inputs")
+        raise InvalidRequest(f"expected exactly one input named {name!r}, got {names}", param="inputs")
     tensor = inputs[0]
     if tensor.datatype != "BYTES":
-        raise InvalidRequest(f"{INPUT} must have datatype BYTES, got {tensor.datatype!r}", param=INPUT)
+        raise InvalidRequest(f"{name} must have datatype BYTES, got {tensor.datatype!r}", param=name)
     if len(tensor.shape) != 1 or tensor.shape[0] < 1:
-        raise InvalidRequest(f"{INPUT} must have shape [N] with N >= 1, got {tensor.shape}", param=INPUT)
+        raise InvalidRequest(f"{name} must have shape [N] with N >= 1, got {tensor.shape}", param=name)
     if tensor.shape[0] != len(tensor.elements):
         raise InvalidRequest(
-            f"{INPUT} has shape {tensor.shape} but carries {len(tensor.elements)} element(s)", param=INPUT
+            f"{name} has shape {tensor.shape} but carries {len(tensor.elements)} element(s)", param=name
         )
     prompts = []
     for index, item in enumerate(tensor.elements):
         try:
             prompts.append(item.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            raise InvalidRequest(f"{INPUT}[{index}] is not valid UTF-8 ({exc.reason})", param=INPUT) from None
+            raise InvalidRequest(f"{name}[{index}] is not valid UTF-8 ({exc.reason})", param=name) from None
     return prompts
 
 

@@ -1,0 +1,79 @@
+"""KServe v2 inference on an embedding model, shared by the REST routes and the gRPC servicer.
+
+The signature is the one embedding servers publish for KServe (OVMS, Triton's ensembles):
+``text_input`` BYTES [N] in, ``embedding`` FP32 [N, dim] out, one row per text, computed by
+``ModelService.embed`` (the same admission and metrics as generation). The only request
+parameter is ``dimensions`` (keep the first N dimensions, renormalised); any other is a 400.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vinolm.errors import InvalidRequest
+from vinolm.server.kserve.protocol import ModelMetadata, TensorMetadata
+from vinolm.server.kserve.tensors import TRANSPORT_KEYS, InputTensor, decode_prompts
+from vinolm.server.service import ModelService
+
+TEXT_INPUT = "text_input"
+EMBEDDING = "embedding"
+
+
+@dataclass
+class MatrixTensor:
+    """An FP32 [rows, dim] output: ``data`` row-major for JSON, ``raw()`` little-endian float32."""
+
+    name: str
+    rows: np.ndarray
+    datatype: str = "FP32"
+
+    @property
+    def shape(self) -> list[int]:
+        return list(self.rows.shape)
+
+    @property
+    def data(self) -> list[float]:
+        return [float(x) for x in self.rows.reshape(-1)]
+
+    def raw(self) -> bytes:
+        return np.ascontiguousarray(self.rows, dtype="<f4").tobytes()
+
+
+def embedding_metadata(name: str, dimensions: int) -> ModelMetadata:
+    return ModelMetadata(name=name, versions=["1"], platform="openvino",
+                         inputs=[TensorMetadata(name=TEXT_INPUT, datatype="BYTES", shape=[-1])],
+                         outputs=[TensorMetadata(name=EMBEDDING, datatype="FP32", shape=[-1, dimensions or -1])])
+
+
+def _dimensions(parameters: Mapping[str, Any]) -> int | None:
+    unknown = sorted(set(parameters) - TRANSPORT_KEYS - {"dimensions"})
+    if unknown:
+        raise InvalidRequest(f"unknown parameter(s) for an embedding model: {', '.join(unknown)}; "
+                             "supported: dimensions", param="parameters")
+    value = parameters.get("dimensions")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InvalidRequest(f"dimensions must be a positive integer, got {value!r}", param="dimensions")
+    return value
+
+
+def _outputs(names: Sequence[str]) -> None:
+    unknown = [name for name in names if name != EMBEDDING]
+    if unknown:
+        raise InvalidRequest(f"unknown output(s): {', '.join(unknown)}; this model has {EMBEDDING}", param="outputs")
+
+
+async def embed(service: ModelService, inputs: Sequence[InputTensor], parameters: Mapping[str, Any],
+                outputs: Sequence[str], protocol: str) -> list[MatrixTensor]:
+    """The ``embedding`` tensor for the request's ``text_input`` texts."""
+    texts = decode_prompts(inputs, TEXT_INPUT)
+    dimensions = _dimensions(parameters)
+    _outputs(outputs)
+    for index, text in enumerate(texts):
+        if not text.strip():
+            raise InvalidRequest(f"{TEXT_INPUT}[{index}] is empty", param=TEXT_INPUT)
+    result = await service.embed(texts, protocol, dimensions)
+    return [MatrixTensor(EMBEDDING, np.asarray(result.vectors, dtype=np.float32))]
