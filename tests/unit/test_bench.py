@@ -191,6 +191,25 @@ def test_interleave_runs_every_kind_of_row() -> None:
 
 
 @pytest.mark.slow
+def test_interleave_rewrite_task_compares_prompt_lookup_with_plain() -> None:
+    exact = "@INFERENCE_PRECISION_HINT=f32,KV_CACHE_PRECISION=f32,DYNAMIC_QUANTIZATION_GROUP_SIZE=0"
+    rows = [f"genai{exact}", f"genai-lookup{exact}"]
+    cmd = [sys.executable, "-m", "vinolm.bench.interleave", *[a for r in rows for a in ("--row", r)],
+           "--task", "rewrite", "--weight-format", "int8", "--prompt-tokens", "200", "--new-tokens", "24",
+           "--runs", "1", "--json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["task"] == "rewrite" and result["prompt_tokens"] > 150
+    assert all(row["same_answers"] and row["decode_tps"] > 0 for row in result["rows"].values())
+    answers = [run[2] for row in result["rows"].values() for run in row["runs"]]
+    assert answers[0] and answers[0] == answers[1]
+    refused = subprocess.run([sys.executable, "-m", "vinolm.bench.interleave", "--row", "direct", "--task", "story"],
+                             capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+    assert refused.returncode == 2 and "the direct rows take --task filler" in refused.stderr
+
+
+@pytest.mark.slow
 def test_burst_compares_both_scheduler_modes() -> None:
     cmd = [sys.executable, "-m", "vinolm.bench.burst", "--requests", "3", "--prompt-tokens", "8",
            "--new-tokens", "3", "--bursts", "1", "--json"]  # fmt: skip

@@ -12,7 +12,15 @@ alone: OpenVINO's defaults), so a sweep says every property it sets:
 
 * ``direct``: openvino-genai ``LLMPipeline.generate`` on token ids, no streamer (the floor);
 * ``direct-stream``: the same with a Python streamer that only records the time;
-* ``genai`` / ``native``: vinolm's engines as a library user runs them (text in, chunks out).
+* ``genai`` / ``native``: vinolm's engines as a library user runs them (text in, chunks out);
+* ``genai-lookup``: the genai engine with prompt-lookup speculative decoding.
+
+``--task`` picks the work: ``filler`` (default) is a prompt of exactly ``--prompt-tokens``
+tokens continued for exactly ``--new-tokens`` (EOS ignored); ``rewrite`` asks the chat
+model to rewrite a passage of this repository's docs (input-grounded work, where prompt
+lookup pays) and ``story`` asks for a story (free generation, where it should cost
+nothing); both end at EOS or ``--new-tokens``, and the table says whether every row
+answered exactly as the first.
 
 Every run has a prompt of its own (no prefix-cache hit). TTFT: call to first token; TPOT:
 (last token - first token) / (tokens - 1), on the caller's clock except for ``direct``,
@@ -27,15 +35,20 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vinolm.bench.report import run_tool
 from vinolm.bench.schema import prompt_text
 from vinolm.bench.worker import request
 
-Timed = tuple[float, float]  # (ttft_s, tpot_s)
+Timed = tuple[float, float, str]  # (ttft_s, tpot_s, the answer or "" when not kept)
 Run = Callable[[list[int], str, int], Timed]  # (prompt ids, the same as text, new tokens)
-KINDS = ("direct", "direct-stream", "genai", "native")
+KINDS = ("direct", "direct-stream", "genai", "native", "genai-lookup")
+TASKS = ("filler", "rewrite", "story")
+DOCS = Path(__file__).resolve().parents[3] / "docs"
+STORIES = ("a dragon who learns to cook", "a lighthouse keeper and a storm", "two robots who start a bakery",
+           "a girl who finds a map in a library book", "a city where it never stops snowing")
 
 
 @dataclass
@@ -73,26 +86,45 @@ def direct_run(pipe: Any, streaming: bool) -> Run:
         started = time.perf_counter()
         perf = pipe.generate(inputs, config, streamer if streaming else None).perf_metrics
         if not streaming:
-            return perf.get_ttft().mean / 1000, perf.get_tpot().mean / 1000
-        return stamps[0] - started, (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+            return perf.get_ttft().mean / 1000, perf.get_tpot().mean / 1000, ""
+        return stamps[0] - started, (stamps[-1] - stamps[0]) / (len(stamps) - 1), ""
 
     return run
 
 
-def engine_run(engine: Any) -> Run:
+def engine_run(engine: Any, task: str) -> Run:
+    from vinolm.types import GenerationParams, Message, Request
+
     def run(_: list[int], text: str, new_tokens: int) -> Timed:
+        work = request(text, new_tokens) if task == "filler" else Request(
+            messages=[Message("user", text)], params=GenerationParams(max_new_tokens=new_tokens))
         started = time.perf_counter()
-        stamps = [time.perf_counter() for chunk in engine.generate(request(text, new_tokens)) if chunk.token_ids]
-        return stamps[0] - started, (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+        stamps, pieces = [], []
+        for chunk in engine.generate(work):
+            pieces.append(chunk.text)
+            stamps.extend([time.perf_counter()] * len(chunk.token_ids))  # a checked batch of tokens
+        tpot = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else float("nan")
+        return stamps[0] - started, tpot, "".join(pieces)
 
     return run
 
 
-def build_rows(specs: list[str], model: Any) -> list[Row]:
+def task_prompts(task: str, tokens: int) -> Callable[[int], str]:
+    """The ``variant``-th user message of ``task``: a docs passage of about ``tokens``
+    tokens (4 characters each) to rewrite, or a story to write."""
+    if task == "story":
+        return lambda variant: f"Write a long story about {STORIES[variant % len(STORIES)]}."
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(DOCS.glob("*.md")))
+    size = tokens * 4
+    return lambda variant: (f"{text[variant * size % max(1, len(text) - size):][:size]}\n\n"
+                            "Rewrite the text above in your own words.")
+
+
+def build_rows(specs: list[str], model: Any, task: str = "filler") -> list[Row]:
     import openvino_genai as ov_genai
 
     from vinolm.engines import load_engine
-    from vinolm.engines.base import EngineOptions
+    from vinolm.engines.base import EngineOptions, Speculation
     from vinolm.engines.ovconfig import compile_properties
 
     rows = []
@@ -103,9 +135,10 @@ def build_rows(specs: list[str], model: Any) -> list[Row]:
             pipe = ov_genai.LLMPipeline(str(model.path), "CPU", **props)
             rows.append(Row(spec, direct_run(pipe, kind == "direct-stream"), props))
         else:
-            options = EngineOptions(ov_config=user or {}, vinolm_defaults=user is None)
-            engine = load_engine(kind, model, options)
-            rows.append(Row(spec, engine_run(engine), engine.properties))
+            options = EngineOptions(ov_config=user or {}, vinolm_defaults=user is None,
+                                    speculation=Speculation() if kind == "genai-lookup" else None)
+            engine = load_engine(kind.removesuffix("-lookup"), model, options)
+            rows.append(Row(spec, engine_run(engine, task), engine.properties))
     return rows
 
 
@@ -116,39 +149,47 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from vinolm.models import prepare
 
     model = prepare(args.model, args.weight_format, progress=lambda _: None)
-    rows = build_rows(args.row, model)
+    rows = build_rows(args.row, model, args.task)
     tok = TokenizerIR(ov.Core(), model.path)
     variants = itertools.count()
+    message = task_prompts(args.task, args.prompt_tokens)
 
     def prompt() -> tuple[list[int], str]:
-        text = prompt_text(tok.encode, tok.decode, args.prompt_tokens, next(variants))
+        variant = next(variants)
+        text = prompt_text(tok.encode, tok.decode, args.prompt_tokens, variant) if args.task == "filler" \
+            else message(variant)
         return tok.encode(text), text
 
     for row in rows:  # warm-up
         row.run(*prompt(), 8)
     timings: dict[str, list[Timed]] = {row.label: [] for row in rows}
+    lengths = []
     for _ in range(args.runs):
+        work = prompt()
+        lengths.append(len(work[0]))  # the same work for every row of a round: their answers can be compared
         for row in rows:
-            timings[row.label].append(row.run(*prompt(), args.new_tokens))
-    first = statistics.median(t for _, t in timings[rows[0].label])
+            timings[row.label].append(row.run(*work, args.new_tokens))
+    first = statistics.median(t for _, t, _ in timings[rows[0].label])
     table = {}
     for row in rows:
-        ttft = statistics.median(a for a, _ in timings[row.label])
-        tpot = statistics.median(t for _, t in timings[row.label])
+        ttft = statistics.median(a for a, _, _ in timings[row.label])
+        tpot = statistics.median(t for _, t, _ in timings[row.label])
+        same = all(a[2] == b[2] for a, b in zip(timings[row.label], timings[rows[0].label], strict=True))
         table[row.label] = {"ttft_ms": round(ttft * 1000, 1), "tpot_ms": round(tpot * 1000, 3),
-                            "decode_tps": round(1 / tpot, 1), "prefill_tps": round(args.prompt_tokens / ttft),
-                            "tpot_vs_first": round(tpot / first, 3), "properties": row.properties,
-                            "runs": timings[row.label]}  # fmt: skip
-    return {"model": str(model.path), "runs": args.runs, "prompt_tokens": args.prompt_tokens,
+                            "decode_tps": round(1 / tpot, 1), "prefill_tps": round(statistics.median(lengths) / ttft),
+                            "tpot_vs_first": round(tpot / first, 3), "same_answers": same,
+                            "properties": row.properties, "runs": timings[row.label]}  # fmt: skip
+    return {"model": str(model.path), "task": args.task, "runs": args.runs, "prompt_tokens": statistics.median(lengths),
             "new_tokens": args.new_tokens, "rows": table}  # fmt: skip
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["| row (same process, interleaved) | TTFT ms | prefill tok/s | TPOT ms | decode tok/s | TPOT vs first row |",
-             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [(f"| row (same process, interleaved; task {result['task']}) | TTFT ms | prefill tok/s | TPOT ms "
+              "| decode tok/s | TPOT vs first row | same answers |"),
+             "|---|---:|---:|---:|---:|---:|:-:|"]  # fmt: skip
     for label, r in result["rows"].items():
         lines.append(f"| `{label}` | {r['ttft_ms']} | {r['prefill_tps']} | {r['tpot_ms']:.2f} | {r['decode_tps']} "
-                     f"| {r['tpot_vs_first']:.3f}x |")  # fmt: skip
+                     f"| {r['tpot_vs_first']:.3f}x | {'yes' if r['same_answers'] else 'no'} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -160,12 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-tokens", type=int, default=990)
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--runs", type=int, default=9)
+    p.add_argument("--task", choices=TASKS, default="filler",
+                   help="filler: exact token counts; rewrite / story: chat work that ends at EOS")
     return run_tool(p, argv, _problem, measure, markdown)
 
 
 def _problem(args: argparse.Namespace) -> str | None:
     if min(args.prompt_tokens, args.runs) < 1 or args.new_tokens < 2:
         return "--prompt-tokens and --runs must be >= 1, --new-tokens >= 2"
+    if args.task != "filler" and any(row.startswith("direct") for row in args.row):
+        return f"--task {args.task} runs vinolm's engines (chat messages); the direct rows take --task filler"
     return None
 
 
