@@ -44,6 +44,8 @@ GENERATION_KEYS: dict[str, str] = {
     "seed": "seed",
     "stop": "stop",
     "ignore_eos": "ignore_eos",
+    "num_assistant_tokens": "num_assistant_tokens",
+    "max_ngram_size": "max_ngram_size",
 }
 #: Parameters standard clients send about the transport; accepted and not acted on.
 TRANSPORT_KEYS = frozenset({"binary_data_output", "priority", "timeout", "triton_enable_empty_final_response"})

@@ -1,0 +1,60 @@
+"""``vinolm serve --prompt-lookup``: the openai SDK and KServe REST set the per-request
+knobs, greedy answers do not depend on them (exact f32, see tests/integration/
+test_speculative.py), out-of-range values are 400s naming the field, and a server started
+without speculation refuses the knobs instead of ignoring them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from tests.e2e.conftest import RunningServer, start_server
+
+pytestmark = pytest.mark.slow
+
+MODEL = "smollm2-135m"
+EXACT = ("INFERENCE_PRECISION_HINT=f32", "KV_CACHE_PRECISION=f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE=0")
+PASSAGE = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")[:1500]
+REWRITE = f"{PASSAGE}\n\nRewrite the text above in your own words."
+
+
+@pytest.fixture(scope="module")
+def lookup_server() -> Iterator[RunningServer]:
+    exact = [arg for pair in EXACT for arg in ("--ov-config", pair)]
+    with start_server("--no-ui", "--prompt-lookup", *exact) as running:
+        yield running
+
+
+def chat(server: RunningServer, **extra: int) -> str:
+    client = openai.OpenAI(base_url=server.openai_url, api_key="unused", max_retries=0, timeout=120)
+    answer = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": REWRITE}],
+                                            temperature=0, max_tokens=48, extra_body=extra)
+    return answer.choices[0].message.content or ""
+
+
+def test_knobs_per_request_keep_the_greedy_answer(lookup_server: RunningServer) -> None:
+    default = chat(lookup_server)
+    assert len(default) > 40
+    assert chat(lookup_server, num_assistant_tokens=2, max_ngram_size=2) == default
+    assert chat(lookup_server, num_assistant_tokens=10) == default
+    body = {"inputs": [{"name": "pre_prompt", "shape": [1], "datatype": "BYTES", "data": [REWRITE]}],
+            "parameters": {"max_tokens": 48, "temperature": 0, "num_assistant_tokens": 6}}
+    kserve = httpx.post(f"{lookup_server.base_url}/v2/models/{MODEL}/infer", json=body, timeout=120)
+    assert kserve.status_code == 200, kserve.text
+    assert kserve.json()["outputs"][0]["data"][0] == default
+
+
+def test_bad_knobs_are_400s(lookup_server: RunningServer, server: RunningServer) -> None:
+    url = f"{lookup_server.openai_url}/chat/completions"
+    message = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    too_many = httpx.post(url, json={**message, "num_assistant_tokens": 100}, timeout=30)
+    assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "num_assistant_tokens"
+    kserve = httpx.post(f"{lookup_server.base_url}/v2/models/{MODEL}/infer", timeout=30, json={
+        "inputs": [{"name": "pre_prompt", "shape": [1], "datatype": "BYTES", "data": ["Hi"]}],
+        "parameters": {"max_ngram_size": -1}})
+    assert kserve.status_code == 400 and "max_ngram_size" in kserve.json()["error"], kserve.text
+    plain = httpx.post(f"{server.openai_url}/chat/completions", json={**message, "max_ngram_size": 3}, timeout=30)
+    assert plain.status_code == 400 and "--prompt-lookup" in plain.json()["error"]["message"]
