@@ -71,3 +71,18 @@ def test_other_statuses_are_final(status: int) -> None:
     with pytest.raises(ClientError) as caught:
         raise_for_status(status, b'{"error": "nope"}')
     assert not isinstance(caught.value, Retryable)
+
+
+@pytest.mark.parametrize("body", [b"Internal Server Error", b"", b"<html>oops</html>", b'{"detail": "x"}'])
+def test_a_500_without_vinolms_error_body_is_a_proxy_failure_and_retryable(body: bytes) -> None:
+    """Ray Serve's proxy answers a bare 500 when the replica died before its first byte."""
+    with pytest.raises(Retryable) as caught:
+        raise_for_status(500, body)
+    assert "500" in caught.value.message
+
+
+@pytest.mark.parametrize("body", [b'{"error": {"message": "boom", "type": "server_error"}}', b'{"error": "boom"}'])
+def test_a_500_in_vinolms_own_error_shape_is_final(body: bytes) -> None:
+    with pytest.raises(ClientError) as caught:
+        raise_for_status(500, body)
+    assert not isinstance(caught.value, Retryable) and "boom" in caught.value.message

@@ -52,6 +52,10 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(attempts=1)
 #: The statuses after which nothing was generated and another try may succeed.
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+#: A 500 is retried only without vinolm's error body: vinolm never answers 500 itself, but
+#: Ray Serve's proxy does (plain "Internal Server Error") when the replica died before its
+#: first byte, so nothing was generated and another replica can take the request.
+PROXY_FAILURE = 500
 
 
 def retrying(policy: RetryPolicy, call: Callable[[], T]) -> T:
@@ -138,8 +142,8 @@ def raise_for_status(status: int, content: bytes, retry_after: str | None = None
         error = json.loads(content).get("error")
         message = error.get("message") if isinstance(error, dict) else error
     except (ValueError, AttributeError):
-        message = content.decode(errors="replace")[:200]
-    if status in RETRY_STATUSES:
+        error, message = None, content.decode(errors="replace")[:200]
+    if status in RETRY_STATUSES or (status == PROXY_FAILURE and error is None):
         raise Retryable(f"the server answered {status}: {message}", _seconds(retry_after))
     raise ClientError(f"the server answered {status}: {message}")
 
