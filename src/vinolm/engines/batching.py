@@ -76,6 +76,9 @@ class BatchScheduler:
         self._active: list[_Active] = []
         self._wake = threading.Condition()
         self._closed = False
+        #: Fraction (0..1) of the KV-cache blocks in use after the last step: the gauge
+        #: inference gateways route on. Written by the scheduler thread only.
+        self.kv_cache_usage = 0.0
         self._thread = threading.Thread(target=self._loop, name="vinolm-batch", daemon=True)
         self._thread.start()
 
@@ -137,6 +140,8 @@ class BatchScheduler:
         try:
             if self.pipe.has_non_finished_requests():
                 self.pipe.step()
+                # genai reports a percentage of the blocks used in the step just run
+                self.kv_cache_usage = self.pipe.get_metrics().cache_usage / 100.0
         except Exception as exc:  # noqa: BLE001 - one bad step fails every request in it, not the server
             failed, self._active = self._active, []
             for item in failed:

@@ -180,6 +180,10 @@ class GenaiEngine(Engine):
     def stats(self) -> dict[str, int]:
         return self._scheduler.stats() if self._scheduler else {"running": int(self._lock.locked()), "queued": 0}
 
+    def kv_cache_usage(self) -> float | None:
+        """The batching pipeline's KV-cache use (0..1); None without one (nothing to report)."""
+        return self._scheduler.kv_cache_usage if self._scheduler else None
+
     def close(self) -> None:
         if self._scheduler is not None:
             self._scheduler.close()

@@ -1,7 +1,9 @@
 """Server metrics in the Prometheus text format, without a client library.
 
 ``ModelService`` reports every request here (``request_done``, ``observe``) and pushes the
-running/queued gauges whenever admission changes; ``GET /metrics`` renders the text. All
+running/queued gauges whenever admission changes; ``GET /metrics`` renders the text. The
+KV-cache use changes every engine step, so it is read when rendered (``watch_kv_cache``)
+rather than pushed. All
 updates take one lock, so the engine's worker threads, the event loop and the gRPC threads
 can report at once. ``prometheus_client`` is not a dependency: the format is a few lines.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from vinolm.types import Metrics
 
@@ -62,6 +64,8 @@ class ServerMetrics:
         #: Per model: loads, unloads and failed loads seen by the registry, and whether loaded now.
         self._model_events: dict[tuple[str, str], int] = {}
         self._loaded: dict[str, int] = {}
+        #: Per model: reads the engine's KV-cache use (0..1, None when it has no paged cache).
+        self._kv_cache: dict[str, Callable[[], float | None]] = {}
         self.ttft = Histogram("vinolm_time_to_first_token_seconds",
                               "Time from admission to the first generated token.", TTFT_BUCKETS)
         self.tpot = Histogram("vinolm_time_per_output_token_seconds",
@@ -77,6 +81,11 @@ class ServerMetrics:
         with self._lock:
             self._running[model], self._queued[model] = running, queued
 
+    def watch_kv_cache(self, model: str, read: Callable[[], float | None]) -> None:
+        """Report ``read()`` as the model's KV-cache use until the model is unloaded."""
+        with self._lock:
+            self._kv_cache[model] = read
+
     def model_event(self, model: str, event: str) -> None:
         """The registry's ``loaded`` / ``unloaded`` / ``failed`` for ``model``."""
         with self._lock:
@@ -84,6 +93,8 @@ class ServerMetrics:
             self._model_events[key] = self._model_events.get(key, 0) + 1
             if event in ("loaded", "unloaded"):
                 self._loaded[model] = int(event == "loaded")
+            if event == "unloaded":
+                self._kv_cache.pop(model, None)  # its engine is closed: nothing left to read
 
     @property
     def running(self) -> int:
@@ -126,6 +137,10 @@ class ServerMetrics:
                                 self._running)
             lines += _per_model("vinolm_model_requests_queued", "gauge", "Requests waiting for a slot, per model.",
                                 self._queued)
+            usage = {model: value for model, read in self._kv_cache.items() if (value := read()) is not None}
+            lines += _per_model("vinolm_model_kv_cache_usage_ratio", "gauge",
+                                "Fraction (0..1) of the KV-cache blocks used by the last engine step, per model.",
+                                usage)
             lines += _per_model("vinolm_model_loaded", "gauge", "1 while the model is loaded.", self._loaded)
             for event, help_text in (("loaded", "Times the model was loaded."),
                                      ("unloaded", "Times the model was unloaded (idle, LRU, asked)."),
@@ -135,7 +150,7 @@ class ServerMetrics:
         return "\n".join(lines) + "\n"
 
 
-def _per_model(name: str, kind: str, help_text: str, values: dict[str, int]) -> list[str]:
+def _per_model(name: str, kind: str, help_text: str, values: dict[str, int] | dict[str, float]) -> list[str]:
     named = {model: value for model, value in sorted(values.items()) if model}
     if not named:
         return []

@@ -85,6 +85,13 @@ class ModelService:
         #: balancer (a Kubernetes rolling update, Ray) sends them elsewhere while the
         #: requests already admitted finish.
         self.draining = False
+        if metrics is not None:
+            metrics.watch_kv_cache(self.model_name, self.kv_cache_usage)
+
+    def kv_cache_usage(self) -> float | None:
+        """The current engine's KV-cache use (0..1); None for engines without a paged cache."""
+        read = getattr(self.engine, "kv_cache_usage", None)
+        return read() if read is not None else None
 
     @property
     def model_name(self) -> str:
