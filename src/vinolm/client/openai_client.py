@@ -81,10 +81,13 @@ async def _unary(http: httpx.AsyncClient, target: Target, index: int, result: Ru
 
 async def _streamed(http: httpx.AsyncClient, target: Target, index: int, result: RunResult,
                     watch: Stopwatch, on_text: OnText | None) -> None:
-    """One streamed answer. A stream that ends without ``[DONE]`` is retried only if it had
-    sent no text yet; after that the user has seen part of an answer, and it is an error."""
+    """One streamed answer. A stream that ends without ``[DONE]`` is retried if nobody saw
+    its text: none came yet, or it went to no ``on_text`` (the caller gets only the whole
+    answer, so the partial one is dropped and the request sent again). Once ``on_text`` has
+    shown part of an answer, sending it again would show another: that is an error."""
     body = _body(target, result.prompts[index], True)
     done = False
+    result.completions[index], result.token_counts[index] = "", 0  # what an earlier try left
     try:
         async with http.stream("POST", "/v1/chat/completions", json=body) as response:
             if response.status_code >= 400:
@@ -108,5 +111,7 @@ async def _streamed(http: httpx.AsyncClient, target: Target, index: int, result:
     if not done:
         if not result.completions[index]:
             raise Retryable("the stream closed before its first token")
+        if on_text is None:
+            raise Retryable(f"the stream closed after {len(result.completions[index])} characters nobody saw yet")
         raise ClientError(f"the stream of prompt {index} closed after {len(result.completions[index])} "
                           "characters, before its end")
