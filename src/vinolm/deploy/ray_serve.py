@@ -164,6 +164,19 @@ def application(settings: dict[str, Any]) -> Any:
     return replica.bind(settings)
 
 
+def build(config: dict[str, Any]) -> Any:
+    """Application builder for a Ray Serve config file (a KubeRay ``RayService``, ``serve
+    deploy``): ``import_path: vinolm.deploy.ray_serve:build`` with ``args: {argv: [...]}``, the
+    ``vinolm serve`` flags, parsed and checked as the CLI does. The config's ``http_options`` /
+    ``grpc_options`` own the ports there, so ``--port`` and ``--grpc-port`` are not read."""
+    from vinolm.cli import build_parser
+
+    args = build_parser().parse_args(["serve", *map(str, config.get("argv", []))])
+    args.replicas = args.replicas or 1
+    check_ray_args(args)
+    return application({key: value for key, value in vars(args).items() if key != "func"})
+
+
 def serve_with_ray(args: argparse.Namespace) -> int:
     """Deploy, announce, then wait for SIGTERM/SIGINT and take the app down gracefully."""
     check_ray_args(args)
