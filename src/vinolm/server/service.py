@@ -87,6 +87,7 @@ class ModelService:
         self.draining = False
         if metrics is not None:
             metrics.watch_kv_cache(self.model_name, self.kv_cache_usage)
+            self._publish()  # the per-model gauges exist (at 0) before the first request: autoscalers query them
 
     def kv_cache_usage(self) -> float | None:
         """The current engine's KV-cache use (0..1); None for engines without a paged cache."""
