@@ -34,6 +34,8 @@ from vinolm.errors import InvalidRequest
 log = logging.getLogger("vinolm.deploy")
 APP_NAME = "vinolm"
 REPLICA_HEADER = "x-vinolm-replica"
+#: Announced with the cluster's address, which a driver needs to redeploy the app by name.
+RAY_CLUSTER_PREFIX = "Ray cluster at"
 
 
 def check_ray_args(args: argparse.Namespace) -> None:
@@ -188,7 +190,8 @@ def serve_with_ray(args: argparse.Namespace) -> int:
 
     settings = {key: value for key, value in vars(args).items() if key != "func"}
     own_cluster = not args.ray_address
-    # A cluster started here stays on loopback unless the server listens beyond it.
+    # Asked to stay on loopback unless the server listens beyond it; Ray 2.60 still binds its
+    # cluster to the machine's address (resolve_ip_for_localhost), guarded by its token auth.
     here = {"include_dashboard": False, "_node_ip_address": "127.0.0.1"} if args.host in ("127.0.0.1", "localhost") \
         else {"include_dashboard": False}
     ray.init(address=args.ray_address or None, namespace=APP_NAME, log_to_driver=False,
@@ -196,7 +199,8 @@ def serve_with_ray(args: argparse.Namespace) -> int:
     grpc = gRPCOptions(port=args.grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION]) if args.grpc_port else None
     try:
         serve.start(http_options=HTTPOptions(host=args.host, port=args.port), grpc_options=grpc)
-        status(f"deploying {args.replicas} replica(s) on Ray ({args.threads_per_replica} thread(s) each)")
+        status(f"deploying {args.replicas} replica(s) on Ray ({args.threads_per_replica} thread(s) each); "
+               f"{RAY_CLUSTER_PREFIX} {ray.get_runtime_context().gcs_address} (redeploy: docs/deploy.md)")
         serve.run(application(settings), name=APP_NAME, route_prefix="/")
         stop = _wait_for_signal()
         shown = f"[{args.host}]" if ":" in args.host else args.host
