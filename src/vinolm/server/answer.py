@@ -106,8 +106,7 @@ class Answer:
         self.request = request
         self.created = int(time.time())
         plan = tools or ToolPlan()
-        spec = getattr(service.engine.model, "chat_spec", None) if plan.mode == "auto" else None
-        self.output = ToolOutput(plan, spec.tool_format if spec is not None else DEFAULT_TOOL_FORMAT)
+        self.output = ToolOutput(plan, plan.tool_format or DEFAULT_TOOL_FORMAT)
         self._merged = MergedStream(service, [service.submit(request, protocol)])
         self._parts: list[str] = []
         self._content: list[str] = []

@@ -31,7 +31,7 @@ from vinolm.server.anthropic.protocol import (
     error_body,
 )
 from vinolm.server.openai.protocol import ToolCallOut
-from vinolm.server.openai.serving import EventStreamResponse
+from vinolm.server.openai.serving import EventStreamResponse, served_plan
 from vinolm.server.service import ModelService
 from vinolm.types import Request
 
@@ -71,7 +71,7 @@ class AnthropicServing:
 
     async def messages(self, body: MessagesRequest, raw: HTTPRequest) -> Response:
         model = self.service.check_model(body.model)
-        plan = body.tool_plan()
+        plan = served_plan(body.tool_plan(), self.service)
         request = body.to_request(plan)
         message_id = f"msg_{uuid.uuid4().hex[:24]}"
         answer = Answer(self.service, request, PROTOCOL, plan)

@@ -49,7 +49,7 @@ from vinolm.server.ollama.protocol import (
     VersionResponse,
 )
 from vinolm.server.openai.protocol import ToolCallOut
-from vinolm.server.openai.serving import EventStreamResponse
+from vinolm.server.openai.serving import EventStreamResponse, served_plan
 from vinolm.server.registry import FOREVER, Registry, ServedModel, registry_of, service_for
 from vinolm.server.service import ModelService
 
@@ -245,7 +245,7 @@ class OllamaServing:
             return ChatResponse(model=model, created_at=now(), message=message, done=done,
                                 done_reason=done_reason(answer) if done else None).model_dump(exclude_none=True)
 
-        plan = body.tool_plan()
+        plan = served_plan(body.tool_plan(), self.service)
         request = body.to_request(self.service.limits.max_tokens_limit, plan)
         return await self._serve(Answer(self.service, request, PROTOCOL, plan), body.stream, line, raw)
 

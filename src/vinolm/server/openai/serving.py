@@ -222,6 +222,13 @@ def model_list(registry: Registry) -> ModelList:
     return ModelList(data=cards)
 
 
+def served_plan(plan: ToolPlan, service: ModelService) -> ToolPlan:
+    """The plan in the served model's own call format, so ``tool_choice: auto`` is
+    constrained to that family's calls on every API (a fake test model has no chat spec)."""
+    spec = getattr(service.engine.model, "chat_spec", None)
+    return dataclasses.replace(plan, tool_format=spec.tool_format if spec is not None else DEFAULT_TOOL_FORMAT)
+
+
 class OpenAIServing:
     def __init__(self, service: ModelService) -> None:
         self.service = service
@@ -239,9 +246,8 @@ class OpenAIServing:
         body.check_supported()
         tools, tool_format = ToolPlan(), DEFAULT_TOOL_FORMAT
         if isinstance(body, ChatCompletionRequest):
-            spec = getattr(self.service.engine.model, "chat_spec", None)
-            tool_format = spec.tool_format if spec is not None else DEFAULT_TOOL_FORMAT  # the fake's model has none
-            tools = dataclasses.replace(body.tool_plan(), tool_format=tool_format)
+            tools = served_plan(body.tool_plan(), self.service)
+            tool_format = tools.tool_format or DEFAULT_TOOL_FORMAT
             requests = [body.to_request(self.service.limits.max_tokens_limit, tools)]
         else:
             requests = body.to_requests()

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from vinolm.errors import EngineError, UnknownModel, VinolmError
 from vinolm.server.answer import Answer
 from vinolm.server.openai.protocol import ToolCallOut
-from vinolm.server.openai.serving import EventStreamResponse
+from vinolm.server.openai.serving import EventStreamResponse, served_plan
 from vinolm.server.responses.protocol import (
     FunctionCallItem,
     IncompleteDetails,
@@ -54,7 +54,7 @@ class ResponsesServing:
 
     async def create(self, body: ResponsesRequest, raw: HTTPRequest) -> Response:
         model = self.service.check_model(body.model)
-        plan = body.tool_plan()
+        plan = served_plan(body.tool_plan(), self.service)
         request = body.to_request(self.service.limits.max_tokens_limit, plan)
         frame = ResponseObject(
             id=f"resp_{uuid.uuid4().hex}", status="in_progress", model=model, instructions=body.instructions,
