@@ -226,7 +226,6 @@ def test_a_replica_killed_under_load_and_a_redeploy_to_one(capsys: pytest.Captur
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     # A cluster started by ray.init requires its token (~/.ray/auth_token) from other drivers.
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    started = time.monotonic()
     with ray_serve() as server:
         wait_for_replicas(server, 2)
 
@@ -271,4 +270,3 @@ def test_a_replica_killed_under_load_and_a_redeploy_to_one(capsys: pytest.Captur
         with capsys.disabled():
             print(f"redeploy 2 -> 1 under load: {sum(o.whole for o in outcomes)}/{len(outcomes)} whole, "
                   f"{len(retired)} of them on retired replicas")
-    assert time.monotonic() - started < 240
