@@ -7,7 +7,9 @@ multi-line block, as in Ollama.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import TextIO
 
@@ -41,6 +43,7 @@ class ChatRepl:
             import readline  # noqa: F401  (line editing and history for input())
         except ImportError:
             pass
+        _take_ctrl_c()
         self.say(f"vinolm chat with {self.chat.engine.model.name} — /help for commands, Ctrl-D to quit")
         while True:
             try:
@@ -128,3 +131,11 @@ class ChatRepl:
             self.say("(no answer yet)")
         else:
             self.say(metrics_line(self.chat.last.metrics))
+
+
+def _take_ctrl_c() -> None:
+    """Ctrl-C must reach the chat even when it was started with SIGINT ignored (a background
+    job of a script, a parent that ignores it): the ignore is inherited, and Python then
+    never raises KeyboardInterrupt, so an answer could not be stopped."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
