@@ -16,7 +16,7 @@ from vinolm.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from vinolm.chat.session import Response
-    from vinolm.engines.base import Engine
+    from vinolm.engines.base import Engine, Speculation
     from vinolm.types import Constraint, GenerationParams, Metrics
 
 
@@ -52,7 +52,7 @@ def add_speculation_args(parser: argparse.ArgumentParser) -> None:
                        help="longest prompt n-gram matched by --prompt-lookup (default 3)")
 
 
-def speculation_from_args(args: argparse.Namespace) -> Any:
+def speculation_from_args(args: argparse.Namespace) -> Speculation | None:
     """The ``Speculation`` the flags ask for, or None for plain decoding."""
     from vinolm.engines.base import Speculation
 
