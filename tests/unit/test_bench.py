@@ -222,6 +222,34 @@ def test_burst_compares_both_scheduler_modes() -> None:
         assert 0 < mode["last_first_token_s"] <= mode["last_end_s"]
 
 
+def test_a_row_names_its_kind_model_and_exact_properties() -> None:
+    from vinolm.bench.interleave import parse_row
+
+    row = parse_row("genai:/tmp/x/int4-sym@KV_CACHE_PRECISION=u8,DYNAMIC_QUANTIZATION_GROUP_SIZE=0")
+    assert (row.kind, row.model) == ("genai", "/tmp/x/int4-sym")
+    assert row.properties == {"KV_CACHE_PRECISION": "u8", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
+    assert parse_row("direct@").properties == {}  # OpenVINO's defaults, not vinolm's
+    assert parse_row("native") == type(row)("native", None, None)
+    for bad in ("genai:", "llama:/x", "gen@A=1"):
+        with pytest.raises(SystemExit):
+            parse_row(bad)
+
+
+@pytest.mark.slow
+def test_interleave_compares_another_export_in_the_same_process() -> None:
+    from vinolm.models import prepare
+
+    folder = prepare(None, "int8", progress=lambda _: None).path
+    rows = ["genai", f"genai:{folder}"]
+    cmd = [sys.executable, "-m", "vinolm.bench.interleave", *[a for r in rows for a in ("--row", r)],
+           "--weight-format", "int4", "--prompt-tokens", "32", "--new-tokens", "4", "--runs", "1", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["model"].endswith("int4") and list(result["rows"]) == rows
+    assert all(row["decode_tps"] > 0 for row in result["rows"].values())
+
+
 def test_common_prefix_counts_equal_leading_tokens() -> None:
     from vinolm.bench.agreement import common_prefix
 

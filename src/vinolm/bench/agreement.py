@@ -5,7 +5,8 @@
         [--row KIND@K=V,...] [--model M] [--weight-format int8] [--new-tokens 64] [--json]
 
 The first row is the reference. Rows are written as in ``vinolm.bench.interleave``
-(``KIND`` with vinolm's defaults, ``KIND@K=V,...`` exactly those over OpenVINO's), for the
+(``KIND`` with vinolm's defaults, ``KIND@K=V,...`` exactly those over OpenVINO's, ``KIND:MODEL``
+another export of the model: how far a weight format's answers stay with another's), for the
 kinds ``genai`` and ``native``. Each of the 20 chat prompts is answered greedily with EOS
 ignored; per row: how many answers are identical to the reference's, and how many tokens
 pass before the first difference (median and mean). Near-ties between the two most likely
@@ -57,10 +58,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     model = prepare(args.model, args.weight_format, progress=lambda _: None)
     results: list[list[list[int]]] = []
     for spec in args.row:  # a row given twice is loaded twice: that measures determinism
-        kind, user = parse_row(spec)
-        if kind not in ("genai", "native"):
+        row = parse_row(spec)
+        if row.kind not in ("genai", "native"):
             raise SystemExit(f"--row {spec!r}: agreement compares the genai and native engines")
-        with load_engine(kind, model, EngineOptions(ov_config=user or {}, vinolm_defaults=user is None)) as engine:
+        folder = prepare(row.model, progress=lambda _: None) if row.model else model
+        options = EngineOptions(ov_config=row.properties or {}, vinolm_defaults=row.properties is None)
+        with load_engine(row.kind, folder, options) as engine:
             results.append(answers(engine, args.new_tokens))
     rows = []
     for spec, ids in zip(args.row, results, strict=True):
@@ -83,7 +86,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vinolm.bench.agreement", description=__doc__.splitlines()[0])
-    p.add_argument("--row", action="append", required=True, metavar="KIND[@K=V,...]")
+    p.add_argument("--row", action="append", required=True, metavar="KIND[:MODEL][@K=V,...]")
     p.add_argument("--model", default=None)
     p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int8")
     p.add_argument("--new-tokens", type=int, default=64)

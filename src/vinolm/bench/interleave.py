@@ -8,7 +8,10 @@ On a shared machine two processes run minutes apart can differ by 20% (other ten
 clock boost), more than most settings change; rows that alternate run by run in one
 process see the same machine. A row is ``KIND`` (compiled with vinolm's default
 properties) or ``KIND@KEY=V,KEY=V`` (exactly those over OpenVINO's own defaults; ``KIND@``
-alone: OpenVINO's defaults), so a sweep says every property it sets:
+alone: OpenVINO's defaults), so a sweep says every property it sets. ``KIND:MODEL`` runs
+another export of the same model (a folder made by ``vinolm export``, another weight format
+or quantization), so weight formats compare in one process too; prompts are cut with
+``--model``'s tokenizer, which the exports of one model share:
 
 * ``direct``: openvino-genai ``LLMPipeline.generate`` on token ids, no streamer (the floor);
 * ``direct-stream``: the same with a Python streamer that only records the time;
@@ -58,14 +61,26 @@ class Row:
     properties: dict[str, Any]
 
 
-def parse_row(spec: str) -> tuple[str, dict[str, Any] | None]:
-    """``genai@K=V,K=V`` -> ("genai", {K: V}); ``genai`` -> ("genai", None: vinolm's defaults)."""
+@dataclass
+class RowSpec:
+    """``KIND[:MODEL][@K=V,...]``: ``properties`` None means vinolm's defaults."""
+
+    kind: str
+    model: str | None
+    properties: dict[str, Any] | None
+
+
+def parse_row(spec: str) -> RowSpec:
+    """``genai:/x/int4@K=V,K=V`` -> ("genai", "/x/int4", {K: V}); ``genai`` -> ("genai", None, None)."""
     from vinolm.engines.ovconfig import parse_ov_config
 
-    kind, at, props = spec.partition("@")
+    head, at, props = spec.partition("@")
+    kind, colon, model = head.partition(":")
     if kind not in KINDS:
         raise SystemExit(f"--row {spec!r}: the kind must be one of {', '.join(KINDS)}")
-    return kind, (parse_ov_config([p for p in props.split(",") if p]) if at else None)
+    if colon and not model:
+        raise SystemExit(f"--row {spec!r}: name the model after ':' (a folder made by vinolm export)")
+    return RowSpec(kind, model or None, parse_ov_config([p for p in props.split(",") if p]) if at else None)
 
 
 def direct_run(pipe: Any, streaming: bool) -> Run:
@@ -126,18 +141,21 @@ def build_rows(specs: list[str], model: Any, task: str = "filler") -> list[Row]:
     from vinolm.engines import load_engine
     from vinolm.engines.base import EngineOptions, Speculation
     from vinolm.engines.ovconfig import compile_properties
+    from vinolm.models import prepare
 
     rows = []
     for spec in specs:
-        kind, user = parse_row(spec)
-        if kind.startswith("direct"):
+        row = parse_row(spec)
+        folder = prepare(row.model, progress=lambda _: None) if row.model else model
+        user = row.properties
+        if row.kind.startswith("direct"):
             props = compile_properties("CPU", user or {}, None, defaults=user is None)
-            pipe = ov_genai.LLMPipeline(str(model.path), "CPU", **props)
-            rows.append(Row(spec, direct_run(pipe, kind == "direct-stream"), props))
+            pipe = ov_genai.LLMPipeline(str(folder.path), "CPU", **props)
+            rows.append(Row(spec, direct_run(pipe, row.kind == "direct-stream"), props))
         else:
             options = EngineOptions(ov_config=user or {}, vinolm_defaults=user is None,
-                                    speculation=Speculation() if kind == "genai-lookup" else None)
-            engine = load_engine(kind.removesuffix("-lookup"), model, options)
+                                    speculation=Speculation() if row.kind == "genai-lookup" else None)
+            engine = load_engine(row.kind.removesuffix("-lookup"), folder, options)
             rows.append(Row(spec, engine_run(engine, task), engine.properties))
     return rows
 
@@ -195,7 +213,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vinolm.bench.interleave", description=__doc__.splitlines()[0])
-    p.add_argument("--row", action="append", required=True, metavar="KIND[@K=V,...]")
+    p.add_argument("--row", action="append", required=True, metavar="KIND[:MODEL][@K=V,...]")
     p.add_argument("--model", default=None)
     p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int4")
     p.add_argument("--prompt-tokens", type=int, default=990)
