@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from tests.fakes import FakeEngine, FakeModel
@@ -154,3 +156,70 @@ def test_metrics_show_each_model_and_the_totals() -> None:
     assert 'vinolm_model_requests_running{model="b"} 3' in text
     assert 'vinolm_model_loaded_total{model="a"} 2' in text and 'vinolm_model_unloaded_total{model="a"} 1' in text
     assert 'vinolm_model_failed_total{model="a"} 1' in text and 'vinolm_model_loaded{model="a"} 1' in text
+
+
+def test_unload_is_false_for_an_unloaded_model_and_429_for_a_busy_one() -> None:
+    loader = Loader()
+    reg = registry(loader)
+    service = reg.service("a")
+    assert not reg.unload("b")
+    engine = service.engine
+    assert isinstance(engine, FakeEngine)
+    engine.gate.clear()
+    ticket = service.submit(Request(prompt="x", params=GenerationParams(max_new_tokens=2)), "test")
+    try:
+        with pytest.raises(Overloaded, match="'a' is busy"):
+            reg.unload("alias-a")
+    finally:
+        engine.gate.set()
+        list(service.stream(ticket))
+    assert reg.unload("alias-a") and reg.state("a") == "unloaded" and loader.closed == ["a"]
+
+
+# -- what a model is, before it loads ------------------------------------------------------------
+def _folder(root: Path, name: str, info: dict[str, object]) -> str:
+    folder = root / name
+    folder.mkdir()
+    (folder / "openvino_model.xml").write_text("<net/>")
+    (folder / "vinolm.json").write_text(json.dumps(info))
+    return str(folder)
+
+
+def test_kserve_metadata_knows_an_embedding_model_before_it_loads(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Metadata comes from the export's vinolm.json, else the embedding catalog, never from a load."""
+    from vinolm.server.kserve.embeddings import metadata_for
+
+    monkeypatch.setenv("VINOLM_HOME", str(tmp_path / "home"))  # nothing prepared there
+    embed = _folder(tmp_path, "embed", {"task": "feature-extraction", "embedding": {"dimensions": 48}})
+    chat = _folder(tmp_path, "chat", {"task": "text-generation-with-past"})
+    loader = Loader()
+    reg = Registry([ServedModel(chat, ["chat"]), ServedModel(embed, ["embed"]),
+                    ServedModel("all-minilm-l6-v2", ["minilm"])], loader)
+    meta = metadata_for(reg, "embed")
+    assert [(t.name, t.datatype, t.shape) for t in meta.inputs] == [("text_input", "BYTES", [-1])]
+    assert [(t.name, t.datatype, t.shape) for t in meta.outputs] == [("embedding", "FP32", [-1, 48])]
+    assert metadata_for(reg, "minilm").outputs[0].shape == [-1, 384]  # the catalog's width, not exported yet
+    assert [t.name for t in metadata_for(reg, "chat").inputs] == ["pre_prompt"]
+    assert loader.loaded == [] and {s["state"] for s in reg.states()} == {"unloaded"}
+    with pytest.raises(UnknownModel):
+        metadata_for(reg, "nope")
+
+
+def test_kserve_repository_loads_and_unloads_on_request() -> None:
+    from fastapi.testclient import TestClient
+
+    from vinolm.server.app import build_app
+
+    loader = Loader()
+    reg = registry(loader)
+    with TestClient(build_app(reg, ui=False)) as client:
+        index = lambda: {e["name"]: e["state"] for e in client.post("/v2/repository/index").json()}
+        assert client.post("/v2/repository/models/b/load").status_code == 200 and index()["b"] == "READY"
+        for _ in range(2):  # the second: already unloaded, still a success
+            assert client.post("/v2/repository/models/b/unload").status_code == 200
+        assert index()["b"] == "UNAVAILABLE" and loader.closed == ["b"]
+        missing = client.post("/v2/repository/models/nope/unload")
+        assert missing.status_code == 404 and "available: a, alias-a, b, c" in missing.json()["error"]
+        cards = {c["id"]: c for c in client.get("/v1/models").json()["data"]}
+        assert cards["b"]["loads"] == 1 and cards["b"]["load_seconds"] >= 0 and cards["c"]["load_seconds"] is None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vinolm.errors import Overloaded, Unavailable, UnknownModel, VinolmError
+from vinolm.models import PreparedModel
 from vinolm.server.service import ModelService
 
 log = logging.getLogger("vinolm.registry")
@@ -45,6 +46,19 @@ class ServedModel:
     @property
     def name(self) -> str:
         return self.names[0]
+
+    def prepared(self) -> PreparedModel | None:
+        """Its prepared folder, without loading or exporting anything, so what a model is (chat
+        or embedding, its width) is known before its first request; None when it is not
+        prepared yet or cannot be read."""
+        from vinolm.models import default_weight_format, locate_source
+
+        try:
+            source = locate_source(self.reference)
+            folder = source.cache_dir(self.weight_format or default_weight_format(source))
+            return PreparedModel.open(folder, name=source.name, entry=source.entry)
+        except (VinolmError, OSError, ValueError):
+            return None
 
 
 @dataclass
@@ -225,10 +239,18 @@ class Registry:
         return done
 
     def unload(self, name: str) -> bool:
-        """Unload ``name`` now if it is loaded and idle (``vinolm ps``' counterpart)."""
+        """Unload ``name`` now (KServe's repository ``unload``); False if it was not loaded.
+
+        A model that is loading or has requests in flight is a 429: unloading it would cut
+        answers off, and the client can ask again once they end.
+        """
         slot = self._by_name[self.resolve(name).names[0]]
         with self._lock:
-            if slot.state != "loaded" or (slot.service is not None and slot.service.in_flight):
+            busy = slot.state == "loading" or (slot.service is not None and slot.service.in_flight)
+            if busy:
+                raise Overloaded(f"model {slot.model.name!r} is {'loading' if slot.state == 'loading' else 'busy'}"
+                                 "; unload it once its requests end")
+            if slot.state != "loaded":
                 return False
             self._unload(slot, "asked")
             return True

@@ -32,7 +32,7 @@ from vinolm.server.grpc._proto import grpc_predict_v2_pb2 as pb
 from vinolm.server.grpc._proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from vinolm.server.grpc.interceptor import status_of
 from vinolm.server.kserve import embeddings, serving
-from vinolm.server.kserve.protocol import model_metadata_of, server_metadata_of
+from vinolm.server.kserve.protocol import server_metadata_of
 from vinolm.server.kserve.tensors import (
     COMPLETION,
     END_SIGNAL,
@@ -79,10 +79,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
                             ) -> pb.ModelMetadataResponse:
-        self.registry.resolve(request.name)
-        service = self.registry.loaded(request.name)
-        meta = (embeddings.embedding_metadata(request.name, service.engine.dimensions)
-                if service is not None and service.embeds else model_metadata_of(request.name))
+        meta = embeddings.metadata_for(self.registry, request.name)
         response = pb.ModelMetadataResponse(name=meta.name, versions=meta.versions, platform=meta.platform)
         for target, tensors in ((response.inputs, meta.inputs), (response.outputs, meta.outputs)):
             for t in tensors:

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from vinolm.errors import InvalidRequest
-from vinolm.server.kserve.protocol import ModelMetadata, TensorMetadata
+from vinolm.server.kserve.protocol import ModelMetadata, TensorMetadata, model_metadata_of
 from vinolm.server.kserve.tensors import TRANSPORT_KEYS, InputTensor, decode_prompts
+from vinolm.server.registry import Registry, ServedModel
 from vinolm.server.service import ModelService
 
 TEXT_INPUT = "text_input"
@@ -47,6 +48,31 @@ def embedding_metadata(name: str, dimensions: int) -> ModelMetadata:
     return ModelMetadata(name=name, versions=["1"], platform="openvino",
                          inputs=[TensorMetadata(name=TEXT_INPUT, datatype="BYTES", shape=[-1])],
                          outputs=[TensorMetadata(name=EMBEDDING, datatype="FP32", shape=[-1, dimensions or -1])])
+
+
+def metadata_for(registry: Registry, name: str) -> ModelMetadata:
+    """A model's signature, loaded or not (REST ``/v2/models/{name}`` and gRPC
+    ``ModelMetadata``): clients read it before their first request, which is what loads the
+    model, so an embedding model must not describe itself as a chat model until then."""
+    served = registry.resolve(name)
+    service = registry.loaded(name)
+    if service is not None:
+        return embedding_metadata(name, service.engine.dimensions) if service.embeds else model_metadata_of(name)
+    width = embedding_width(served)
+    return model_metadata_of(name) if width is None else embedding_metadata(name, width)
+
+
+def embedding_width(model: ServedModel) -> int | None:
+    """The vector width of a model that is not loaded, from its export's ``vinolm.json`` or,
+    not exported yet, the embedding catalog (0: unknown until it loads); None for a chat model."""
+    from vinolm.catalog import find_embedding
+    from vinolm.engines.embedding import Pooling
+
+    prepared = model.prepared()
+    if prepared is not None:
+        return Pooling.of(prepared).dimensions if prepared.is_embedding else None
+    entry = find_embedding(model.reference)
+    return entry.dimensions if entry is not None else None
 
 
 def _dimensions(parameters: Mapping[str, Any]) -> int | None:

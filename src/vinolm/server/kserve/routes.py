@@ -18,7 +18,6 @@ from vinolm.server.kserve.protocol import (
     HEADER_LENGTH,
     ModelMetadata,
     ServerMetadata,
-    model_metadata_of,
     parse_body,
     render,
     server_metadata_of,
@@ -68,15 +67,25 @@ async def repository_index(request: Request) -> list[dict[str, str]]:
             for model in registry_of(request).states() for name in model["names"]]
 
 
+@router.post("/v2/repository/models/{name}/load")
+async def repository_load(name: str, request: Request) -> dict[str, str]:
+    """Load a model now rather than on its first request (a 503 with the reason if it fails)."""
+    await registry_of(request).aservice(name)
+    return {}
+
+
+@router.post("/v2/repository/models/{name}/unload")
+async def repository_unload(name: str, request: Request) -> dict[str, str]:
+    """Unload a model now (its next request loads it again); one already unloaded stays so,
+    one loading or answering is a 429 rather than an answer cut off."""
+    registry_of(request).unload(name)
+    return {}
+
+
 @router.get("/v2/models/{name}")
 async def model_metadata(name: str, request: Request) -> ModelMetadata:
-    """The generation signature, or for a loaded embedding model its embedding signature."""
-    registry = registry_of(request)
-    registry.resolve(name)
-    service = registry.loaded(name)
-    if service is not None and service.embeds:
-        return embeddings.embedding_metadata(name, service.engine.dimensions)
-    return model_metadata_of(name)
+    """The generation signature, or for an embedding model (loaded or not) its embedding signature."""
+    return embeddings.metadata_for(registry_of(request), name)
 
 
 @router.get("/v2/models/{name}/ready")

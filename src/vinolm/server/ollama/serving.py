@@ -50,7 +50,7 @@ from vinolm.server.ollama.protocol import (
 )
 from vinolm.server.openai.protocol import ToolCallOut
 from vinolm.server.openai.serving import EventStreamResponse, served_plan
-from vinolm.server.registry import FOREVER, Registry, ServedModel, registry_of, service_for
+from vinolm.server.registry import FOREVER, Registry, registry_of, service_for
 from vinolm.server.service import ModelService
 
 log = logging.getLogger("vinolm.ollama")
@@ -97,19 +97,6 @@ def _folder_facts(path: Path) -> tuple[int, str, str]:
     return size, digest, _rfc3339(modified)
 
 
-def prepared_folder(model: ServedModel) -> PreparedModel | None:
-    """The prepared folder of a served model, without loading or exporting anything (None
-    when it is not prepared yet or cannot be read: then it is listed without facts)."""
-    from vinolm.models import default_weight_format, locate_source
-
-    try:
-        source = locate_source(model.reference)
-        folder = source.cache_dir(model.weight_format or default_weight_format(source))
-        return PreparedModel.open(folder, name=source.name, entry=source.entry)
-    except (VinolmError, OSError, ValueError):
-        return None
-
-
 def _details(model: PreparedModel | None) -> ModelDetails:
     if model is None:
         return ModelDetails(family="unknown", families=["unknown"], quantization_level="UNKNOWN")
@@ -137,7 +124,7 @@ class OllamaModels:
         service = self.registry.loaded(name)
         if service is not None:
             return service.engine.model  # type: ignore[no-any-return]
-        return prepared_folder(self.registry.resolve(name))
+        return self.registry.resolve(name).prepared()
 
     def _entry(self, name: str) -> ModelEntry:
         model = self.prepared(name)

@@ -218,7 +218,9 @@ def model_list(registry: Registry) -> ModelList:
         service = model["service"]
         task = None if service is None else ("embedding" if service.embeds else "chat")
         created = service.created if service is not None else registry.created
-        cards += [ModelCard(id=name, created=created, state=model["state"], task=task) for name in model["names"]]
+        load_s = model["load_seconds"] if model["loads"] else None
+        cards += [ModelCard(id=name, created=created, state=model["state"], task=task, loads=model["loads"],
+                            load_seconds=load_s) for name in model["names"]]
     return ModelList(data=cards)
 
 
