@@ -13,6 +13,9 @@ What Ray's defaults get wrong for a CPU LLM server, and what is set instead:
 each replica reserves ``--threads-per-replica`` logical CPUs and tells OpenVINO to use that
 many threads with CPU pinning off, so replicas sharing cores do not fight over them.
 
+Routing: ``affinity.SessionAffinityRouter`` keeps the requests of one conversation (header
+``x-session-id``) on one replica, where its history is in the prefix cache.
+
 gRPC: Ray's gRPC proxy serves the KServe service on ``--grpc-port`` and calls the replica's
 methods of the RPCs' names (``ray_grpc.GrpcMethods``); clients send metadata
 ``application: vinolm`` when the cluster serves other applications too.
@@ -67,7 +70,9 @@ def replica_ov_config(ov_config: list[str], threads: int) -> list[str]:
 
 def deployment_options(args: argparse.Namespace) -> dict[str, Any]:
     """Ray Serve's knobs, from the serve flags."""
-    from ray.serve.config import BackpressureConfig
+    from ray.serve.config import BackpressureConfig, RequestRouterConfig
+
+    from vinolm.deploy.affinity import SessionAffinityRouter
 
     options: dict[str, Any] = {
         "max_ongoing_requests": args.max_concurrency,
@@ -79,6 +84,8 @@ def deployment_options(args: argparse.Namespace) -> dict[str, Any]:
         "health_check_period_s": 2.0,
         "health_check_timeout_s": 30.0,
         "ray_actor_options": {"num_cpus": args.threads_per_replica},
+        # a conversation's turns go to the replica holding its prefix cache (x-session-id)
+        "request_router_config": RequestRouterConfig(request_router_class=SessionAffinityRouter),
     }
     if args.min_replicas is None:
         options["num_replicas"] = args.replicas
