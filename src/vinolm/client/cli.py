@@ -33,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="times to send again a request that got no token yet (connection refused, "
                         "503 while a server drains, 429, a stream closed before its first token), "
                         "with jittered exponential backoff; 0 = never")
+    p.add_argument("--session", default=None, metavar="ID",
+                   help="name the conversation: sent as header x-session-id (gRPC metadata session_id), "
+                        "it keeps requests on one replica of `vinolm serve --replicas`, where the "
+                        "conversation's history is cached")
     p.add_argument("-p", "--prompt", dest="prompts", action="append", required=True,
                    help="a prompt; repeat to send several in one request")
     p.set_defaults(func=cmd_client)
@@ -47,7 +51,8 @@ def cmd_client(args: argparse.Namespace) -> int:
     if args.retries < 0:
         raise InvalidRequest("--retries must be >= 0")
     target = Target(url=args.url or DEFAULT_URLS[args.protocol], model=args.model or DEFAULT_MODEL,
-                    api_key=args.api_key, max_tokens=args.max_tokens, retry=RetryPolicy(attempts=args.retries + 1))
+                    api_key=args.api_key, max_tokens=args.max_tokens, retry=RetryPolicy(attempts=args.retries + 1),
+                    session=args.session)
     live = args.stream and len(args.prompts) == 1
     if live:
         print(f"Question:\n{args.prompts[0]}\n", flush=True)

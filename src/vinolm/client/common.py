@@ -56,6 +56,11 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 #: Ray Serve's proxy does (plain "Internal Server Error") when the replica died before its
 #: first byte, so nothing was generated and another replica can take the request.
 PROXY_FAILURE = 500
+#: The HTTP header and gRPC metadata key that name a conversation. Ray Serve's proxies read
+#: them into the request's session id, which ``vinolm serve --replicas`` keeps on one replica
+#: (its prefix cache holds the history; docs/deploy.md); one plain server ignores them.
+SESSION_HEADER = "x-session-id"
+SESSION_METADATA = "session_id"
 
 
 def retrying(policy: RetryPolicy, call: Callable[[], T]) -> T:
@@ -91,6 +96,7 @@ class Target:
     api_key: str | None = None
     max_tokens: int | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    session: str | None = None
 
 
 @dataclass
@@ -131,6 +137,11 @@ def http_base(url: str) -> str:
 
 def auth_headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def request_headers(target: Target) -> dict[str, str]:
+    """The HTTP headers of every request to ``target``: its API key and its session."""
+    return {**auth_headers(target.api_key), **({SESSION_HEADER: target.session} if target.session else {})}
 
 
 def raise_for_status(status: int, content: bytes, retry_after: str | None = None) -> None:

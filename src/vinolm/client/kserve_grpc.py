@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from vinolm.client.common import ClientError, OnText, Retryable, RunResult, Stopwatch, Target, retrying
+from vinolm.client.common import (
+    SESSION_METADATA,
+    ClientError,
+    OnText,
+    Retryable,
+    RunResult,
+    Stopwatch,
+    Target,
+    retrying,
+)
 from vinolm.server.kserve.tensors import COMPLETION, END_SIGNAL, INPUT, TOKEN_COUNTS, pack_bytes, unpack_bytes
 
 if TYPE_CHECKING:
@@ -29,6 +38,7 @@ def run(target: Target, prompts: list[str], stream: bool, on_text: OnText | None
     if not _ADDRESS.match(address):
         raise ClientError(f"bad --url {target.url!r}: gRPC needs HOST:PORT, e.g. 127.0.0.1:9000")
     metadata = [("authorization", f"Bearer {target.api_key}")] if target.api_key else []
+    metadata += [(SESSION_METADATA, target.session)] if target.session else []
     request = infer_request(target, prompts)
     watch = Stopwatch()
 

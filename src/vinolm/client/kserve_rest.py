@@ -15,9 +15,9 @@ from vinolm.client.common import (
     RunResult,
     Stopwatch,
     Target,
-    auth_headers,
     http_base,
     raise_for_status,
+    request_headers,
     retrying,
 )
 from vinolm.errors import InvalidRequest
@@ -45,7 +45,7 @@ def run(target: Target, prompts: list[str], stream: bool = False) -> RunResult:
     def once() -> httpx.Response:
         try:
             response = httpx.post(url, json=infer_body(prompts, target.max_tokens),
-                                  headers=auth_headers(target.api_key), timeout=TIMEOUT)
+                                  headers=request_headers(target), timeout=TIMEOUT)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise Retryable(f"cannot connect to {base}: {exc}; is `vinolm serve` running there?") from None
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:  # no answer: nothing was seen

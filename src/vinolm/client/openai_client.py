@@ -21,9 +21,9 @@ from vinolm.client.common import (
     Stopwatch,
     Target,
     aretrying,
-    auth_headers,
     http_base,
     raise_for_status,
+    request_headers,
 )
 
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)
@@ -49,7 +49,7 @@ async def _run(target: Target, prompts: list[str], stream: bool, on_text: OnText
         await aretrying(target.retry, once)
 
     try:
-        async with httpx.AsyncClient(base_url=base, headers=auth_headers(target.api_key), timeout=TIMEOUT) as http:
+        async with httpx.AsyncClient(base_url=base, headers=request_headers(target), timeout=TIMEOUT) as http:
             await asyncio.gather(*(ask(http, i) for i in range(len(prompts))))
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         raise ClientError(f"bad --url {target.url!r}: {exc}") from None
