@@ -1,14 +1,18 @@
 """One vinolm engine measured in its own process; prints one JSON line (see ``schema``).
 
     python -m vinolm.bench.worker --engine genai|native|optimum --model M \\
-        --prompt-tokens N --new-tokens M --runs K [--concurrency 1,4,8] [--ov-config K=V]
+        --prompt-tokens N --new-tokens M --runs K [--concurrency 1,4,8] [--ov-config K=V] \\
+        [--json-schema [FILE]]
 
 Single stream (default): load the engine, warm up, then K greedy generations of exactly
 ``--new-tokens`` tokens (EOS ignored), each from a new prompt (no prefix cache hit) of
 exactly ``--prompt-tokens`` tokens of the engine's own tokenizer, timed from the caller's
 side of ``generate`` as a user of the library sees it. With ``--concurrency``: the engine is loaded with batching (genai's
 continuous batching), and for each level C simultaneous generations run K rounds; each
-round's aggregate generated tokens/s and every request's TTFT are reported.
+round's aggregate generated tokens/s and every request's TTFT are reported. With
+``--json-schema`` every generation (warm-up too) carries that JSON-schema constraint
+(``default``: ``constrained.DEFAULT_SCHEMA``, which cannot end within the budget) instead of
+ignoring EOS, and each timed one is checked to be a start of a document of the schema.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import argparse
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+from vinolm.bench.constrained import DEFAULT, SUFFIX, check_prefix, load_schema, short_run
 from vinolm.bench.schema import (
     Prompts,
     emit,
@@ -30,6 +36,7 @@ from vinolm.bench.schema import (
     round_record,
     timed_record,
 )
+from vinolm.errors import InvalidRequest
 
 
 def load(args: argparse.Namespace, batching: bool, max_concurrency: int) -> tuple[Any, float]:
@@ -47,53 +54,62 @@ def load(args: argparse.Namespace, batching: bool, max_concurrency: int) -> tupl
     return engine, time.perf_counter() - started
 
 
-def request(text: str, new_tokens: int) -> Any:
-    from vinolm.types import GenerationParams, Request
+def request(text: str, new_tokens: int, schema: dict[str, Any] | None = None) -> Any:
+    """Greedy, exactly ``new_tokens``: EOS ignored, or under ``schema`` masked by its grammar
+    (a constraint and ignore_eos do not go together)."""
+    from vinolm.types import Constraint, GenerationParams, Request
 
-    params = GenerationParams(max_new_tokens=new_tokens, temperature=0.0, ignore_eos=True)
+    constraint = Constraint("json_schema", schema=schema) if schema is not None else None
+    params = GenerationParams(max_new_tokens=new_tokens, temperature=0.0, ignore_eos=constraint is None,
+                              constraint=constraint)  # fmt: skip
     return Request(prompt=text, params=params)
 
 
-def timed_generation(engine: Any, text: str, new_tokens: int) -> tuple[float, float, float, int]:
-    """(start, first token, end, tokens) of one generation, read from its chunk stream."""
+def timed_generation(engine: Any, text: str, new_tokens: int,
+                     schema: dict[str, Any] | None = None) -> tuple[float, float, float, int]:  # fmt: skip
+    """(start, first token, end, tokens) of one generation, read from its chunk stream; a
+    constrained one is checked against its schema after the clock stops."""
     start = time.perf_counter()
     first = 0.0
-    count = 0
-    for chunk in engine.generate(request(text, new_tokens)):
+    ids: list[int] = []
+    for chunk in engine.generate(request(text, new_tokens, schema)):
         if chunk.token_ids and not first:
             first = time.perf_counter()
-        count += len(chunk.token_ids)
+        ids.extend(chunk.token_ids)
     end = time.perf_counter()
-    if count != new_tokens:
-        raise RuntimeError(f"{engine.name} generated {count} tokens, wanted {new_tokens}")
-    return start, first, end, count
+    if len(ids) != new_tokens:
+        raise RuntimeError(f"{engine.name} {short_run(len(ids), new_tokens, schema is not None)}")
+    if schema is not None:
+        check_prefix(Path(engine.model.path), engine.tokenize, schema, ids)
+    return start, first, end, len(ids)
 
 
 def single_stream(engine: Any, prompts: Prompts, args: argparse.Namespace) -> list[dict[str, Any]]:
     for _ in range(args.warmup):
-        timed_generation(engine, prompts(), min(args.new_tokens, 8))
+        timed_generation(engine, prompts(), min(args.new_tokens, 8), args.schema)
     runs = []
     for _ in range(args.runs):
-        start, first, end, count = timed_generation(engine, prompts(), args.new_tokens)
+        start, first, end, count = timed_generation(engine, prompts(), args.new_tokens, args.schema)
         runs.append(timed_record(args.prompt_tokens, count, start, first, end))
     return runs
 
 
-def concurrent_round(engine: Any, prompts: Prompts, new_tokens: int, concurrency: int) -> dict[str, Any]:
+def concurrent_round(engine: Any, prompts: Prompts, new_tokens: int, concurrency: int,
+                     schema: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
     """C generations started together, each drained on its own thread, as server requests are."""
     texts = [prompts() for _ in range(concurrency)]
     with ThreadPoolExecutor(concurrency) as pool:
         began = time.perf_counter()
-        futures = [pool.submit(timed_generation, engine, text, new_tokens) for text in texts]
+        futures = [pool.submit(timed_generation, engine, text, new_tokens, schema) for text in texts]
         done = [f.result() for f in futures]
     wall = max(r[2] for r in done) - began
     return round_record(wall, sum(r[3] for r in done), [r[1] - began for r in done])
 
 
 def throughput(engine: Any, prompts: Prompts, args: argparse.Namespace, levels: list[int]) -> list[dict[str, Any]]:
-    concurrent_round(engine, prompts, min(args.new_tokens, 8), max(levels))  # warm-up
+    concurrent_round(engine, prompts, min(args.new_tokens, 8), max(levels), args.schema)  # warm-up
     return [
-        level_record(c, [concurrent_round(engine, prompts, args.new_tokens, c) for _ in range(args.runs)])
+        level_record(c, [concurrent_round(engine, prompts, args.new_tokens, c, args.schema) for _ in range(args.runs)])
         for c in levels
     ]
 
@@ -120,6 +136,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--concurrency", default="", help="e.g. 1,4,8: measure batched throughput instead")
+    p.add_argument("--json-schema", nargs="?", const=DEFAULT, default=None, metavar="FILE",
+                   help=f"constrain every generation to this JSON schema ({DEFAULT}: one that cannot end early)")
     args = p.parse_args(argv)
     if min(args.prompt_tokens, args.new_tokens, args.runs) < 1 or args.warmup < 0:
         p.error("--prompt-tokens, --new-tokens and --runs must be >= 1, --warmup >= 0")
@@ -127,17 +145,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.levels = parse_levels(args.concurrency)
     except ValueError as exc:
         p.error(f"--concurrency: {exc}")
+    try:
+        args.schema = load_schema(args.json_schema) if args.json_schema else None
+    except InvalidRequest as exc:
+        p.error(str(exc))
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    label = args.label or f"vinolm {args.engine}"
+    label = args.label or f"vinolm {args.engine}" + (SUFFIX if args.schema is not None else "")
     try:
         engine, load_s = load(args, batching=bool(args.levels), max_concurrency=max(args.levels or [1]))
         prompts = new_prompts(engine.tokenize, engine.detokenize, args.prompt_tokens)
         extra: dict[str, Any] = {"engine": args.engine, "ov_config": args.ov_config,
-                                 "model": str(engine.model.path), "prompt_tokens": args.prompt_tokens}  # fmt: skip
+                                 "model": str(engine.model.path), "prompt_tokens": args.prompt_tokens,
+                                 "json_schema": args.json_schema}  # fmt: skip
         if args.levels:
             line = result_line(label, versions(), load_s, [], levels=throughput(engine, prompts, args, args.levels),
                                mode="in-process batching", **extra)  # fmt: skip
