@@ -1,7 +1,7 @@
 """Throughput through a running vinolm server; prints one JSON line (see ``schema``).
 
     python -m vinolm.bench.server [--url URL] --protocol openai|kserve-rest|grpc \\
-        [--model M] --concurrency 1,4,8 --prompt-tokens N --new-tokens M --rounds K
+        [--model M] --concurrency 1,4,8 --prompt-tokens N --new-tokens M --rounds K [--json-schema [FILE]]
 
 Without ``--url`` it starts ``vinolm serve`` (continuous batching, as users run it) in a
 subprocess on free loopback ports and stops it at the end; with ``--llama-server GGUF`` it
@@ -15,13 +15,18 @@ at once, each a separate client connection like C users (OpenAI: streamed
 TTFT, the first streamed piece (none for KServe REST, which does not stream). Every
 request has a prompt of its own (a new lead, then the shared filler text, cut to exactly N
 tokens of the model's tokenizer), so the server's prefix cache never serves one; every request
-uses greedy decoding with ``ignore_eos``, so all generate exactly M tokens.
+uses greedy decoding with ``ignore_eos``, so all generate exactly M tokens. With
+``--json-schema`` each request carries that schema the way users send it (OpenAI:
+``response_format`` ``json_schema``; KServe: the ``json_schema`` parameter) instead of
+``ignore_eos``; the schema (``default``: ``constrained.DEFAULT_SCHEMA``) must not end within M
+tokens, and every answer is checked to start a document of it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import socket
@@ -29,12 +34,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from vinolm.bench.constrained import DEFAULT, SUFFIX, check_prefix, load_schema, short_run
 from vinolm.bench.schema import (
     Prompts,
     emit,
@@ -45,11 +51,12 @@ from vinolm.bench.schema import (
     result_line,
     round_record,
 )
+from vinolm.errors import InvalidRequest
 
 PROTOCOLS = ("openai", "kserve-rest", "grpc")
 READY = "vinolm: ready: "
-#: (ttft or None, generated tokens, end instant) of one request
-Outcome = tuple[float | None, int, float]
+#: (ttft or None, generated tokens, end instant, text) of one request
+Outcome = tuple[float | None, int, float, str]
 
 
 def free_port() -> int:
@@ -147,13 +154,22 @@ def served_name(base: str) -> str:
     return str(httpx.get(f"{base}/v1/models", timeout=30).json()["data"][0]["id"])
 
 
-GENERATION = {"temperature": 0.0, "ignore_eos": True}
+def generation(protocol: str, schema: dict[str, Any] | None) -> dict[str, Any]:
+    """Greedy, exactly the asked tokens: EOS ignored, or the constraint in the protocol's own
+    field (its grammar keeps EOS out, and the server refuses ignore_eos with a constraint)."""
+    if schema is None:
+        return {"temperature": 0.0, "ignore_eos": True}
+    if protocol == "openai":
+        return {"temperature": 0.0, "response_format": {"type": "json_schema",
+                                                        "json_schema": {"name": "bench", "schema": schema}}}
+    return {"temperature": 0.0, "json_schema": schema}
 
 
-async def openai_request(client: Any, model: str, prompt: str, new_tokens: int) -> Outcome:
+async def openai_request(client: Any, model: str, prompt: str, new_tokens: int,
+                         schema: dict[str, Any] | None) -> Outcome:  # fmt: skip
     body = {"model": model, "prompt": prompt, "max_tokens": new_tokens, "stream": True,
-            "stream_options": {"include_usage": True}, **GENERATION}  # fmt: skip
-    start, first, tokens = time.perf_counter(), None, 0
+            "stream_options": {"include_usage": True}, **generation("openai", schema)}  # fmt: skip
+    start, first, tokens, text = time.perf_counter(), None, 0, []
     async with client.stream("POST", "/v1/completions", json=body) as resp:
         if resp.status_code != 200:
             raise RuntimeError(f"HTTP {resp.status_code}: {(await resp.aread())[:300]!r}")
@@ -163,33 +179,36 @@ async def openai_request(client: Any, model: str, prompt: str, new_tokens: int) 
             event = json.loads(line[5:])
             if event.get("choices") and first is None:
                 first = time.perf_counter() - start
+            text += [choice.get("text") or "" for choice in event.get("choices") or []]
             if event.get("usage"):
                 tokens = int(event["usage"]["completion_tokens"])
-    return first, tokens, time.perf_counter()
+    return first, tokens, time.perf_counter(), "".join(text)
 
 
-async def kserve_rest_request(client: Any, model: str, prompt: str, new_tokens: int) -> Outcome:
+async def kserve_rest_request(client: Any, model: str, prompt: str, new_tokens: int,
+                              schema: dict[str, Any] | None) -> Outcome:  # fmt: skip
     from vinolm.client.kserve_rest import infer_body
 
     body = infer_body([prompt], new_tokens)
-    body["parameters"].update(GENERATION, chat=False)
+    body["parameters"].update(generation("kserve-rest", schema), chat=False)
     resp = await client.post(f"/v2/models/{model}/infer", json=body)
     if resp.status_code != 200:
         raise RuntimeError(f"HTTP {resp.status_code}: {resp.text[:300]}")
-    counts = {o["name"]: o["data"] for o in resp.json()["outputs"]}
-    return None, int(counts["token_count"][0]), time.perf_counter()
+    outputs = {o["name"]: o["data"] for o in resp.json()["outputs"]}
+    return None, int(outputs["token_count"][0]), time.perf_counter(), str(outputs["completion"][0])
 
 
-async def http_round(protocol: str, base: str, model: str, prompts: list[str], new_tokens: int) -> list[Outcome]:
+async def http_round(protocol: str, base: str, model: str, prompts: list[str], new_tokens: int,
+                     schema: dict[str, Any] | None) -> list[Outcome]:  # fmt: skip
     import httpx
 
     one = openai_request if protocol == "openai" else kserve_rest_request
     limits = httpx.Limits(max_connections=len(prompts) + 2)
     async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(900.0), limits=limits) as client:
-        return list(await asyncio.gather(*(one(client, model, prompt, new_tokens) for prompt in prompts)))
+        return list(await asyncio.gather(*(one(client, model, prompt, new_tokens, schema) for prompt in prompts)))
 
 
-def grpc_request(address: str, model: str, prompt: str, new_tokens: int) -> Outcome:
+def grpc_request(address: str, model: str, prompt: str, new_tokens: int, schema: dict[str, Any] | None) -> Outcome:
     import grpc
 
     from vinolm.client.common import Target
@@ -198,51 +217,66 @@ def grpc_request(address: str, model: str, prompt: str, new_tokens: int) -> Outc
     from vinolm.server.kserve.tensors import COMPLETION, TOKEN_COUNT
 
     request = infer_request(Target(address, model, max_tokens=new_tokens), [prompt])
-    request.parameters["temperature"].double_param = 0.0
-    request.parameters["ignore_eos"].bool_param = True
-    request.parameters["chat"].bool_param = False
-    start, first, tokens = time.perf_counter(), None, 0
+    for key, value in {**generation("grpc", schema), "chat": False}.items():
+        if isinstance(value, bool):
+            request.parameters[key].bool_param = value
+        elif isinstance(value, float):
+            request.parameters[key].double_param = value
+        else:  # a schema: gRPC parameters are scalars, so JSON text
+            request.parameters[key].string_param = json.dumps(value)
+    start, first, tokens, text = time.perf_counter(), None, 0, b""
     with grpc.insecure_channel(address) as channel:
         call = pb_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(iter([request]))
         for message in call:
             if message.error_message:
                 raise RuntimeError(message.error_message)
             names = {t.name for t in message.infer_response.outputs}
-            if COMPLETION in names and first is None:
-                first = time.perf_counter() - start
+            if COMPLETION in names:
+                first = time.perf_counter() - start if first is None else first
+                text += output(message.infer_response, COMPLETION)[0]
             if TOKEN_COUNT in names:
                 tokens = int(output(message.infer_response, TOKEN_COUNT)[0])
                 call.cancel()
                 break
-    return first, tokens, time.perf_counter()
+    return first, tokens, time.perf_counter(), text.decode(errors="replace")
 
 
-def one_round(
-    args: argparse.Namespace, where: tuple[str, str], model: str, prompts: Prompts, c: int
-) -> dict[str, Any]:
+def one_round(args: argparse.Namespace, where: tuple[str, str], model: str, prompts: Prompts, c: int,
+              check: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
+    """C requests at once; ``check`` (the schema's) reads each answer once the round is timed."""
     texts = [prompts() for _ in range(c)]  # all new: the server's prefix cache must not serve them
     began = time.perf_counter()
     if args.protocol == "grpc":
         with ThreadPoolExecutor(c) as pool:
-            outs = list(pool.map(lambda text: grpc_request(where[1], model, text, args.new_tokens), texts))
+            outs = list(pool.map(lambda text: grpc_request(where[1], model, text, args.new_tokens, args.schema), texts))
     else:
-        outs = asyncio.run(http_round(args.protocol, where[0], model, texts, args.new_tokens))
+        outs = asyncio.run(http_round(args.protocol, where[0], model, texts, args.new_tokens, args.schema))
     tokens = sum(o[1] for o in outs)
     if tokens != c * args.new_tokens:
-        raise RuntimeError(f"the server generated {tokens} tokens, wanted {c * args.new_tokens}")
+        raise RuntimeError(f"the server {short_run(tokens, c * args.new_tokens, args.schema is not None)}")
+    for out in outs if check else []:
+        check(out[3])
     return round_record(max(o[2] for o in outs) - began, tokens, [o[0] for o in outs if o[0] is not None])
 
 
+def schema_check(folder: Path, tok: Any, schema: dict[str, Any]) -> Callable[[str], None]:
+    """An answer's text must start a document of ``schema``. The server sends text, not ids, so
+    it is tokenized again: the grammar reads bytes, so any tokenization of valid text passes."""
+    encode = functools.partial(tok.encode, add_special_tokens=False)
+    return lambda text: check_prefix(folder, encode, schema, encode(text))
+
+
 def label_of(args: argparse.Namespace) -> str:
+    suffix = SUFFIX if args.schema is not None else ""
     if args.llama_server:
-        return f"llama-server -np {max(args.levels)} ({args.protocol})"
+        return f"llama-server -np {max(args.levels)} ({args.protocol}){suffix}"
     if args.label:
         return args.label
     if args.url:
         from vinolm.bench.runner import server_label
 
-        return f"{server_label(args.url)} ({args.protocol})"
-    return f"vinolm serve ({args.protocol})"
+        return f"{server_label(args.url)} ({args.protocol}){suffix}"
+    return f"vinolm serve ({args.protocol}){suffix}"
 
 
 def measure(args: argparse.Namespace, base: str, grpc_address: str, pid: int | None) -> dict[str, Any]:
@@ -258,12 +292,14 @@ def measure(args: argparse.Namespace, base: str, grpc_address: str, pid: int | N
     prompts = new_prompts(tok.encode, tok.decode, args.prompt_tokens)
     model = served_name(base)
     where = (base, grpc_address)
-    one_round(args, where, model, prompts, max(args.levels))  # warm-up
-    levels = [level_record(c, [one_round(args, where, model, prompts, c) for _ in range(args.rounds)])
+    check = schema_check(folder, tok, args.schema) if args.schema is not None else None
+    one_round(args, where, model, prompts, max(args.levels), check)  # warm-up
+    levels = [level_record(c, [one_round(args, where, model, prompts, c, check) for _ in range(args.rounds)])
               for c in args.levels]  # fmt: skip
     return result_line(label_of(args), versions(), 0.0, [], levels=levels, mode="server",
                        protocol=args.protocol, url=base, model=str(folder), prompt_tokens=args.prompt_tokens,
-                       new_tokens=args.new_tokens, server_peak_rss_mb=peak_rss_mb(pid) if pid else None)  # fmt: skip
+                       new_tokens=args.new_tokens, server_peak_rss_mb=peak_rss_mb(pid) if pid else None,
+                       json_schema=args.json_schema)  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -281,12 +317,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--llama-server", default=None, metavar="GGUF",
                    help="measure llama.cpp's llama-server on this GGUF instead of vinolm serve")
     p.add_argument("--threads", type=int, default=None, help="llama-server threads (default: all cores)")
+    p.add_argument("--json-schema", nargs="?", const=DEFAULT, default=None, metavar="FILE",
+                   help=f"each request carries this JSON schema ({DEFAULT}: one that cannot end early)")
     args = p.parse_args(argv)
     if args.llama_server and (args.url or args.protocol != "openai"):
         p.error("--llama-server starts its own server and speaks the OpenAI protocol only")
     args.levels = parse_levels(args.concurrency) or [1]
     if args.url and args.protocol == "grpc" and not args.grpc:
         p.error("--protocol grpc with --url needs --grpc HOST:PORT")
+    try:
+        args.schema = load_schema(args.json_schema) if args.json_schema else None
+    except InvalidRequest as exc:
+        p.error(str(exc))
     return args
 
 
