@@ -134,7 +134,7 @@ def test_a_forced_tool_choice_returns_a_tool_use_block(server: RunningServer, ch
 def test_a_tool_result_round_trip_answers(server: RunningServer) -> None:
     first = greedy(server, messages=WEATHER_Q, tools=[WEATHER], tool_choice={"type": "any"}, max_tokens=64)
     use = next(b for b in first.content if b.type == "tool_use")
-    history = [*WEATHER_Q, {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+    history = [*WEATHER_Q, {"role": "assistant", "content": [b.model_dump() for b in first.content]},  # nulls too
                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
                                              "content": "Sunny and 21 degrees."}]}]
     answer = greedy(server, messages=history, tools=[WEATHER], max_tokens=48)

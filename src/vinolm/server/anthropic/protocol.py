@@ -33,9 +33,17 @@ INERT: dict[str, tuple[Any, ...]] = {
     "thinking": ({"type": "disabled"},),
     "cache_control": (),
     "container": (), "mcp_servers": (), "context_management": (), "inference_geo": (),
-    "speed": ("standard",), "user_profile_id": (), "workspace_id": (),
+    "speed": ("standard",), "user_profile_id": (), "workspace_id": (), "diagnostics": (),
 }
-_BLOCK_INERT: dict[str, tuple[Any, ...] | None] = {"cache_control": (), "citations": (), "caller": ANY}
+#: A block echoed from the SDK's response objects (``response.content``, ``model_dump()``)
+#: carries every field of its type, null where unset: null is absent, a value is refused.
+_BLOCK_INERT: dict[str, tuple[Any, ...] | None] = {"cache_control": (), "citations": (), "caller": ANY,
+                                                   "toolset_name": ()}
+#: A tool's optional fields as the SDK sends them, accepted at their defaults only.
+_TOOL_INERT: dict[str, tuple[Any, ...] | None] = {
+    "cache_control": (), "defer_loading": (False,), "eager_input_streaming": (False,), "input_examples": (),
+    "allowed_callers": (),
+}
 
 #: Anthropic's error ``type`` per HTTP status.
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -140,9 +148,11 @@ class ToolParam(_Wire):
     description: str | None = None
     input_schema: dict[str, Any]
     type: Literal["custom"] | None = None
+    strict: bool | None = Field(None, description="The input follows the schema exactly when the call is forced "
+                                                  "(tool_choice any or tool), whatever this says.")
 
     def to_tool(self, where: str) -> Tool:
-        refuse_unsupported(self.model_extra or {}, {"cache_control": ()}, API, f"{where}.")
+        refuse_unsupported(self.model_extra or {}, _TOOL_INERT, API, f"{where}.")
         try:
             return Tool(self.name, self.description or "", self.input_schema)
         except VinolmError as exc:
@@ -181,7 +191,7 @@ class MessagesRequest(_Wire):
     temperature: float | None = Field(None, ge=0.0, le=1.0, description="0 = greedy; default 1.")
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: int | None = Field(None, ge=0)
-    stream: bool = False
+    stream: bool | None = Field(None, description="true: server-sent events; false or null: one JSON answer.")
     tools: list[ToolParam] | None = Field(None, description="Client tools the model may call.")
     tool_choice: ToolChoice | None = Field(None, description="auto (default with tools), any, tool (named) or none.")
     output_config: OutputConfig | None = Field(None, description="format.schema constrains the answer to it.")
