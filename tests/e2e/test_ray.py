@@ -8,6 +8,10 @@ through a second kill; Ray brings back 2 running replicas and later traffic reac
 (``x-vinolm-replica``); redeploying the app with ``--replicas 1`` settings
 (``vinolm.deploy.ray_serve.application`` + ``serve.run`` by name) under load loses nothing
 without retries. At the end the Ray cluster's processes are gone, even when the test fails.
+
+And session affinity: every turn of a conversation sent with ``x-session-id`` (the openai SDK's
+``default_headers``) is answered by the replica that ``vinolm.deploy.affinity`` predicts for it,
+while the conversations, and requests without the header, reach both replicas.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import pytest
 from tests.e2e.conftest import RunningServer, free_port, start_server
 
 from vinolm.client import openai_client
-from vinolm.client.common import RetryPolicy, Target
+from vinolm.client.common import SESSION_HEADER, RetryPolicy, Target
+from vinolm.deploy.affinity import preferred
 from vinolm.deploy.ray_serve import APP_NAME, RAY_CLUSTER_PREFIX, REPLICA_HEADER
 from vinolm.server.grpc._proto import grpc_predict_v2_pb2 as pb
 from vinolm.server.grpc._proto import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -270,3 +275,49 @@ def test_a_replica_killed_under_load_and_a_redeploy_to_one(capsys: pytest.Captur
         with capsys.disabled():
             print(f"redeploy 2 -> 1 under load: {sum(o.whole for o in outcomes)}/{len(outcomes)} whole, "
                   f"{len(retired)} of them on retired replicas")
+
+
+TURNS = 5
+
+
+def sessions_for(replicas: list[str], per_replica: int) -> dict[str, str]:
+    """Session ids, ``per_replica`` of them preferred by each replica: {session: its replica}."""
+    chosen: dict[str, str] = {}
+    for i in range(1000):
+        session = f"conversation-{i}"
+        owner = preferred(session, replicas, str)
+        if sum(o == owner for o in chosen.values()) < per_replica:
+            chosen[session] = owner
+        if len(chosen) == per_replica * len(replicas):
+            return chosen
+    raise AssertionError("no spread of sessions found")
+
+
+def conversation(base_url: str, session: str | None, turns: int) -> list[str]:
+    """A chat of ``turns`` turns through the openai SDK; the replica that answered each."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{base_url}/v1", api_key="none", max_retries=0, timeout=REQUEST_TIMEOUT,
+                    default_headers={SESSION_HEADER: session} if session else None)
+    messages: list[dict[str, str]] = []
+    replicas = []
+    for turn in range(1, turns + 1):
+        messages.append({"role": "user", "content": f"Turn {turn}: name a colour and a fruit."})
+        raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=messages,  # type: ignore[arg-type]
+                                                               max_tokens=16, temperature=0)
+        replicas.append(raw.headers.get(REPLICA_HEADER, ""))
+        messages.append({"role": "assistant", "content": raw.parse().choices[0].message.content or ""})
+    return replicas
+
+
+def test_a_conversation_stays_on_its_replica_and_sessions_spread(capsys: pytest.CaptureFixture[str]) -> None:
+    with ray_serve() as server:
+        replicas = sorted(wait_for_replicas(server, 2))
+        expected = sessions_for(replicas, per_replica=2)
+        with ThreadPoolExecutor(len(expected)) as pool:
+            served = dict(zip(expected, pool.map(lambda s: conversation(server.base_url, s, TURNS), expected)))
+        keyless = conversation(server.base_url, None, 3 * TURNS)
+    with capsys.disabled():
+        print(f"\naffinity: {served}; without a session: {keyless}")
+    assert served == {session: [owner] * TURNS for session, owner in expected.items()}
+    assert set(keyless) == set(replicas), "requests without a session should reach both replicas"
