@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vinolm.bench.constrained import DEFAULT
 from vinolm.bench.runner import DEFAULT_ENGINES, PEERS
 from vinolm.bench.server import PROTOCOLS
 from vinolm.errors import InvalidRequest
@@ -67,6 +68,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-single", action="store_true", help="skip the single-stream section")
     p.add_argument(
+        "--json-schema", nargs="?", const=DEFAULT, default=None, metavar="FILE",
+        help="add, after each vinolm row, the same measurement under this JSON-schema constraint, and "
+             f"their ratio (alone or '{DEFAULT}': a schema whose documents are longer than --new-tokens)",
+    )  # fmt: skip
+    p.add_argument(
         "--shapes",
         action="store_true",
         help="add the 1.1B and 2.8B model shapes in fp16/int8/int4 (builds them first: long)",
@@ -102,16 +108,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if unknown:
         raise InvalidRequest(f"unknown shape {unknown[0]!r}; use one of {', '.join(SHAPES)}")
     peers = list(PEERS) if args.peers else list(dict.fromkeys(args.peer))
+    json_schema = checked_schema(args.json_schema) if args.json_schema else None
     cfg = runner.BenchConfig(
         model=args.model, weight_format=args.weight_format, engines=args.engine or list(DEFAULT_ENGINES),
         peers=peers, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, runs=args.runs,
         warmup=args.warmup, levels=levels, url=args.url, url_label=args.url_label, protocols=args.protocol or ["openai"],
         single=not args.no_single, shapes=args.shapes, ov_config=list(args.ov_config),
         threads=args.threads or os.cpu_count() or 1, timeout_s=args.timeout, repeat=args.repeat,
-        shape_names=args.shape, shape_formats=args.shape_format,
+        shape_names=args.shape, shape_formats=args.shape_format, json_schema=json_schema,
     )  # fmt: skip
     results = runner.run(cfg, log=status)
     files = report.write(results, args.out)
     print(report.markdown(results))
     status("wrote " + ", ".join(str(f) for f in files))
     return 0
+
+
+def checked_schema(spec: str) -> str:
+    """``--json-schema``'s value for the jobs: refused here (InvalidRequest, exit 2) when it
+    cannot constrain, not once per row; a file by its absolute path, so bench.json says which."""
+    from vinolm.bench.constrained import load_schema
+
+    load_schema(spec)
+    return spec if spec == DEFAULT else str(Path(spec).resolve())

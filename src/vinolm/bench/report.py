@@ -73,8 +73,9 @@ def single_table(rows: list[Row]) -> str:
         if not _ok(r):
             lines.append(f"| {r['label']} | {_note(r)} ||||||||")
             continue
+        peer = ref if not r.get("constraint") else None  # llama.cpp's rows are unconstrained
         ratios = [
-            _ratio(median(r, k), median(ref, k) if ref else None) for k in ("decode_tps", "prefill_tps")
+            _ratio(median(r, k), median(peer, k) if peer else None) for k in ("decode_tps", "prefill_tps")
         ]
         lines.append(
             f"| {r['label']} | {r.get('load_s', 0):.2f} | {_cell(r, 'ttft_s', 1000)} | {_cell(r, 'tpot_s', 1000, 2)} "
@@ -86,7 +87,7 @@ def single_table(rows: list[Row]) -> str:
 
 def ratio_table(rows: list[Row]) -> str:
     """Each vinolm engine's decode and prefill medians over each peer's (the issue's targets)."""
-    ours = [r for r in rows if _ok(r) and str(r["label"]).startswith("vinolm")]
+    ours = [r for r in rows if _ok(r) and str(r["label"]).startswith("vinolm") and not r.get("constraint")]
     peers = [r for r in rows if _ok(r) and not str(r["label"]).startswith("vinolm")]
     if not ours or not peers:
         return ""
@@ -114,7 +115,7 @@ def _level_cell(level: Row | None) -> str:
 def throughput_table(rows: list[Row]) -> str:
     """Aggregate tokens/s per level, scaling over c=1, and against in-process / llama.cpp's
     server: its own C++ llama-server where measured, else the one llama-cpp-python serves."""
-    inproc = next((r for r in rows if _ok(r) and r.get("mode") == "in-process batching"), None)
+    inprocs = {r.get("constraint"): r for r in reversed(rows) if _ok(r) and r.get("mode") == "in-process batching"}
     peers = [r for r in rows if _ok(r) and r.get("peer") in SERVER_PEERS]
     llama = min(peers, key=lambda r: SERVER_PEERS.index(r["peer"]), default=None)
     lines = [
@@ -130,6 +131,7 @@ def throughput_table(rows: list[Row]) -> str:
             continue
         mine = levels(r)
         base = (mine.get(1) or {}).get("aggregate_tps_median")
+        inproc = inprocs.get(r.get("constraint"))  # the in-process row under the same constraint
         for c, lv in sorted(mine.items()):
             tps = lv["aggregate_tps_median"]
             ttft = (
@@ -146,13 +148,43 @@ def throughput_table(rows: list[Row]) -> str:
             )
             vs_ll = (
                 _ratio(tps, (levels(llama).get(c) or {}).get("aggregate_tps_median"))
-                if llama and r is not llama
+                if llama and r is not llama and not r.get("constraint")
                 else "–"
             )
             lines.append(
                 f"| {r['label']} | {c} | {_level_cell(lv)} | {_ratio(tps, base)} | {ttft} | {vs_in} | {vs_ll} |"
             )
     return "\n".join(lines)
+
+
+def constraint_table(rows: list[Row]) -> str:
+    """What the JSON-schema constraint costs: each constrained row over its unconstrained
+    twin, measured next to it in the same run (single stream: decode tok/s and TTFT;
+    throughput: aggregate tok/s per level). The issue's target: >= 0.90x on tokens/s."""
+    by_label = {r["label"]: r for r in rows}
+    lines = ["| row | measure | without | with json-schema | with / without |", "|---|---|---:|---:|---:|"]
+    for twin in rows:
+        base = by_label.get(twin.get("unconstrained"))
+        if not twin.get("constraint") or base is None:
+            continue
+        if not (_ok(twin) and _ok(base)):
+            lines.append(f"| {base['label']} | {_note(base) or _note(twin)} ||||")
+            continue
+        for measure, without, with_ in _constraint_pairs(base, twin):
+            cells = [f"{x:.1f}" if x is not None else "–" for x in (without, with_)]
+            lines.append(f"| {base['label']} | {measure} | {cells[0]} | {cells[1]} | {_ratio(with_, without)} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def _constraint_pairs(base: Row, twin: Row) -> list[tuple[str, float | None, float | None]]:
+    """(measure, without, with) medians of a row and its constrained twin."""
+    if base.get("levels"):
+        theirs = levels(twin)
+        return [(f"aggregate tok/s c={c}", lv["aggregate_tps_median"],
+                 (theirs.get(c) or {}).get("aggregate_tps_median")) for c, lv in sorted(levels(base).items())]  # fmt: skip
+    ttft = [None if t is None else t * 1000 for t in (median(base, "ttft_s"), median(twin, "ttft_s"))]
+    return [("decode tok/s", median(base, "decode_tps"), median(twin, "decode_tps")),
+            ("TTFT ms", ttft[0], ttft[1])]  # fmt: skip
 
 
 def shapes_table(rows: list[Row]) -> str:
@@ -225,6 +257,9 @@ def markdown(results: dict[str, Any]) -> str:
         table = build(rows) if rows else ""
         if table:
             parts += [f"## {title}", table]
+    constrained = constraint_table(section(results, "single") + section(results, "throughput"))
+    if constrained:
+        parts += [f"## JSON-schema constraint: with / without (schema `{cfg.get('json_schema')}`)", constrained]
     loads = [r.get("loadavg_before") for r in results["results"] if r.get("loadavg_before")]
     if loads:
         parts.append(f"Load average (1 min) before each job: {', '.join(f'{x[0]:.1f}' for x in loads)}.")

@@ -10,10 +10,15 @@ the run. Sections:
 * throughput: the in-process batching engine, ``vinolm serve`` through the chosen
   protocols (``server``), and llama.cpp's server, at each concurrency level;
 * shapes: the 1.1B and 2.8B random-weight shapes per weight format (``shapes``).
+
+With a JSON schema (``--json-schema``) every vinolm row (engine, in-process, server
+protocol) gets a twin measured under the constraint right after it, in the same
+round-robin, so the report can divide the two (``constrained``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -21,10 +26,12 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vinolm.bench.constrained import SUFFIX
 from vinolm.bench.peers.llamacpp import loadavg
 from vinolm.bench.schema import error_line, summarize
 
@@ -66,6 +73,8 @@ class BenchConfig:
     repeat: int = 1
     shape_names: list[str] = field(default_factory=list)  # empty: every shape
     shape_formats: list[str] = field(default_factory=list)  # empty: fp16, int8, int4
+    #: ``--json-schema``: ``default`` or a file; each vinolm row then gets a constrained twin.
+    json_schema: str | None = None
 
 
 @dataclass
@@ -115,8 +124,22 @@ def worker_job(cfg: BenchConfig, spec: str, model: str, section: str, extra: lis
     return Job(label, section, cmd, meta={"engine": spec})
 
 
+def with_twin(cfg: BenchConfig, build: Callable[[list[Any], str], Job], label: str,
+              extra: tuple[Any, ...] = ()) -> list[Job]:  # fmt: skip
+    """The row ``build(extra, label)`` makes and, with ``cfg.json_schema``, its twin under the
+    constraint right after it, so both see the same state of the machine."""
+    jobs = [build(list(extra), label)]
+    if cfg.json_schema:
+        twin = build([*extra, "--json-schema", cfg.json_schema], label + SUFFIX)
+        twin.meta.update(constraint="json-schema", unconstrained=label)
+        jobs.append(twin)
+    return jobs
+
+
 def single_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
-    jobs = [worker_job(cfg, spec, ir, "single") for spec in cfg.engines]
+    jobs: list[Job] = []
+    for spec in cfg.engines:
+        jobs += with_twin(cfg, functools.partial(worker_job, cfg, spec, ir, "single"), f"vinolm {spec}")
     sizes = [*_sizes(cfg), "--warmup", cfg.warmup]
     peer_cmds = {
         "genai-direct": _module("vinolm.bench.peers.genai_direct", "--model", ir, *sizes),
@@ -138,15 +161,14 @@ def throughput_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
     if not cfg.levels:
         return []
     levels = ",".join(map(str, cfg.levels))
-    jobs = [worker_job(cfg, spec, ir, "throughput", ["--concurrency", levels], label=f"vinolm {spec} in-process")
-            for spec in cfg.engines if engine_variant(spec)[0] in BATCHING_ENGINES]  # fmt: skip
+    jobs: list[Job] = []
+    for spec in cfg.engines:
+        if engine_variant(spec)[0] in BATCHING_ENGINES:
+            jobs += with_twin(cfg, functools.partial(worker_job, cfg, spec, ir, "throughput"),
+                              f"vinolm {spec} in-process", ("--concurrency", levels))  # fmt: skip
+    server = (cfg.url_label or server_label(cfg.url)) if cfg.url else "vinolm serve"
     for protocol in cfg.protocols:
-        where = ["--url", cfg.url] if cfg.url else []
-        cmd = _module("vinolm.bench.server", "--model", ir, "--protocol", protocol, "--concurrency", levels,
-                      "--prompt-tokens", cfg.prompt_tokens, "--new-tokens", cfg.new_tokens, "--rounds", cfg.runs,
-                      *where)  # fmt: skip
-        server = (cfg.url_label or server_label(cfg.url)) if cfg.url else "vinolm serve"
-        jobs.append(Job(f"{server} ({protocol})", "throughput", cmd, meta={"protocol": protocol}))
+        jobs += with_twin(cfg, functools.partial(server_job, cfg, ir, protocol, levels), f"{server} ({protocol})")
     if "llama.cpp" in cfg.peers and gguf:
         jobs.append(llama_server_job(cfg, ir, gguf, levels))
         cmd = _module("vinolm.bench.peers.llamacpp_server", "--model", gguf, "--concurrency", levels,
@@ -155,6 +177,14 @@ def throughput_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
         jobs.append(Job("llama-cpp-python server (serialises requests)", "throughput", cmd,
                         meta={"peer": "llama-cpp-python"}))
     return jobs
+
+
+def server_job(cfg: BenchConfig, ir: str, protocol: str, levels: str, extra: list[Any], label: str) -> Job:
+    where = ["--url", cfg.url] if cfg.url else []
+    cmd = _module("vinolm.bench.server", "--model", ir, "--protocol", protocol, "--concurrency", levels,
+                  "--prompt-tokens", cfg.prompt_tokens, "--new-tokens", cfg.new_tokens, "--rounds", cfg.runs,
+                  "--label", label, *where, *extra)  # fmt: skip
+    return Job(label, "throughput", cmd, meta={"protocol": protocol})
 
 
 def llama_server_job(cfg: BenchConfig, ir: str, gguf: str, levels: str) -> Job:
