@@ -19,7 +19,10 @@ uses greedy decoding with ``ignore_eos``, so all generate exactly M tokens. With
 ``--json-schema`` each request carries that schema the way users send it (OpenAI:
 ``response_format`` ``json_schema``; KServe: the ``json_schema`` parameter) instead of
 ``ignore_eos``; the schema (``default``: ``constrained.DEFAULT_SCHEMA``) must not end within M
-tokens, and every answer is checked to start a document of it.
+tokens, and every answer is checked to start a document of it. With ``--replicas N`` the
+started server is ``vinolm serve --replicas N --threads-per-replica T [--ray-cpus C]``, N
+replicas on Ray Serve (on a free fixed port: Ray's proxy takes no port 0), whose peak RSS is
+not reported (the replicas are Ray's worker processes, not the server's).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,13 +86,14 @@ def _server_process(cmd: list[str], name: str) -> Iterator[tuple[subprocess.Pope
 
 @contextmanager
 def local_server(
-    model: str, max_concurrency: int, timeout_s: float = 300.0
+    model: str, max_concurrency: int, ray_flags: Sequence[str] = (), timeout_s: float = 300.0
 ) -> Iterator[tuple[str, str, int]]:
-    """``vinolm serve`` on loopback; yields (HTTP base URL, gRPC address, server pid)."""
-    grpc_port = free_port()
-    cmd = [sys.executable, "-m", "vinolm.cli", "serve", "--model", model, "--host", "127.0.0.1", "--port", "0",
+    """``vinolm serve`` (with ``ray_flags``: on Ray Serve) on loopback; yields (HTTP base URL,
+    gRPC address, server pid)."""
+    grpc_port, port = free_port(), free_port() if ray_flags else 0
+    cmd = [sys.executable, "-m", "vinolm.cli", "serve", "--model", model, "--host", "127.0.0.1", "--port", str(port),
            "--grpc-port", str(grpc_port), "--no-ui", "--max-concurrency", str(max_concurrency),
-           "--max-queue", "64", "--log-level", "warning"]  # fmt: skip
+           "--max-queue", "64", "--log-level", "warning", *ray_flags]  # fmt: skip
     with _server_process(cmd, "vinolm-bench-serve") as (proc, log):
         yield _wait_ready(proc, log, timeout_s), f"127.0.0.1:{grpc_port}", proc.pid
 
@@ -276,7 +280,16 @@ def label_of(args: argparse.Namespace) -> str:
         from vinolm.bench.runner import server_label
 
         return f"{server_label(args.url)} ({args.protocol}){suffix}"
-    return f"vinolm serve ({args.protocol}){suffix}"
+    ray = f" Ray {args.replicas}x{args.threads_per_replica} thread(s)" if args.replicas else ""
+    return f"vinolm serve{ray} ({args.protocol}){suffix}"
+
+
+def ray_flags(args: argparse.Namespace) -> list[str]:
+    """The ``vinolm serve`` flags that put the started server on Ray Serve (none without --replicas)."""
+    if not args.replicas:
+        return []
+    cpus = ["--ray-cpus", str(args.ray_cpus)] if args.ray_cpus else []
+    return ["--replicas", str(args.replicas), "--threads-per-replica", str(args.threads_per_replica), *cpus]
 
 
 def measure(args: argparse.Namespace, base: str, grpc_address: str, pid: int | None) -> dict[str, Any]:
@@ -319,7 +332,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="llama-server threads (default: all cores)")
     p.add_argument("--json-schema", nargs="?", const=DEFAULT, default=None, metavar="FILE",
                    help=f"each request carries this JSON schema ({DEFAULT}: one that cannot end early)")
+    ray = p.add_argument_group("start the server on Ray Serve (vinolm[ray])")
+    ray.add_argument("--replicas", type=int, default=None, metavar="N", help="vinolm serve --replicas N")
+    ray.add_argument("--threads-per-replica", type=int, default=1, metavar="T")
+    ray.add_argument("--ray-cpus", type=int, default=None, metavar="C", help="logical CPUs of the Ray cluster")
     args = p.parse_args(argv)
+    if args.replicas and (args.url or args.llama_server):
+        p.error("--replicas starts vinolm serve on Ray; not with --url or --llama-server")
     if args.llama_server and (args.url or args.protocol != "openai"):
         p.error("--llama-server starts its own server and speaks the OpenAI protocol only")
     args.levels = parse_levels(args.concurrency) or [1]
@@ -347,8 +366,8 @@ def main(argv: list[str] | None = None) -> int:
             from vinolm.models import prepare
 
             folder = str(prepare(args.model, args.weight_format, progress=lambda _: None).path)
-            with local_server(folder, max(args.levels)) as (base, grpc_address, pid):
-                line = measure(args, base, grpc_address, pid)
+            with local_server(folder, max(args.levels), ray_flags(args)) as (base, grpc_address, pid):
+                line = measure(args, base, grpc_address, None if args.replicas else pid)
     except Exception as exc:  # noqa: BLE001 - one line whatever happens
         emit(error_line(label, f"{type(exc).__name__}: {exc}"))
         return 1
