@@ -82,3 +82,41 @@ def test_a_tiny_real_run_prints_a_row_per_turn() -> None:
     assert report["rows"][1]["prompt_tokens"] > report["rows"][0]["prompt_tokens"] >= 16
     assert all(set(row["ttft"]) == labels and min(row["ttft"].values()) > 0 for row in report["rows"])
     assert set(report["ratios"]) == labels and report["target_ratio"] == 1.5
+
+
+def _sse(*events: object) -> bytes:
+    return b"".join(f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n".encode() for e in events)
+
+
+def test_a_served_turn_is_timed_at_its_first_text_and_names_its_replica() -> None:
+    import httpx
+
+    from vinolm.bench.chat_turns import stream_turn
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        assert body["stream"] and body["messages"][-1] == {"role": "user", "content": "hi"}
+        events = _sse({"choices": [{"delta": {"role": "assistant"}}]}, {"choices": [{"delta": {"content": "Hel"}}]},
+                      {"choices": [{"delta": {"content": "lo"}}]},
+                      {"choices": [], "usage": {"prompt_tokens": 42, "completion_tokens": 2}}, "[DONE]")
+        return httpx.Response(200, headers={"x-vinolm-replica": "r1"}, content=events)
+
+    with httpx.Client(base_url="http://server", transport=httpx.MockTransport(answer)) as http:
+        turn, reply = stream_turn(http, "m", [{"role": "user", "content": "hi"}], 8)
+    assert reply == "Hello" and turn.prompt_tokens == 42 and turn.replica == "r1" and turn.ttft > 0
+
+
+def test_placement_counts_follow_ups_on_the_same_replica() -> None:
+    from vinolm.bench.chat_turns import ServedTurn, stayed
+
+    def chat(*replicas: str) -> list[ServedTurn]:
+        return [ServedTurn(0.1, 10, replica) for replica in replicas]
+
+    assert stayed([chat("a", "a", "b"), chat("b", "b", "b")]) == (
+        "3/4 follow-up turns on the previous turn's replica; conversations per replica [1, 1]")
+
+
+def test_a_server_run_takes_no_engine() -> None:
+    assert chat_turns.parse_args(["--url", "http://127.0.0.1:8000"]).conversations == 4
+    with pytest.raises(SystemExit):
+        chat_turns.parse_args(["--url", "http://127.0.0.1:8000", "--engine", "genai"])

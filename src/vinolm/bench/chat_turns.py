@@ -16,6 +16,17 @@ tutorials' cost.) It is given the reference variant's exact history each turn (s
 prompts, same lengths), and its answer is cut after the first piece since nobody reads it.
 With ``--repeats`` the conversation runs again with other filler text and each cell is the
 median, which tames a busy machine.
+
+    python -m vinolm.bench.chat_turns --url URL [--conversations 4] [--turns 5] ...
+
+With ``--url`` the turns go to a running server instead (streamed ``/v1/chat/completions``,
+TTFT as the client sees it): ``--conversations`` chats at once, first all with an
+``x-session-id`` each (what ``vinolm serve --replicas`` keeps on one replica, its prefix
+cache holding the history), then all without (Ray's two choices per request), the order
+swapped on every repeat. Each conversation has text of its own, marked with a nonce of the
+run, so no conversation, variant or earlier run shares a cached prefix with another; each
+cell is the median over conversations and repeats. The report says how often a follow-up
+turn went to the replica of the turn before (``x-vinolm-replica``).
 """
 
 from __future__ import annotations
@@ -26,16 +37,26 @@ import json
 import statistics
 import sys
 import time
+import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+
+import httpx
 
 from vinolm.chat.session import Chat, Response
+from vinolm.client.common import SESSION_HEADER
+from vinolm.deploy.ray_serve import REPLICA_HEADER
 from vinolm.engines import load_engine
 from vinolm.engines.base import Engine, EngineOptions
 from vinolm.models import PreparedModel, prepare
 from vinolm.types import GenerationParams, Request
 
 REENCODE = "re-encode"
+WITH_SESSION = "x-session-id (affinity)"
+WITHOUT_SESSION = "no session (two choices)"
 REENCODE_CONFIG = {"ATTENTION_BACKEND": "SDPA"}
 TARGET_RATIO = 1.5
 _SUBJECTS = ["the red kettle", "a quiet harbour", "the old library", "seven lanterns", "the mountain road",
@@ -69,6 +90,10 @@ class Report:
     new_tokens: int
     repeats: int
     rows: list[Row]
+    url: str | None = None
+    conversations: int = 1
+    #: per variant, where its turns went (server runs)
+    placement: dict[str, str] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[str]:
@@ -188,6 +213,105 @@ def run(
             variant.engine.close()
 
 
+@dataclass
+class ServedTurn:
+    """One turn through a server: its TTFT, its prompt's length, and who answered."""
+
+    ttft: float
+    prompt_tokens: int
+    replica: str
+
+
+def stream_turn(http: httpx.Client, model: str, messages: list[dict[str, str]],
+                new_tokens: int) -> tuple[ServedTurn, str]:
+    """One streamed chat completion; the turn's measurements and the answer's text."""
+    body = {"model": model, "messages": messages, "max_tokens": new_tokens, "temperature": 0.0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    started, ttft, reply, prompt_tokens = time.perf_counter(), 0.0, "", 0
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:300]!r}")
+        replica = response.headers.get(REPLICA_HEADER, "")
+        for line in response.iter_lines():
+            if not line.startswith("data:") or line.endswith("[DONE]"):
+                continue
+            event = json.loads(line.removeprefix("data:"))
+            text = "".join((choice.get("delta") or {}).get("content") or "" for choice in event.get("choices", []))
+            if text and not ttft:
+                ttft = time.perf_counter() - started
+            reply += text
+            prompt_tokens = (event.get("usage") or {}).get("prompt_tokens", prompt_tokens)
+    return ServedTurn(ttft, prompt_tokens, replica), reply
+
+
+def served_conversation(base: str, model: str, texts: Sequence[str], session: str | None,
+                        new_tokens: int) -> list[ServedTurn]:
+    """One chat through the server, the whole history sent each turn as a client does."""
+    headers = {SESSION_HEADER: session} if session else {}
+    messages: list[dict[str, str]] = []
+    turns = []
+    with httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(600.0, connect=10.0)) as http:
+        for text in texts:
+            messages.append({"role": "user", "content": text})
+            turn, reply = stream_turn(http, model, messages, new_tokens)
+            messages.append({"role": "assistant", "content": reply})
+            turns.append(turn)
+    return turns
+
+
+def concurrent_chats(base: str, model: str, texts: Sequence[Sequence[str]], sessions: Sequence[str | None],
+                     new_tokens: int) -> list[list[ServedTurn]]:
+    """The chats at once, one thread each, as that many users."""
+    with ThreadPoolExecutor(len(texts)) as pool:
+        return list(pool.map(lambda text, session: served_conversation(base, model, text, session, new_tokens),
+                             texts, sessions))
+
+
+def stayed(chats: Sequence[list[ServedTurn]]) -> str:
+    """How many follow-up turns the replica of the turn before answered, and the first
+    turns' spread over replicas."""
+    follow_ups = [(before.replica, turn.replica) for chat in chats for before, turn in pairwise(chat)]
+    spread = Counter(chat[0].replica for chat in chats if chat)
+    return (f"{sum(a == b for a, b in follow_ups)}/{len(follow_ups)} follow-up turns on the previous turn's "
+            f"replica; conversations per replica {sorted(spread.values(), reverse=True)}")
+
+
+def run_server(url: str, model_ref: str | None, turns: int, turn_tokens: int, new_tokens: int, repeats: int,
+               conversations: int) -> Report:
+    """The conversations through a running server, with and without a session each."""
+    from vinolm.bench.server import served_name
+
+    model = prepare(model_ref, None, progress=lambda message: print(f"vinolm: {message}", file=sys.stderr))
+    tokenize = server_tokenizer(model)
+    base, nonce = url.rstrip("/"), uuid.uuid4().hex[:8]
+    served = served_name(base)
+    # every replica compiles and allocates before timing
+    concurrent_chats(base, served, [["Warm-up: count to five."]] * 2 * conversations, [None] * 2 * conversations, 4)
+    chats: dict[str, list[list[ServedTurn]]] = {WITH_SESSION: [], WITHOUT_SESSION: []}
+    for repeat in range(repeats):
+        for label in [WITH_SESSION, WITHOUT_SESSION][:: 1 if repeat % 2 == 0 else -1]:
+            first = (2 * repeat + (label == WITHOUT_SESSION)) * conversations  # a chat's number, unique in the run
+            texts = [[f"[{nonce}] {filler(100 * (first + c) + turn, turn_tokens, tokenize)}"
+                      for turn in range(1, turns + 1)] for c in range(conversations)]
+            sessions = [f"{nonce}-{first + c}" if label == WITH_SESSION else None for c in range(conversations)]
+            chats[label] += concurrent_chats(base, served, texts, sessions, new_tokens)
+    runs = [[Row(number, a.prompt_tokens, {WITH_SESSION: a.ttft, WITHOUT_SESSION: b.ttft})
+             for number, (a, b) in enumerate(zip(with_chat, without_chat), 1)]
+            for with_chat, without_chat in zip(chats[WITH_SESSION], chats[WITHOUT_SESSION])]
+    return Report(model.name, turn_tokens, new_tokens, repeats, median_rows(runs), url=base,
+                  conversations=conversations, placement={label: stayed(chats[label]) for label in chats})
+
+
+def server_tokenizer(model: PreparedModel) -> Callable[[str], list[int]]:
+    """The model's own tokenizer without loading the model (the server has it)."""
+    import openvino as ov
+    import openvino_tokenizers  # noqa: F401  (registers the tokenizer operations)
+
+    from vinolm.engines.native_tokenizer import TokenizerIR
+
+    return TokenizerIR(ov.Core(), model.path).encode
+
+
 def markdown(report: Report) -> str:
     """The table for docs/benchmarks.md, plus the last/first ratios against the target."""
     labels = report.labels
@@ -204,6 +328,7 @@ def markdown(report: Report) -> str:
         verdict = "meets" if ratio <= TARGET_RATIO else "misses"
         target = "" if label == REENCODE else f" ({verdict} the {TARGET_RATIO}x target)"
         lines.append(f"- turn {last} / turn 1 TTFT, {label}: {ratio:.2f}x{target}")
+    lines += [f"- {label}: {where}" for label, where in report.placement.items()]
     return "\n".join(lines)
 
 
@@ -219,17 +344,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--engine", choices=["genai", "native"], action="append", default=None,
                         help="cache-reusing engine(s) to time, repeatable "
                              "(default: genai, and native if present)")
+    parser.add_argument("--url", default=None,
+                        help="a running server (e.g. vinolm serve --replicas 2): chats with and without "
+                             "x-session-id instead of the in-process engines")
+    parser.add_argument("--conversations", type=int, default=4, help="with --url: chats at once")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
     args = parser.parse_args(argv)
-    if min(args.turns, args.turn_tokens, args.new_tokens, args.repeats) < 1:
-        parser.error("--turns, --turn-tokens, --new-tokens and --repeats must be positive")
+    if min(args.turns, args.turn_tokens, args.new_tokens, args.repeats, args.conversations) < 1:
+        parser.error("--turns, --turn-tokens, --new-tokens, --repeats and --conversations must be positive")
+    if args.url and args.engine:
+        parser.error("--engine picks in-process engines; with --url the server's engine answers")
     args.engine = list(dict.fromkeys(args.engine or ["genai", *(["native"] if native_available() else [])]))
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    report = run(args.model, args.engine, args.turns, args.turn_tokens, args.new_tokens, args.repeats)
+    if args.url:
+        report = run_server(args.url, args.model, args.turns, args.turn_tokens, args.new_tokens, args.repeats,
+                            args.conversations)
+    else:
+        report = run(args.model, args.engine, args.turns, args.turn_tokens, args.new_tokens, args.repeats)
     print(json.dumps(report.to_dict(), indent=2) if args.json else markdown(report))
     return 0
 
