@@ -68,6 +68,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-single", action="store_true", help="skip the single-stream section")
     p.add_argument(
+        "--cold-start", action="store_true",
+        help="add load times and first-request latency unloaded vs loaded: one vinolm serve of the model, "
+             "its int4 (or int8) export and all-minilm-l6-v2, --runs rounds each",
+    )  # fmt: skip
+    p.add_argument(
         "--json-schema", nargs="?", const=DEFAULT, default=None, metavar="FILE",
         help="add, after each vinolm row, the same measurement under this JSON-schema constraint, and "
              f"their ratio (alone or '{DEFAULT}': a schema whose documents are longer than --new-tokens)",
@@ -115,6 +120,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup, levels=levels, url=args.url, url_label=args.url_label, protocols=args.protocol or ["openai"],
         single=not args.no_single, shapes=args.shapes, ov_config=list(args.ov_config),
         threads=args.threads or os.cpu_count() or 1, timeout_s=args.timeout, repeat=args.repeat,
+        cold_start=args.cold_start,
         shape_names=args.shape, shape_formats=args.shape_format, json_schema=json_schema,
     )  # fmt: skip
     results = runner.run(cfg, log=status)

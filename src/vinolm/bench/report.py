@@ -223,6 +223,30 @@ def _weight_bytes(model: str | None) -> int:
     return Path(model).stat().st_size if Path(model).is_file() else folder_weight_bytes(Path(model))
 
 
+def cold_start_table(rows: list[Row]) -> str:
+    """Per model: its first load (an empty OpenVINO model cache: compiling), the loads after it
+    (the cache read, as every later load of a user's), and its first request's latency
+    unloaded vs loaded: what a user waits when the model is not in memory."""
+    lines = [
+        ("| model | task | first load s (compiles) | load s (cached) | TTFT ms unloaded | TTFT ms loaded "
+         "| total ms unloaded | total ms loaded | TTFT unloaded / loaded | total unloaded / loaded |"),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    runs = [f"{r['cold_runs']} rounds per model, chat answers of {r['new_tokens']} tokens" for r in rows if _ok(r)]
+    for r in rows:
+        if not _ok(r):
+            lines.append(f"| {r['label']} | {_note(r)} |||||||||")
+            continue
+        for m in r["models"]:
+            ratios = [_ratio(median(m, f"unloaded_{k}"), median(m, f"loaded_{k}")) for k in ("ttft_s", "total_s")]
+            cells = [_cell(m, f"{state}_{k}", 1000, 0)
+                     for k in ("ttft_s", "total_s") for state in ("unloaded", "loaded")]
+            lines.append(f"| {m['name']} | {m['task']} | {m['first_load_s']:.2f} | {_cell(m, 'load_s', digits=2)} "
+                         f"| {' | '.join(cells)} | {ratios[0]} | {ratios[1]} |")  # fmt: skip
+    head = f"{'; '.join(runs)}; every request a new text.\n\n" if runs else ""
+    return head + "\n".join(lines)
+
+
 def isa_line(mach: dict[str, Any]) -> str:
     """``ISA: AVX2 AVX-512F ... (avx512-bf16; OpenVINO: BF16 FP32 INT8)``; older results
     carry only the flag list."""
@@ -251,6 +275,8 @@ def markdown(results: dict[str, Any]) -> str:
         ("vinolm over each peer (decode / prefill medians)", ratio_table, "single"),
         ("Throughput vs concurrency", throughput_table, "throughput"),
         ("Model shapes: size and speed per weight format", shapes_table, "shapes"),
+        ("Cold start: load time and the first request with the model unloaded vs loaded", cold_start_table,
+         "cold-start"),
     ]
     for title, build, name in tables:
         rows = section(results, name)

