@@ -251,3 +251,69 @@ def test_auto_tool_choice_is_identical_on_every_engine(engine: Callable[..., Eng
     calls = parsed.calls + parser.finish().calls
     assert [name for name, _ in calls] == ["get_weather"], texts[2]
     jsonschema.validate(json.loads(calls[0][1]), WEATHER.parameters)
+
+
+#: Few-shot prompts that lead the 135M model into a call in each family's own format (a
+#: Llama 3 call is the whole answer, so its answers start on a new line, not after a space).
+FORMAT_FEW_SHOT = {
+    "mistral": ('Calls to tools.\nRequest: weather in Rome\nAnswer: [TOOL_CALLS][{"name": "get_weather", '
+                '"arguments": {"city": "Rome"}}]\nRequest: time in Tokyo\nAnswer: [TOOL_CALLS][{"name": '
+                '"get_time", "arguments": {"zone": "Asia/Tokyo"}}]\nRequest: weather in Oslo\nAnswer:'),
+    "llama3_json": ('Calls to tools.\nRequest: weather in Rome\nAnswer:\n{"name": "get_weather", "parameters": '
+                    '{"city": "Rome"}}\nRequest: time in Tokyo\nAnswer:\n{"name": "get_time", "parameters": '
+                    '{"zone": "Asia/Tokyo"}}\nRequest: weather in Oslo\nAnswer:\n'),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMAT_FEW_SHOT))
+def test_auto_tool_grammars_of_other_families_are_identical_on_every_engine(
+    fmt: str, engine: Callable[..., Engine], default_model: PreparedModel
+) -> None:
+    """Mistral's triggered ``[TOOL_CALLS]`` grammar and Llama 3's call-or-text grammar, on a
+    prompt answered in prose and one answered with a call: the same greedy tokens on genai
+    (xgrammar) as on native and optimum (llguidance), and the call parses as the server reads it."""
+    loaded = [engine("genai", default_model.path, **SDPA), engine("native", default_model.path),
+              engine("optimum", default_model.path)]
+    params = GREEDY.with_(max_new_tokens=40, constraint=auto_constraint([WEATHER, TIME], fmt, False))
+    texts = []
+    for prompt in ("Sea poem. Write one sentence about the sea.\n", FORMAT_FEW_SHOT[fmt]):
+        request = Request(prompt=prompt, params=params)
+        answers = [(r.token_ids[0], r.text, r.finish_reasons[0]) for r in (e.complete(request) for e in loaded)]
+        assert answers[1] == answers[0] and answers[2] == answers[0], [a[1] for a in answers]
+        texts.append(answers[0][1])
+    parser = CallParser(fmt, ["get_weather", "get_time"])
+    prose = parser.feed(texts[0]).content + parser.finish().content
+    assert prose == texts[0] and "{" not in texts[0][:1], texts[0]  # free text, as the model chose
+    parser = CallParser(fmt, ["get_weather", "get_time"])
+    parsed = parser.feed(texts[1])
+    calls = parsed.calls + parser.finish().calls
+    assert [name for name, _ in calls] == ["get_weather"], texts[1]
+    jsonschema.validate(json.loads(calls[0][1]), WEATHER.parameters)
+
+
+#: Strings that need JSON escapes: a quote, a backslash, a newline, a tab and a non-ASCII letter.
+ESCAPES = {"type": "object", "properties": {
+    "quote": {"const": 'She said "hi"\\ \n\t é'},
+    "path": {"type": "string", "maxLength": 40},
+}, "required": ["quote", "path"]}
+#: Few-shot: the model copies the pattern and writes Windows paths, each backslash escaped.
+PATHS = ('Folders as JSON.\nFolder: C:\\temp\nJSON: {"quote": "x", "path": "C:\\\\temp"}\n'
+         'Folder: D:\\games\\chess\nJSON: {"quote": "x", "path": "D:\\\\games\\\\chess"}\n'
+         'Folder: C:\\users\\bob\nJSON: ')
+
+
+def test_json_string_escapes_are_identical_on_every_engine(engine: Callable[..., Engine],
+                                                           default_model: PreparedModel) -> None:
+    """The escapes a schema's literal forces (``const``) and those the model writes in a free
+    string (the paths' backslashes): genai's xgrammar reads vinolm's GBNF escapes as llguidance does."""
+    loaded = [engine("genai", default_model.path, **SDPA), engine("native", default_model.path),
+              engine("optimum", default_model.path)]
+    request = Request(prompt=PATHS, params=GREEDY.with_(max_new_tokens=60,
+                                                        constraint=Constraint("json_schema", schema=ESCAPES)))
+    answers = [(r.token_ids[0], r.text, r.finish_reasons[0]) for r in (e.complete(request) for e in loaded)]
+    assert answers[1] == answers[0] and answers[2] == answers[0], [a[1] for a in answers]
+    text, reason = answers[0][1], answers[0][2]
+    assert reason == "stop", text
+    value = json.loads(text)
+    jsonschema.validate(value, ESCAPES)
+    assert "\\" in value["path"], text  # the model wrote escapes of its own
