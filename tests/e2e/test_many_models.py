@@ -67,6 +67,12 @@ def ask(client: OpenAI, model: str) -> str:
 
 def test_models_load_on_demand_and_each_answers(many: RunningServer) -> None:
     assert states(many) == {CHAT: "loaded", INT4: "unloaded", EMBED: "unloaded", "broken": "unloaded"}
+    embedding = {"name": "embedding", "datatype": "FP32", "shape": [-1, 384]}  # known before it loads
+    assert httpx.get(f"{many.base_url}/v2/models/{EMBED}", timeout=10).json()["outputs"] == [embedding]
+    import tritonclient.grpc as triton_grpc
+
+    grpc_meta = triton_grpc.InferenceServerClient(many.grpc_target).get_model_metadata(EMBED, as_json=True)
+    assert grpc_meta["outputs"] == [{**embedding, "shape": ["-1", "384"]}] and states(many)[EMBED] == "unloaded"
     client = OpenAI(base_url=many.openai_url, api_key="unused")
     assert "Paris" in ask(client, CHAT)
     assert ask(client, INT4)  # int4 of a 135M model: an answer, not a promise of Paris
@@ -78,6 +84,8 @@ def test_models_load_on_demand_and_each_answers(many: RunningServer) -> None:
     assert states(many) == {CHAT: "loaded", INT4: "loaded", EMBED: "loaded", "broken": "unloaded"}
     index = httpx.post(f"{many.base_url}/v2/repository/index", timeout=10).json()
     assert {entry["name"]: entry["state"] for entry in index}[INT4] == "READY"
+    assert httpx.post(f"{many.base_url}/v2/repository/models/{INT4}/unload", timeout=30).status_code == 200
+    assert states(many)[INT4] == "unloaded"  # and the next test's requests load it again
 
 
 def test_ollama_and_anthropic_clients_chat_with_both_models_and_ollama_embeds(many: RunningServer) -> None:
