@@ -11,9 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-pytest.importorskip("ray.serve.request_router")
-
-from vinolm.deploy.affinity import SessionAffinityRouter, preferred, ranked, weight
+from vinolm.deploy.affinity import preferred, ranked, weight
 
 REPLICAS = ["2mc5y7ft", "t32a88uc", "q0z81kd4", "m7yv3wse"]
 SESSIONS = [f"conversation-{i}" for i in range(2000)]
@@ -79,18 +77,20 @@ def replica(unique_id: str) -> SimpleNamespace:
 
 def test_the_router_reads_the_proxy_session_and_backs_off_after_all_ranks() -> None:
     """Ray's proxy puts the ``x-session-id`` header in ``metadata.session_id``."""
+    router = pytest.importorskip("vinolm.deploy.router")  # Ray, imported only when tests run
     candidates = [replica(r) for r in REPLICAS]
     request = SimpleNamespace(metadata=SimpleNamespace(session_id="conversation-7"),
                               routing_context=SimpleNamespace(should_backoff=False))
-    ranks = asyncio.run(SessionAffinityRouter.choose_replicas(None, candidates, request))  # type: ignore[arg-type]
+    ranks = asyncio.run(router.SessionAffinityRouter.choose_replicas(None, candidates, request))  # type: ignore[arg-type]
     assert ranks[0][0].replica_id.unique_id == preferred("conversation-7", REPLICAS, ident)
     assert request.routing_context.should_backoff
 
 
 def test_the_deployment_routes_with_session_affinity() -> None:
+    pytest.importorskip("ray.serve")
     from tests.unit.test_deploy_ray import parse
 
     from vinolm.deploy.ray_serve import deployment_options
 
     config = deployment_options(parse("--ray-cpus", "4"))["request_router_config"]
-    assert config.request_router_class == "vinolm.deploy.affinity.SessionAffinityRouter"  # Ray keeps the path
+    assert config.request_router_class == "vinolm.deploy.router.SessionAffinityRouter"  # Ray keeps the path

@@ -10,8 +10,8 @@ handle calls that carry a parsed request) is therefore not possible in vinolm's
 proxy-in-front-of-replicas split. What the proxy does offer is a session key: it copies the
 request header ``x-session-id`` (Ray's ``RAY_SERVE_SESSION_ID_HEADER_KEY`` renames it, in the
 cluster's environment) into ``metadata.session_id``; the gRPC proxy does the same with the
-metadata key ``session_id``. The client names its conversation; this router keeps it on one
-replica.
+metadata key ``session_id``. The client names its conversation, and the router keeps it on
+one replica.
 
 The choice: rendezvous (highest random weight) hashing of the session key over the live
 replicas' ids. Every proxy computes the same answer with no shared state, and a replica that
@@ -21,8 +21,8 @@ length), the request falls back to the power of two choices among the others, as
 without a key. Ray's experimental ``ConsistentHashRouter`` hashes keyless requests randomly
 and retries the ring's successors instead, which spreads keyless load blindly.
 
-Requests are matched to the routing task that chose for them (no FIFO mixin): with FIFO, a
-replica chosen for one session would be handed to whichever request is first in the queue.
+The choice is here, free of Ray (importing Ray early fixes its auth mode for the process);
+``router.SessionAffinityRouter`` is the Ray class that applies it.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ import hashlib
 import random
 from collections.abc import Callable, Sequence
 from typing import TypeVar
-
-from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
 
 R = TypeVar("R")
 
@@ -64,20 +62,3 @@ def ranked(session: str, replicas: Sequence[R], replica_id: Callable[[R], str]) 
     first = preferred(session, replicas, replica_id)
     others = [replica for replica in replicas if replica is not first]
     return [[first], two_choices(others)] if others else [[first]]
-
-
-def _unique_id(replica: RunningReplica) -> str:
-    return replica.replica_id.unique_id
-
-
-class SessionAffinityRouter(RequestRouter):
-    """Ray Serve's request router for vinolm replicas (see the module docstring)."""
-
-    async def choose_replicas(self, candidate_replicas: list[RunningReplica],
-                              pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:
-        session = ""
-        if pending_request is not None:
-            session = pending_request.metadata.session_id
-            # After every rank was full, wait (Ray's backoff) before trying them again.
-            pending_request.routing_context.should_backoff = True
-        return ranked(session, candidate_replicas, _unique_id)

@@ -13,7 +13,7 @@ What Ray's defaults get wrong for a CPU LLM server, and what is set instead:
 each replica reserves ``--threads-per-replica`` logical CPUs and tells OpenVINO to use that
 many threads with CPU pinning off, so replicas sharing cores do not fight over them.
 
-Routing: ``affinity.SessionAffinityRouter`` keeps the requests of one conversation (header
+Routing: ``router.SessionAffinityRouter`` keeps the requests of one conversation (header
 ``x-session-id``) on one replica, where its history is in the prefix cache.
 
 gRPC: Ray's gRPC proxy serves the KServe service on ``--grpc-port`` and calls the replica's
@@ -72,7 +72,7 @@ def deployment_options(args: argparse.Namespace) -> dict[str, Any]:
     """Ray Serve's knobs, from the serve flags."""
     from ray.serve.config import BackpressureConfig, RequestRouterConfig
 
-    from vinolm.deploy.affinity import SessionAffinityRouter
+    from vinolm.deploy.router import SessionAffinityRouter
 
     options: dict[str, Any] = {
         "max_ongoing_requests": args.max_concurrency,
