@@ -125,12 +125,7 @@ def _constraint(args: argparse.Namespace) -> Constraint | None:
     from vinolm.types import Constraint
 
     if args.json_schema is not None:
-        text = _read(args.json_schema, "--json-schema")
-        try:
-            schema = json.loads(text)
-        except ValueError as exc:
-            raise InvalidRequest(f"--json-schema {args.json_schema} is not JSON: {exc}", param="json_schema") from None
-        return Constraint("json_schema", schema=schema)
+        return Constraint("json_schema", schema=json_schema_file(args.json_schema))
     if args.format == "json":
         return Constraint("json_object")
     if args.regex is not None:
@@ -140,6 +135,15 @@ def _constraint(args: argparse.Namespace) -> Constraint | None:
     if args.choice:
         return Constraint("choice", choices=tuple(args.choice))
     return None
+
+
+def json_schema_file(path: str) -> Any:
+    """The JSON a ``--json-schema`` file holds (``generate``, ``bench``), or one line naming the file."""
+    text = _read(path, "--json-schema")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"--json-schema {path} is not JSON: {exc}", param="json_schema") from None
 
 
 def _read(path: str, flag: str) -> str:

@@ -22,7 +22,6 @@ checked by the other library.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,23 +54,19 @@ SUFFIX = " + json-schema"
 def load_schema(spec: str) -> dict[str, Any]:
     """The schema ``--json-schema`` names (:data:`DEFAULT` or a JSON file), compiled once here
     so a bad one is a one-line error before any engine loads."""
+    from vinolm.cliutil import json_schema_file
     from vinolm.engines.constraints import compile_constraint
     from vinolm.types import Constraint
 
     if spec == DEFAULT:
         return DEFAULT_SCHEMA
-    try:
-        schema = json.loads(Path(spec).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InvalidRequest(f"--json-schema: cannot read {spec}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise InvalidRequest(f"--json-schema: {spec} is not JSON: {exc}") from None
+    schema = json_schema_file(spec)
     if not isinstance(schema, dict):
-        raise InvalidRequest(f"--json-schema: {spec} must hold a JSON Schema object")
+        raise InvalidRequest(f"--json-schema {spec} must hold a JSON Schema object")
     try:
         compile_constraint(Constraint("json_schema", schema=schema))
     except InvalidRequest as exc:
-        raise InvalidRequest(f"--json-schema: {spec}: {exc}") from None
+        raise InvalidRequest(f"--json-schema {spec}: {exc}") from None
     return schema
 
 
