@@ -9,6 +9,10 @@ through a second kill; Ray brings back 2 running replicas and later traffic reac
 (``vinolm.deploy.ray_serve.application`` + ``serve.run`` by name) under load loses nothing
 without retries. At the end the Ray cluster's processes are gone, even when the test fails.
 
+Autoscaling: started at 1 replica with ``--min-replicas 1 --max-replicas 2``, sustained load
+(more streams than one replica's batch) makes Ray start the second replica, which then answers,
+and nothing is lost on the way.
+
 And session affinity: every turn of a conversation sent with ``x-session-id`` (the openai SDK's
 ``default_headers``) is answered by the replica that ``vinolm.deploy.affinity`` predicts for it,
 while the conversations, and requests without the header, reach both replicas.
@@ -162,12 +166,13 @@ def kill_one_replica_after(server: RunningServer, delay: float) -> threading.Thr
 
 
 @contextlib.contextmanager
-def ray_serve() -> Iterator[RunningServer]:
-    """The server, and afterwards no process of its Ray cluster left (killed if need be)."""
+def ray_serve(*flags: str) -> Iterator[RunningServer]:
+    """The server (``flags`` after :data:`SERVE_FLAGS`, so they win), and afterwards no
+    process of its Ray cluster left (killed if need be)."""
     port = free_port()
     family: list[psutil.Process] = []
     try:
-        with start_server(*SERVE_FLAGS, "--port", str(port)) as server:
+        with start_server(*SERVE_FLAGS, *flags, "--port", str(port)) as server:
             try:
                 yield server
             finally:  # what runs now (replicas Ray restarted included); start_server then stops it
@@ -321,3 +326,25 @@ def test_a_conversation_stays_on_its_replica_and_sessions_spread(capsys: pytest.
         print(f"\naffinity: {served}; without a session: {keyless}")
     assert served == {session: [owner] * TURNS for session, owner in expected.items()}
     assert set(keyless) == set(replicas), "requests without a session should reach both replicas"
+
+
+def test_sustained_load_scales_one_replica_to_two(capsys: pytest.CaptureFixture[str]) -> None:
+    """Ray's autoscaler on vinolm's queue-depth target (``target_ongoing_requests`` = the batch
+    size, 2 here): 8 streams at once want 4 replicas, capped at 2. Ray waits ``upscale_delay_s``
+    (30 s) of such load before it adds one; the bound is generous for a loaded machine."""
+    with ray_serve("--replicas", "1", "--min-replicas", "1", "--max-replicas", "2",
+                   "--max-concurrency", "2") as server:
+        wait_for_replicas(server, 1)
+        began = time.monotonic()
+        outcomes: list[Outcome] = []
+        with ThreadPoolExecutor(8) as pool:
+            while running_replicas(server) < 2:
+                assert time.monotonic() - began < 240, f"no second replica after 240 s of load\n{server.tail()}"
+                outcomes += pool.map(lambda i: openai_stream(server.base_url, f"Tell story number {i}."), range(8))
+        scaled_after = time.monotonic() - began
+        answered = wait_for_replicas(server, 2)
+    lost = [o.detail for o in outcomes if not o.whole]
+    with capsys.disabled():
+        print(f"\nautoscaling: 2 replicas after {scaled_after:.0f} s of load, {len(outcomes)} requests, "
+              f"both answering: {sorted(answered)}")
+    assert len(answered) == 2 and not lost, lost
