@@ -351,6 +351,18 @@ def test_llama_server_is_the_throughput_peer_once_built(tmp_path: Path, monkeypa
     assert server.command[server.command.index("--concurrency") + 1] == "1,4,8"
 
 
+def test_llama_server_alone_needs_no_llama_cpp_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vinolm.bench.peers.llamacpp import LLAMA_BIN_ENV
+    from vinolm.bench.runner import single_jobs, throughput_jobs
+
+    monkeypatch.setenv(LLAMA_BIN_ENV, str(tmp_path))
+    (tmp_path / "llama-server").write_text("")
+    cfg = BenchConfig(engines=["genai"], peers=["llama-bench", "llama-server"], levels=[8], protocols=["openai"])
+    assert [job.label for job in single_jobs(cfg, "/ir", "/m.gguf")] == ["vinolm genai", "llama-bench"]
+    assert [job.label for job in throughput_jobs(cfg, "/ir", "/m.gguf")] == [
+        "vinolm genai in-process", "vinolm serve (openai)", "llama-server -np 8 (openai)"]
+
+
 def test_throughput_ratio_prefers_llama_server_over_the_serialising_one() -> None:
     def row(label: str, peer: str | None, tps: float) -> dict[str, object]:
         return {"label": label, "section": "throughput", "peer": peer,

@@ -46,7 +46,10 @@ ENGINE_PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "native-hybrid": ("native", ("PREFILL_INFERENCE_PRECISION_HINT=bf16", "INFERENCE_PRECISION_HINT=f32")),
     "genai-f32": ("genai", ("INFERENCE_PRECISION_HINT=f32",)),
 }
-PEERS = ("genai-direct", "optimum-intel", "pytorch", "llama.cpp", "llama-bench")
+#: ``llama.cpp`` is llama-cpp-python (single stream, and its server in the throughput section);
+#: ``llama-bench`` and ``llama-server`` are llama.cpp's own programs (``make llama-tools``), which
+#: need no llama-cpp-python: ``--peer llama-bench --peer llama-server`` measures against them alone.
+PEERS = ("genai-direct", "optimum-intel", "pytorch", "llama.cpp", "llama-bench", "llama-server")
 BATCHING_ENGINES = ("genai",)  # engines that serve concurrent requests together
 
 
@@ -154,7 +157,7 @@ def single_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
         "llama-bench": _module("vinolm.bench.peers.llama_bench", "--model", gguf, "--threads", cfg.threads,
                                *sizes) if gguf else None,
     }  # fmt: skip
-    for peer in cfg.peers:
+    for peer in (peer for peer in cfg.peers if peer in peer_cmds):  # llama-server: throughput only
         cmd = peer_cmds[peer]
         jobs.append(Job(peer, "single", cmd or [],
                         meta={"peer": peer, "skip": None if cmd else "the model has no GGUF file"}))  # fmt: skip
@@ -173,8 +176,9 @@ def throughput_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
     server = (cfg.url_label or server_label(cfg.url)) if cfg.url else "vinolm serve"
     for protocol in cfg.protocols:
         jobs += with_twin(cfg, functools.partial(server_job, cfg, ir, protocol, levels), f"{server} ({protocol})")
-    if "llama.cpp" in cfg.peers and gguf:
+    if {"llama.cpp", "llama-server"} & set(cfg.peers) and gguf:
         jobs.append(llama_server_job(cfg, ir, gguf, levels))
+    if "llama.cpp" in cfg.peers and gguf:
         cmd = _module("vinolm.bench.peers.llamacpp_server", "--model", gguf, "--concurrency", levels,
                       "--prompt-tokens", cfg.prompt_tokens, "--new-tokens", cfg.new_tokens,
                       "--rounds", cfg.runs, "--threads", cfg.threads, "--distinct-prompts", python=peers_python())  # fmt: skip
