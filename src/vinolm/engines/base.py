@@ -210,7 +210,8 @@ class Engine(ABC):
     """Base of the genai, native and optimum engines."""
 
     name: ClassVar[str]
-    #: Whether chunks carry the chosen tokens' ``logprobs`` / the ``top_logprobs`` alternatives.
+    #: Whether chunks carry the chosen tokens' ``logprobs`` / the ``top_logprobs`` alternatives
+    #: (in the setups ``logprobs_refusal`` does not refuse).
     supports_logprobs: ClassVar[bool] = False
     supports_top_logprobs: ClassVar[bool] = False
     #: One grammar state per returned sequence, so a constraint goes with num_return_sequences > 1.
@@ -264,16 +265,22 @@ class Engine(ABC):
         compiled here, so a bad schema or grammar never reaches a queue)."""
         params = request.params.validated()
         check_params(params, sequences=self.constrains_each_sequence)
-        for name, supported in (("logprobs", self.supports_logprobs), ("top_logprobs", self.supports_top_logprobs)):
+        for name in ("logprobs", "top_logprobs"):
             if not getattr(params, name):
                 continue
-            if not supported:
-                raise InvalidRequest(
-                    f"the {self.name} engine does not return {name}; use --engine native or optimum", param=name
-                )
+            refusal = self.logprobs_refusal(name, params)
+            if refusal is not None:
+                raise InvalidRequest(refusal, param=name)
             if params.num_beams > 1:
                 raise InvalidRequest(f"beam search returns no {name}; use num_beams 1", param=name)
         self._check_speculation(params)
+
+    def logprobs_refusal(self, name: str, params: GenerationParams) -> str | None:
+        """Why ``name`` (``logprobs`` or ``top_logprobs``) cannot be reported for ``params``,
+        None when it can; an engine that reports them only in some setups says which."""
+        if getattr(self, f"supports_{name}"):
+            return None
+        return f"the {self.name} engine does not return {name}; use --engine native or optimum"
 
     def _check_speculation(self, params: GenerationParams) -> None:
         spec = self.options.speculation

@@ -165,7 +165,7 @@ class BatchScheduler:
             return True
         if item.handle.can_read():
             for index, output in sorted(item.handle.read().items()):
-                self._emit_tokens(item, index, list(output.generated_ids), output.finish_reason)
+                self._emit_tokens(item, index, output)
         if item.ended and len(item.ended) >= item.prepared_sequences:
             if status == self._genai.GenerationStatus.RUNNING:
                 item.handle.stop()  # we saw a stop string genai does not know about
@@ -176,13 +176,17 @@ class BatchScheduler:
             item.emit(Chunk("", [], finish_reason="cancelled"))
         return True
 
-    def _emit_tokens(self, item: _Active, index: int, tokens: list[int], reason_code: Any) -> None:
+    def _emit_tokens(self, item: _Active, index: int, output: Any) -> None:
+        """Stream one read of sequence ``index``; its tokens' log-probabilities go along when
+        the request asked genai for them (``logprobs`` in its config), one per token id."""
+        tokens = list(output.generated_ids)
+        logprobs = list(output.generated_log_probs) if item.config.logprobs else None
         text = item.texts.setdefault(index, item.streamer())
         if index not in item.counts:
             item.counts[index] = 0
             if not item.metrics.ttft:
                 item.metrics.ttft = time.perf_counter() - item.submitted
-        reason = _reason(self._genai, reason_code)
+        reason = _reason(self._genai, output.finish_reason)
         pieces: list[str] = []
         for token in tokens:
             item.counts[index] += 1
@@ -197,7 +201,7 @@ class BatchScheduler:
             pieces.append(text.flush())
         item.metrics.output_tokens = sum(item.counts.values())
         if pieces or reason:
-            item.emit(Chunk("".join(pieces), tokens, index=index, finish_reason=reason))
+            item.emit(Chunk("".join(pieces), tokens, index=index, finish_reason=reason, logprobs=logprobs))
         if reason is not None:
             item.ended.add(index)
 

@@ -25,6 +25,7 @@ from vinolm.types import Chunk, GenerationParams, Metrics, Request
 
 class GenaiEngine(Engine):
     name = "genai"
+    supports_logprobs = True
     supports_speculation = True
 
     def __init__(self, model: PreparedModel, options: EngineOptions | None = None) -> None:
@@ -80,6 +81,24 @@ class GenaiEngine(Engine):
         return self._tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
     # -- generation --------------------------------------------------------------------
+    def logprobs_refusal(self, name: str, params: GenerationParams) -> str | None:
+        """genai hands out the chosen token's log-probability (log-softmax of the raw logits,
+        before penalties, temperature and grammar: native's value) only in the batching
+        pipeline's outputs; LLMPipeline keeps just each sequence's sum, and no path has the
+        alternatives. After a draft model's proposal is rejected, genai reports a sampled
+        token's value under its corrected distribution, not the model's."""
+        if name == "top_logprobs":
+            return ("the genai engine reports only the chosen token's log-probability, not top_logprobs "
+                    "alternatives (a completion's logprobs above 0); --engine native reports alternatives")
+        if not self.options.batching:
+            return ("the genai engine reports logprobs only with continuous batching (vinolm serve, "
+                    "batching=True in the Python API); --engine native reports them too")
+        spec = self.options.speculation
+        if spec is not None and spec.draft is not None and params.do_sample:
+            return ("with a draft model genai's logprobs of sampled tokens are not the model's; "
+                    "decode greedily or use --engine native")
+        return None
+
     def generation_config(self, params: GenerationParams, prepared: PreparedInput) -> Any:
         cfg = self._genai.GenerationConfig()
         cfg.max_new_tokens = prepared.max_new_tokens
@@ -91,6 +110,8 @@ class GenaiEngine(Engine):
         cfg.presence_penalty = params.presence_penalty
         cfg.frequency_penalty = params.frequency_penalty
         cfg.num_return_sequences = params.num_return_sequences
+        if params.logprobs:
+            cfg.logprobs = 1  # genai's only setting: the chosen token's log-probability
         if params.do_sample:
             cfg.do_sample = True
             cfg.temperature = params.temperature
