@@ -1,7 +1,8 @@
 """Structured answers from the real server (``vinolm serve``, default model) with the official
 ``openai`` SDK: JSON mode and JSON schema answers that parse and validate, forced tool calls
-(required and named, unary and streamed), a tool-result round trip, ``top_logprobs``, every
-bad input of issue 13, and the same constraint through KServe REST and gRPC (tritonclient).
+(required and named, unary and streamed), a tool-result round trip, logprobs (the chosen tokens'
+on the default genai engine, ``top_logprobs`` alternatives on native), every bad input of issue
+13, and the same constraint through KServe REST and gRPC (tritonclient).
 
 The answers are greedy, and the constraint is what makes them valid: even the 135M model
 returns JSON that fits, whatever it would have written unconstrained.
@@ -195,6 +196,37 @@ def test_bad_structured_requests_are_400_naming_the_field(server: RunningServer,
     error = caught.value.body
     assert isinstance(error, dict) and error.get("param") == param, error
     assert "Traceback" not in error["message"] and len(error["message"]) < 400
+
+
+# -- logprobs: the default engine (genai) reports the chosen tokens' only ---------------------------------
+def test_genai_reports_one_logprob_per_token(server: RunningServer) -> None:
+    client = sdk(server)
+    answer = client.chat.completions.create(model=MODEL, temperature=0, max_tokens=8, messages=ASK_WEATHER,
+                                            logprobs=True)
+    steps = answer.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert steps and len(steps) == answer.usage.completion_tokens  # type: ignore[union-attr]
+    assert all(step.logprob <= 0 and step.top_logprobs == [] for step in steps)
+    streamed = list(client.chat.completions.create(model=MODEL, temperature=0, max_tokens=8, messages=ASK_WEATHER,
+                                                   logprobs=True, stream=True, stream_options={"include_usage": True}))
+    tokens = [s for c in streamed if c.choices and c.choices[0].logprobs for s in c.choices[0].logprobs.content or []]
+    assert len(tokens) == streamed[-1].usage.completion_tokens  # type: ignore[union-attr]
+    assert all(step.logprob <= 0 for step in tokens)
+    completion = client.completions.create(model=MODEL, prompt="The capital of France is", temperature=0,
+                                           max_tokens=4, logprobs=0)
+    values = completion.choices[0].logprobs.token_logprobs  # type: ignore[union-attr]
+    assert len(values) == completion.usage.completion_tokens and all(v <= 0 for v in values)  # type: ignore[union-attr, operator]
+
+
+def test_genai_refuses_alternatives_naming_the_field(server: RunningServer) -> None:
+    client = sdk(server)
+    with pytest.raises(openai.BadRequestError) as chat:
+        client.chat.completions.create(model=MODEL, max_tokens=8, messages=ASK_WEATHER, logprobs=True, top_logprobs=3)
+    with pytest.raises(openai.BadRequestError) as completion:
+        client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=4, logprobs=2)
+    for caught, param in ((chat, "top_logprobs"), (completion, "logprobs")):
+        error = caught.value.body
+        assert isinstance(error, dict) and error.get("param") == param, error
+        assert "chosen token" in error["message"] and "--engine native" in error["message"]
 
 
 # -- top_logprobs: an engine that reports alternatives ---------------------------------------------------

@@ -277,6 +277,8 @@ class OpenAIServing:
         except InvalidRequest as exc:
             if plan.constraint_field and exc.param in (*CONSTRAINT_KINDS, "constraint"):
                 exc.param = plan.constraint_field  # the engine names the kind; the client knows its field
+            elif plan.kind == "completion" and exc.param == "top_logprobs":
+                exc.param = "logprobs"  # a completion's logprobs N asks for N alternatives
             raise
         return EventStreamResponse(self._sse(plan, merged), on_close=merged.close)
 
