@@ -67,6 +67,9 @@ def ask(client: OpenAI, model: str) -> str:
 
 def test_models_load_on_demand_and_each_answers(many: RunningServer) -> None:
     assert states(many) == {CHAT: "loaded", INT4: "unloaded", EMBED: "unloaded", "broken": "unloaded"}
+    cards = {card["id"]: card["task"] for card in httpx.get(f"{many.openai_url}/models", timeout=10).json()["data"]}
+    # known before they load, from the folders (the broken one claims to be a chat model until it loads)
+    assert cards == {CHAT: "chat", INT4: "chat", EMBED: "embedding", "broken": "chat"}
     embedding = {"name": "embedding", "datatype": "FP32", "shape": [-1, 384]}  # known before it loads
     assert httpx.get(f"{many.base_url}/v2/models/{EMBED}", timeout=10).json()["outputs"] == [embedding]
     import tritonclient.grpc as triton_grpc

@@ -423,7 +423,7 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "vinolm"
     state: str | None = Field(None, description="vinolm extension: loaded, loading, unloaded or failed.")
-    task: str | None = Field(None, description="vinolm extension: chat or embedding (known once loaded).")
+    task: str | None = Field(None, description="vinolm extension: chat or embedding (null until the model is prepared).")
     loads: int | None = Field(None, description="vinolm extension: times the model was loaded since the start.")
     load_seconds: float | None = Field(None, description="vinolm extension: how long its last load took "
                                                          "(reading, compiling), what its first request waited.")

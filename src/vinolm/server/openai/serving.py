@@ -216,12 +216,21 @@ def model_list(registry: Registry) -> ModelList:
     cards = []
     for model in registry.states():
         service = model["service"]
-        task = None if service is None else ("embedding" if service.embeds else "chat")
+        task = _task(registry, model["names"][0], service)
         created = service.created if service is not None else registry.created
         load_s = model["load_seconds"] if model["loads"] else None
         cards += [ModelCard(id=name, created=created, state=model["state"], task=task, loads=model["loads"],
                             load_seconds=load_s) for name in model["names"]]
     return ModelList(data=cards)
+
+
+def _task(registry: Registry, name: str, service: ModelService | None) -> str | None:
+    """``chat`` or ``embedding``: the loaded engine's, else the prepared folder's record, so a
+    client choosing a model for /v1/embeddings need not load it first; None if not prepared."""
+    if service is not None:
+        return "embedding" if service.embeds else "chat"
+    prepared = registry.resolve(name).prepared()
+    return None if prepared is None else ("embedding" if prepared.is_embedding else "chat")
 
 
 def served_plan(plan: ToolPlan, service: ModelService) -> ToolPlan:
