@@ -47,6 +47,16 @@ class ServedModel:
     def name(self) -> str:
         return self.names[0]
 
+    def task(self) -> str | None:
+        """``embedding`` or ``chat`` as far as the reference says without loading it (a catalog
+        embedding model, or the prepared folder's export record); None when nothing says."""
+        from vinolm.catalog import find_embedding
+
+        if find_embedding(self.reference) is not None:
+            return "embedding"
+        prepared = self.prepared()
+        return None if prepared is None else ("embedding" if prepared.is_embedding else "chat")
+
     def prepared(self) -> PreparedModel | None:
         """Its prepared folder, without loading or exporting anything, so what a model is (chat
         or embedding, its width) is known before its first request; None when it is not

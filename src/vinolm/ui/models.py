@@ -10,13 +10,12 @@ registry's VinolmError, which the pages show as a message, never a hang.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 if TYPE_CHECKING:
-    from vinolm.server.registry import Registry, ServedModel
+    from vinolm.server.registry import Registry
     from vinolm.server.service import ModelService
 
 
@@ -24,32 +23,16 @@ def generating_models(registry: Registry) -> list[str]:
     """The served names of the models that generate text, in the server's order.
 
     A loaded model says what it is; an unloaded one is judged from its reference without
-    loading it: an embedding model in the catalog, or a prepared folder whose export
-    recorded the embedding task.
+    loading it (``ServedModel.task``: an embedding model in the catalog, or a prepared folder
+    whose export recorded the embedding task).
     """
     names = []
     for state in registry.states():
         service = state["service"]
-        embeds = service.embeds if service is not None else _embedding_reference(registry.resolve(state["name"]))
+        embeds = service.embeds if service is not None else registry.resolve(state["name"]).task() == "embedding"
         if not embeds:
             names.append(state["name"])
     return names
-
-
-def _embedding_reference(model: ServedModel) -> bool:
-    from vinolm.catalog import find_embedding
-    from vinolm.errors import VinolmError
-    from vinolm.models import PreparedModel
-
-    if find_embedding(model.reference) is not None:
-        return True
-    folder = Path(model.reference).expanduser()
-    if not (folder / "openvino_model.xml").is_file():
-        return False
-    try:
-        return PreparedModel.open(folder).is_embedding
-    except VinolmError:
-        return False
 
 
 def model_picker(registry: Registry, elem_id: str) -> gr.Dropdown:

@@ -225,12 +225,11 @@ def model_list(registry: Registry) -> ModelList:
 
 
 def _task(registry: Registry, name: str, service: ModelService | None) -> str | None:
-    """``chat`` or ``embedding``: the loaded engine's, else the prepared folder's record, so a
-    client choosing a model for /v1/embeddings need not load it first; None if not prepared."""
+    """``chat`` or ``embedding``: the loaded engine's, else what the reference says, so a client
+    choosing a model for /v1/embeddings need not load it first; None when nothing says."""
     if service is not None:
         return "embedding" if service.embeds else "chat"
-    prepared = registry.resolve(name).prepared()
-    return None if prepared is None else ("embedding" if prepared.is_embedding else "chat")
+    return registry.resolve(name).task()
 
 
 def served_plan(plan: ToolPlan, service: ModelService) -> ToolPlan:
