@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,20 +64,25 @@ def test_max_loaded_unloads_the_least_recently_used_idle_model() -> None:
     assert loader.closed == ["b"] and reg.state("b") == "unloaded" and reg.state("a") == reg.state("c") == "loaded"
 
 
-def test_a_full_registry_of_busy_models_is_429_not_a_hang() -> None:
-    loader = Loader()
-    reg = registry(loader, max_loaded=1)
-    service = reg.service("a")
+@contextlib.contextmanager
+def busy(service: ModelService) -> Iterator[None]:
+    """``service`` with a request in flight (its fake engine held at the gate) until the block ends."""
     engine = service.engine
     assert isinstance(engine, FakeEngine)
     engine.gate.clear()
     ticket = service.submit(Request(prompt="x", params=GenerationParams(max_new_tokens=2)), "test")
     try:
-        with pytest.raises(Overloaded, match="keeps at most 1"):
-            reg.service("b")
+        yield
     finally:
         engine.gate.set()
         list(service.stream(ticket))
+
+
+def test_a_full_registry_of_busy_models_is_429_not_a_hang() -> None:
+    loader = Loader()
+    reg = registry(loader, max_loaded=1)
+    with busy(reg.service("a")), pytest.raises(Overloaded, match="keeps at most 1"):
+        reg.service("b")
     reg.service("b")  # idle again: a makes room
     assert loader.closed == ["a"]
 
@@ -163,16 +170,8 @@ def test_unload_is_false_for_an_unloaded_model_and_429_for_a_busy_one() -> None:
     reg = registry(loader)
     service = reg.service("a")
     assert not reg.unload("b")
-    engine = service.engine
-    assert isinstance(engine, FakeEngine)
-    engine.gate.clear()
-    ticket = service.submit(Request(prompt="x", params=GenerationParams(max_new_tokens=2)), "test")
-    try:
-        with pytest.raises(Overloaded, match="'a' is busy"):
-            reg.unload("alias-a")
-    finally:
-        engine.gate.set()
-        list(service.stream(ticket))
+    with busy(service), pytest.raises(Overloaded, match="'a' is busy"):
+        reg.unload("alias-a")
     assert reg.unload("alias-a") and reg.state("a") == "unloaded" and loader.closed == ["a"]
 
 
