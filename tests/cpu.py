@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from vinolm.engines.ovconfig import cpu_kind, isa, optimization_capabilities
+from vinolm.cpu import cpu_kind, isa
+from vinolm.engines.ovconfig import optimization_capabilities
 
 CAPABILITIES: list[str] = optimization_capabilities()
 #: OpenVINO computes in bf16 (its default inference precision) only where this is true.

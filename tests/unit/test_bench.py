@@ -191,16 +191,17 @@ def test_interleave_runs_every_kind_of_row() -> None:
 
 
 @pytest.mark.slow
-def test_interleave_rewrite_task_compares_prompt_lookup_with_plain() -> None:
+def test_interleave_copy_task_compares_prompt_lookup_with_plain() -> None:
     exact = "@INFERENCE_PRECISION_HINT=f32,KV_CACHE_PRECISION=f32,DYNAMIC_QUANTIZATION_GROUP_SIZE=0"
     rows = [f"genai{exact}", f"genai-lookup{exact}"]
     cmd = [sys.executable, "-m", "vinolm.bench.interleave", *[a for r in rows for a in ("--row", r)],
-           "--task", "rewrite", "--weight-format", "int8", "--prompt-tokens", "200", "--new-tokens", "24",
-           "--runs", "1", "--json"]  # fmt: skip
+           "--task", "copy", "--weight-format", "int8", "--prompt-tokens", "200", "--new-tokens", "24",
+           "--runs", "1", "--num-assistant-tokens", "8", "--json"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.splitlines()[-1])
-    assert result["task"] == "rewrite" and result["prompt_tokens"] > 150
+    assert result["task"] == "copy" and result["prompt_tokens"] > 150
+    assert result["lookup"] == {"num_assistant_tokens": 8, "max_ngram_size": 3}
     assert all(row["same_answers"] and row["decode_tps"] > 0 for row in result["rows"].values())
     answers = [run[2] for row in result["rows"].values() for run in row["runs"]]
     assert answers[0] and answers[0] == answers[1]
@@ -282,7 +283,7 @@ def test_isa_line_names_every_kind_of_cpu() -> None:
 
 def test_machine_reports_this_cpu() -> None:
     from vinolm.bench.runner import machine
-    from vinolm.engines.ovconfig import cpu_kind
+    from vinolm.cpu import cpu_kind
 
     mach = machine()
     assert mach["cpu_kind"] == cpu_kind() and "FP32" in mach["openvino_capabilities"]

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from vinolm.cpu import cpu_flags, cpu_kind, isa
 from vinolm.engines.ovconfig import (
     AMX_DEFAULTS,
     CPU_DEFAULTS,
     compile_properties,
-    cpu_flags,
-    cpu_kind,
     device_defaults,
-    isa,
     optimization_capabilities,
 )
 

@@ -330,7 +330,8 @@ def _outcome(line: dict[str, Any]) -> str:
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on: the CPU, its ISA by /proc/cpuinfo and by OpenVINO."""
-    from vinolm.engines.ovconfig import cpu_kind, isa, optimization_capabilities
+    from vinolm.cpu import cpu_kind, isa
+    from vinolm.engines.ovconfig import optimization_capabilities
 
     cpu = platform.processor()
     try:
