@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from vinolm.cliutil import (
     add_generation_args,
@@ -14,6 +15,7 @@ from vinolm.cliutil import (
     print_response,
     status,
 )
+from vinolm.export.layouts import TARGETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int4")
     p.add_argument("--group-size", type=int, default=None, help="int4 group size (catalog preset or 128)")
     p.add_argument("--ratio", type=float, default=None, help="share of int4 layers, the rest int8")
-    p.add_argument("--sym", action="store_true", default=None, help="symmetric quantization")
+    sym = p.add_mutually_exclusive_group()
+    sym.add_argument("--sym", action="store_true", default=None, help="symmetric quantization")
+    sym.add_argument("--asym", dest="sym", action="store_false", help="asymmetric quantization (zero points)")
+    p.add_argument("--target-cpu", choices=TARGETS, default="auto",
+                   help="the kind of CPU to lay the weights out for: auto = this machine's, any = none "
+                        "(the catalog preset alone); see docs/benchmarks.md section 11")
     p.add_argument("--awq", action="store_true", help="data-aware AWQ (needs --dataset)")
     p.add_argument("--dataset", default=None, help="calibration set: a name or a .txt/.jsonl file")
     p.add_argument("--num-samples", type=int, default=None)
@@ -123,17 +130,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from vinolm.export import ExportOptions, SizeReport, export_model
+    from vinolm.export import ExportOptions, SizeReport, describe, export_model
     from vinolm.models import locate_source
 
     source = locate_source(args.source)
     options = ExportOptions(
         weight_format=args.weight_format, group_size=args.group_size, ratio=args.ratio, sym=args.sym,
         awq=args.awq, dataset=args.dataset, num_samples=args.num_samples,
-        trust_remote_code=args.trust_remote_code, force=args.force,
+        trust_remote_code=args.trust_remote_code, force=args.force, target_cpu=args.target_cpu,
     ).validated()
-    if source.entry is not None:
-        options = options.with_preset(source.entry.int4)
     if source.kind == "ir":
         status(f"{args.source} is already an OpenVINO model; nothing to export")
         return 0
@@ -142,11 +147,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     _check_remote_code(source, options)
     output = args.output or Path(f"{source.name.replace('/', '--')}-{options.weight_format}")
     result = export_model(source.location, output, options, source_kind=source.kind,
-                          catalog_name=source.entry.name if source.entry else None, progress=status)
+                          catalog_name=source.entry.name if source.entry else None,
+                          preset=getattr(source.entry, "int4", None), progress=status)
     verb = "reused the complete export in" if result.reused else f"exported in {result.seconds:.0f} s to"
-    status(f"{verb} {result.path}")
+    status(f"{verb} {result.path}: {describe(result.info)} weights for {_target(result.info)}")
     print(SizeReport(_sibling_sizes(result.path, options.weight_format)).table())
     return 0
+
+
+def _target(info: dict[str, Any]) -> str:
+    """Which CPU an export's layout is for, and which settings that decided."""
+    kind = info.get("target_cpu")
+    if kind in (None, "any"):
+        return "any CPU"
+    chosen = [name for name, origin in info.get("settings_from", {}).items() if origin == "cpu"]
+    return f"{kind} CPUs" + (f" ({', '.join(chosen)} chosen for them)" if chosen else "")
 
 
 def _sibling_sizes(path: Path, weight_format: str) -> list[tuple[str, int]]:

@@ -228,13 +228,13 @@ def prepare(
     target = source.cache_dir(options.weight_format)
     if not is_complete(target) or options.force:
         _check_remote_code(source, options)
-        if source.entry is not None:
-            options = options.with_preset(source.entry.int4)
         progress(f"preparing {source.name} ({options.weight_format}) in {target}")
-        export_model(
-            source.location, target, options, source_kind=source.kind,
-            catalog_name=source.entry.name if source.entry else None, progress=progress,
-        )
+    # Also when complete: an export made for another kind of CPU is made again for this one.
+    export_model(
+        source.location, target, options, source_kind=source.kind,
+        catalog_name=source.entry.name if source.entry else None,
+        preset=getattr(source.entry, "int4", None), progress=progress,
+    )
     return PreparedModel.open(target, name=source.name, entry=source.entry)
 
 

@@ -111,3 +111,30 @@ def test_export_computes_what_pytorch_computes(
         expected = reference.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False,
                                       eos_token_id=None, pad_token_id=2)[0, len(ids):].tolist()
     assert optimum.complete(Request(prompt=prompt, params=params)).token_ids[0] == expected
+
+
+def test_export_lays_weights_out_for_a_cpu_kind_and_redoes_another_layout(tmp_path: Path, vinolm: Cli) -> None:
+    """``--target-cpu`` picks the measured layout of that kind of CPU and ``vinolm.json``
+    says so; asking the same folder for another layout exports again instead of reusing it."""
+    from vinolm.export.layouts import LAYOUTS, layout_for
+
+    kind = next(k for k, fmt in LAYOUTS if fmt == "int4")
+    out = tmp_path / "int4"
+    source = str(hf_folder("llama"))
+    first = vinolm("export", source, "-o", str(out), "--weight-format", "int4", "--target-cpu", kind)
+    assert first.returncode == 0, first.stderr[-2000:]
+    info = json.loads((out / "vinolm.json").read_text())
+    layout = layout_for(kind, "int4")
+    assert info["target_cpu"] == kind and f"weights for {kind} CPUs" in first.stderr
+    for name, origin in info["settings_from"].items():
+        assert origin == ("cpu" if getattr(layout, name) is not None else "default"), (name, info)
+        if origin == "cpu":
+            assert info[name] == getattr(layout, name)
+    portable = vinolm("export", source, "-o", str(out), "--weight-format", "int4", "--target-cpu", "any")
+    assert portable.returncode == 0, portable.stderr[-2000:]
+    assert "exporting int4 asym g128 r1.0 instead" in portable.stderr
+    assert json.loads((out / "vinolm.json").read_text())["target_cpu"] == "any"
+    again = vinolm("export", source, "-o", str(out), "--weight-format", "int4", "--target-cpu", "any", "--asym")
+    assert again.returncode == 0 and "reused the complete export" in again.stderr
+    refused = vinolm("export", source, "-o", str(out), "--weight-format", "fp16", "--sym")
+    assert refused.returncode == 2 and "apply to int8 and int4 weights, not fp16" in refused.stderr

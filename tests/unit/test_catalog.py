@@ -306,8 +306,9 @@ def test_int4_preset_fills_only_unset_export_options() -> None:
     from vinolm.export import ExportOptions
 
     preset = catalog.resolve("tiny-llama-1b-chat").int4
-    filled = ExportOptions(weight_format="int4").with_preset(preset)
+    filled = ExportOptions(weight_format="int4", target_cpu="any").with_defaults(preset)
     assert (filled.group_size, filled.ratio, filled.sym) == (preset.group_size, preset.ratio, preset.sym)
-    mine = ExportOptions(weight_format="int4", group_size=32, sym=True).with_preset(preset)
+    assert filled.settings_from == {"sym": "catalog", "group_size": "catalog", "ratio": "catalog"}
+    mine = ExportOptions(weight_format="int4", group_size=32, sym=True, target_cpu="any").with_defaults(preset)
     assert (mine.group_size, mine.ratio, mine.sym) == (32, preset.ratio, True)
-    assert ExportOptions(weight_format="int8").with_preset(preset).group_size is None
+    assert ExportOptions(weight_format="int8", target_cpu="any").with_defaults(preset).group_size is None

@@ -152,29 +152,19 @@ def build_hf(shape: Shape, folder: Path) -> Path:
     return folder
 
 
-def export_options(shape: Shape, weight_format: str) -> Any:
-    """FP16, INT8 per-channel, or the catalog's INT4 preset (what the tutorials use)."""
-    from vinolm.catalog import resolve
-    from vinolm.export import ExportOptions
-
-    options = ExportOptions(weight_format=weight_format)
-    if weight_format == "int4":
-        options = options.with_preset(resolve(shape.name).int4)
-    return options
-
-
 def build(name: str, formats: tuple[str, ...] = FORMATS) -> dict[str, Path]:
     """Exported IR folders of shape ``name`` per format, building what is missing."""
-    from vinolm.export import export_model
+    from vinolm.catalog import resolve
+    from vinolm.export import ExportOptions, export_model
 
     shape = SHAPES[name]
     root = shape_root(name)
     hf = build_hf(shape, root / "hf")
     folders: dict[str, Path] = {}
     for fmt in formats:
-        result = export_model(
-            str(hf), root / fmt, export_options(shape, fmt), source_kind="hf", progress=_log
-        )
+        # What ``vinolm prepare`` makes of the catalog model on this CPU: its layout, then the preset.
+        result = export_model(str(hf), root / fmt, ExportOptions(weight_format=fmt), source_kind="hf",
+                              preset=resolve(shape.name).int4, progress=_log)
         folders[fmt] = result.path
         gc.collect()
     return folders

@@ -14,21 +14,25 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from vinolm.catalog import Int4Preset
 from vinolm.errors import ExportError, InvalidRequest
+from vinolm.export.layouts import TARGETS, layout_for, target_kind
 from vinolm.export.report import SizeReport, folder_weight_bytes
 
 WEIGHT_FORMATS = ("fp16", "int8", "int4")
+#: What a setting nobody chose becomes: NNCF's asymmetric weights, INT4 in groups of 128, every layer.
+NNCF_DEFAULTS = Int4Preset(sym=False, group_size=128, ratio=1.0)
 Progress = Callable[[str], None]
 
 
 @dataclass
 class ExportOptions:
-    """Weight compression settings. ``None`` fields take the catalog preset or NNCF's default."""
+    """Weight compression settings. ``None`` fields take the CPU layout, the catalog preset
+    or NNCF's defaults, in that order (``with_defaults``)."""
 
     weight_format: str = "int8"
     group_size: int | None = None
@@ -39,12 +43,18 @@ class ExportOptions:
     num_samples: int | None = None
     trust_remote_code: bool = False
     force: bool = False
+    #: The kind of CPU the weights are laid out for (``layouts.TARGETS``).
+    target_cpu: str = "auto"
+    #: Where each compression setting came from: "user", "cpu", "catalog" or "default".
+    settings_from: dict[str, str] = field(default_factory=dict)
 
     def validated(self) -> ExportOptions:
         if self.weight_format not in WEIGHT_FORMATS:
             raise InvalidRequest(
                 f"unknown weight format {self.weight_format!r}; use one of {', '.join(WEIGHT_FORMATS)}"
             )
+        if self.target_cpu not in TARGETS:
+            raise InvalidRequest(f"unknown target CPU {self.target_cpu!r}; use one of {', '.join(TARGETS)}")
         if self.group_size is not None and not (self.group_size == -1 or self.group_size > 0):
             raise InvalidRequest(f"group size must be positive or -1, got {self.group_size}")
         if self.ratio is not None and not 0 < self.ratio <= 1:
@@ -57,25 +67,33 @@ class ExportOptions:
             raise InvalidRequest("AWQ needs a calibration set: add --dataset NAME|FILE")
         if self.weight_format != "int4" and (self.group_size or self.ratio):
             raise InvalidRequest("--group-size and --ratio apply to int4 only")
+        if self.weight_format == "fp16" and self.sym is not None:
+            raise InvalidRequest("--sym/--asym apply to int8 and int4 weights, not fp16")
         return self
 
-    def with_preset(self, preset: Int4Preset | None) -> ExportOptions:
-        """Fill unset int4 settings from a catalog preset (the tutorials' values)."""
-        if self.weight_format != "int4" or preset is None:
-            return self
-        return ExportOptions(
-            **{
-                **asdict(self),
-                "group_size": self.group_size if self.group_size is not None else preset.group_size,
-                "ratio": self.ratio if self.ratio is not None else preset.ratio,
-                "sym": self.sym if self.sym is not None else preset.sym,
-            }
-        )
+    def with_defaults(self, preset: Int4Preset | None) -> ExportOptions:
+        """Fill unset settings from the target CPU's layout (speed), then from the catalog's
+        INT4 preset (the tutorials' values, chosen for quality), and say which came whence."""
+        names = {"int4": ("sym", "group_size", "ratio"), "int8": ("sym",)}.get(self.weight_format, ())
+        layout = None if self.target_cpu == "any" else layout_for(self.target_cpu, self.weight_format)
+        sources = (("user", self), ("cpu", layout), ("catalog", preset if self.weight_format == "int4" else None),
+                   ("default", NNCF_DEFAULTS))
+        values: dict[str, Any] = {}
+        origins: dict[str, str] = {}
+        for name in names:
+            for origin, source in sources:
+                if source is not None and getattr(source, name) is not None:
+                    values[name], origins[name] = getattr(source, name), origin
+                    break
+        return replace(self, **values, settings_from=origins)
 
     def compression(self) -> dict[str, Any]:
-        data = {"weight_format": self.weight_format}
+        data: dict[str, Any] = {"weight_format": self.weight_format}
+        if self.weight_format != "fp16":
+            data.update(sym=bool(self.sym), target_cpu=target_kind(self.target_cpu),
+                        settings_from=self.settings_from)
         if self.weight_format == "int4":
-            data.update(group_size=self.group_size, ratio=self.ratio, sym=bool(self.sym), awq=self.awq)
+            data.update(group_size=self.group_size, ratio=self.ratio, awq=self.awq)
             if self.awq:
                 data.update(dataset=self.dataset, num_samples=self.num_samples)
         return data
@@ -118,13 +136,19 @@ def export_model(
     *,
     source_kind: str,
     catalog_name: str | None = None,
+    preset: Int4Preset | None = None,
     progress: Progress = print,
 ) -> ExportResult:
-    """Export ``source`` (HF folder, hub id or .gguf path) to ``output``; reuse a complete one."""
-    options = options.validated()
+    """Export ``source`` (HF folder, hub id or .gguf path) to ``output``; reuse a complete
+    one made with the same compression settings. ``preset``: the catalog's INT4 settings."""
+    options = options.validated().with_defaults(preset)
     output = Path(output)
     if is_complete(output) and not options.force:
-        return ExportResult(output, reused=True, info=json.loads((output / "vinolm.json").read_text()))
+        made = json.loads((output / "vinolm.json").read_text())
+        if _settings(made) == _settings(options.compression()):
+            return ExportResult(output, reused=True, info=made)
+        progress(f"{output} holds {describe(made)} weights; exporting {describe(options.compression())} instead")
+        options = replace(options, force=True)
     if output.exists() and not options.force and any(output.iterdir()) and not is_complete(output):
         raise ExportError(f"{output} exists and is not a vinolm export; choose another folder or add --force")
     task = _preflight(source, source_kind, options)
@@ -155,6 +179,24 @@ def export_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportResult(output, reused=False, info=info, seconds=time.perf_counter() - started)
+
+
+def _settings(record: dict[str, Any]) -> dict[str, Any]:
+    """What makes two exports' weights differ (records older than ``sym`` for int8 were asymmetric)."""
+    keys = {"fp16": (), "int8": ("sym",)}.get(record.get("weight_format", ""), ("sym", "group_size", "ratio", "awq"))
+    return {"weight_format": record.get("weight_format"), **{k: record.get(k) or False for k in keys}}
+
+
+def describe(record: dict[str, Any]) -> str:
+    """A compression record in a few words: ``int4 sym g128 r1.0``, ``int8 asym``, ``fp16``."""
+    settings = _settings(record)
+    words = [str(settings["weight_format"])]
+    if "sym" in settings:
+        words.append("sym" if settings["sym"] else "asym")
+    if "group_size" in settings:
+        group = settings["group_size"]
+        words += ["channel-wise" if group == -1 else f"g{group}", f"r{settings['ratio']}"] + (["awq"] if settings["awq"] else [])
+    return " ".join(words)
 
 
 def _preflight(source: str, source_kind: str, options: ExportOptions) -> str:
@@ -282,8 +324,8 @@ def _quantization_config(options: ExportOptions, cfg_cls: type) -> Any:
     kwargs: dict[str, Any] = {
         "bits": 4,
         "sym": bool(options.sym),
-        "group_size": options.group_size or 128,
-        "ratio": options.ratio or 1.0,
+        "group_size": options.group_size or NNCF_DEFAULTS.group_size,
+        "ratio": options.ratio or NNCF_DEFAULTS.ratio,
         "dtype": "int4",
         # Hidden sizes like 576 are not multiples of 128: let NNCF pick a divisor
         # instead of failing, as a user would expect from a preset.
@@ -319,6 +361,7 @@ __all__ = [
     "ExportOptions",
     "ExportResult",
     "SizeReport",
+    "describe",
     "export_model",
     "export_task",
     "folder_weight_bytes",

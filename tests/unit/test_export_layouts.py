@@ -1,0 +1,73 @@
+"""Weight layouts per CPU kind: the table wins over the catalog preset, the user over both,
+and an export's record says what it was made for."""
+
+from __future__ import annotations
+
+import pytest
+
+from vinolm.catalog import Int4Preset
+from vinolm.cpu import cpu_kind
+from vinolm.errors import InvalidRequest
+from vinolm.export import ExportOptions, describe
+from vinolm.export.layouts import LAYOUTS, TARGETS, layout_for, target_kind
+
+PRESET = Int4Preset(sym=False, group_size=128, ratio=0.8)
+KINDS = [t for t in TARGETS if t not in ("auto", "any")]
+
+
+def test_every_layout_row_names_a_kind_a_format_and_where_it_was_measured() -> None:
+    assert LAYOUTS, "no CPU kind has a measured layout"
+    for (kind, fmt), layout in LAYOUTS.items():
+        assert kind in KINDS and fmt in ("int8", "int4")
+        assert layout.measured, (kind, fmt)
+        if fmt == "int8":  # int8 is per channel: only the symmetry is a choice
+            assert (layout.group_size, layout.ratio) == (None, None)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_the_target_kinds_layout_comes_before_the_preset(kind: str, fmt: str) -> None:
+    chosen = ExportOptions(weight_format=fmt, target_cpu=kind).with_defaults(PRESET)
+    layout = layout_for(kind, fmt)
+    names = ("sym", "group_size", "ratio") if fmt == "int4" else ("sym",)
+    for name in names:
+        from_layout = getattr(layout, name) if layout is not None else None
+        if from_layout is not None:
+            assert (getattr(chosen, name), chosen.settings_from[name]) == (from_layout, "cpu")
+        elif fmt == "int4":
+            assert (getattr(chosen, name), chosen.settings_from[name]) == (getattr(PRESET, name), "catalog")
+        else:  # int8 has no preset: NNCF's default, asymmetric
+            assert (chosen.sym, chosen.settings_from[name]) == (False, "default")
+    record = chosen.compression()
+    assert record["target_cpu"] == kind and record["settings_from"] == chosen.settings_from
+
+
+def test_the_user_wins_and_any_means_no_layout() -> None:
+    for kind in KINDS:
+        mine = ExportOptions(weight_format="int4", sym=False, group_size=64, ratio=0.5, target_cpu=kind)
+        filled = mine.with_defaults(PRESET)
+        assert (filled.sym, filled.group_size, filled.ratio) == (False, 64, 0.5)
+        assert set(filled.settings_from.values()) == {"user"}
+    portable = ExportOptions(weight_format="int4", target_cpu="any").with_defaults(PRESET)
+    assert set(portable.settings_from.values()) == {"catalog"}
+    assert portable.compression()["target_cpu"] == "any"
+    assert target_kind("auto") == cpu_kind()
+    hf_folder = ExportOptions(weight_format="int4", target_cpu="any").with_defaults(None)
+    assert (hf_folder.sym, hf_folder.group_size, hf_folder.ratio) == (False, 128, 1.0)
+    assert set(hf_folder.settings_from.values()) == {"default"}
+
+
+def test_bad_targets_and_settings_are_refused_by_name() -> None:
+    with pytest.raises(InvalidRequest, match="unknown target CPU 'avx1024'"):
+        ExportOptions(weight_format="int4", target_cpu="avx1024").validated()
+    with pytest.raises(InvalidRequest, match="not fp16"):
+        ExportOptions(weight_format="fp16", sym=True).validated()
+
+
+def test_describe_reads_new_and_old_records() -> None:
+    assert describe({"weight_format": "int4", "sym": True, "group_size": 128, "ratio": 1.0, "awq": False}) == \
+        "int4 sym g128 r1.0"
+    assert describe({"weight_format": "int4", "sym": False, "group_size": -1, "ratio": 0.8, "awq": True}) == \
+        "int4 asym channel-wise r0.8 awq"
+    assert describe({"weight_format": "int8"}) == "int8 asym"  # before int8 records had sym: asymmetric
+    assert describe({"weight_format": "fp16"}) == "fp16"
