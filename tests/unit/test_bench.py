@@ -263,7 +263,7 @@ def test_common_prefix_counts_equal_leading_tokens() -> None:
 def test_agreement_of_a_configuration_with_itself_is_total() -> None:
     row = "native@INFERENCE_PRECISION_HINT=f32"
     cmd = [sys.executable, "-m", "vinolm.bench.agreement", "--row", row, "--row", row, "--row", "genai",
-           "--new-tokens", "3", "--json"]  # fmt: skip
+           "--new-tokens", "3", "--text-tokens", "64", "--json"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.splitlines()[-1])
@@ -271,6 +271,27 @@ def test_agreement_of_a_configuration_with_itself_is_total() -> None:
     assert result["reference"] == row and [r["row"] for r in result["rows"]] == [row, row, "genai"]
     assert reference["identical"] == again["identical"] == 20  # a second load answers the same
     assert genai["prompts"] == 20 and all(0 <= n <= 3 for n in genai["tokens_equal"])
+    # Teacher-forced scores: a configuration is its own reference; another one's are close, not equal.
+    assert again["top1_same"] == 1.0 and abs(again["kl_divergence"]) < 1e-6
+    assert again["perplexity"] == reference["perplexity"] > 1
+    assert 0.5 < genai["top1_same"] <= 1 and genai["kl_divergence"] >= 0 and genai["perplexity"] > 1
+
+
+@pytest.mark.slow
+def test_profile_breaks_a_decode_step_down_by_node_type() -> None:
+    cmd = [sys.executable, "-m", "vinolm.bench.profile", "--prompt-tokens", "16", "--steps", "3", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    types = {r["node_type"]: r for r in result["rows"]}
+    weights = [r for name, r in types.items() if name.startswith("FullyConnected")]
+    assert weights and all(r["kernels"] for r in weights), types
+    assert abs(sum(r["share"] for r in result["rows"]) - 1) < 0.01
+    # Per step, not summed over the run or averaged with the prefill: the nodes fit in the step.
+    assert 0 < result["counted_ms"] <= result["step_ms"] * 1.2 and result["weight_gbps"] > 0
+    refused = subprocess.run([sys.executable, "-m", "vinolm.bench.profile", "--steps", "0"],
+                             capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+    assert refused.returncode == 2 and "--steps must be >= 1" in refused.stderr
 
 
 # -- what the numbers were measured on, and who answered ------------------------------------------

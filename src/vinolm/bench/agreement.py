@@ -12,6 +12,12 @@ ignored; per row: how many answers are identical to the reference's, and how man
 pass before the first difference (median and mean). Near-ties between the two most likely
 tokens decide where answers part, so the numbers say how close two configurations' logits
 are, which "identical on five prompts" alone does not.
+
+Where answers part at once (INT4 weights of a 135M model do), ``--text-tokens N`` scores
+what each row would have said at every position of N tokens of this repository's docs
+(teacher forcing, one forward pass of the IR with the row's properties): perplexity, how
+often its most likely next token is the reference's, and the mean KL divergence from the
+reference's distribution (llama.cpp's ``llama-perplexity --kl-divergence`` measures).
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import argparse
 import statistics
 from typing import Any
 
-from vinolm.bench.interleave import parse_row
+import numpy as np
+
+from vinolm.bench.interleave import DOCS, parse_row
 from vinolm.bench.report import run_tool
 
 PROMPTS = (
@@ -71,16 +79,63 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         rows.append({"row": spec, "identical": sum(n == args.new_tokens for n in lengths), "prompts": len(lengths),
                      "median_tokens_equal": statistics.median(lengths),
                      "mean_tokens_equal": round(statistics.mean(lengths), 1), "tokens_equal": lengths})  # fmt: skip
-    return {"model": str(model.path), "new_tokens": args.new_tokens, "reference": args.row[0], "rows": rows}
+    if args.text_tokens:
+        for row, scores in zip(rows, text_scores(args.row, model, args.text_tokens), strict=True):
+            row.update(scores)
+    return {"model": str(model.path), "new_tokens": args.new_tokens, "reference": args.row[0],
+            "text_tokens": args.text_tokens, "rows": rows}
+
+
+def text_scores(specs: list[str], model: Any, tokens: int) -> list[dict[str, float]]:
+    """Perplexity, top-1 agreement and KL divergence from the first row, per row."""
+    import openvino as ov
+
+    from vinolm.engines.native_tokenizer import TokenizerIR
+    from vinolm.engines.ovconfig import compile_properties
+    from vinolm.models import prepare
+
+    core = ov.Core()
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(DOCS.glob("*.md")))
+    ids = np.array([TokenizerIR(core, model.path).encode(text)[:tokens]], dtype=np.int64)
+    reference: Any = None
+    scores = []
+    for spec in specs:
+        row = parse_row(spec)
+        folder = prepare(row.model, progress=lambda _: None) if row.model else model
+        props = compile_properties("CPU", row.properties or {}, None, defaults=row.properties is None)
+        request = core.compile_model(folder.path / "openvino_model.xml", "CPU", props).create_infer_request()
+        n = ids.shape[1]
+        request.infer({"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(n)[None],
+                       "beam_idx": np.zeros(1, dtype=np.int32)})
+        logits = request.get_tensor("logits").data[0, :-1].astype(np.float64)
+        logp = logits - _logsumexp(logits)
+        if reference is None:
+            reference = logp
+        scores.append({
+            "perplexity": round(float(np.exp(-logp[np.arange(n - 1), ids[0, 1:]].mean())), 3),
+            "top1_same": round(float((logp.argmax(-1) == reference.argmax(-1)).mean()), 4),
+            "kl_divergence": round(float((np.exp(reference) * (reference - logp)).sum(-1).mean()), 5),
+        })  # fmt: skip
+    return scores
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    peak = x.max(-1, keepdims=True)
+    return peak + np.log(np.exp(x - peak).sum(-1, keepdims=True))
 
 
 def markdown(result: dict[str, Any]) -> str:
     n = result["new_tokens"]
     head = f"| row (reference: `{result['reference']}`) | identical answers ({n} tokens) "
-    lines = [head + "| tokens before the first difference, median | mean |", "|---|---:|---:|---:|"]
+    scored = bool(result.get("text_tokens"))
+    text = f" perplexity ({result.get('text_tokens')} tokens) | top-1 as the reference | KL divergence |"
+    lines = [head + "| tokens before the first difference, median | mean |" + (text if scored else ""),
+             "|---|---:|---:|---:|" + ("---:|---:|---:|" if scored else "")]
     for r in result["rows"]:
-        lines.append(f"| `{r['row']}` | {r['identical']}/{r['prompts']} | {r['median_tokens_equal']:g} "
-                     f"| {r['mean_tokens_equal']} |")  # fmt: skip
+        line = f"| `{r['row']}` | {r['identical']}/{r['prompts']} | {r['median_tokens_equal']:g} | {r['mean_tokens_equal']} |"
+        if scored:
+            line += f" {r['perplexity']:.2f} | {r['top1_same']:.1%} | {r['kl_divergence']:.4f} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -90,12 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None)
     p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int8")
     p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--text-tokens", type=int, default=0,
+                   help="also score this many tokens of the docs under teacher forcing (0: off)")
     return run_tool(p, argv, _problem, measure, markdown)
 
 
 def _problem(args: argparse.Namespace) -> str | None:
     if len(args.row) < 2 or args.new_tokens < 1:
         return "give at least two --row (the first is the reference) and --new-tokens >= 1"
+    if not 0 <= args.text_tokens <= 4096:
+        return "--text-tokens must be between 0 (off) and 4096"
     return None
 
 

@@ -1,0 +1,107 @@
+"""Where a decode step's time goes: OpenVINO's per-node counters for one model.
+
+    python -m vinolm.bench.profile [--model M] [--weight-format int4] [--prompt-tokens 256] \\
+        [--steps 32] [--ov-config KEY=VALUE ...] [--json]
+
+Compiles the stateful IR with ``PERF_COUNT`` (vinolm's default properties, then the
+overrides), prefills a prompt, then runs single-token steps and sums each node type's time
+over them, with the kernels OpenVINO chose. ``FullyConnected`` is the weight matmuls: its
+share of a step, and the weight bytes it streams per step over its time (achieved GB/s),
+say whether decoding is bound by the weight kernel or by everything around it. genai's
+pipeline runs the same matmul kernels over paged attention, so the weight rows carry over;
+the attention rows are the stateful model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+from vinolm.bench.report import run_tool
+
+#: Node types that stream the weights (``FullyConnectedCompressed`` where OpenVINO
+#: decompresses INT8/INT4 inside the kernel).
+WEIGHT_NODES = ("FullyConnected",)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+    import openvino as ov
+
+    from vinolm.engines.ovconfig import compile_properties, parse_ov_config
+    from vinolm.export import folder_weight_bytes
+    from vinolm.models import prepare
+
+    model = prepare(args.model, args.weight_format, progress=lambda _: None)
+    props = {**compile_properties("CPU", parse_ov_config(args.ov_config), None), "PERF_COUNT": True}
+    request = ov.Core().compile_model(model.path / "openvino_model.xml", "CPU", props).create_infer_request()
+
+    def step(tokens: list[int], start: int) -> int:
+        ids = np.array([tokens], dtype=np.int64)
+        request.infer({"input_ids": ids, "attention_mask": np.ones((1, start + len(tokens)), dtype=np.int64),
+                       "position_ids": np.arange(start, start + len(tokens))[None],
+                       "beam_idx": np.zeros(1, dtype=np.int32)})  # fmt: skip
+        return int(request.get_tensor("logits").data[0, -1].argmax())
+
+    def executed() -> dict[str, Any]:
+        return {i.node_name: i for i in request.profiling_info if i.status == ov.ProfilingInfo.Status.EXECUTED}
+
+    prompt = [100 + i % 1000 for i in range(args.prompt_tokens)]  # timing does not depend on which tokens
+    request.reset_state()
+    token = step(prompt, 0)
+    after_prefill = {name: i.real_time.total_seconds() for name, i in executed().items()}
+    started = time.perf_counter()
+    for i in range(args.steps):
+        token = step([token], args.prompt_tokens + i)
+    wall = time.perf_counter() - started
+    # The CPU plugin reports each node's mean time over every inference of the request so far
+    # (the prefill included): the steps' total is the difference of the running sums.
+    seconds: dict[str, float] = defaultdict(float)
+    kernels: dict[str, Counter[str]] = defaultdict(Counter)
+    for name, info in executed().items():
+        seconds[info.node_type] += info.real_time.total_seconds() * (1 + args.steps) - after_prefill.get(name, 0.0)
+        kernels[info.node_type][info.exec_type] += 1
+    counted = sum(seconds.values())
+    weights = folder_weight_bytes(model.path)
+    weight_s = sum(t for node, t in seconds.items() if node.startswith(WEIGHT_NODES)) / args.steps
+    rows = [{"node_type": node, "ms_per_step": round(s / args.steps * 1000, 3), "share": round(s / counted, 4),
+             "kernels": dict(kernels[node].most_common(3))}
+            for node, s in sorted(seconds.items(), key=lambda kv: -kv[1])]  # fmt: skip
+    return {"model": str(model.path), "properties": {k: str(v) for k, v in props.items()},
+            "prompt_tokens": args.prompt_tokens, "steps": args.steps,
+            "step_ms": round(wall / args.steps * 1000, 3), "counted_ms": round(counted / args.steps * 1000, 3),
+            "weight_mb": round(weights / 1e6, 1), "weight_gbps": round(weights / weight_s / 1e9, 1) if weight_s else None,
+            "rows": rows}  # fmt: skip
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [(f"Decode step: {result['step_ms']} ms on the caller's clock, {result['counted_ms']} ms in nodes; "
+             f"weights {result['weight_mb']} MB streamed by FullyConnected at {result['weight_gbps']} GB/s."), "",
+             "| node type | ms per step | share of node time | kernels (nodes per step) |",
+             "|---|---:|---:|---|"]  # fmt: skip
+    for r in result["rows"]:
+        kernels = ", ".join(f"`{k}` {n}" for k, n in r["kernels"].items())
+        lines.append(f"| {r['node_type']} | {r['ms_per_step']:.3f} | {r['share']:.1%} | {kernels} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vinolm.bench.profile", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None)
+    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int8")
+    p.add_argument("--prompt-tokens", type=int, default=256)
+    p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--ov-config", action="append", default=[], metavar="KEY=VALUE")
+    return run_tool(p, argv, _problem, measure, markdown)
+
+
+def _problem(args: argparse.Namespace) -> str | None:
+    if args.prompt_tokens < 1 or args.steps < 1:
+        return "--prompt-tokens and --steps must be >= 1"
+    return None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
