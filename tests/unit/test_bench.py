@@ -423,3 +423,9 @@ def test_shapes_with_llama_bench_convert_quantize_and_measure_each_quant(tmp_pat
     assert "| s | llama.cpp Q4_0 | 2 | – | 10.00 | 0.0 | 100 | – |" in report.shapes_table([row])
     row["stats"]["decode_tps"] = {"median": 500.0, "min": 500.0, "max": 500.0}
     assert "| 1.0 |" in report.shapes_table([row])  # 2 MB x 500 tok/s = 1.0 GB/s
+    export = tmp_path / "int4"  # a vinolm export's row says the layout it was made with
+    export.mkdir()
+    (export / "vinolm.json").write_text(json.dumps({"weight_format": "int4", "sym": True, "group_size": 128,
+                                                    "ratio": 0.8, "awq": False, "target_cpu": "avx2"}))
+    row.update(format="int4", model=str(export))
+    assert "| s | int4 sym g128 r0.8 (avx2) |" in report.shapes_table([row])

@@ -209,9 +209,21 @@ def shapes_table(rows: list[Row]) -> str:
             vs = _ratio(median(r, "decode_tps"), median(fp16, "decode_tps") if fp16 else None)
             decode = median(r, "decode_tps")
             gbps = f"{size[r['format']] * decode / 1e9:.1f}" if decode else "–"
-            lines.append(f"| {shape} | {r['format']} | {mb:.0f} | {rate} | {_cell(r, 'decode_tps', digits=2)} "
+            lines.append(f"| {shape} | {_layout(r)} | {mb:.0f} | {rate} | {_cell(r, 'decode_tps', digits=2)} "
                          f"| {gbps} | {_cell(r, 'prefill_tps', digits=0)} | {vs} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def _layout(row: Row) -> str:
+    """A vinolm export's format with the layout it was made with (``int4 sym g128 r0.8
+    (avx512-bf16)``): the same format name means other weights on another kind of CPU."""
+    record = Path(row.get("model") or "") / "vinolm.json"
+    if not record.is_file():
+        return str(row["format"])
+    from vinolm.export import describe
+
+    info = json.loads(record.read_text())
+    return describe(info) + (f" ({info['target_cpu']})" if info.get("target_cpu") else "")
 
 
 def _weight_bytes(model: str | None) -> int:
