@@ -279,10 +279,12 @@ def test_agreement_of_a_configuration_with_itself_is_total() -> None:
 
 @pytest.mark.slow
 def test_profile_breaks_a_decode_step_down_by_node_type() -> None:
-    cmd = [sys.executable, "-m", "vinolm.bench.profile", "--prompt-tokens", "16", "--steps", "3", "--json"]
+    cmd = [sys.executable, "-m", "vinolm.bench.profile", "--prompt-tokens", "16", "--steps", "3", "--step-tokens", "2",
+           "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["step_tokens"] == 2
     types = {r["node_type"]: r for r in result["rows"]}
     weights = [r for name, r in types.items() if name.startswith("FullyConnected")]
     assert weights and all(r["kernels"] for r in weights), types
@@ -291,7 +293,7 @@ def test_profile_breaks_a_decode_step_down_by_node_type() -> None:
     assert 0 < result["counted_ms"] <= result["step_ms"] * 1.2 and result["weight_gbps"] > 0
     refused = subprocess.run([sys.executable, "-m", "vinolm.bench.profile", "--steps", "0"],
                              capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
-    assert refused.returncode == 2 and "--steps must be >= 1" in refused.stderr
+    assert refused.returncode == 2 and "--step-tokens must be >= 1" in refused.stderr
 
 
 # -- what the numbers were measured on, and who answered ------------------------------------------

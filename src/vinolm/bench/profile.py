@@ -1,7 +1,7 @@
 """Where a decode step's time goes: OpenVINO's per-node counters for one model.
 
-    python -m vinolm.bench.profile [--model M] [--weight-format int4] [--prompt-tokens 256] \\
-        [--steps 32] [--ov-config KEY=VALUE ...] [--json]
+    python -m vinolm.bench.profile [--model M] [--weight-format int8] [--prompt-tokens 256] \\
+        [--steps 32] [--step-tokens 1] [--ov-config KEY=VALUE ...] [--json]
 
 Compiles the stateful IR with ``PERF_COUNT`` (vinolm's default properties, then the
 overrides), prefills a prompt, then runs single-token steps and sums each node type's time
@@ -9,7 +9,8 @@ over them, with the kernels OpenVINO chose. ``FullyConnected`` is the weight mat
 share of a step, and the weight bytes it streams per step over its time (achieved GB/s),
 say whether decoding is bound by the weight kernel or by everything around it. genai's
 pipeline runs the same matmul kernels over paged attention, so the weight rows carry over;
-the attention rows are the stateful model's.
+the attention rows are the stateful model's. ``--step-tokens k+1`` times the pass in
+which speculative decoding checks k proposed tokens instead of a single step.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     token = step(prompt, 0)
     after_prefill = {name: i.real_time.total_seconds() for name, i in executed().items()}
     started = time.perf_counter()
-    for i in range(args.steps):
-        token = step([token], args.prompt_tokens + i)
+    for i in range(args.steps):  # a pass of --step-tokens tokens is what speculative decoding checks
+        token = step([token] * args.step_tokens, args.prompt_tokens + i * args.step_tokens)
     wall = time.perf_counter() - started
     # The CPU plugin reports each node's mean time over every inference of the request so far
     # (the prefill included): the steps' total is the difference of the running sums.
@@ -70,7 +71,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
              "kernels": dict(kernels[node].most_common(3))}
             for node, s in sorted(seconds.items(), key=lambda kv: -kv[1])]  # fmt: skip
     return {"model": str(model.path), "properties": {k: str(v) for k, v in props.items()},
-            "prompt_tokens": args.prompt_tokens, "steps": args.steps,
+            "prompt_tokens": args.prompt_tokens, "steps": args.steps, "step_tokens": args.step_tokens,
             "step_ms": round(wall / args.steps * 1000, 3), "counted_ms": round(counted / args.steps * 1000, 3),
             "weight_mb": round(weights / 1e6, 1), "weight_gbps": round(weights / weight_s / 1e9, 1) if weight_s else None,
             "rows": rows}  # fmt: skip
@@ -93,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int8")
     p.add_argument("--prompt-tokens", type=int, default=256)
     p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--step-tokens", type=int, default=1,
+                   help="tokens per step: 1 is decoding, k+1 the pass that checks k speculated tokens")
     p.add_argument("--ov-config", action="append", default=[], metavar="KEY=VALUE")
     return run_tool(p, argv, _problem, measure, markdown)
 
 
 def _problem(args: argparse.Namespace) -> str | None:
-    if args.prompt_tokens < 1 or args.steps < 1:
-        return "--prompt-tokens and --steps must be >= 1"
+    if min(args.prompt_tokens, args.steps, args.step_tokens) < 1:
+        return "--prompt-tokens, --steps and --step-tokens must be >= 1"
     return None
 
 
