@@ -116,9 +116,10 @@ def test_export_computes_what_pytorch_computes(
 def test_export_lays_weights_out_for_a_cpu_kind_and_redoes_another_layout(tmp_path: Path, vinolm: Cli) -> None:
     """``--target-cpu`` picks the measured layout of that kind of CPU and ``vinolm.json``
     says so; asking the same folder for another layout exports again instead of reusing it."""
+    from vinolm.cpu import cpu_kind
     from vinolm.export.layouts import LAYOUTS, layout_for
 
-    kind = next(k for k, fmt in LAYOUTS if fmt == "int4")
+    kind = next(k for k, fmt in LAYOUTS if fmt == "int4" and k != cpu_kind())  # not this machine's kind
     out = tmp_path / "int4"
     source = str(hf_folder("llama"))
     first = vinolm("export", source, "-o", str(out), "--weight-format", "int4", "--target-cpu", kind)
@@ -130,6 +131,9 @@ def test_export_lays_weights_out_for_a_cpu_kind_and_redoes_another_layout(tmp_pa
         assert origin == ("cpu" if getattr(layout, name) is not None else "default"), (name, info)
         if origin == "cpu":
             assert info[name] == getattr(layout, name)
+    ran = vinolm("generate", "Hi", "--raw", "--model", str(out), "--max-new-tokens", "2", "--ignore-eos", timeout=300)
+    assert ran.returncode == 0, ran.stderr[-2000:]  # it runs here, and says it is not laid out for here
+    assert f"laid out for {kind} CPUs and this CPU is {cpu_kind()}" in ran.stderr
     portable = vinolm("export", source, "-o", str(out), "--weight-format", "int4", "--target-cpu", "any")
     assert portable.returncode == 0, portable.stderr[-2000:]
     assert "exporting int4 asym g128 r1.0 instead" in portable.stderr

@@ -10,6 +10,7 @@ from vinolm.engines.ovconfig import (
     CPU_DEFAULTS,
     compile_properties,
     device_defaults,
+    layout_mismatch,
     optimization_capabilities,
 )
 
@@ -69,3 +70,13 @@ def test_user_properties_win_and_defaults_can_be_left_out() -> None:
     assert props["CACHE_DIR"] == "/cache" and props["KV_CACHE_PRECISION"] == "u8" and props["NUM_STREAMS"] == 2
     assert props["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == CPU_DEFAULTS["DYNAMIC_QUANTIZATION_GROUP_SIZE"]
     assert compile_properties("CPU", {"NUM_STREAMS": 1}, None, defaults=False) == {"NUM_STREAMS": 1}
+
+
+def test_an_export_laid_out_for_another_cpu_kind_is_named_on_the_cpu_only() -> None:
+    avx2_export = {"weight_format": "int4", "target_cpu": "avx2"}
+    note = layout_mismatch(avx2_export, "CPU", AVX512_BF16)
+    assert note is not None and "laid out for avx2 CPUs and this CPU is avx512-bf16" in note
+    assert layout_mismatch(avx2_export, "CPU", AVX2_ONLY) is None  # where it was meant to run
+    assert layout_mismatch(avx2_export, "GPU", AVX512_BF16) is None  # not a CPU layout question
+    assert layout_mismatch({"target_cpu": "any"}, "CPU", AMX) is None  # made for no kind in particular
+    assert layout_mismatch({"weight_format": "int8"}, "CPU", AMX) is None  # exported before layouts

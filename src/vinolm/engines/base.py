@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from vinolm.engines.constraints import check_params
-from vinolm.engines.ovconfig import check_device, compile_properties
+from vinolm.engines.ovconfig import check_device, compile_properties, layout_mismatch
 from vinolm.errors import EngineError, InvalidRequest, VinolmError
 from vinolm.models import vinolm_home
 from vinolm.types import Chunk, FinishReason, GenerationParams, Message, Metrics, Request, Result
@@ -229,6 +229,8 @@ class Engine(ABC):
         cache = opts.cache_dir or str(vinolm_home() / "ov_cache")
         #: What the model is compiled with: the cache, vinolm's defaults, the user's overrides.
         self.properties = compile_properties(opts.device, opts.ov_config, cache, opts.vinolm_defaults)
+        if (note := layout_mismatch(model.info, opts.device)) is not None:
+            log.warning(note)
 
     # -- text <-> tokens -------------------------------------------------------------
     @abstractmethod

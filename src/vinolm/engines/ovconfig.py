@@ -58,6 +58,16 @@ def device_defaults(device: str, flags: set[str] | None = None) -> dict[str, Any
     return {**CPU_DEFAULTS, **(AMX_DEFAULTS if cpu_kind(flags) == "amx" else {})}
 
 
+def layout_mismatch(info: dict[str, Any], device: str, flags: set[str] | None = None) -> str | None:
+    """What to tell a user whose export was laid out for another kind of CPU than the one
+    it is about to run on (its weights decode, only slower than they could)."""
+    target = info.get("target_cpu")
+    if not device_defaults(device) or target in (None, "any") or target == (kind := cpu_kind(flags)):
+        return None
+    return (f"this export's weights are laid out for {target} CPUs and this CPU is {kind}: "
+            "export it again here (vinolm export ... --target-cpu auto) for its fastest layout")
+
+
 def compile_properties(
     device: str, user: dict[str, Any], cache_dir: str | None, defaults: bool = True
 ) -> dict[str, Any]:
