@@ -238,10 +238,11 @@ def test_a_row_names_its_kind_model_and_exact_properties() -> None:
 
 @pytest.mark.slow
 def test_interleave_compares_another_export_in_the_same_process() -> None:
-    from vinolm.models import prepare
+    from vinolm.models import locate_source, prepare
 
     folder = prepare(None, "int8", progress=lambda _: None).path
-    rows = ["genai", f"genai:{folder}"]
+    gguf = locate_source("smollm2-135m").location  # the packaged GGUF, read by openvino-genai itself
+    rows = ["genai", f"genai:{folder}", f"direct:{gguf}"]
     cmd = [sys.executable, "-m", "vinolm.bench.interleave", *[a for r in rows for a in ("--row", r)],
            "--weight-format", "int4", "--prompt-tokens", "32", "--new-tokens", "4", "--runs", "1", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, check=False)

@@ -10,7 +10,8 @@ process see the same machine. A row is ``KIND`` (compiled with vinolm's default
 properties) or ``KIND@KEY=V,KEY=V`` (exactly those over OpenVINO's own defaults; ``KIND@``
 alone: OpenVINO's defaults), so a sweep says every property it sets. ``KIND:MODEL`` runs
 another export of the same model (a folder made by ``vinolm export``, another weight format
-or quantization), so weight formats compare in one process too; prompts are cut with
+or quantization; for ``direct`` rows also a ``.gguf`` file, which openvino-genai reads
+itself), so weight formats compare in one process too; prompts are cut with
 ``--model``'s tokenizer, which the exports of one model share:
 
 * ``direct``: openvino-genai ``LLMPipeline.generate`` on token ids, no streamer (the floor);
@@ -157,13 +158,16 @@ def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple
     rows = []
     for spec in specs:
         row = parse_row(spec)
-        folder = prepare(row.model, progress=lambda _: None) if row.model else model
         user = row.properties
         if row.kind.startswith("direct"):
+            # openvino-genai reads a GGUF itself (its own Q4_0/Q8_0 -> OpenVINO conversion).
+            gguf = row.model if row.model and row.model.endswith(".gguf") else None
+            path = gguf or str((prepare(row.model, progress=lambda _: None) if row.model else model).path)
             props = compile_properties("CPU", user or {}, None, defaults=user is None)
-            pipe = ov_genai.LLMPipeline(str(folder.path), "CPU", **props)
+            pipe = ov_genai.LLMPipeline(path, "CPU", **props)
             rows.append(Row(spec, direct_run(pipe, row.kind == "direct-stream"), props))
         else:
+            folder = prepare(row.model, progress=lambda _: None) if row.model else model
             options = EngineOptions(ov_config=user or {}, vinolm_defaults=user is None,
                                     speculation=Speculation(None, *lookup) if row.kind == "genai-lookup" else None)
             engine = load_engine(row.kind.removesuffix("-lookup"), folder, options)
