@@ -71,3 +71,4 @@ def test_describe_reads_new_and_old_records() -> None:
         "int4 asym channel-wise r0.8 awq"
     assert describe({"weight_format": "int8"}) == "int8 asym"  # before int8 records had sym: asymmetric
     assert describe({"weight_format": "fp16"}) == "fp16"
+    assert describe({"weight_format": "int4", "sym": False, "group_size": None, "ratio": None}) == "int4 asym"

@@ -184,7 +184,8 @@ def export_model(
 def _settings(record: dict[str, Any]) -> dict[str, Any]:
     """What makes two exports' weights differ (records older than ``sym`` for int8 were asymmetric)."""
     keys = {"fp16": (), "int8": ("sym",)}.get(record.get("weight_format", ""), ("sym", "group_size", "ratio", "awq"))
-    return {"weight_format": record.get("weight_format"), **{k: record.get(k) or False for k in keys}}
+    return {"weight_format": record.get("weight_format"),
+            **{k: record.get(k) if k in ("group_size", "ratio") else bool(record.get(k)) for k in keys}}
 
 
 def describe(record: dict[str, Any]) -> str:
@@ -193,9 +194,10 @@ def describe(record: dict[str, Any]) -> str:
     words = [str(settings["weight_format"])]
     if "sym" in settings:
         words.append("sym" if settings["sym"] else "asym")
-    if "group_size" in settings:
-        group = settings["group_size"]
-        words += ["channel-wise" if group == -1 else f"g{group}", f"r{settings['ratio']}"] + (["awq"] if settings["awq"] else [])
+    if "group_size" in settings:  # None in records of exports that left them to NNCF
+        group, ratio = settings["group_size"], settings["ratio"]
+        words += [] if group is None else ["channel-wise" if group == -1 else f"g{group}"]
+        words += ([] if ratio is None else [f"r{ratio}"]) + (["awq"] if settings["awq"] else [])
     return " ".join(words)
 
 
