@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from vinolm.cpu import cpu_flags, cpu_kind, isa
@@ -72,11 +74,20 @@ def test_user_properties_win_and_defaults_can_be_left_out() -> None:
     assert compile_properties("CPU", {"NUM_STREAMS": 1}, None, defaults=False) == {"NUM_STREAMS": 1}
 
 
-def test_an_export_laid_out_for_another_cpu_kind_is_named_on_the_cpu_only() -> None:
-    avx2_export = {"weight_format": "int4", "target_cpu": "avx2"}
-    note = layout_mismatch(avx2_export, "CPU", AVX512_BF16)
+def test_an_export_laid_out_for_another_cpu_kind_is_named_where_the_layouts_differ() -> None:
+    from vinolm.export import ExportOptions
+
+    def made_for(kind: str, fmt: str, sym: bool | None = None) -> dict[str, Any]:
+        return ExportOptions(weight_format=fmt, target_cpu=kind, sym=sym).with_defaults(None).compression()
+
+    avx2_int4 = made_for("avx2", "int4")  # symmetric groups of 32, chosen for AVX2
+    note = layout_mismatch(avx2_int4, "CPU", AVX512_BF16)
     assert note is not None and "laid out for avx2 CPUs and this CPU is avx512-bf16" in note
-    assert layout_mismatch(avx2_export, "CPU", AVX2_ONLY) is None  # where it was meant to run
-    assert layout_mismatch(avx2_export, "GPU", AVX512_BF16) is None  # not a CPU layout question
+    assert layout_mismatch(avx2_int4, "CPU", AVX2_ONLY) is None  # where it was meant to run
+    assert layout_mismatch(avx2_int4, "GPU", AVX512_BF16) is None  # not a CPU layout question
+    int8 = made_for("avx512-bf16", "int8")  # NNCF's asymmetric INT8: AMX lays INT8 out alike
+    assert layout_mismatch(int8, "CPU", AMX) is None
+    assert layout_mismatch(int8, "CPU", AVX2_ONLY) is not None  # AVX2 wants symmetric INT8
+    assert layout_mismatch(made_for("avx512-bf16", "int8", sym=False), "CPU", AVX2_ONLY) is None  # the user's --asym
     assert layout_mismatch({"target_cpu": "any"}, "CPU", AMX) is None  # made for no kind in particular
     assert layout_mismatch({"weight_format": "int8"}, "CPU", AMX) is None  # exported before layouts

@@ -60,12 +60,20 @@ def device_defaults(device: str, flags: set[str] | None = None) -> dict[str, Any
 
 def layout_mismatch(info: dict[str, Any], device: str, flags: set[str] | None = None) -> str | None:
     """What to tell a user whose export was laid out for another kind of CPU than the one
-    it is about to run on (its weights decode, only slower than they could)."""
+    it is about to run on (its weights decode, only slower than they could). Only when the
+    layouts differ: two kinds often lay a format out alike, and the user's own choices stand."""
+    from vinolm.export.layouts import layout_for
+
     target = info.get("target_cpu")
     if not device_defaults(device) or target in (None, "any") or target == (kind := cpu_kind(flags)):
         return None
-    return (f"this export's weights are laid out for {target} CPUs and this CPU is {kind}: "
-            "export it again here (vinolm export ... --target-cpu auto) for its fastest layout")
+    here = layout_for(kind, str(info.get("weight_format")))
+    for name, origin in info.get("settings_from", {}).items():
+        wanted = getattr(here, name, None)
+        if origin != "user" and (info.get(name) != wanted if wanted is not None else origin == "cpu"):
+            return (f"this export's weights are laid out for {target} CPUs and this CPU is {kind}: "
+                    "export it again here (vinolm export ... --target-cpu auto) for its fastest layout")
+    return None
 
 
 def compile_properties(
