@@ -30,7 +30,7 @@ class Layout:
     sym: bool | None = None
     group_size: int | None = None
     ratio: float | None = None
-    #: Where it was measured, for ``vinolm.json`` and the reader of this table.
+    #: The measurement behind the row (machine, date, numbers): a row without one is a guess.
     measured: str = ""
 
 
