@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from vinolm.engines.base import Emit, Engine, EngineOptions
 from vinolm.errors import EngineError, InvalidRequest
@@ -37,6 +38,7 @@ class FakeModel:
     name: str = "fake-model"
     context_length: int = 256
     eos_token_ids: list[int] = field(default_factory=lambda: [EOS])
+    info: dict[str, Any] = field(default_factory=dict)  # its vinolm.json: empty, as for a folder made elsewhere
 
 
 class FakeEngine(Engine):
