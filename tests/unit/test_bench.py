@@ -9,6 +9,7 @@ shared machine they say nothing.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -191,23 +192,28 @@ def test_interleave_runs_every_kind_of_row() -> None:
 
 
 @pytest.mark.slow
-def test_interleave_copy_task_compares_prompt_lookup_with_plain() -> None:
+def test_interleave_copy_task_compares_speculative_rows_with_plain() -> None:
+    from vinolm.models import prepare
+
+    draft = str(prepare(None, "int4", progress=lambda _: None).path)  # the INT4 export drafts for the INT8 one
     exact = "@INFERENCE_PRECISION_HINT=f32,KV_CACHE_PRECISION=f32,DYNAMIC_QUANTIZATION_GROUP_SIZE=0"
-    rows = [f"genai{exact}", f"genai-lookup{exact}"]
+    rows = [f"genai{exact}", f"genai-lookup{exact}", f"genai-draft{exact}"]
     cmd = [sys.executable, "-m", "vinolm.bench.interleave", *[a for r in rows for a in ("--row", r)],
            "--task", "copy", "--weight-format", "int8", "--prompt-tokens", "200", "--new-tokens", "24",
-           "--runs", "1", "--num-assistant-tokens", "8", "--json"]  # fmt: skip
+           "--runs", "1", "--num-assistant-tokens", "8", "--draft-model", draft, "--json"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.splitlines()[-1])
     assert result["task"] == "copy" and result["prompt_tokens"] > 150
-    assert result["lookup"] == {"num_assistant_tokens": 8, "max_ngram_size": 3}
+    assert result["lookup"] == {"num_assistant_tokens": 8, "max_ngram_size": 3} and result["draft_model"] == draft
     assert all(row["same_answers"] and row["decode_tps"] > 0 for row in result["rows"].values())
     answers = [run[2] for row in result["rows"].values() for run in row["runs"]]
-    assert answers[0] and answers[0] == answers[1]
-    refused = subprocess.run([sys.executable, "-m", "vinolm.bench.interleave", "--row", "direct", "--task", "story"],
-                             capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
-    assert refused.returncode == 2 and "the direct rows take --task filler" in refused.stderr
+    assert answers[0] and answers[0] == answers[1] == answers[2]
+    for args, error in ((["--row", "direct", "--task", "story"], "the direct rows take --task filler"),
+                        (["--row", "genai-draft"], "genai-draft rows and --draft-model go together")):
+        refused = subprocess.run([sys.executable, "-m", "vinolm.bench.interleave", *args],
+                                 capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+        assert refused.returncode == 2 and error in refused.stderr
 
 
 @pytest.mark.slow
@@ -285,7 +291,7 @@ def test_profile_breaks_a_decode_step_down_by_node_type() -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.splitlines()[-1])
-    assert result["step_tokens"] == 2
+    assert result["step_tokens"] == 2 and result["machine"]["cpu_count"] == os.cpu_count()  # what it ran on
     types = {r["node_type"]: r for r in result["rows"]}
     weights = [r for name, r in types.items() if name.startswith("FullyConnected")]
     assert weights and all(r["kernels"] for r in weights), types
@@ -305,15 +311,18 @@ def test_isa_line_names_every_kind_of_cpu() -> None:
     assert report.isa_line({"isa": ["amx_tile"]}) == "ISA: amx_tile"  # results written before the kinds
 
 
-def test_machine_reports_this_cpu() -> None:
-    from vinolm.bench.runner import machine
+def test_machine_reports_this_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     from vinolm.cpu import cpu_kind
 
-    mach = machine()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    mach = report.machine()
     assert mach["cpu_kind"] == cpu_kind() and "FP32" in mach["openvino_capabilities"]
     if cpu_kind() != "other":
         assert "AVX2" in mach["isa"]
     assert report.isa_line(mach).startswith("ISA: ") and mach["cpu_kind"] in report.isa_line(mach)
+    assert mach["isa_cap"] is None and "capped" not in report.isa_line(mach)
+    # A run with OpenVINO's kernels capped to an older ISA says so beside every number.
+    assert report.isa_line({**mach, "isa_cap": "AVX2"}).endswith("kernels capped at AVX2 by ONEDNN_MAX_CPU_ISA)")
 
 
 @pytest.fixture()

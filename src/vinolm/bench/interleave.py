@@ -17,11 +17,12 @@ itself), so weight formats compare in one process too; prompts are cut with
 * ``direct``: openvino-genai ``LLMPipeline.generate`` on token ids, no streamer (the floor);
 * ``direct-stream``: the same with a Python streamer that only records the time;
 * ``genai`` / ``native``: vinolm's engines as a library user runs them (text in, chunks out);
-* ``genai-lookup``: the genai engine with prompt-lookup speculative decoding.
+* ``genai-lookup``: the genai engine with prompt-lookup speculative decoding;
+* ``genai-draft``: the genai engine with ``--draft-model`` proposing the tokens.
 
-A ``genai-lookup`` row's answers are compared with its plain ``genai`` twin's (same model
-and properties), which speculative decoding must reproduce; every other row's with the
-first row's.
+A ``genai-lookup`` or ``genai-draft`` row's answers are compared with its plain ``genai``
+twin's (same model and properties), which speculative decoding must reproduce; every other
+row's with the first row's.
 
 ``--task`` picks the work: ``filler`` (default) is a prompt of exactly ``--prompt-tokens``
 tokens continued for exactly ``--new-tokens`` (EOS ignored); ``rewrite`` and ``copy`` ask
@@ -29,7 +30,7 @@ the chat model to rewrite a passage of this repository's docs in its own words, 
 repeat it word for word (input-grounded work, where prompt lookup pays), and ``story``
 asks for a story (free generation, where it should cost nothing); they end at EOS or
 ``--new-tokens``, and the table says whether every row answered exactly as the first.
-``--num-assistant-tokens`` and ``--max-ngram-size`` set the ``genai-lookup`` rows' search.
+``--num-assistant-tokens`` and ``--max-ngram-size`` set the speculative rows' search.
 
 Every run has a prompt of its own (no prefix-cache hit). TTFT: call to first token; TPOT:
 (last token - first token) / (tokens - 1), on the caller's clock except for ``direct``,
@@ -53,7 +54,8 @@ from vinolm.bench.worker import request
 
 Timed = tuple[float, float, str]  # (ttft_s, tpot_s, the answer or "" when not kept)
 Run = Callable[[list[int], str, int], Timed]  # (prompt ids, the same as text, new tokens)
-KINDS = ("direct", "direct-stream", "genai", "native", "genai-lookup")
+KINDS = ("direct", "direct-stream", "genai", "native", "genai-lookup", "genai-draft")
+SPECULATIVE = ("genai-lookup", "genai-draft")
 TASKS = ("filler", "rewrite", "copy", "story")
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 #: What the grounded tasks ask of a docs passage. ``copy`` is the one the 135M default model
@@ -146,8 +148,10 @@ def task_prompts(task: str, tokens: int) -> Callable[[int], str]:
     return lambda variant: f"{text[variant * size % max(1, len(text) - size):][:size]}\n\n{ask}"
 
 
-def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple[int, int] = (5, 3)) -> list[Row]:
-    """``lookup``: (tokens proposed per step, longest n-gram) of the ``genai-lookup`` rows."""
+def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple[int, int] = (5, 3),
+               draft: str | None = None) -> list[Row]:
+    """``lookup``: (tokens proposed per step, longest n-gram) of the speculative rows;
+    ``draft``: the model that proposes the ``genai-draft`` rows' tokens."""
     import openvino_genai as ov_genai
 
     from vinolm.engines import load_engine
@@ -168,9 +172,10 @@ def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple
             rows.append(Row(spec, direct_run(pipe, row.kind == "direct-stream"), props))
         else:
             folder = prepare(row.model, progress=lambda _: None) if row.model else model
+            speculation = {"genai-lookup": Speculation(None, *lookup), "genai-draft": Speculation(draft, *lookup)}
             options = EngineOptions(ov_config=user or {}, vinolm_defaults=user is None,
-                                    speculation=Speculation(None, *lookup) if row.kind == "genai-lookup" else None)
-            engine = load_engine(row.kind.removesuffix("-lookup"), folder, options)
+                                    speculation=speculation.get(row.kind))
+            engine = load_engine(row.kind.split("-")[0], folder, options)
             rows.append(Row(spec, engine_run(engine, task), engine.properties))
     return rows
 
@@ -182,7 +187,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from vinolm.models import prepare
 
     model = prepare(args.model, args.weight_format, progress=lambda _: None)
-    rows = build_rows(args.row, model, args.task, (args.num_assistant_tokens, args.max_ngram_size))
+    rows = build_rows(args.row, model, args.task, (args.num_assistant_tokens, args.max_ngram_size), args.draft_model)
     tok = TokenizerIR(ov.Core(), model.path)
     variants = itertools.count()
     message = None if args.task == "filler" else task_prompts(args.task, args.prompt_tokens)
@@ -214,16 +219,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                             "tpot_vs_first": round(tpot / first, 3), "same_answers": same,
                             "properties": row.properties, "runs": timings[row.label]}  # fmt: skip
     return {"model": str(model.path), "task": args.task, "runs": args.runs,
-            "lookup": {"num_assistant_tokens": args.num_assistant_tokens, "max_ngram_size": args.max_ngram_size}, "prompt_tokens": statistics.median(lengths),
+            "lookup": {"num_assistant_tokens": args.num_assistant_tokens, "max_ngram_size": args.max_ngram_size},
+            "draft_model": args.draft_model, "prompt_tokens": statistics.median(lengths),
             "new_tokens": args.new_tokens, "rows": table}  # fmt: skip
 
 
 def plain_twin(label: str, labels: Any) -> str:
-    """The row a row's answers are compared with: a ``genai-lookup`` row's plain ``genai``
-    twin (same model, same properties) when there is one, which speculation must answer
-    like; else the first row."""
-    twin = label.replace("genai-lookup", "genai", 1)
-    return twin if label.startswith("genai-lookup") and twin in labels else next(iter(labels))
+    """The row a row's answers are compared with: a speculative row's plain ``genai`` twin
+    (same model, same properties) when there is one, which speculation must answer like;
+    else the first row."""
+    kind = label.split(":")[0].split("@")[0]
+    twin = "genai" + label[len(kind):]
+    return twin if kind in SPECULATIVE and twin in labels else next(iter(labels))
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -246,14 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=9)
     p.add_argument("--task", choices=TASKS, default="filler",
                    help="filler: exact token counts; rewrite / copy / story: chat work that ends at EOS")
-    p.add_argument("--num-assistant-tokens", type=int, default=5, help="genai-lookup rows: tokens proposed per step")
+    p.add_argument("--num-assistant-tokens", type=int, default=5, help="speculative rows: tokens proposed per step")
     p.add_argument("--max-ngram-size", type=int, default=3, help="genai-lookup rows: longest prompt n-gram matched")
+    p.add_argument("--draft-model", default=None, help="genai-draft rows: the model proposing tokens (same tokenizer)")
     return run_tool(p, argv, _problem, measure, markdown)
 
 
 def _problem(args: argparse.Namespace) -> str | None:
     if min(args.prompt_tokens, args.runs, args.num_assistant_tokens, args.max_ngram_size) < 1 or args.new_tokens < 2:
         return "--prompt-tokens, --runs, --num-assistant-tokens and --max-ngram-size must be >= 1, --new-tokens >= 2"
+    if any(row.startswith("genai-draft") for row in args.row) != (args.draft_model is not None):
+        return "genai-draft rows and --draft-model go together"
     if args.task != "filler" and any(row.startswith("direct") for row in args.row):
         return f"--task {args.task} runs vinolm's engines (chat messages); the direct rows take --task filler"
     return None

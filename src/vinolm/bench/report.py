@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -259,6 +261,28 @@ def cold_start_table(rows: list[Row]) -> str:
     return head + "\n".join(lines)
 
 
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on: the CPU, its ISA by /proc/cpuinfo and by OpenVINO,
+    and the cap ``ONEDNN_MAX_CPU_ISA`` puts on the kernels OpenVINO runs (set, a run on one
+    CPU measures the kernels of an older kind: docs/benchmarks.md says which rows did)."""
+    from vinolm.cpu import cpu_kind, isa
+    from vinolm.engines.ovconfig import optimization_capabilities
+
+    cpu = platform.processor()
+    try:
+        for text in Path("/proc/cpuinfo").read_text().splitlines():
+            if text.startswith("model name"):
+                cpu = text.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "memory_gb": round(mem, 1), "isa": isa(),
+            "cpu_kind": cpu_kind(), "openvino_capabilities": optimization_capabilities(),
+            "isa_cap": os.environ.get("ONEDNN_MAX_CPU_ISA") or None,
+            "python": platform.python_version(), "platform": platform.platform()}  # fmt: skip
+
+
 def isa_line(mach: dict[str, Any]) -> str:
     """``ISA: AVX2 AVX-512F ... (avx512-bf16; OpenVINO: BF16 FP32 INT8)``; older results
     carry only the flag list."""
@@ -266,6 +290,8 @@ def isa_line(mach: dict[str, Any]) -> str:
     extra = [mach["cpu_kind"]] if mach.get("cpu_kind") else []
     if mach.get("openvino_capabilities"):
         extra.append("OpenVINO: " + " ".join(mach["openvino_capabilities"]))
+    if mach.get("isa_cap"):
+        extra.append(f"kernels capped at {mach['isa_cap']} by ONEDNN_MAX_CPU_ISA")
     return f"ISA: {names}" + (f" ({'; '.join(extra)})" if extra else "")
 
 
@@ -395,6 +421,6 @@ def run_tool(parser: argparse.ArgumentParser, argv: list[str] | None, problem: C
     args = parser.parse_args(argv)
     if (message := problem(args)) is not None:
         parser.error(message)
-    result = measure(args)
-    print(json.dumps(result) if args.json else markdown(result))
+    result = {**measure(args), "machine": machine()}
+    print(json.dumps(result) if args.json else f"{isa_line(result['machine'])}\n\n{markdown(result)}")
     return 0

@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 
 from vinolm.bench.constrained import SUFFIX
 from vinolm.bench.peers.llamacpp import loadavg
+from vinolm.bench.report import machine
 from vinolm.bench.schema import error_line, summarize
 
 SRC = Path(__file__).resolve().parents[2]
@@ -326,25 +326,6 @@ def _outcome(line: dict[str, Any]) -> str:
     if "error" in line:
         return f"error: {line['error'][-300:]}"
     return f"done in {line['wall_s']} s"
-
-
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on: the CPU, its ISA by /proc/cpuinfo and by OpenVINO."""
-    from vinolm.cpu import cpu_kind, isa
-    from vinolm.engines.ovconfig import optimization_capabilities
-
-    cpu = platform.processor()
-    try:
-        for text in Path("/proc/cpuinfo").read_text().splitlines():
-            if text.startswith("model name"):
-                cpu = text.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "memory_gb": round(mem, 1), "isa": isa(),
-            "cpu_kind": cpu_kind(), "openvino_capabilities": optimization_capabilities(),
-            "python": platform.python_version(), "platform": platform.platform()}  # fmt: skip
 
 
 def resolve_model(cfg: BenchConfig) -> tuple[str, str | None]:

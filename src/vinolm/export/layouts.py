@@ -9,7 +9,8 @@ machine's unless ``--target-cpu`` names another (the machine it will be served o
 
 Precedence, setting by setting: what the user gives, then this table (speed where the model
 runs), then the catalog's tutorial preset (chosen for quality), then NNCF's defaults. The
-table only has rows measured on that kind; a kind without one keeps the preset.
+table only has rows measured with that kind's kernels; a kind without one (AMX) keeps the
+preset.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class Layout:
     measured: str = ""
 
 
+#: "capped" rows were measured on an AVX-512 machine with OpenVINO's kernels held to the
+#: older ISA by oneDNN's ``ONEDNN_MAX_CPU_ISA`` (docs/benchmarks.md section 12): the kernels
+#: of that kind on this machine's memory. The capped AVX2 run reproduced the real AVX2
+#: machine's ratios (sym g32 r1.0 1.27x vs 1.25x the preset, INT8 sym 1.11x vs 1.14x).
 LAYOUTS: dict[tuple[str, str], Layout] = {
     ("avx512-bf16", "int4"): Layout(
         sym=True,
@@ -41,15 +46,24 @@ LAYOUTS: dict[tuple[str, str], Layout] = {
                  "asymmetric at the preset's group and ratio (120.2 vs 109.5 tok/s), 1.1B level (38.6 vs 38.2), "
                  "quality level (KL divergence from FP16 0.213 vs 0.208)",
     ),
+    ("avx512", "int4"): Layout(
+        sym=True,
+        measured="AMD EPYC Zen 5 capped at AVX512_CORE_VNNI (f32 math, as without BF16), 2026-12-03: symmetric "
+                 "INT4 at the preset's group and ratio 1.07x the preset at 135M (100.8 vs 94.4 tok/s), 1.08x at "
+                 "1.1B (40.9 vs 37.9); groups of 32 halve prefill there (215 vs 466 tok/s at 1.1B)",
+    ),
     ("avx2", "int4"): Layout(
         sym=True, group_size=32,
         measured="AMD EPYC Zen 3 (issue 16): INT4 sym group 32 at ratio 1.0 decoded the 1.1B shape 1.25x faster "
-                 "than the asym group-128 ratio-0.8 preset (11.6 vs 9.3 tok/s); at the preset's ratio: not measured",
+                 "than the asym group-128 ratio-0.8 preset (11.6 vs 9.3 tok/s). Zen 5 capped at AVX2, 2026-12-03, "
+                 "at the preset's ratio 0.8: 1.25x at 1.1B (23.7 vs 19.0), 1.09x at 135M (97.1 vs 89.2), and "
+                 "closer to FP16 than the preset (KL 0.174 vs 0.208)",
     ),
     ("avx2", "int8"): Layout(
         sym=True,
         measured="AMD EPYC Zen 3 (issue 16): symmetric INT8 decoded the 1.1B shape 1.14x faster than "
-                 "asymmetric (11.9 vs 10.4 tok/s); at 135M it costs no quality (KL 0.0044 vs 0.0041)",
+                 "asymmetric (11.9 vs 10.4 tok/s); Zen 5 capped at AVX2: 1.11x (25.1 vs 22.7), 1.02x at 135M; "
+                 "at 135M it costs no quality (KL 0.0044 vs 0.0041)",
     ),
 }
 
