@@ -77,15 +77,23 @@ peers:
 
 # llama.cpp's own programs (llama-server with parallel slots, llama-bench, llama-quantize) from
 # the source the same sdist vendors, for the honest peers: Ollama runs llama-server.
+# `make llama-tools LLAMA_ISA=avx2` builds them held to AVX2 (no AVX-512, VNNI or AMX) in
+# $(PEERS_VENV)/llama.cpp-avx2: the peer of runs whose OpenVINO kernels are capped at AVX2
+# (docs/benchmarks.md section 12; VINOLM_LLAMA_CPP_BIN points the bench at them).
 LLAMA_SRC := $(PEERS_VENV)/src/llama_cpp_python-0.3.36/vendor/llama.cpp
+LLAMA_ISA ?= native
+LLAMA_BUILD := $(PEERS_VENV)/llama.cpp$(if $(filter native,$(LLAMA_ISA)),,-$(LLAMA_ISA))
+LLAMA_ISA_ARGS_native := -DGGML_NATIVE=ON
+LLAMA_ISA_ARGS_avx2 := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF
 llama-tools:
 	mkdir -p $(PEERS_VENV)/src
 	test -d $(LLAMA_SRC) || ( $(PY) -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
 		llama-cpp-python==0.3.36 -d $(PEERS_VENV)/src && tar xzf $(PEERS_VENV)/src/llama_cpp_python-0.3.36.tar.gz -C $(PEERS_VENV)/src )
-	cmake -S $(LLAMA_SRC) -B $(PEERS_VENV)/llama.cpp -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+	cmake -S $(LLAMA_SRC) -B $(LLAMA_BUILD) -DCMAKE_BUILD_TYPE=Release $(LLAMA_ISA_ARGS_$(LLAMA_ISA)) \
 		-DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
 		"-DCMAKE_C_FLAGS=$(LLAMA_FLAGS)" "-DCMAKE_CXX_FLAGS=$(LLAMA_FLAGS)"
-	cmake --build $(PEERS_VENV)/llama.cpp -j2 --target llama-server llama-bench llama-quantize
+	cmake --build $(LLAMA_BUILD) -j2 --target llama-server llama-bench llama-quantize
 
 lint: install
 	$(BIN)/ruff check src tests
