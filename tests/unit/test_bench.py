@@ -298,6 +298,10 @@ def test_profile_breaks_a_decode_step_down_by_node_type() -> None:
     assert abs(sum(r["share"] for r in result["rows"]) - 1) < 0.01
     # Per step, not summed over the run or averaged with the prefill: the nodes fit in the step.
     assert 0 < result["counted_ms"] <= result["step_ms"] * 1.2 and result["weight_gbps"] > 0
+    # The 2-token pass against 2 single steps: a difference per row, and a verdict.
+    parity = result["parity"]
+    assert len(parity["max_abs_diff"]) == 2 and all(d >= 0 for d in parity["max_abs_diff"])
+    assert parity["bitwise"] == (max(parity["max_abs_diff"]) == 0)
     refused = subprocess.run([sys.executable, "-m", "vinolm.bench.profile", "--steps", "0"],
                              capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
     assert refused.returncode == 2 and "--step-tokens must be >= 1" in refused.stderr
@@ -383,6 +387,11 @@ def test_llama_server_is_the_throughput_peer_once_built(tmp_path: Path, monkeypa
     assert not server.meta.get("skip")
     assert server.command[server.command.index("--llama-server") + 1] == "/m.gguf"
     assert server.command[server.command.index("--concurrency") + 1] == "1,4,8"
+    # The OpenVINO properties of the run reach the vinolm serve it starts, not the peer.
+    capped = BenchConfig(levels=[1], protocols=["openai"], ov_config=["INFERENCE_PRECISION_HINT=f32"])
+    vinolm_serve = {job.label: job for job in throughput_jobs(capped, "/ir", None)}["vinolm serve (openai)"]
+    assert vinolm_serve.command[vinolm_serve.command.index("--ov-config") + 1] == "INFERENCE_PRECISION_HINT=f32"
+    assert "--ov-config" not in server.command
 
 
 def test_llama_server_alone_needs_no_llama_cpp_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

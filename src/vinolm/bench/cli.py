@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="OpenVINO property for every vinolm engine, repeatable",
+        help="OpenVINO property for every vinolm engine and the vinolm serve it starts, repeatable",
     )
     p.add_argument("--peers", action="store_true", help="add every peer: " + ", ".join(PEERS))
     p.add_argument("--peer", action="append", default=[], choices=PEERS, help="add one peer, repeatable")

@@ -10,7 +10,10 @@ share of a step, and the weight bytes it streams per step over its time (achieve
 say whether decoding is bound by the weight kernel or by everything around it. genai's
 pipeline runs the same matmul kernels over paged attention, so the weight rows carry over;
 the attention rows are the stateful model's. ``--step-tokens k+1`` times the pass in
-which speculative decoding checks k proposed tokens instead of a single step.
+which speculative decoding checks k proposed tokens instead of a single step, and compares
+that pass's logits, row by row, with k+1 single steps over the same tokens: speculative
+decoding answers as plain decoding only where they agree (bit for bit, or too closely to
+flip a token).
 """
 
 from __future__ import annotations
@@ -39,12 +42,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     props = {**compile_properties("CPU", parse_ov_config(args.ov_config), None), "PERF_COUNT": True}
     request = ov.Core().compile_model(model.path / "openvino_model.xml", "CPU", props).create_infer_request()
 
-    def step(tokens: list[int], start: int) -> int:
+    def logits(tokens: list[int], start: int) -> Any:
         ids = np.array([tokens], dtype=np.int64)
         request.infer({"input_ids": ids, "attention_mask": np.ones((1, start + len(tokens)), dtype=np.int64),
                        "position_ids": np.arange(start, start + len(tokens))[None],
                        "beam_idx": np.zeros(1, dtype=np.int32)})  # fmt: skip
-        return int(request.get_tensor("logits").data[0, -1].argmax())
+        return request.get_tensor("logits").data[0]  # a view until the next inference
+
+    def step(tokens: list[int], start: int) -> int:
+        return int(logits(tokens, start)[-1].argmax())
 
     def executed() -> dict[str, Any]:
         return {i.node_name: i for i in request.profiling_info if i.status == ov.ProfilingInfo.Status.EXECUTED}
@@ -65,6 +71,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         seconds[info.node_type] += info.real_time.total_seconds() * (1 + args.steps) - after_prefill.get(name, 0.0)
         kernels[info.node_type][info.exec_type] += 1
     counted = sum(seconds.values())
+    parity = None
+    if args.step_tokens > 1:  # the checking pass against single steps over the same tokens
+        tokens = [200 + i for i in range(args.step_tokens)]
+        request.reset_state()
+        step(prompt, 0)
+        singles = np.stack([logits([t], args.prompt_tokens + i)[-1].copy() for i, t in enumerate(tokens)])
+        request.reset_state()
+        step(prompt, 0)
+        checked = logits(tokens, args.prompt_tokens)[-args.step_tokens:].copy()
+        diff = np.abs(checked.astype(np.float64) - singles).max(axis=1)
+        parity = {"max_abs_diff": [float(d) for d in diff], "bitwise": bool((checked == singles).all()),
+                  "argmax_same": bool((checked.argmax(axis=1) == singles.argmax(axis=1)).all())}
     weights = folder_weight_bytes(model.path)
     weight_s = sum(t for node, t in seconds.items() if node.startswith(WEIGHT_NODES)) / args.steps
     rows = [{"node_type": node, "ms_per_step": round(s / args.steps * 1000, 3), "share": round(s / counted, 4),
@@ -74,7 +92,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "prompt_tokens": args.prompt_tokens, "steps": args.steps, "step_tokens": args.step_tokens,
             "step_ms": round(wall / args.steps * 1000, 3), "counted_ms": round(counted / args.steps * 1000, 3),
             "weight_mb": round(weights / 1e6, 1), "weight_gbps": round(weights / weight_s / 1e9, 1) if weight_s else None,
-            "rows": rows}  # fmt: skip
+            "parity": parity, "rows": rows}  # fmt: skip
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -85,6 +103,11 @@ def markdown(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         kernels = ", ".join(f"`{k}` {n}" for k, n in r["kernels"].items())
         lines.append(f"| {r['node_type']} | {r['ms_per_step']:.3f} | {r['share']:.1%} | {kernels} |")
+    if (parity := result.get("parity")) is not None:
+        diffs = ", ".join(f"{d:.2g}" for d in parity["max_abs_diff"])
+        verdict = "bit for bit" if parity["bitwise"] else ("same tokens" if parity["argmax_same"] else "tokens differ")
+        lines += ["", (f"A {result['step_tokens']}-token pass against as many single steps, max |logit "
+                       f"difference| per row: {diffs} ({verdict}).")]
     return "\n".join(lines)
 
 

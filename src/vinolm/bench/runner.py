@@ -189,9 +189,10 @@ def throughput_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
 
 def server_job(cfg: BenchConfig, ir: str, protocol: str, levels: str, extra: list[Any], label: str) -> Job:
     where = ["--url", cfg.url] if cfg.url else []
+    ov = [] if cfg.url else [a for p in cfg.ov_config for a in ("--ov-config", p)]
     cmd = _module("vinolm.bench.server", "--model", ir, "--protocol", protocol, "--concurrency", levels,
                   "--prompt-tokens", cfg.prompt_tokens, "--new-tokens", cfg.new_tokens, "--rounds", cfg.runs,
-                  "--label", label, *where, *extra)  # fmt: skip
+                  "--label", label, *where, *ov, *extra)  # fmt: skip
     return Job(label, "throughput", cmd, meta={"protocol": protocol})
 
 

@@ -86,14 +86,16 @@ def _server_process(cmd: list[str], name: str) -> Iterator[tuple[subprocess.Pope
 
 @contextmanager
 def local_server(
-    model: str, max_concurrency: int, ray_flags: Sequence[str] = (), timeout_s: float = 300.0
+    model: str, max_concurrency: int, ray_flags: Sequence[str] = (), timeout_s: float = 300.0,
+    ov_config: Sequence[str] = (),
 ) -> Iterator[tuple[str, str, int]]:
-    """``vinolm serve`` (with ``ray_flags``: on Ray Serve) on loopback; yields (HTTP base URL,
-    gRPC address, server pid)."""
+    """``vinolm serve`` (with ``ray_flags``: on Ray Serve; with ``ov_config``: those OpenVINO
+    properties) on loopback; yields (HTTP base URL, gRPC address, server pid)."""
     grpc_port, port = free_port(), free_port() if ray_flags else 0
     cmd = [sys.executable, "-m", "vinolm.cli", "serve", "--model", model, "--host", "127.0.0.1", "--port", str(port),
            "--grpc-port", str(grpc_port), "--no-ui", "--max-concurrency", str(max_concurrency),
-           "--max-queue", "64", "--log-level", "warning", *ray_flags]  # fmt: skip
+           "--max-queue", "64", "--log-level", "warning", *ray_flags,
+           *(arg for pair in ov_config for arg in ("--ov-config", pair))]  # fmt: skip
     with _server_process(cmd, "vinolm-bench-serve") as (proc, log):
         yield _wait_ready(proc, log, timeout_s), f"127.0.0.1:{grpc_port}", proc.pid
 
@@ -327,6 +329,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--label", default=None, help="name of the rows (default: vinolm serve (PROTOCOL))")
+    p.add_argument("--ov-config", action="append", default=[], metavar="KEY=VALUE",
+                   help="OpenVINO property of the started vinolm serve, repeatable")
     p.add_argument("--llama-server", default=None, metavar="GGUF",
                    help="measure llama.cpp's llama-server on this GGUF instead of vinolm serve")
     p.add_argument("--threads", type=int, default=None, help="llama-server threads (default: all cores)")
@@ -366,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             from vinolm.models import prepare
 
             folder = str(prepare(args.model, args.weight_format, progress=lambda _: None).path)
-            with local_server(folder, max(args.levels), ray_flags(args)) as (base, grpc_address, pid):
+            with local_server(folder, max(args.levels), ray_flags(args), ov_config=args.ov_config) as (
+                    base, grpc_address, pid):
                 line = measure(args, base, grpc_address, None if args.replicas else pid)
     except Exception as exc:  # noqa: BLE001 - one line whatever happens
         emit(error_line(label, f"{type(exc).__name__}: {exc}"))
