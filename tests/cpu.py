@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from vinolm.cpu import cpu_kind, isa
+from vinolm.cpu import cpu_flags, cpu_kind, isa, isa_cap
 from vinolm.engines.ovconfig import optimization_capabilities
 
 CAPABILITIES: list[str] = optimization_capabilities()
-#: OpenVINO computes in bf16 (its default inference precision) only where this is true.
-HAS_BF16 = "BF16" in CAPABILITIES
+#: OpenVINO computes in bf16 (its default inference precision) only where this is true; its
+#: capabilities are the real CPU's even when ONEDNN_MAX_CPU_ISA caps the kernels below bf16.
+HAS_BF16 = "BF16" in CAPABILITIES and not (
+    isa_cap() and not {"avx512_bf16", "amx_bf16", "avx_ne_convert"} & cpu_flags())
 KIND = cpu_kind()
 #: The precision OpenVINO compiles a model with when asked for bf16.
 BF16_OR_FALLBACK = "bf16" if HAS_BF16 else "f32"

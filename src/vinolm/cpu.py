@@ -6,19 +6,57 @@ layouts (``export.layouts``), the bench's machine record and the tests all ask i
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
+#: oneDNN's ``ONEDNN_MAX_CPU_ISA`` values, oldest first, with the ``/proc/cpuinfo`` flags
+#: each adds. OpenVINO's CPU kernels obey the cap, so vinolm sees a capped CPU as the older
+#: kind it acts as (its defaults must compile there: docs/benchmarks.md section 12).
+ONEDNN_ISAS: dict[str, frozenset[str]] = {
+    "SSE41": frozenset({"sse4_1", "sse4_2"}),
+    "AVX": frozenset({"avx", "f16c", "fma"}),
+    "AVX2": frozenset({"avx2"}),
+    "AVX2_VNNI": frozenset({"avx_vnni"}),
+    "AVX2_VNNI_2": frozenset({"avx_vnni_int8", "avx_ne_convert"}),
+    "AVX512_CORE": frozenset({"avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512cd"}),
+    "AVX512_CORE_VNNI": frozenset({"avx512_vnni"}),
+    "AVX512_CORE_BF16": frozenset({"avx512_bf16"}),
+    "AVX512_CORE_FP16": frozenset({"avx512_fp16"}),
+    "AVX512_CORE_AMX": frozenset({"amx_tile", "amx_bf16", "amx_int8"}),
+    "AVX512_CORE_AMX_FP16": frozenset({"amx_fp16"}),
+}
+ISA_CAP_ENV = "ONEDNN_MAX_CPU_ISA"
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+
+def cpu_flags(obey_cap: bool = True) -> set[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere), without those
+    above ``ONEDNN_MAX_CPU_ISA`` when that caps OpenVINO's kernels (``obey_cap``)."""
+    flags: set[str] = set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    flags = set(line.split(":", 1)[1].split())
+                    break
     except OSError:
         pass
-    return set()
+    return capped(flags, os.environ.get(ISA_CAP_ENV)) if obey_cap else flags
+
+
+def capped(flags: set[str], cap: str | None) -> set[str]:
+    """``flags`` without the ones the ISAs after ``cap`` add (unknown or no cap: all)."""
+    names = list(ONEDNN_ISAS)
+    cap = (cap or "").upper()
+    if cap not in ONEDNN_ISAS:
+        return flags
+    above = set().union(*(ONEDNN_ISAS[name] for name in names[names.index(cap) + 1 :]))
+    return flags - above
+
+
+def isa_cap() -> str | None:
+    """The ``ONEDNN_MAX_CPU_ISA`` in force, if it names an ISA."""
+    cap = os.environ.get(ISA_CAP_ENV, "").upper()
+    return cap if cap in ONEDNN_ISAS else None
 
 
 #: The x86 features that decide which kernels OpenVINO (and llama.cpp) run, by their

@@ -177,6 +177,8 @@ def test_tiny_bench_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_interleave_runs_every_kind_of_row() -> None:
+    from vinolm.engines.ovconfig import cap_properties
+
     rows = ["direct", "direct-stream", "genai", "native@INFERENCE_PRECISION_HINT=f32"]
     cmd = [sys.executable, "-m", "vinolm.bench.interleave", *[a for r in rows for a in ("--row", r)],
            "--prompt-tokens", "32", "--new-tokens", "4", "--runs", "1", "--json"]  # fmt: skip
@@ -188,6 +190,7 @@ def test_interleave_runs_every_kind_of_row() -> None:
     assert result["direct"]["tpot_vs_first"] == 1.0
     assert result["direct"]["properties"]["KV_CACHE_PRECISION"] == "f16"  # vinolm's defaults
     assert result[rows[-1]]["properties"] == {"CACHE_DIR": result[rows[-1]]["properties"]["CACHE_DIR"],
+                                             **cap_properties(),  # what an ISA cap needs (none without one)
                                              "INFERENCE_PRECISION_HINT": "f32"}  # exactly what the row says
 
 

@@ -10,6 +10,7 @@ from vinolm.cpu import cpu_flags, cpu_kind, isa
 from vinolm.engines.ovconfig import (
     AMX_DEFAULTS,
     CPU_DEFAULTS,
+    cap_properties,
     compile_properties,
     device_defaults,
     layout_mismatch,
@@ -44,34 +45,61 @@ def test_cpu_kind_and_isa_per_machine_kind(flags: set[str], kind: str, named: li
 @pytest.mark.parametrize("flags", [AVX2_ONLY, AVX512_PLAIN, AVX512_BF16], ids=["avx2", "avx512", "avx512-bf16"])
 def test_cpu_defaults_without_amx_leave_precision_to_openvino(flags: set[str]) -> None:
     """bf16 stays where OpenVINO picks it (fast on AVX512_BF16); f32 is what it picks elsewhere."""
-    assert device_defaults("CPU", flags) == CPU_DEFAULTS
-    assert "INFERENCE_PRECISION_HINT" not in device_defaults("CPU", flags)
+    assert device_defaults("CPU", flags, cap="") == CPU_DEFAULTS
+    assert "INFERENCE_PRECISION_HINT" not in device_defaults("CPU", flags, cap="")
 
 
 def test_cpu_defaults_with_amx_decode_in_f32() -> None:
-    assert device_defaults("CPU", AMX) == {**CPU_DEFAULTS, **AMX_DEFAULTS}
-    assert device_defaults("cpu.0", AVX512_BF16) == CPU_DEFAULTS
+    assert device_defaults("CPU", AMX, cap="") == {**CPU_DEFAULTS, **AMX_DEFAULTS}
+    assert device_defaults("cpu.0", AVX512_BF16, cap="") == CPU_DEFAULTS
     assert device_defaults("GPU", AMX) == {} and device_defaults("NPU") == {}
+
+
+def test_a_capped_cpu_is_the_older_kind_and_gets_defaults_that_compile_there() -> None:
+    from vinolm.cpu import capped
+    from vinolm.engines.ovconfig import capped_defaults
+
+    assert capped(AMX, "AVX2") == AVX2_ONLY and cpu_kind(capped(AMX, "avx2")) == "avx2"
+    assert cpu_kind(capped(AVX512_BF16, "AVX512_CORE_VNNI")) == "avx512"
+    assert capped(AVX512_BF16, None) == capped(AVX512_BF16, "AVX1024") == AVX512_BF16  # no cap, or an unknown one
+    # The plugin plans for the real CPU's bf16 and VNNI, which capped kernels cannot run.
+    assert capped_defaults(AVX2_ONLY) == {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
+    assert capped_defaults(capped(AVX512_BF16, "AVX512_CORE_VNNI")) == {"INFERENCE_PRECISION_HINT": "f32"}
+    assert capped_defaults(AMX) == {}
+    assert device_defaults("CPU", AVX2_ONLY, cap="AVX2")["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 0
+    assert device_defaults("CPU", AVX2_ONLY, cap="") == CPU_DEFAULTS  # a real AVX2 CPU: the plugin decides
 
 
 def test_this_machine_agrees_with_openvino() -> None:
     """OpenVINO computes bf16 where the CPU has bf16 instructions; tests that need bf16 ask
-    OpenVINO (tests/cpu.py), so this checks the two views of the CPU agree."""
-    kind = cpu_kind()
+    OpenVINO (tests/cpu.py), so this checks the two views of the CPU agree (OpenVINO's
+    capabilities are the real CPU's, whatever ONEDNN_MAX_CPU_ISA caps)."""
+    kind = cpu_kind(cpu_flags(obey_cap=False))
     capabilities = optimization_capabilities()
     assert "FP32" in capabilities
     if kind in ("avx512-bf16", "amx"):
         assert "BF16" in capabilities, (kind, capabilities, isa())
     elif "BF16" in capabilities:  # newer AVX2 cores convert bf16 without AVX-512 (AVX-NE-CONVERT)
-        assert "avx_ne_convert" in cpu_flags(), (kind, capabilities, isa())
+        assert "avx_ne_convert" in cpu_flags(obey_cap=False), (kind, capabilities, isa())
     assert cpu_flags(), "no /proc/cpuinfo flags on this Linux machine"
 
 
 def test_user_properties_win_and_defaults_can_be_left_out() -> None:
     props = compile_properties("CPU", {"KV_CACHE_PRECISION": "u8", "NUM_STREAMS": 2}, "/cache")
     assert props["CACHE_DIR"] == "/cache" and props["KV_CACHE_PRECISION"] == "u8" and props["NUM_STREAMS"] == 2
-    assert props["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == CPU_DEFAULTS["DYNAMIC_QUANTIZATION_GROUP_SIZE"]
-    assert compile_properties("CPU", {"NUM_STREAMS": 1}, None, defaults=False) == {"NUM_STREAMS": 1}
+    assert props["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == device_defaults("CPU")["DYNAMIC_QUANTIZATION_GROUP_SIZE"]
+    assert compile_properties("CPU", {"NUM_STREAMS": 1}, None, defaults=False) == {**cap_properties(), "NUM_STREAMS": 1}
+
+
+def test_under_an_isa_cap_even_openvinos_defaults_get_what_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    needed = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
+    assert cap_properties() == needed and cpu_kind() == "avx2"
+    assert compile_properties("CPU", {"NUM_STREAMS": 1}, None, defaults=False) == {**needed, "NUM_STREAMS": 1}
+    assert compile_properties("CPU", {"INFERENCE_PRECISION_HINT": "bf16"}, None)["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert compile_properties("GPU", {}, None, defaults=False) == {}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")  # oneDNN's "no cap"
+    assert cap_properties() == {}
 
 
 def test_an_export_laid_out_for_another_cpu_kind_is_named_where_the_layouts_differ() -> None:

@@ -262,10 +262,11 @@ def cold_start_table(rows: list[Row]) -> str:
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on: the CPU, its ISA by /proc/cpuinfo and by OpenVINO,
-    and the cap ``ONEDNN_MAX_CPU_ISA`` puts on the kernels OpenVINO runs (set, a run on one
-    CPU measures the kernels of an older kind: docs/benchmarks.md says which rows did)."""
-    from vinolm.cpu import cpu_kind, isa
+    """What the numbers were measured on: the CPU, its ISA by /proc/cpuinfo (and its kind)
+    under the cap ``ONEDNN_MAX_CPU_ISA`` puts on OpenVINO's kernels, OpenVINO's view of the
+    real CPU, and the cap itself (set, a run on one CPU measures an older kind's kernels:
+    docs/benchmarks.md says which rows did)."""
+    from vinolm.cpu import cpu_kind, isa, isa_cap
     from vinolm.engines.ovconfig import optimization_capabilities
 
     cpu = platform.processor()
@@ -279,7 +280,7 @@ def machine() -> dict[str, Any]:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "memory_gb": round(mem, 1), "isa": isa(),
             "cpu_kind": cpu_kind(), "openvino_capabilities": optimization_capabilities(),
-            "isa_cap": os.environ.get("ONEDNN_MAX_CPU_ISA") or None,
+            "isa_cap": isa_cap(),
             "python": platform.python_version(), "platform": platform.platform()}  # fmt: skip
 
 

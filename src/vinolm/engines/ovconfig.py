@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from vinolm.cpu import cpu_kind
+from vinolm.cpu import cpu_flags, cpu_kind, isa_cap
 from vinolm.errors import InvalidRequest
 
 
@@ -49,13 +49,36 @@ def optimization_capabilities(device: str = "CPU") -> list[str]:
     return [str(c) for c in ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES")]
 
 
-def device_defaults(device: str, flags: set[str] | None = None) -> dict[str, Any]:
+def capped_defaults(flags: set[str]) -> dict[str, Any]:
+    """What a CPU whose kernels ``ONEDNN_MAX_CPU_ISA`` caps must be told: OpenVINO's plugin
+    still plans for the real CPU's bf16 and int8 dot products, which the capped kernels
+    cannot run ("could not create a primitive descriptor"). So f32 math below bf16, and no
+    activation quantization below VNNI, as on a CPU that is that old."""
+    props: dict[str, Any] = {}
+    if not {"avx512_bf16", "amx_bf16"} & flags:
+        props["INFERENCE_PRECISION_HINT"] = "f32"
+    if not {"avx_vnni", "avx512_vnni", "amx_int8"} & flags:
+        props["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0
+    return props
+
+
+def cap_properties() -> dict[str, Any]:
+    """The properties without which nothing compiles under this machine's ISA cap (none
+    without one): what even a peer run "with OpenVINO's defaults" needs under a cap."""
+    return capped_defaults(cpu_flags()) if isa_cap() else {}
+
+
+def device_defaults(device: str, flags: set[str] | None = None, cap: str | None = None) -> dict[str, Any]:
     """vinolm's defaults for ``device`` (``CPU``, ``CPU.0``...); none for other devices,
     AUTO included: CPU properties under AUTO's ``DEVICE_PROPERTIES`` would silently win
-    over a user's top-level ``--ov-config`` hints."""
+    over a user's top-level ``--ov-config`` hints. ``flags`` and ``cap`` default to this
+    machine's (flags already capped)."""
     if device.split(":", 1)[0].split(".", 1)[0].upper() != "CPU":
         return {}
-    return {**CPU_DEFAULTS, **(AMX_DEFAULTS if cpu_kind(flags) == "amx" else {})}
+    flags = cpu_flags() if flags is None else flags
+    cap = isa_cap() if cap is None else cap
+    return {**CPU_DEFAULTS, **(AMX_DEFAULTS if cpu_kind(flags) == "amx" else {}),
+            **(capped_defaults(flags) if cap else {})}
 
 
 def layout_mismatch(info: dict[str, Any], device: str, flags: set[str] | None = None) -> str | None:
@@ -80,12 +103,15 @@ def compile_properties(
     device: str, user: dict[str, Any], cache_dir: str | None, defaults: bool = True
 ) -> dict[str, Any]:
     """What a pipeline is compiled with: the model cache (a second load is faster),
-    vinolm's measured defaults for the device, then the user's overrides, which always win."""
+    vinolm's measured defaults for the device (without them, still what an ISA cap needs),
+    then the user's overrides, which always win."""
     props: dict[str, Any] = {}
     if cache_dir:
         props["CACHE_DIR"] = cache_dir
     if defaults:
         props.update(device_defaults(device))
+    elif device_defaults(device):  # a CPU
+        props.update(cap_properties())
     props.update(user)
     return props
 

@@ -28,10 +28,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import openvino as ov
     import openvino_genai as ov_genai
 
-    from vinolm.engines.ovconfig import parse_ov_config
+    from vinolm.engines.ovconfig import cap_properties, parse_ov_config
 
     started = time.perf_counter()
-    pipe = ov_genai.LLMPipeline(args.model, args.device, **parse_ov_config(args.ov_config))
+    pipe = ov_genai.LLMPipeline(args.model, args.device, **{**cap_properties(), **parse_ov_config(args.ov_config)})
     load_s = time.perf_counter() - started
     tokenizer = pipe.get_tokenizer()
 

@@ -26,10 +26,12 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, str]:
     from optimum.intel import OVModelForCausalLM
     from transformers import AutoConfig, AutoTokenizer
 
+    from vinolm.engines.ovconfig import cap_properties
+
     model = OVModelForCausalLM.from_pretrained(
         args.model,
         device="CPU",
-        ov_config=dict(TUTORIAL_OV_CONFIG),
+        ov_config={**TUTORIAL_OV_CONFIG, **cap_properties()},
         config=AutoConfig.from_pretrained(args.model),
     )
     tokenizer = AutoTokenizer.from_pretrained(args.model)
