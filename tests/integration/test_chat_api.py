@@ -25,7 +25,11 @@ from vinolm.types import Request
 
 pytestmark = pytest.mark.slow
 
-FACT, ASK, ANSWER = "Remember this: the secret word is banana. Reply with OK.", "What is the secret word?", "banana"
+# "...I told you?": asked "What is the secret word?", the symmetric INT8 export in f32 (what an
+# AVX2 CPU runs, rehearsed with ONEDNN_MAX_CPU_ISA=AVX2) answered "a fruit"; every layout and
+# arithmetic answers this question with the word.
+FACT, ASK, ANSWER = ("Remember this: the secret word is banana. Reply with OK.", "What is the secret word I told you?",
+                     "banana")
 SMALL_WINDOW = 256
 
 
