@@ -40,7 +40,7 @@ def cpu_flags(obey_cap: bool = True) -> set[str]:
                     break
     except OSError:
         pass
-    return capped(flags, os.environ.get(ISA_CAP_ENV)) if obey_cap else flags
+    return capped(flags, isa_cap()) if obey_cap else flags
 
 
 def capped(flags: set[str], cap: str | None) -> set[str]:
