@@ -39,7 +39,8 @@ def add_model_args(parser: argparse.ArgumentParser, engine: bool = True, several
 
 
 def add_speculation_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("speculative decoding (genai engine; greedy output unchanged)")
+    group = parser.add_argument_group(
+        "speculative decoding (prompt lookup on the genai and native engines, a draft model on genai)")
     way = group.add_mutually_exclusive_group()
     way.add_argument("--prompt-lookup", action="store_true",
                      help="propose tokens from n-grams of the prompt: pays when the answer quotes it "
@@ -199,4 +200,6 @@ def metrics_line(metrics: Metrics) -> str:
     )
     if metrics.trimmed_messages:
         line += f" · {metrics.trimmed_messages} old messages dropped to fit the context"
+    if metrics.draft_tokens:
+        line += f" · {metrics.draft_accepted} of {metrics.draft_tokens} proposed tokens accepted"
     return line

@@ -348,6 +348,9 @@ class Metrics:
     total_time: float = 0.0
     trimmed_messages: int = 0
     cached_tokens: int = 0
+    #: Speculative decoding on the native engine: tokens proposed, and those the model chose too.
+    draft_tokens: int = 0
+    draft_accepted: int = 0
 
     @property
     def tpot(self) -> float:

@@ -1,7 +1,7 @@
-"""``vinolm serve --prompt-lookup``: the openai SDK and KServe REST set the per-request
-knobs, greedy answers do not depend on them (exact f32, see tests/integration/
-test_speculative.py), out-of-range values are 400s naming the field, and a server started
-without speculation refuses the knobs instead of ignoring them."""
+"""``vinolm serve --prompt-lookup`` on the genai and native engines: the openai SDK and
+KServe REST set the per-request knobs, greedy answers do not depend on them (exact f32, see
+tests/integration/test_speculative.py), out-of-range values are 400s naming the field, and a
+server started without speculation refuses the knobs instead of ignoring them."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ PASSAGE = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding
 REWRITE = f"{PASSAGE}\n\nRewrite the text above in your own words."
 
 
-@pytest.fixture(scope="module")
-def lookup_server() -> Iterator[RunningServer]:
+@pytest.fixture(scope="module", params=["genai", "native"])
+def lookup_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     exact = [arg for pair in EXACT for arg in ("--ov-config", pair)]
-    with start_server("--no-ui", "--prompt-lookup", *exact) as running:
+    with start_server("--no-ui", "--prompt-lookup", "--engine", request.param, *exact) as running:
         yield running
 
 

@@ -200,7 +200,8 @@ def test_interleave_copy_task_compares_speculative_rows_with_plain() -> None:
 
     draft = str(prepare(None, "int4", progress=lambda _: None).path)  # the INT4 export drafts for the INT8 one
     exact = "@INFERENCE_PRECISION_HINT=f32,KV_CACHE_PRECISION=f32,DYNAMIC_QUANTIZATION_GROUP_SIZE=0"
-    rows = [f"genai{exact}", f"genai-lookup{exact}", f"genai-draft{exact}"]
+    rows = [f"genai{exact}", f"genai-lookup{exact}", f"genai-draft{exact}", f"native{exact}",
+            f"native-lookup{exact}"]
     cmd = [sys.executable, "-m", "vinolm.bench.interleave", *[a for r in rows for a in ("--row", r)],
            "--task", "copy", "--weight-format", "int8", "--prompt-tokens", "200", "--new-tokens", "24",
            "--runs", "1", "--num-assistant-tokens", "8", "--draft-model", draft, "--json"]  # fmt: skip
@@ -212,6 +213,7 @@ def test_interleave_copy_task_compares_speculative_rows_with_plain() -> None:
     assert all(row["same_answers"] and row["decode_tps"] > 0 for row in result["rows"].values())
     answers = [run[2] for row in result["rows"].values() for run in row["runs"]]
     assert answers[0] and answers[0] == answers[1] == answers[2]
+    assert answers[3] and answers[3] == answers[4]  # and the native engine its own
     for args, error in ((["--row", "direct", "--task", "story"], "the direct rows take --task filler"),
                         (["--row", "genai-draft"], "genai-draft rows and --draft-model go together")):
         refused = subprocess.run([sys.executable, "-m", "vinolm.bench.interleave", *args],

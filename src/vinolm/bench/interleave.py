@@ -18,11 +18,12 @@ itself), so weight formats compare in one process too; prompts are cut with
 * ``direct-stream``: the same with a Python streamer that only records the time;
 * ``genai`` / ``native``: vinolm's engines as a library user runs them (text in, chunks out);
 * ``genai-lookup``: the genai engine with prompt-lookup speculative decoding;
-* ``genai-draft``: the genai engine with ``--draft-model`` proposing the tokens.
+* ``genai-draft``: the genai engine with ``--draft-model`` proposing the tokens;
+* ``native-lookup``: the native engine with prompt lookup (its own loop).
 
-A ``genai-lookup`` or ``genai-draft`` row's answers are compared with its plain ``genai``
-twin's (same model and properties), which speculative decoding must reproduce; every other
-row's with the first row's.
+A speculative row's answers are compared with its plain twin's (``genai`` or ``native``,
+same model and properties), which speculative decoding must reproduce; every other row's
+with the first row's.
 
 ``--task`` picks the work: ``filler`` (default) is a prompt of exactly ``--prompt-tokens``
 tokens continued for exactly ``--new-tokens`` (EOS ignored); ``rewrite`` and ``copy`` ask
@@ -54,8 +55,8 @@ from vinolm.bench.worker import request
 
 Timed = tuple[float, float, str]  # (ttft_s, tpot_s, the answer or "" when not kept)
 Run = Callable[[list[int], str, int], Timed]  # (prompt ids, the same as text, new tokens)
-KINDS = ("direct", "direct-stream", "genai", "native", "genai-lookup", "genai-draft")
-SPECULATIVE = ("genai-lookup", "genai-draft")
+KINDS = ("direct", "direct-stream", "genai", "native", "genai-lookup", "genai-draft", "native-lookup")
+SPECULATIVE = ("genai-lookup", "genai-draft", "native-lookup")
 TASKS = ("filler", "rewrite", "copy", "story")
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 #: What the grounded tasks ask of a docs passage. ``copy`` is the one the 135M default model
@@ -172,7 +173,8 @@ def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple
             rows.append(Row(spec, direct_run(pipe, row.kind == "direct-stream"), props))
         else:
             folder = prepare(row.model, progress=lambda _: None) if row.model else model
-            speculation = {"genai-lookup": Speculation(None, *lookup), "genai-draft": Speculation(draft, *lookup)}
+            speculation = {"genai-lookup": Speculation(None, *lookup), "native-lookup": Speculation(None, *lookup),
+                           "genai-draft": Speculation(draft, *lookup)}
             options = EngineOptions(ov_config=user or {}, vinolm_defaults=user is None,
                                     speculation=speculation.get(row.kind))
             engine = load_engine(row.kind.split("-")[0], folder, options)
@@ -225,11 +227,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def plain_twin(label: str, labels: Any) -> str:
-    """The row a row's answers are compared with: a speculative row's plain ``genai`` twin
-    (same model, same properties) when there is one, which speculation must answer like;
+    """The row a row's answers are compared with: a speculative row's plain twin (same
+    engine, model and properties) when there is one, which speculation must answer like;
     else the first row."""
     kind = label.split(":")[0].split("@")[0]
-    twin = "genai" + label[len(kind):]
+    twin = kind.split("-")[0] + label[len(kind):]
     return twin if kind in SPECULATIVE and twin in labels else next(iter(labels))
 
 
@@ -254,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", choices=TASKS, default="filler",
                    help="filler: exact token counts; rewrite / copy / story: chat work that ends at EOS")
     p.add_argument("--num-assistant-tokens", type=int, default=5, help="speculative rows: tokens proposed per step")
-    p.add_argument("--max-ngram-size", type=int, default=3, help="genai-lookup rows: longest prompt n-gram matched")
+    p.add_argument("--max-ngram-size", type=int, default=3, help="lookup rows: longest prompt n-gram matched")
     p.add_argument("--draft-model", default=None, help="genai-draft rows: the model proposing tokens (same tokenizer)")
     return run_tool(p, argv, _problem, measure, markdown)
 

@@ -216,15 +216,16 @@ class Engine(ABC):
     supports_top_logprobs: ClassVar[bool] = False
     #: One grammar state per returned sequence, so a constraint goes with num_return_sequences > 1.
     constrains_each_sequence: ClassVar[bool] = False
-    #: Whether ``EngineOptions.speculation`` is honoured (openvino-genai's pipelines).
-    supports_speculation: ClassVar[bool] = False
+    #: The kinds of ``EngineOptions.speculation`` the engine honours ("prompt-lookup", "draft").
+    speculation_kinds: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: PreparedModel, options: EngineOptions | None = None) -> None:
         self.model = model
         self.options = opts = options or EngineOptions()
         check_device(opts.device)
-        if opts.speculation is not None and not self.supports_speculation:
-            raise InvalidRequest(f"speculative decoding runs on the genai engine, not {self.name}",
+        if opts.speculation is not None and opts.speculation.kind not in self.speculation_kinds:
+            where = "the genai and native engines" if opts.speculation.draft is None else "the genai engine"
+            raise InvalidRequest(f"speculative decoding ({opts.speculation.kind}) runs on {where}, not {self.name}",
                                  param="speculation")
         cache = opts.cache_dir or str(vinolm_home() / "ov_cache")
         #: What the model is compiled with: the cache, vinolm's defaults, the user's overrides.

@@ -26,7 +26,7 @@ from vinolm.types import Chunk, GenerationParams, Metrics, Request
 class GenaiEngine(Engine):
     name = "genai"
     supports_logprobs = True
-    supports_speculation = True
+    speculation_kinds = ("prompt-lookup", "draft")
 
     def __init__(self, model: PreparedModel, options: EngineOptions | None = None) -> None:
         super().__init__(model, options)

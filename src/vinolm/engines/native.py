@@ -17,6 +17,7 @@ the prompt only, e.g. ``PREFILL_INFERENCE_PRECISION_HINT=bf16`` with
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import openvino as ov
 from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
 from vinolm.engines.common import finish_reason_for, finish_sequence, first_line
 from vinolm.engines.constraints import TokenMask, compile_constraint, vocabulary_for
+from vinolm.engines.lookup import propose
 from vinolm.engines.native_model import StatefulLM
 from vinolm.engines.native_tokenizer import TokenizerIR
 from vinolm.engines.sampling import BeamSearch, Sampler, TokenHistory, log_softmax, top_logprobs
@@ -34,6 +36,8 @@ from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import EngineError, InvalidRequest
 from vinolm.models import PreparedModel
 from vinolm.types import Chunk, GenerationParams, Metrics, Request
+
+log = logging.getLogger("vinolm.engines")
 
 
 @dataclass
@@ -84,6 +88,7 @@ class NativeEngine(Engine):
     """Runs the stateful IR with a Python token loop; one request at a time."""
 
     name = "native"
+    speculation_kinds = ("prompt-lookup",)
     supports_logprobs = True
     supports_top_logprobs = True
     constrains_each_sequence = True
@@ -98,9 +103,13 @@ class NativeEngine(Engine):
         core = ov.Core()
         try:
             self.text = TokenizerIR(core, model.path)
-            self.lm = StatefulLM(core, model.path / "openvino_model.xml", opts.device, props, model.context_length)
+            self.lm = StatefulLM(core, model.path / "openvino_model.xml", opts.device, props, model.context_length,
+                                 mirror=opts.speculation is not None)
         except RuntimeError as exc:
             raise EngineError(f"OpenVINO cannot load {model.path}: {first_line(exc)}") from exc
+        if opts.speculation is not None and (why := self.lm.inexact_checks()) is not None:
+            log.warning("prompt lookup on %s may answer otherwise than plain decoding where two tokens nearly "
+                        "tie: %s", model.name, why)
         self.load_seconds = time.perf_counter() - started
         self._lock = threading.Lock()
 
@@ -145,6 +154,8 @@ class NativeEngine(Engine):
         logits = self.lm.prefill(ids[run.metrics.cached_tokens :])
         if run.params.num_beams > 1:
             return self._beam_search(run, logits)
+        if self.options.speculation is not None:
+            return self._lookup(run, logits)
         return self._sample(run, logits)
 
     def select(self, sampler: Sampler, logits: np.ndarray, row: _Sequence) -> tuple[int, float]:
@@ -182,6 +193,40 @@ class NativeEngine(Engine):
                 logits = self.lm.decode_step(np.array(tokens), order)
                 order = None
         return generated
+
+    def _lookup(self, run: _Run, logits: np.ndarray) -> int:
+        """Prompt-lookup decoding of one sequence. Each pass feeds the chosen token and the
+        tokens proposed after it; every row's token is chosen as a token step would choose
+        it (same sampler, history and grammar), and a row counts only while the proposals
+        before it were the model's own choices, so the answer is plain decoding's where a
+        pass's rows are bit for bit the token steps' (``StatefulLM.inexact_checks`` says
+        where not). Rejected tokens are cut out of the state through the model's mirror."""
+        spec = self.options.speculation
+        assert spec is not None
+        count = run.params.num_assistant_tokens or spec.num_assistant_tokens
+        ngram = run.params.max_ngram_size or spec.max_ngram_size
+        sampler = Sampler(run.params, self.eos_token_ids)
+        row = self._sequence(0, run, logits.shape[-1])
+        history = list(run.prepared.ids)
+        rows, proposed, generated = logits[None], [], 0
+        while True:
+            for i, step_logits in enumerate(rows):
+                token, logprob = self.select(sampler, step_logits, row)
+                top = top_logprobs(step_logits, run.params.top_logprobs) if run.params.top_logprobs else None
+                chunk = row.advance(token, logprob, run, top)
+                run.emit(chunk)
+                run.first_token()
+                generated += 1
+                history.append(token)
+                if chunk.finish_reason is not None or i == len(proposed) or proposed[i] != token:
+                    self.lm.reject(len(proposed) - i)
+                    run.metrics.draft_accepted += i
+                    break
+            if chunk.finish_reason is not None:
+                return generated
+            proposed = propose(history, count, ngram)
+            run.metrics.draft_tokens += len(proposed)
+            rows = self.lm.check([token, *proposed])
 
     def _sequence(self, index: int, run: _Run, logits_size: int) -> _Sequence:
         streamer = TextStreamer(self.text_decoder(run.params), run.prepared.stop_strings, run.prepared.ids)

@@ -9,6 +9,12 @@ tokens the state holds, so a prompt that starts with them pays only for its new 
 
 Hybrid precision: prompts are fastest in bf16 (AMX), single tokens in f32, so the model
 may be compiled twice; the prefill request hands its state to the decode request.
+
+Cutting positions out of the state (a chat that edits its past, prompt lookup's rejected
+tokens) goes through OpenVINO's get_state, which converts the plugin's cache to f32 at
+about 0.1 ms per held token (95 ms at 800 tokens, 135M, measured) - eight token steps.
+With ``mirror=True`` the model also returns each step's new keys/values, kept on the host
+(``KVMirror``), so a cut is one set_state per variable (about 9 ms at 800 tokens).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ KV_LAYOUT_PROPERTIES = (
 #: attention over the past dominates there and bf16 gains nothing (64 new tokens after
 #: 1024 cached: 534 ms f32, 527 ms bf16 plus ~115 ms of state hand-over both ways).
 HYBRID_MIN_PROMPT = 32
-#: Trimming copies the whole state (~0.05 ms per held token, measured) while a fresh
+#: Trimming copies the whole state (~0.1 ms per held token, measured) while a fresh
 #: prefill costs 1-2.4 ms per token, but the suffix after a trim pays for attention over
 #: the kept prefix: trim when the kept prefix is at least 1/16 of what the state holds.
 TRIM_COST_RATIO = 16
@@ -51,10 +57,15 @@ def split_phases(props: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] 
     return shared, ({**shared, **prefill} if prefill else None)
 
 
+#: The input that says how many of the last positions get logits: 1 for a prompt or a
+#: token step, k+1 for the pass that checks k tokens proposed by prompt lookup.
+LOGITS_ROWS = "vinolm_logits_rows"
+
+
 def slice_last_position(model: ov.Model) -> None:
-    """Make the model return logits for the last position only, as openvino-genai does:
-    a Slice before the lm_head MatMul, so a 990-token prompt computes one row of
-    logits (196 KB) instead of 990 (190 MB)."""
+    """Make the model return logits for the last ``LOGITS_ROWS`` positions only, as
+    openvino-genai does for one: a Slice before the lm_head MatMul, so a 990-token prompt
+    computes one row of logits (196 KB) instead of 990 (190 MB)."""
     node = model.output(0).get_node().input_value(0).get_node()
     for _ in range(8):  # through a tail of Convert / scaling / soft-capping ops
         if node.get_type_name() == "MatMul":
@@ -65,9 +76,72 @@ def slice_last_position(model: ov.Model) -> None:
     hidden = node.input_value(0)
     if hidden.get_partial_shape().rank.get_length() != 3:
         return
-    last = opset13.slice(hidden, np.array([-1]), np.array([_INT64_MAX]), np.array([1]), np.array([1]))
+    rows = opset13.parameter([1], ov.Type.i64, name=LOGITS_ROWS)
+    rows.output(0).get_tensor().set_names({LOGITS_ROWS})
+    last = opset13.slice(hidden, opset13.negative(rows), np.array([_INT64_MAX]), np.array([1]), np.array([1]))
     node.input(0).replace_source_output(last.output(0))
+    model.add_parameters([rows])
     model.validate_nodes_and_infer_types()
+
+
+def add_kv_outputs(model: ov.Model) -> tuple[list[str], list[int]]:
+    """Return each step's new keys/values as extra outputs, after the logits: the second
+    input of the Concat that appends them to each state variable. Returns the variable
+    ids in output order and the sequence axis of each."""
+    ids, axes, results = [], [], []
+    for sink in model.get_sinks():
+        concat = sink.input_value(0).get_node()
+        if concat.get_type_name() != "Concat" or concat.get_input_size() != 2:
+            raise EngineError("cannot find where the model appends to its KV cache")
+        rank = concat.get_output_partial_shape(0).rank.get_length()
+        axes.append(int(concat.get_attributes()["axis"]) % rank)
+        ids.append(sink.get_variable_id())
+        results.append(opset13.result(concat.input_value(1)))
+    model.add_results(results)
+    return ids, axes
+
+
+class KVMirror:
+    """Host copies (f32, as the state API speaks) of the keys/values one row's state
+    holds, appended from every inference's extra outputs; ``cut`` writes them back
+    shortened. Valid while one row runs: a batch of rows invalidates it."""
+
+    def __init__(self, request: Any, ids: list[str], axes: list[int], first_output: int) -> None:
+        states = {state.name: state for state in request.query_state()}
+        self._states = [states[name] for name in ids]
+        self._axes = axes
+        self._first = first_output
+        self._buffers: list[np.ndarray | None] = [None] * len(ids)
+        self.length = 0
+
+    def append(self, request: Any, count: int) -> None:
+        """Copy the ``count`` positions the last inference added."""
+        end = self.length + count
+        for i, axis in enumerate(self._axes):
+            new = request.get_output_tensor(self._first + i).data
+            buffer = self._room(i, new, axis, end)
+            buffer[(slice(None),) * axis + (slice(self.length, end),)] = new
+        self.length = end
+
+    def cut(self, length: int) -> None:
+        """Make the state hold positions ``< length`` only."""
+        for state, buffer, axis in zip(self._states, self._buffers, self._axes, strict=True):
+            assert buffer is not None
+            kept = buffer[(slice(None),) * axis + (slice(0, length),)]
+            state.state = ov.Tensor(np.ascontiguousarray(kept))  # set_state ignores ROI strides
+        self.length = length
+
+    def _room(self, i: int, new: np.ndarray, axis: int, end: int) -> np.ndarray:
+        buffer = self._buffers[i]
+        if buffer is None or buffer.shape[axis] < end or buffer.shape[:axis] != new.shape[:axis]:
+            shape = list(new.shape)
+            shape[axis] = max(2 * end, 256)
+            grown = np.empty(shape, dtype=np.float32)
+            if buffer is not None and buffer.shape[:axis] == new.shape[:axis]:
+                grown[(slice(None),) * axis + (slice(0, self.length),)] = (
+                    buffer[(slice(None),) * axis + (slice(0, self.length),)])
+            self._buffers[i] = buffer = grown
+        return buffer
 
 
 def _check_stateful(model: ov.Model, xml: Path) -> None:
@@ -106,12 +180,14 @@ class StatefulLM:
     """
 
     def __init__(
-        self, core: ov.Core, xml: Path, device: str, props: dict[str, Any], context_length: int
+        self, core: ov.Core, xml: Path, device: str, props: dict[str, Any], context_length: int,
+        mirror: bool = False,
     ) -> None:
         decode_props, prefill_props = split_phases(props)
         model = core.read_model(xml)
         _check_stateful(model, xml)
         slice_last_position(model)
+        mirrored = add_kv_outputs(model) if mirror else None
         decode = prefill = core.compile_model(model, device, decode_props)
         if prefill_props is not None:
             prefill = core.compile_model(model, device, prefill_props)
@@ -121,10 +197,46 @@ class StatefulLM:
         self._prefill = self._decode if prefill is decode else prefill.create_infer_request()
         self.hybrid = self._prefill is not self._decode
         self._to_decode = _state_pairs(self._prefill, self._decode)
-        self._dynamic_axes = [i for i, d in enumerate(model.get_variables()[0].get_info().data_shape) if d.is_dynamic]
+        self._mirror = KVMirror(self._decode, *mirrored, first_output=1) if mirrored else None
+        shape = model.get_variables()[0].get_info().data_shape
+        self._dynamic_axes = [i for i, d in enumerate(shape) if d.is_dynamic]
+        self._kv_heads = next(d.get_length() for d in shape if d.is_static and d.get_length() > 0)  # [B, H, L, S]
         self._ones = np.ones(context_length, dtype=np.int64)
+        self._one_row = np.ones(1, dtype=np.int64)  # LOGITS_ROWS of prompts and token steps
         self._bind_buffers(1)
         self.reset()
+
+    def inexact_checks(self) -> str | None:
+        """Why a checking pass here may not compute bit for bit the logits of single token
+        steps, or None when it does. Two reasons, both measured (docs/benchmarks.md 6c):
+        the attention kernel splits the keys of one head between threads when the KV heads
+        do not divide among them (each thread sums its part; a pass of k tokens splits where
+        the last token's step would, so earlier rows add in another order), and weight
+        kernels that multiply k rows otherwise than one (f32 without activation
+        quantization, AMX). The first is read off the model; the second is probed: a short
+        pass against the same tokens stepped one by one (0.04 s at 135M, 2 s at 1.1B)."""
+        threads = int(self._compiled["decode"].get_property("INFERENCE_NUM_THREADS"))
+        heads = self._kv_heads
+        if heads % threads:
+            return (f"its {heads} KV head{'s' if heads > 1 else ''} do not divide among {threads} threads, so "
+                    "the attention kernel sums a head in parts that differ between a pass and a step")
+        if not self._probe_checks():
+            return "with these properties this CPU's kernels compute several rows otherwise than one (a probe differed)"
+        return None
+
+    def _probe_checks(self, prompt: int = 48, count: int = 8) -> bool:
+        ids = list(range(10, 10 + prompt))
+        self.reset()
+        logits, fed, steps = self.prefill(ids), [], []
+        for _ in range(count):
+            fed.append(int(np.argmax(logits)))
+            logits = self.decode_step(np.array(fed[-1:]))[0]
+            steps.append(logits.copy())
+        self.trim(prompt)
+        rows = self.check(fed)
+        same = all(np.array_equal(row, step) for row, step in zip(rows, steps, strict=True))
+        self.reset()
+        return same
 
     def precisions(self) -> dict[str, str]:
         """The inference precision each phase was compiled with, e.g. ``{"prefill": "bf16", ...}``."""
@@ -141,6 +253,8 @@ class StatefulLM:
         self.tokens: list[int] = []
         self.length = 0
         self._exact = True
+        if self._mirror is not None:
+            self._mirror.length = 0
 
     def reuse(self, ids: Sequence[int]) -> int:
         """Keep the longest prefix of ``ids`` the state holds (never all of ``ids``: the
@@ -160,32 +274,53 @@ class StatefulLM:
 
     def trim(self, length: int) -> None:
         """Forget positions ``>= length`` of every key/value along the sequence axis."""
-        for state in self._decode.query_state():
-            kv = state.state.data
-            axis = next(i for i in self._dynamic_axes if kv.shape[i] == self.length)
-            kept = kv[(slice(None),) * axis + (slice(0, length),)]
-            state.state = ov.Tensor(np.ascontiguousarray(kept))  # set_state ignores ROI strides
+        if self._mirror is not None:
+            self._mirror.cut(length)
+        else:
+            for state in self._decode.query_state():
+                kv = state.state.data
+                axis = next(i for i in self._dynamic_axes if kv.shape[i] == self.length)
+                kept = kv[(slice(None),) * axis + (slice(0, length),)]
+                state.state = ov.Tensor(np.ascontiguousarray(kept))  # set_state ignores ROI strides
         self.tokens = self.tokens[:length]
         self.length = length
 
-    # -- the two steps ---------------------------------------------------------------------
+    # -- the steps -------------------------------------------------------------------------
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
         """Feed ``ids`` after the positions already in the state (one row); return the
         logits ``[vocab]`` of the last one."""
-        request = self._prefill_request(len(ids))
+        logits: np.ndarray = self._feed(self._prefill_request(len(ids)), ids, 1)[0, -1]
+        return logits
+
+    def check(self, ids: Sequence[int]) -> np.ndarray:
+        """Feed ``ids`` (a token and the tokens proposed after it) in one pass and return
+        the logits ``[len(ids), vocab]`` after each: what ``len(ids)`` token steps would
+        give. ``reject`` then forgets the ones not taken."""
+        logits: np.ndarray = self._feed(self._decode, ids, len(ids))[0]
+        return logits
+
+    def reject(self, count: int) -> None:
+        """Forget the last ``count`` fed tokens (the model's mirror makes that cheap)."""
+        if count:
+            self.trim(self.length - count)
+
+    def _feed(self, request: Any, ids: Sequence[int], rows: int) -> np.ndarray:
+        """One row of ``ids`` after what the state holds; the logits of its last ``rows``."""
         past, count = self.length, len(ids)
         request.set_tensor("input_ids", ov.Tensor(np.array([ids], dtype=np.int64)))
         request.set_tensor("attention_mask", self._mask(1, past + count))
         request.set_tensor("position_ids", ov.Tensor(np.arange(past, past + count, dtype=np.int64)[None]))
         request.set_tensor("beam_idx", ov.Tensor(np.zeros(1, dtype=np.int32)))
+        request.set_tensor(LOGITS_ROWS, ov.Tensor(np.array([rows], dtype=np.int64)))
         request.infer()
         self._bound_rows = 0
         self.tokens.extend(ids)
         self.length += count
+        if self._mirror is not None:
+            self._mirror.append(request, count)
         if request is not self._decode:
             hand_over(self._to_decode)
-        logits: np.ndarray = request.get_output_tensor(0).data[0, -1]
-        return logits
+        return request.get_output_tensor(0).data
 
     def decode_step(self, tokens: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
         """Feed one token per row; row ``i`` continues cache row ``order[i]`` (default:
@@ -203,6 +338,8 @@ class StatefulLM:
         request.wait()
         if rows == 1:
             self.tokens.append(int(tokens[0]))
+            if self._mirror is not None:
+                self._mirror.append(request, 1)
         else:
             self._exact = False
         logits: np.ndarray = request.get_output_tensor(0).data[:, -1]
@@ -225,6 +362,7 @@ class StatefulLM:
         request.set_tensor("input_ids", ov.Tensor(self._ids, shared_memory=True))
         request.set_tensor("position_ids", ov.Tensor(self._pos, shared_memory=True))
         request.set_tensor("beam_idx", ov.Tensor(self._order, shared_memory=True))
+        request.set_tensor(LOGITS_ROWS, ov.Tensor(self._one_row, shared_memory=True))
         self._bound_rows = rows
 
     def _mask(self, rows: int, length: int) -> ov.Tensor:

@@ -226,8 +226,9 @@ def _check_args(args: argparse.Namespace) -> None:
     for name, low in (("max_concurrency", 1), ("max_queue", 0), ("max_tokens_limit", 1), ("max_request_bytes", 1)):
         if getattr(args, name) < low:
             raise InvalidRequest(f"--{name.replace('_', '-')} must be >= {low}")
-    if speculation_from_args(args) is not None and args.engine != "genai":
-        raise InvalidRequest("--prompt-lookup and --draft-model run on the genai engine")
+    spec = speculation_from_args(args)
+    if spec is not None and args.engine != "genai" and not (args.engine == "native" and spec.draft is None):
+        raise InvalidRequest("--prompt-lookup runs on the genai and native engines, --draft-model on genai")
     for name in ("port", "grpc_port"):
         if not 0 <= getattr(args, name) <= 65535:
             raise InvalidRequest(f"--{name.replace('_', '-')} must be a port number (0-65535)")
