@@ -1,6 +1,6 @@
 """Prompt lookup's proposals: what followed the latest earlier occurrence of the ending n-gram."""
 
-from vinolm.engines.lookup import propose
+from vinolm.engines.lookup import next_count, propose
 
 
 def test_the_longest_recurring_suffix_wins_and_its_latest_occurrence() -> None:
@@ -18,3 +18,17 @@ def test_no_recurrence_no_proposal() -> None:
 
 def test_a_repeating_token_proposes_itself() -> None:
     assert propose([6, 6, 6, 6], 3, 2) == [6]  # the occurrence ending one before the last
+
+
+def test_single_tokens_propose_only_when_asked() -> None:
+    history = [5, 1, 9, 8, 7, 1]
+    assert propose(history, 2, 3) == [9, 8]
+    assert propose(history, 2, 3, min_ngram=2) == []
+
+
+def test_the_count_grows_after_a_full_hit_and_shrinks_after_a_miss() -> None:
+    assert next_count(5, 10, proposed=5, accepted=5) == 7
+    assert next_count(9, 10, proposed=9, accepted=9) == 10
+    assert next_count(5, 10, proposed=5, accepted=2) == 4
+    assert next_count(1, 10, proposed=1, accepted=0) == 1
+    assert next_count(4, 10, proposed=0, accepted=0) == 4  # nothing proposed: nothing learnt
