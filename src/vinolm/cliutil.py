@@ -48,7 +48,8 @@ def add_speculation_args(parser: argparse.ArgumentParser) -> None:
     way.add_argument("--draft-model", metavar="MODEL", default=None,
                      help="propose tokens with this smaller model (same tokenizer as --model)")
     group.add_argument("--num-assistant-tokens", type=int, default=5, metavar="N",
-                       help="tokens proposed per step (default 5)")
+                       help="most tokens proposed per step (default 5; the native engine starts at 3 and "
+                            "grows while they are taken)")
     group.add_argument("--max-ngram-size", type=int, default=3, metavar="N",
                        help="longest prompt n-gram matched by --prompt-lookup (default 3)")
 

@@ -42,6 +42,10 @@ log = logging.getLogger("vinolm.engines")
 #: (135M, 5 answers of 128 tokens) the model took 11% of what single tokens proposed, 64%
 #: after 2-grams, 76% after 3-grams, and a wrong guess costs a longer pass and a cut.
 MIN_NGRAM = 2
+#: Proposals start at this many per pass and grow by 2 while all are taken (up to
+#: ``num_assistant_tokens``): starting at 10 cost free generation 14% (mostly wrong
+#: 10-token guesses before the count shrank), starting at 3 cost it 6% (135M, 5 runs).
+FIRST_COUNT = 3
 
 
 @dataclass
@@ -208,7 +212,7 @@ class NativeEngine(Engine):
         spec = self.options.speculation
         assert spec is not None
         limit = run.params.num_assistant_tokens or spec.num_assistant_tokens
-        count = limit
+        count = min(limit, FIRST_COUNT)
         ngram = run.params.max_ngram_size or spec.max_ngram_size
         sampler = Sampler(run.params, self.eos_token_ids)
         row = self._sequence(0, run, logits.shape[-1])
