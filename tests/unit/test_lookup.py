@@ -3,11 +3,13 @@
 from vinolm.engines.lookup import next_count, propose
 
 
-def test_the_longest_recurring_suffix_wins_and_its_latest_occurrence() -> None:
+def test_the_longest_recurring_suffix_wins_and_its_latest_full_occurrence() -> None:
     history = [1, 2, 3, 4, 5, 9, 2, 3, 8, 7, 1, 2, 3]
     assert propose(history, 2, 3) == [4, 5]  # "1 2 3" recurs once; "2 3" recurs later but is shorter
     assert propose(history, 2, 2) == [8, 7]  # at most 2-grams: the latest "2 3"
-    assert propose(history, 10, 1) == [8, 7, 1, 2, 3]  # to the end of the history, no further
+    assert propose(history, 4, 2) == [8, 7, 1, 2]
+    assert propose(history, 6, 2) == [4, 5, 9, 2, 3, 8]  # the latest has only 5 after it: the earliest
+    assert propose(history, 20, 1) == history[3:]  # to the end of the history, no further
 
 
 def test_no_recurrence_no_proposal() -> None:
@@ -16,8 +18,10 @@ def test_no_recurrence_no_proposal() -> None:
     assert propose([], 5, 3) == []
 
 
-def test_a_repeating_token_proposes_itself() -> None:
-    assert propose([6, 6, 6, 6], 3, 2) == [6]  # the occurrence ending one before the last
+def test_a_loop_proposes_as_many_turns_as_it_can() -> None:
+    assert propose([6, 6, 6, 6], 3, 2) == [6, 6]  # the earliest occurrence: two tokens follow it
+    loop = [9, 1, 2, 1, 2, 1, 2, 1, 2]
+    assert propose(loop, 4, 3) == [1, 2, 1, 2]
 
 
 def test_single_tokens_propose_only_when_asked() -> None:

@@ -13,7 +13,9 @@ the attention rows are the stateful model's. ``--step-tokens k+1`` times the pas
 which speculative decoding checks k proposed tokens instead of a single step, and compares
 that pass's logits, row by row, with k+1 single steps over the same tokens: speculative
 decoding answers as plain decoding only where they agree (bit for bit, or too closely to
-flip a token).
+flip a token). It also times what a wrong guess costs the native engine's prompt lookup:
+cutting the pass's last k tokens out of the state (through its KV mirror) and the token
+step after that cut, which OpenVINO's plugin slows by growing the cache it was handed back.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         diff = np.abs(checked.astype(np.float64) - singles).max(axis=1)
         parity = {"max_abs_diff": [float(d) for d in diff], "bitwise": bool((checked == singles).all()),
                   "argmax_same": bool((checked.argmax(axis=1) == singles.argmax(axis=1)).all())}
+    miss = miss_cost(model.path, props, prompt, args.step_tokens, args.steps) if args.step_tokens > 1 else None
     weights = folder_weight_bytes(model.path)
     weight_s = sum(t for node, t in seconds.items() if node.startswith(WEIGHT_NODES)) / args.steps
     rows = [{"node_type": node, "ms_per_step": round(s / args.steps * 1000, 3), "share": round(s / counted, 4),
@@ -92,7 +95,36 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "prompt_tokens": args.prompt_tokens, "steps": args.steps, "step_tokens": args.step_tokens,
             "step_ms": round(wall / args.steps * 1000, 3), "counted_ms": round(counted / args.steps * 1000, 3),
             "weight_mb": round(weights / 1e6, 1), "weight_gbps": round(weights / weight_s / 1e9, 1) if weight_s else None,
-            "parity": parity, "rows": rows}  # fmt: skip
+            "parity": parity, "miss": miss, "rows": rows}  # fmt: skip
+
+
+def miss_cost(folder: Any, props: dict[str, Any], prompt: list[int], tokens: int, reps: int) -> dict[str, float]:
+    """Median ms of a token step, of cutting a pass's last ``tokens - 1`` tokens out of the
+    state, and of the token step right after that cut (``StatefulLM`` with its KV mirror)."""
+    import statistics
+
+    import numpy as np
+    import openvino as ov
+
+    from vinolm.engines.native_model import StatefulLM
+
+    plain = {k: v for k, v in props.items() if k != "PERF_COUNT"}
+    lm = StatefulLM(ov.Core(), folder / "openvino_model.xml", "CPU", plain, len(prompt) + 4 * tokens, mirror=True)
+    lm.prefill(prompt)
+    times: dict[str, list[float]] = defaultdict(list)
+
+    def timed(name: str, call: Any) -> None:
+        started = time.perf_counter()
+        call()
+        times[name].append((time.perf_counter() - started) * 1000)
+
+    for _ in range(reps):
+        timed("step_ms", lambda: lm.decode_step(np.array([300])))
+        lm.check([300] * tokens)
+        timed("cut_ms", lambda: lm.reject(tokens - 1))
+        timed("step_after_cut_ms", lambda: lm.decode_step(np.array([300])))
+        lm.reject(2)
+    return {name: round(statistics.median(values), 2) for name, values in times.items()}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -108,6 +140,10 @@ def markdown(result: dict[str, Any]) -> str:
         verdict = "bit for bit" if parity["bitwise"] else ("same tokens" if parity["argmax_same"] else "tokens differ")
         lines += ["", (f"A {result['step_tokens']}-token pass against as many single steps, max |logit "
                        f"difference| per row: {diffs} ({verdict}).")]
+    if (miss := result.get("miss")) is not None:
+        lines += ["", (f"A wrong guess (native prompt lookup): cutting {result['step_tokens'] - 1} tokens "
+                       f"{miss['cut_ms']} ms, the step after it {miss['step_after_cut_ms']} ms against "
+                       f"{miss['step_ms']} ms for a step (medians).")]
     return "\n".join(lines)
 
 

@@ -11,15 +11,18 @@ import numpy as np
 
 def propose(history: Sequence[int], count: int, max_ngram: int, min_ngram: int = 1) -> list[int]:
     """Up to ``count`` tokens that followed the longest (``min_ngram`` to ``max_ngram``)
-    suffix of ``history`` at its latest earlier occurrence; none when no suffix recurs."""
+    suffix of ``history`` earlier in it; none when no suffix recurs. Of its occurrences,
+    the latest with ``count`` tokens after it, else the earliest: in a loop the latest
+    one is a period back and could propose only a period's worth of tokens."""
     ids = np.asarray(history)
     size = len(ids)
     for n in range(min(max_ngram, size - 1), min_ngram - 1, -1):
         tail = ids[size - n :]
         windows = np.lib.stride_tricks.sliding_window_view(ids[: size - 1], n)
-        hits = np.flatnonzero((windows == tail).all(axis=1))
-        if hits.size:
-            start = int(hits[-1]) + n
+        starts = np.flatnonzero((windows == tail).all(axis=1)) + n
+        if starts.size:
+            full = starts[size - starts >= count]
+            start = int(full[-1] if full.size else starts[0])
             return ids[start : start + count].tolist()
     return []
 
