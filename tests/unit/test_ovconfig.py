@@ -91,12 +91,18 @@ def test_user_properties_win_and_defaults_can_be_left_out() -> None:
     assert compile_properties("CPU", {"NUM_STREAMS": 1}, None, defaults=False) == {**cap_properties(), "NUM_STREAMS": 1}
 
 
-def test_under_an_isa_cap_even_openvinos_defaults_get_what_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_under_an_isa_cap_every_property_set_gets_what_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     needed = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
     assert cap_properties() == needed and cpu_kind() == "avx2"
     assert compile_properties("CPU", {"NUM_STREAMS": 1}, None, defaults=False) == {**needed, "NUM_STREAMS": 1}
-    assert compile_properties("CPU", {"INFERENCE_PRECISION_HINT": "bf16"}, None)["INFERENCE_PRECISION_HINT"] == "bf16"
+    # What the user asks beyond the capped kind is taken as that kind's real CPU takes it (f32,
+    # no activation groups); the rest of the user's properties win as always.
+    user = {"INFERENCE_PRECISION_HINT": "bf16", "PREFILL_INFERENCE_PRECISION_HINT": "bf16",
+            "DYNAMIC_QUANTIZATION_GROUP_SIZE": "32", "KV_CACHE_PRECISION": "u8"}
+    assert compile_properties("CPU", user, None) == {**needed, "PREFILL_INFERENCE_PRECISION_HINT": "f32",
+                                                     "KV_CACHE_PRECISION": "u8"}
+    assert compile_properties("GPU", user, None) == user
     assert compile_properties("GPU", {}, None, defaults=False) == {}
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")  # oneDNN's "no cap"
     assert cap_properties() == {}

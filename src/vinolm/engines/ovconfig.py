@@ -113,7 +113,25 @@ def compile_properties(
     elif device_defaults(device):  # a CPU
         props.update(cap_properties())
     props.update(user)
+    if device_defaults(device) and isa_cap():
+        props.update(_as_capped_cpu(props, cpu_flags()))
     return props
+
+
+def _as_capped_cpu(props: dict[str, Any], flags: set[str]) -> dict[str, Any]:
+    """A user's bf16 math or activation quantization, as a CPU of the capped kind takes
+    them: a real AVX2 CPU's plugin ignores both and computes in f32, while under the cap
+    the plugin plans them for the real CPU and the capped kernels cannot compile them. So
+    ``ONEDNN_MAX_CPU_ISA`` rehearses the older CPU with any properties (the test suite's)."""
+    capped = capped_defaults(flags)
+    beyond = {"INFERENCE_PRECISION_HINT": lambda v: v.lower() == "bf16",
+              "DYNAMIC_QUANTIZATION_GROUP_SIZE": lambda v: v.strip() not in ("0", "")}
+    changes: dict[str, Any] = {}
+    for key, value in props.items():
+        name = key.removeprefix("PREFILL_")
+        if name in capped and beyond[name](str(value)):
+            changes[key] = capped[name]
+    return changes
 
 
 def available_devices() -> list[str]:
