@@ -158,7 +158,9 @@ def test_vinolm_agrees_with_genai_text_embedding_pipeline(minilm: PreparedModel)
     difference would be tokenization, padding or pooling."""
     import openvino_genai as ov_genai
 
-    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    from vinolm.engines.ovconfig import cap_properties
+
+    f32 = {**cap_properties(), "INFERENCE_PRECISION_HINT": "f32"}  # under ONEDNN_MAX_CPU_ISA, what compiles
     config = ov_genai.TextEmbeddingPipeline.Config()
     config.pooling_type = ov_genai.TextEmbeddingPipeline.PoolingType.MEAN
     config.normalize = True

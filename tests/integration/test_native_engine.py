@@ -22,6 +22,7 @@ from tests.cpu import BF16_OR_FALLBACK
 from tests.integration.conftest import F32
 from tests.integration.test_tiny_export import ARCHS
 
+from vinolm.cpu import isa_cap
 from vinolm.engines import Engine
 from vinolm.engines.native import NativeEngine
 from vinolm.engines.native_model import HYBRID_MIN_PROMPT
@@ -184,6 +185,9 @@ def test_beam_search_matches_optimum(native: NativeEngine, default_model: Prepar
     result = fresh(native, request)
     assert len(result.token_ids) == 2 and result.token_ids[0] != result.token_ids[1]
     ids = native.prepare_input(request).ids
+    if isa_cap():
+        pytest.skip("under ONEDNN_MAX_CPU_ISA OpenVINO picks an AVX-512 kernel for optimum's 4-row prompt, "
+                    "which the capped oneDNN cannot create (a real AVX2 CPU picks its own)")
     config = {**F32, "CACHE_DIR": ""}  # optimum would otherwise write a cache into the model folder
     model = optimum.OVModelForCausalLM.from_pretrained(default_model.path, ov_config=config, compile=True)
     inputs = torch.tensor([ids])

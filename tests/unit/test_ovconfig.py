@@ -103,6 +103,7 @@ def test_under_an_isa_cap_every_property_set_gets_what_compiles(monkeypatch: pyt
     assert compile_properties("CPU", user, None) == {**needed, "PREFILL_INFERENCE_PRECISION_HINT": "f32",
                                                      "KV_CACHE_PRECISION": "u8"}
     assert compile_properties("GPU", user, None) == user
+    assert compile_properties("AUTO", {}, None) == needed  # AUTO may pick the capped CPU
     assert compile_properties("GPU", {}, None, defaults=False) == {}
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")  # oneDNN's "no cap"
     assert cap_properties() == {}

@@ -104,18 +104,24 @@ def compile_properties(
 ) -> dict[str, Any]:
     """What a pipeline is compiled with: the model cache (a second load is faster),
     vinolm's measured defaults for the device (without them, still what an ISA cap needs),
-    then the user's overrides, which always win."""
+    then the user's overrides, which always win (under an ISA cap, as that kind's CPU
+    would take them)."""
     props: dict[str, Any] = {}
     if cache_dir:
         props["CACHE_DIR"] = cache_dir
     if defaults:
         props.update(device_defaults(device))
-    elif device_defaults(device):  # a CPU
+    capped = isa_cap() is not None and _may_pick_the_cpu(device)
+    if capped:  # AUTO passes top-level properties on to the device it picks
         props.update(cap_properties())
     props.update(user)
-    if device_defaults(device) and isa_cap():
+    if capped:
         props.update(_as_capped_cpu(props, cpu_flags()))
     return props
+
+
+def _may_pick_the_cpu(device: str) -> bool:
+    return device.split(":", 1)[0].split(".", 1)[0].upper() in {"CPU", "AUTO", "MULTI", "HETERO"}
 
 
 def _as_capped_cpu(props: dict[str, Any], flags: set[str]) -> dict[str, Any]:
