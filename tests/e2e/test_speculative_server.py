@@ -45,6 +45,13 @@ def test_knobs_per_request_keep_the_greedy_answer(lookup_server: RunningServer) 
     kserve = httpx.post(f"{lookup_server.base_url}/v2/models/{MODEL}/infer", json=body, timeout=120)
     assert kserve.status_code == 200, kserve.text
     assert kserve.json()["outputs"][0]["data"][0] == default
+    counters = {line.split()[0]: float(line.split()[1]) for line in httpx.get(f"{lookup_server.base_url}/metrics").text
+                .splitlines() if line.startswith("vinolm_draft")}
+    if "native" in lookup_server.process.args:  # the native engine counts what it proposed and what was taken
+        assert 0 <= counters["vinolm_draft_accepted_tokens_total"] <= counters["vinolm_draft_tokens_total"]
+        assert counters["vinolm_draft_tokens_total"] > 0
+    else:
+        assert counters == {"vinolm_draft_tokens_total": 0, "vinolm_draft_accepted_tokens_total": 0}
 
 
 def test_bad_knobs_are_400s(lookup_server: RunningServer, server: RunningServer) -> None:

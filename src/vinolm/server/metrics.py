@@ -57,6 +57,9 @@ class ServerMetrics:
         self._requests: dict[tuple[str, str], int] = {}
         self.prompt_tokens = 0
         self.generated_tokens = 0
+        #: Speculative decoding on the native engine: tokens proposed, and those taken.
+        self.draft_tokens = 0
+        self.draft_accepted = 0
         #: Per served model (its first name): requests generating and waiting; the unlabelled
         #: gauges are their sums, so dashboards written for one model keep working.
         self._running: dict[str, int] = {}
@@ -109,6 +112,8 @@ class ServerMetrics:
         with self._lock:
             self.prompt_tokens += metrics.input_tokens
             self.generated_tokens += metrics.output_tokens
+            self.draft_tokens += metrics.draft_tokens
+            self.draft_accepted += metrics.draft_accepted
             if metrics.output_tokens > 0 and metrics.ttft > 0:
                 self.ttft.observe(metrics.ttft)
             if metrics.output_tokens > 1 and metrics.tpot > 0:
@@ -130,6 +135,10 @@ class ServerMetrics:
                 lines.append(f'vinolm_requests_total{{protocol="{_label(protocol)}",status="{_label(status)}"}} {count}')
             lines += _single("vinolm_prompt_tokens_total", "counter", "Prompt tokens processed.", self.prompt_tokens)
             lines += _single("vinolm_generated_tokens_total", "counter", "Tokens generated.", self.generated_tokens)
+            lines += _single("vinolm_draft_tokens_total", "counter",
+                             "Tokens proposed by speculative decoding (native engine).", self.draft_tokens)
+            lines += _single("vinolm_draft_accepted_tokens_total", "counter",
+                             "Proposed tokens the model chose too (native engine).", self.draft_accepted)
             lines += self.ttft.lines() + self.tpot.lines()
             lines += _single("vinolm_requests_running", "gauge", "Requests being generated now.", self.running)
             lines += _single("vinolm_requests_queued", "gauge", "Admitted requests waiting for a slot.", self.queued)
