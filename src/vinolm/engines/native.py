@@ -44,8 +44,8 @@ log = logging.getLogger("vinolm.engines")
 #: misses), longer ones 66-79%; on free generation nearly all matches are 2-grams (25% right).
 MIN_NGRAM = 3
 #: Proposals start at this many per pass and grow by 2 while all are taken (up to
-#: ``num_assistant_tokens``): starting at 10 cost free generation 14% (mostly wrong
-#: 10-token guesses before the count shrank), starting at 3 cost it 6% (135M, 5 runs).
+#: ``num_assistant_tokens``): with 2-gram matches, starting at 10 cost free generation 14%
+#: (wrong 10-token guesses before the count shrank), starting at 3 cost it 6% (135M, 5 runs).
 FIRST_COUNT = 3
 
 
