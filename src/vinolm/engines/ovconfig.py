@@ -42,6 +42,15 @@ CPU_DEFAULTS: dict[str, Any] = {"KV_CACHE_PRECISION": "f16", "DYNAMIC_QUANTIZATI
 AMX_DEFAULTS: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
+#: Devices that pick or combine real ones (``AUTO:GPU,CPU``...).
+VIRTUAL_DEVICES = frozenset({"AUTO", "MULTI", "HETERO"})
+
+
+def device_base(device: str) -> str:
+    """``CPU`` of ``CPU.0``, ``AUTO`` of ``AUTO:GPU,CPU``."""
+    return device.split(":", 1)[0].split(".", 1)[0].upper()
+
+
 def optimization_capabilities(device: str = "CPU") -> list[str]:
     """What OpenVINO says it can compute fast on ``device`` (``BF16``, ``INT8``, ``FP16``...)."""
     import openvino as ov
@@ -73,7 +82,7 @@ def device_defaults(device: str, flags: set[str] | None = None, cap: str | None 
     AUTO included: CPU properties under AUTO's ``DEVICE_PROPERTIES`` would silently win
     over a user's top-level ``--ov-config`` hints. ``flags`` and ``cap`` default to this
     machine's (flags already capped)."""
-    if device.split(":", 1)[0].split(".", 1)[0].upper() != "CPU":
+    if device_base(device) != "CPU":
         return {}
     flags = cpu_flags() if flags is None else flags
     cap = isa_cap() if cap is None else cap
@@ -121,7 +130,7 @@ def compile_properties(
 
 
 def _may_pick_the_cpu(device: str) -> bool:
-    return device.split(":", 1)[0].split(".", 1)[0].upper() in {"CPU", "AUTO", "MULTI", "HETERO"}
+    return device_base(device) in {"CPU", *VIRTUAL_DEVICES}
 
 
 def _as_capped_cpu(props: dict[str, Any], flags: set[str]) -> dict[str, Any]:
@@ -148,8 +157,8 @@ def available_devices() -> list[str]:
 
 def check_device(device: str) -> None:
     """Reject a device OpenVINO does not have before a minute of loading fails on it."""
-    base = device.split(":", 1)[0].split(".", 1)[0].upper()
-    if base in {"AUTO", "MULTI", "HETERO"}:
+    base = device_base(device)
+    if base in VIRTUAL_DEVICES:
         return
     devices = available_devices()
     if device.upper() not in {d.upper() for d in devices} and base not in {d.split(".")[0] for d in devices}:
