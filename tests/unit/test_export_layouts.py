@@ -3,6 +3,8 @@ and an export's record says what it was made for."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from vinolm.catalog import Int4Preset
@@ -10,6 +12,7 @@ from vinolm.cpu import cpu_kind
 from vinolm.errors import InvalidRequest
 from vinolm.export import ExportOptions, describe
 from vinolm.export.layouts import LAYOUTS, TARGETS, layout_for, target_kind
+from vinolm.export.report import adjusted_groups, weight_layouts
 
 PRESET = Int4Preset(sym=False, group_size=128, ratio=0.8)
 KINDS = [t for t in TARGETS if t not in ("auto", "any")]
@@ -72,3 +75,23 @@ def test_describe_reads_new_and_old_records() -> None:
     assert describe({"weight_format": "int8"}) == "int8 asym"  # before int8 records had sym: asymmetric
     assert describe({"weight_format": "fp16"}) == "fp16"
     assert describe({"weight_format": "int4", "sym": False, "group_size": None, "ratio": None}) == "int4 asym"
+
+
+def test_the_record_counts_the_layouts_nncf_wrote(tmp_path: Path) -> None:
+    """Grouped weights are [out, groups, group], channel-wise ones [out, in]; zero points
+    ([..., 1]) and float constants are no weights."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    def const(kind: ov.Type, shape: list[int]) -> ov.Node:
+        return ops.convert(ops.constant(np.zeros(shape, np.int8), dtype=kind), "f32")
+
+    parts = [const(ov.Type.i4, [8, 2, 64]), const(ov.Type.i4, [8, 2, 64]), const(ov.Type.u4, [8, 1, 128]),
+             const(ov.Type.u4, [8, 1, 1]), const(ov.Type.u4, [8, 128]), const(ov.Type.u8, [8, 128]),
+             const(ov.Type.u8, [8, 1]), ops.constant(np.zeros([8, 128], np.float32))]
+    ov.save_model(ov.Model([ops.result(p) for p in parts], []), tmp_path / "m.xml")
+    layouts = weight_layouts(tmp_path / "m.xml")
+    assert layouts == {"int4 g64": 2, "int4 channel-wise": 1, "int4 g128": 1, "int8 channel-wise": 1}
+    assert adjusted_groups(layouts, 128) == {"int4 g64": 2, "int4 channel-wise": 1}
+    assert adjusted_groups(layouts, -1) == {"int4 g64": 2, "int4 g128": 1}

@@ -21,7 +21,7 @@ from typing import Any
 from vinolm.catalog import Int4Preset
 from vinolm.errors import ExportError, InvalidRequest
 from vinolm.export.layouts import TARGETS, layout_for, target_kind
-from vinolm.export.report import SizeReport, folder_weight_bytes
+from vinolm.export.report import SizeReport, adjusted_groups, folder_weight_bytes, weight_layouts
 
 WEIGHT_FORMATS = ("fp16", "int8", "int4")
 #: What a setting nobody chose becomes: NNCF's asymmetric weights, INT4 in groups of 128, every layer.
@@ -167,6 +167,9 @@ def export_model(
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **options.compression(),
         }
+        if options.weight_format != "fp16":
+            info["layers"] = weight_layouts(tmp / "openvino_model.xml")
+            _say_adjusted_groups(info, progress)
         if task == EMBEDDING_TASK:
             from vinolm.export.embedding import embedding_info
 
@@ -179,6 +182,21 @@ def export_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportResult(output, reused=False, info=info, seconds=time.perf_counter() - started)
+
+
+def _say_adjusted_groups(info: dict[str, Any], progress: Progress) -> None:
+    """A group size NNCF could not use everywhere is said, not hidden behind the one asked for."""
+    if info["weight_format"] != "int4" or not (other := adjusted_groups(info["layers"], info["group_size"])):
+        return
+    done = ", ".join(f"{n} in {_grouping(name)}" for name, n in other.items())
+    progress(f"{_grouping(info['group_size'])} do not fit every layer's inputs, so NNCF adjusted them: "
+             f"{done} (INT4 matrices; 'layers' in vinolm.json counts them all)")
+
+
+def _grouping(layout: str | int) -> str:
+    """``int4 g64`` or 64 -> "groups of 64"; ``int4 channel-wise`` or -1 -> "channel-wise"."""
+    size = str(layout).rsplit(" g", 1)[-1]
+    return "channel-wise" if size in ("-1", "int4 channel-wise") else f"groups of {size}"
 
 
 def _settings(record: dict[str, Any]) -> dict[str, Any]:
