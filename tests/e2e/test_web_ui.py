@@ -77,6 +77,13 @@ def _ui_cancelled(base: str) -> float:
     return _metric(base, 'vinolm_requests_total{protocol="ui",status="499"}')
 
 
+def _answered(page: Page, base: str, what: str) -> None:
+    """The engine has finished and the page has taken the answer's last update: until then the
+    session is still busy, and a message or tool result sent would be refused."""
+    _wait(lambda: _running(base) == 0, what)
+    expect(page.locator('[data-testid="status-tracker"].generating')).to_have_count(0)
+
+
 # -- the server with several models ---------------------------------------------------------------
 CHAT, INT4, EMBED, BROKEN = "smollm2-135m", "smol-int4", "all-minilm-l6-v2", "broken"
 
@@ -254,10 +261,10 @@ def test_chat_two_turns_then_clear(new_page: PageOpener, base_url: str, screensh
     expect(page.get_by_text("smollm2-135m Chatbot")).to_be_visible()
     _send(page, "Hi! My name is Ada.")
     expect(_bot_messages(page)).to_have_count(1)
-    _wait(lambda: _running(base_url) == 0, "the first answer to finish")
+    _answered(page, base_url, "the first answer to finish")
     _send(page, "What is my name?")
     expect(_bot_messages(page)).to_have_count(2)
-    _wait(lambda: _running(base_url) == 0, "the second answer to finish")
+    _answered(page, base_url, "the second answer to finish")
 
     expect(_user_messages(page)).to_have_text(["Hi! My name is Ada.", "What is my name?"])
     for answer in _bot_messages(page).all():
@@ -311,7 +318,7 @@ def test_a_named_tool_choice_is_shown_as_a_call_and_a_pasted_result_is_answered(
     _send(page, "What is the weather in Paris?")
     box = _call_box(page, "get_weather")
     expect(box).to_have_count(1)
-    _wait(lambda: _running(base_url) == 0, "the call to be written")
+    _answered(page, base_url, "the call to be written")
     arguments = _call_arguments(box)
     assert set(arguments) == {"city"} and isinstance(arguments["city"], str)  # valid against the schema
 
@@ -320,7 +327,7 @@ def test_a_named_tool_choice_is_shown_as_a_call_and_a_pasted_result_is_answered(
     result = page.locator("#chat-log .thought-group").filter(has_text="get_weather returned")
     expect(result).to_have_count(1)
     expect(result).to_contain_text('"sky": "sunny"')
-    _wait(lambda: _running(base_url) == 0, "the answer to the result")
+    _answered(page, base_url, "the answer to the result")
     expect(_bot_messages(page)).to_have_count(3)  # the call, the result, the answer in words
     expect(_bot_messages(page).last).not_to_have_text("")
     expect(page.locator("#chat-tool-result textarea")).to_have_value("")
@@ -332,7 +339,7 @@ def test_required_tool_choice_calls_one_of_the_offered_tools(new_page: PageOpene
     _send(page, "What time is it in Tokyo?")
     boxes = page.locator("#chat-log .thought-group").filter(has_text="\N{HAMMER AND WRENCH} get_")
     expect(boxes.first).to_be_visible()
-    _wait(lambda: _running(base_url) == 0, "the calls to be written")
+    _answered(page, base_url, "the calls to be written")
     for box in boxes.all():
         name = "get_weather" if "get_weather" in box.inner_text() else "get_time"
         assert set(_call_arguments(box)) == ({"city"} if name == "get_weather" else {"zone"})
@@ -340,7 +347,7 @@ def test_required_tool_choice_calls_one_of_the_offered_tools(new_page: PageOpene
     page.locator("#chat-tool-result textarea").fill("12:00")
     page.locator("#chat-tool-send").click()  # the result answers the first call
     expect(page.locator("#chat-log .thought-group").filter(has_text="returned")).to_have_count(1)
-    _wait(lambda: _running(base_url) == 0, "the answer to the result, if no other call waits")
+    _answered(page, base_url, "the answer to the result, if no other call waits")
 
 
 def test_invalid_tools_json_is_named_on_the_page(new_page: PageOpener, base_url: str) -> None:
