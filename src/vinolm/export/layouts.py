@@ -44,7 +44,8 @@ LAYOUTS: dict[tuple[str, str], Layout] = {
         sym=True,
         measured="AMD EPYC Zen 5, 2026-12-03: symmetric INT4 decodes SmolLM2-135M 1.10x faster than "
                  "asymmetric at the preset's group and ratio (120.2 vs 109.5 tok/s), 1.1B level (38.6 vs 38.2), "
-                 "quality level (KL divergence from FP16 0.213 vs 0.208)",
+                 "quality level (KL divergence from FP16 0.213 vs 0.208). AMD EPYC Zen 4, 2026-12-04: the asymmetric "
+                 "preset takes 1.03-1.04x the time per token at 1.1B (each row twice, 7 runs), 135M 86.6 vs 84.2 tok/s",
     ),
     ("avx512", "int4"): Layout(
         sym=True,
