@@ -128,14 +128,14 @@ def _build_hf(arch: str, out: Path) -> None:
 
 
 def exported(arch: str, weight_format: str = "int8") -> Path:
-    """The OpenVINO export of the tiny ``arch`` model, built on first use."""
-    from vinolm.export import ExportOptions, export_model, is_complete
+    """The OpenVINO export of the tiny ``arch`` model, built on first use and again whenever
+    vinolm would export it differently now (``export_model`` reuses a matching one)."""
+    from vinolm.export import ExportOptions, export_model
 
     source = hf_folder(arch)
     key = source.parent.name
     output = source.parent / weight_format
     with _locked(key):
-        if not is_complete(output):
-            export_model(str(source), output, ExportOptions(weight_format=weight_format),
-                         source_kind="hf", progress=lambda _: None)
+        export_model(str(source), output, ExportOptions(weight_format=weight_format),
+                     source_kind="hf", progress=lambda _: None)
     return output
