@@ -52,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-cpu", choices=TARGETS, default="auto",
                    help="the kind of CPU to lay the weights out for: auto = this machine's, any = none "
                         "(the catalog preset alone); see docs/benchmarks.md section 11")
+    fuse = p.add_mutually_exclusive_group()
+    fuse.add_argument("--fuse", action="store_true", default=None,
+                      help="one matmul for the projections that share an input (q/k/v); default: where the "
+                           "target CPU decodes faster with it, all but AMX (docs/benchmarks.md section 14)")
+    fuse.add_argument("--no-fuse", dest="fuse", action="store_false", help="keep every projection its own matmul")
     p.add_argument("--awq", action="store_true", help="data-aware AWQ (needs --dataset)")
     p.add_argument("--dataset", default=None, help="calibration set: a name or a .txt/.jsonl file")
     p.add_argument("--num-samples", type=int, default=None)
@@ -137,7 +142,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     options = ExportOptions(
         weight_format=args.weight_format, group_size=args.group_size, ratio=args.ratio, sym=args.sym,
         awq=args.awq, dataset=args.dataset, num_samples=args.num_samples,
-        trust_remote_code=args.trust_remote_code, force=args.force, target_cpu=args.target_cpu,
+        trust_remote_code=args.trust_remote_code, force=args.force, target_cpu=args.target_cpu, fuse=args.fuse,
     ).validated()
     if source.kind == "ir":
         status(f"{args.source} is already an OpenVINO model; nothing to export")

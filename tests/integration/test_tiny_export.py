@@ -21,6 +21,7 @@ from tests.tiny_models import ARCHITECTURES, hf_folder
 
 from vinolm.engines import Engine
 from vinolm.errors import ExportError
+from vinolm.export.layouts import layout_for
 from vinolm.types import GenerationParams, Request
 
 pytestmark = pytest.mark.slow
@@ -74,6 +75,10 @@ def test_int8_export_generates(arch: str, tiny_model: TinyModel, vinolm: Cli) ->
     assert (info["weight_format"], info["source_kind"]) == ("int8", "hf")
     assert json.loads((folder / "config.json").read_text())["model_type"] == arch
     assert share(weight_elements(folder), WEIGHT_TYPES["int8"]) > 0.9
+    layout = layout_for("auto", "int8")
+    assert info["fuse"] is bool(layout and layout.fuse)  # this machine's kind decides
+    if info["fuse"]:  # gpt_neox computes q/k/v in one matmul already
+        assert (info["fused_matmuls"] > 0) is (arch != "gpt_neox"), info["fused_matmuls"]
     text, tokens = generate(vinolm, folder, "--ignore-eos")
     assert tokens == 8
     assert text.strip()

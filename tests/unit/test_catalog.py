@@ -308,7 +308,8 @@ def test_int4_preset_fills_only_unset_export_options() -> None:
     preset = catalog.resolve("tiny-llama-1b-chat").int4
     filled = ExportOptions(weight_format="int4", target_cpu="any").with_defaults(preset)
     assert (filled.group_size, filled.ratio, filled.sym) == (preset.group_size, preset.ratio, preset.sym)
-    assert filled.settings_from == {"sym": "catalog", "group_size": "catalog", "ratio": "catalog"}
+    assert filled.settings_from == {"sym": "catalog", "group_size": "catalog", "ratio": "catalog", "fuse": "default"}
+    assert filled.fuse is False  # no layout, no fusion
     mine = ExportOptions(weight_format="int4", group_size=32, sym=True, target_cpu="any").with_defaults(preset)
     assert (mine.group_size, mine.ratio, mine.sym) == (32, preset.ratio, True)
     assert ExportOptions(weight_format="int8", target_cpu="any").with_defaults(preset).group_size is None

@@ -10,7 +10,7 @@ import pytest
 from vinolm.catalog import Int4Preset
 from vinolm.cpu import cpu_kind
 from vinolm.errors import InvalidRequest
-from vinolm.export import ExportOptions, describe
+from vinolm.export import EMBEDDING_TASK, GENERATION_TASK, ExportOptions, _settings, describe
 from vinolm.export.layouts import LAYOUTS, TARGETS, layout_for, target_kind
 from vinolm.export.report import adjusted_groups, weight_layouts
 
@@ -41,23 +41,50 @@ def test_the_target_kinds_layout_comes_before_the_preset(kind: str, fmt: str) ->
             assert (getattr(chosen, name), chosen.settings_from[name]) == (getattr(PRESET, name), "catalog")
         else:  # int8 has no preset: NNCF's default, asymmetric
             assert (chosen.sym, chosen.settings_from[name]) == (False, "default")
+    fuse = getattr(layout, "fuse", None)
+    assert (chosen.fuse, chosen.settings_from["fuse"]) == ((fuse, "cpu") if fuse is not None else (False, "default"))
     record = chosen.compression()
     assert record["target_cpu"] == kind and record["settings_from"] == chosen.settings_from
+    assert record["fuse"] is chosen.fuse
 
 
 def test_the_user_wins_and_any_means_no_layout() -> None:
     for kind in KINDS:
-        mine = ExportOptions(weight_format="int4", sym=False, group_size=64, ratio=0.5, target_cpu=kind)
+        mine = ExportOptions(weight_format="int4", sym=False, group_size=64, ratio=0.5, target_cpu=kind, fuse=False)
         filled = mine.with_defaults(PRESET)
-        assert (filled.sym, filled.group_size, filled.ratio) == (False, 64, 0.5)
+        assert (filled.sym, filled.group_size, filled.ratio, filled.fuse) == (False, 64, 0.5, False)
         assert set(filled.settings_from.values()) == {"user"}
     portable = ExportOptions(weight_format="int4", target_cpu="any").with_defaults(PRESET)
+    assert portable.settings_from.pop("fuse") == "default" and portable.fuse is False
     assert set(portable.settings_from.values()) == {"catalog"}
     assert portable.compression()["target_cpu"] == "any"
     assert target_kind("auto") == cpu_kind()
     hf_folder = ExportOptions(weight_format="int4", target_cpu="any").with_defaults(None)
     assert (hf_folder.sym, hf_folder.group_size, hf_folder.ratio) == (False, 128, 1.0)
     assert set(hf_folder.settings_from.values()) == {"default"}
+
+
+def test_fusion_follows_the_target_kind_and_never_reaches_embedding_models() -> None:
+    assert any(layout.fuse for layout in LAYOUTS.values()), "no kind fuses: export.fuse is dead code"
+    for kind in KINDS:
+        forced = ExportOptions(weight_format="int8", target_cpu=kind, fuse=True).with_defaults(None)
+        assert (forced.fuse, forced.settings_from["fuse"]) == (True, "user")
+    fused = next(kind for (kind, fmt), layout in LAYOUTS.items() if fmt == "int8" and layout.fuse)
+    options = ExportOptions(weight_format="int8", target_cpu=fused).with_defaults(None)
+    assert options.for_task(GENERATION_TASK) is options
+    embedding = options.for_task(EMBEDDING_TASK)
+    assert (embedding.fuse, embedding.settings_from["fuse"]) == (False, "task")
+    with pytest.raises(InvalidRequest, match="--fuse applies to text-generation models"):
+        ExportOptions(weight_format="int8", fuse=True).with_defaults(None).for_task(EMBEDDING_TASK)
+    with pytest.raises(InvalidRequest, match="--fuse/--no-fuse apply to int8 and int4"):
+        ExportOptions(weight_format="fp16", fuse=False).validated()
+
+
+def test_a_fused_export_is_not_taken_for_an_unfused_one() -> None:
+    assert describe({"weight_format": "int8", "sym": True, "fuse": True}) == "int8 sym fused"
+    assert describe({"weight_format": "int8", "sym": True}) == "int8 sym"  # records before fusion
+    assert _settings({"weight_format": "int8", "sym": True}) != _settings({"weight_format": "int8", "sym": True,
+                                                                          "fuse": True})
 
 
 def test_bad_targets_and_settings_are_refused_by_name() -> None:

@@ -112,17 +112,19 @@ def test_under_an_isa_cap_every_property_set_gets_what_compiles(monkeypatch: pyt
 def test_an_export_laid_out_for_another_cpu_kind_is_named_where_the_layouts_differ() -> None:
     from vinolm.export import ExportOptions
 
-    def made_for(kind: str, fmt: str, sym: bool | None = None) -> dict[str, Any]:
-        return ExportOptions(weight_format=fmt, target_cpu=kind, sym=sym).with_defaults(None).compression()
+    def made_for(kind: str, fmt: str, sym: bool | None = None, fuse: bool | None = None) -> dict[str, Any]:
+        return ExportOptions(weight_format=fmt, target_cpu=kind, sym=sym, fuse=fuse).with_defaults(None).compression()
 
     avx2_int4 = made_for("avx2", "int4")  # symmetric groups of 32, chosen for AVX2
     note = layout_mismatch(avx2_int4, "CPU", AVX512_BF16)
     assert note is not None and "laid out for avx2 CPUs and this CPU is avx512-bf16" in note
     assert layout_mismatch(avx2_int4, "CPU", AVX2_ONLY) is None  # where it was meant to run
     assert layout_mismatch(avx2_int4, "GPU", AVX512_BF16) is None  # not a CPU layout question
-    int8 = made_for("avx512-bf16", "int8")  # NNCF's asymmetric INT8: AMX lays INT8 out alike
+    int8 = made_for("avx512-bf16", "int8", fuse=False)  # NNCF's asymmetric INT8: AMX lays INT8 out alike
     assert layout_mismatch(int8, "CPU", AMX) is None
     assert layout_mismatch(int8, "CPU", AVX2_ONLY) is not None  # AVX2 wants symmetric INT8
-    assert layout_mismatch(made_for("avx512-bf16", "int8", sym=False), "CPU", AVX2_ONLY) is None  # the user's --asym
+    assert layout_mismatch(made_for("avx512-bf16", "int8", sym=False, fuse=False), "CPU", AVX2_ONLY) is None
+    # fused projections (this kind's layout) hide q/k/v and the MLP from the AMX plugin's own fusion
+    assert layout_mismatch(made_for("avx512-bf16", "int8"), "CPU", AMX) is not None
     assert layout_mismatch({"target_cpu": "any"}, "CPU", AMX) is None  # made for no kind in particular
     assert layout_mismatch({"weight_format": "int8"}, "CPU", AMX) is None  # exported before layouts

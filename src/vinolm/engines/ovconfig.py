@@ -102,7 +102,8 @@ def layout_mismatch(info: dict[str, Any], device: str, flags: set[str] | None = 
     here = layout_for(kind, str(info.get("weight_format")))
     for name, origin in info.get("settings_from", {}).items():
         wanted = getattr(here, name, None)
-        if origin != "user" and (info.get(name) != wanted if wanted is not None else origin == "cpu"):
+        if origin in ("cpu", "catalog", "default") and (info.get(name) != wanted if wanted is not None
+                                                         else origin == "cpu"):
             return (f"this export's weights are laid out for {target} CPUs and this CPU is {kind}: "
                     "export it again here (vinolm export ... --target-cpu auto) for its fastest layout")
     return None

@@ -45,6 +45,9 @@ class ExportOptions:
     force: bool = False
     #: The kind of CPU the weights are laid out for (``layouts.TARGETS``).
     target_cpu: str = "auto"
+    #: One matmul for the projections that share an input, q/k/v (``export.fuse``); None:
+    #: the target CPU's layout says.
+    fuse: bool | None = None
     #: Where each compression setting came from: "user", "cpu", "catalog" or "default".
     settings_from: dict[str, str] = field(default_factory=dict)
 
@@ -69,28 +72,40 @@ class ExportOptions:
             raise InvalidRequest("--group-size and --ratio apply to int4 only")
         if self.weight_format == "fp16" and self.sym is not None:
             raise InvalidRequest("--sym/--asym apply to int8 and int4 weights, not fp16")
+        if self.weight_format == "fp16" and self.fuse is not None:
+            raise InvalidRequest("--fuse/--no-fuse apply to int8 and int4 weights, not fp16")
         return self
 
     def with_defaults(self, preset: Int4Preset | None) -> ExportOptions:
         """Fill unset settings from the target CPU's layout (speed), then from the catalog's
-        INT4 preset (the tutorials' values, chosen for quality), and say which came whence."""
-        names = {"int4": ("sym", "group_size", "ratio"), "int8": ("sym",)}.get(self.weight_format, ())
+        INT4 preset (the tutorials' values, chosen for quality), and say which came whence.
+        Fusion is a layout setting only: where no layout asks for it, it stays off."""
+        names = {"int4": ("sym", "group_size", "ratio", "fuse"), "int8": ("sym", "fuse")}.get(self.weight_format, ())
         layout = None if self.target_cpu == "any" else layout_for(self.target_cpu, self.weight_format)
         sources = (("user", self), ("cpu", layout), ("catalog", preset if self.weight_format == "int4" else None),
                    ("default", NNCF_DEFAULTS))
         values: dict[str, Any] = {}
         origins: dict[str, str] = {}
         for name in names:
+            values[name], origins[name] = False, "default"  # fuse: the only one no preset sets
             for origin, source in sources:
-                if source is not None and getattr(source, name) is not None:
+                if source is not None and getattr(source, name, None) is not None:
                     values[name], origins[name] = getattr(source, name), origin
                     break
         return replace(self, **values, settings_from=origins)
 
+    def for_task(self, task: str) -> ExportOptions:
+        """Fusion was measured on token steps; an embedding model runs only prompt-sized passes."""
+        if task == GENERATION_TASK or not self.fuse:
+            return self
+        if self.settings_from.get("fuse") == "user":
+            raise InvalidRequest("--fuse applies to text-generation models, not to embedding models")
+        return replace(self, fuse=False, settings_from={**self.settings_from, "fuse": "task"})
+
     def compression(self) -> dict[str, Any]:
         data: dict[str, Any] = {"weight_format": self.weight_format}
         if self.weight_format != "fp16":
-            data.update(sym=bool(self.sym), target_cpu=target_kind(self.target_cpu),
+            data.update(sym=bool(self.sym), fuse=bool(self.fuse), target_cpu=target_kind(self.target_cpu),
                         settings_from=self.settings_from)
         if self.weight_format == "int4":
             data.update(group_size=self.group_size, ratio=self.ratio, awq=self.awq)
@@ -145,13 +160,14 @@ def export_model(
     output = Path(output)
     if is_complete(output) and not options.force:
         made = json.loads((output / "vinolm.json").read_text())
-        if _settings(made) == _settings(options.compression()):
+        if _settings(made) == _settings(options.for_task(export_task(output)).compression()):
             return ExportResult(output, reused=True, info=made)
         progress(f"{output} holds {describe(made)} weights; exporting {describe(options.compression())} instead")
         options = replace(options, force=True)
     if output.exists() and not options.force and any(output.iterdir()) and not is_complete(output):
         raise ExportError(f"{output} exists and is not a vinolm export; choose another folder or add --force")
     task = _preflight(source, source_kind, options)
+    options = options.for_task(task)
     started = time.perf_counter()
     output.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(output)
@@ -170,6 +186,11 @@ def export_model(
         if options.weight_format != "fp16":
             info["layers"] = weight_layouts(tmp / "openvino_model.xml")
             _say_adjusted_groups(info, progress)
+        if options.fuse:
+            from vinolm.export.fuse import fuse_projections
+
+            progress("fusing the projections that share an input (q/k/v)")
+            info["fused_matmuls"] = fuse_projections(tmp / "openvino_model.xml")
         if task == EMBEDDING_TASK:
             from vinolm.export.embedding import embedding_info
 
@@ -201,7 +222,8 @@ def _grouping(layout: str | int) -> str:
 
 def _settings(record: dict[str, Any]) -> dict[str, Any]:
     """What makes two exports' weights differ (records older than ``sym`` for int8 were asymmetric)."""
-    keys = {"fp16": (), "int8": ("sym",)}.get(record.get("weight_format", ""), ("sym", "group_size", "ratio", "awq"))
+    keys = {"fp16": (), "int8": ("sym", "fuse")}.get(record.get("weight_format", ""),
+                                                     ("sym", "group_size", "ratio", "awq", "fuse"))
     return {"weight_format": record.get("weight_format"),
             **{k: record.get(k) if k in ("group_size", "ratio") else bool(record.get(k)) for k in keys}}
 
@@ -216,7 +238,7 @@ def describe(record: dict[str, Any]) -> str:
         group, ratio = settings["group_size"], settings["ratio"]
         words += [] if group is None else ["channel-wise" if group == -1 else f"g{group}"]
         words += ([] if ratio is None else [f"r{ratio}"]) + (["awq"] if settings["awq"] else [])
-    return " ".join(words)
+    return " ".join(words + (["fused"] if settings.get("fuse") else []))
 
 
 def _preflight(source: str, source_kind: str, options: ExportOptions) -> str:

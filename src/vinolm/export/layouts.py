@@ -8,9 +8,9 @@ machine's unless ``--target-cpu`` names another (the machine it will be served o
 ``vinolm.json`` records which kind and where every setting came from.
 
 Precedence, setting by setting: what the user gives, then this table (speed where the model
-runs), then the catalog's tutorial preset (chosen for quality), then NNCF's defaults. The
-table only has rows measured with that kind's kernels; a kind without one (AMX) keeps the
-preset.
+runs), then the catalog's tutorial preset (chosen for quality), then NNCF's defaults; fused
+q/k/v projections (``export.fuse``) only where a row asks for them. The table only has rows
+measured with that kind's kernels; a kind without one (AMX) keeps the preset, unfused.
 """
 
 from __future__ import annotations
@@ -31,9 +31,19 @@ class Layout:
     sym: bool | None = None
     group_size: int | None = None
     ratio: float | None = None
+    #: One matmul for the q/k/v projections (``export.fuse``).
+    fuse: bool | None = None
     #: The measurement behind the row (machine, date, numbers): a row without one is a guess.
     measured: str = ""
 
+
+#: Fused q/k/v (``export.fuse``) against the same export unfused: one process, each row twice,
+#: time per token (docs/benchmarks.md section 14). AMX has no row: its plugin fuses q/k/v itself.
+_FUSED_ZEN4 = ("AMD EPYC Zen 4, 2026-12-04: fused q/k/v take 0.90-0.98x the time per token of the unfused "
+               "export at 135M INT8 (0.944x over 15 runs), 0.985x INT4; 1.1B 0.968x INT4, 0.981x INT8; prefill level")
+_FUSED_AVX512 = "Zen 4 capped at AVX512_CORE_VNNI, 2026-12-04: fused q/k/v 0.912x the time per token at 135M INT8"
+_FUSED_AVX2 = ("Zen 4 capped at AVX2, 2026-12-04: fused q/k/v 0.891x the time per token at 135M INT8, "
+               "0.996x at 1.1B INT8; prefill level")
 
 #: "capped" rows were measured on an AVX-512 machine with OpenVINO's kernels held to the
 #: older ISA by oneDNN's ``ONEDNN_MAX_CPU_ISA`` (docs/benchmarks.md section 12): the kernels
@@ -41,30 +51,33 @@ class Layout:
 #: machine's ratios (sym g32 r1.0 1.27x vs 1.25x the preset, INT8 sym 1.11x vs 1.14x).
 LAYOUTS: dict[tuple[str, str], Layout] = {
     ("avx512-bf16", "int4"): Layout(
-        sym=True,
+        sym=True, fuse=True,
         measured="AMD EPYC Zen 5, 2026-12-03: symmetric INT4 decodes SmolLM2-135M 1.10x faster than "
                  "asymmetric at the preset's group and ratio (120.2 vs 109.5 tok/s), 1.1B level (38.6 vs 38.2), "
                  "quality level (KL divergence from FP16 0.213 vs 0.208). AMD EPYC Zen 4, 2026-12-04: the asymmetric "
-                 "preset takes 1.03-1.04x the time per token at 1.1B (each row twice, 7 runs), 135M 86.6 vs 84.2 tok/s",
+                 "preset takes 1.03-1.04x the time per token at 1.1B (each row twice, 7 runs), 135M 86.6 vs 84.2 tok/s. "
+                 + _FUSED_ZEN4,
     ),
+    ("avx512-bf16", "int8"): Layout(fuse=True, measured=_FUSED_ZEN4),
     ("avx512", "int4"): Layout(
-        sym=True,
+        sym=True, fuse=True,
         measured="AMD EPYC Zen 5 capped at AVX512_CORE_VNNI (f32 math, as without BF16), 2026-12-03: symmetric "
                  "INT4 at the preset's group and ratio 1.07x the preset at 135M (100.8 vs 94.4 tok/s), 1.08x at "
-                 "1.1B (40.9 vs 37.9); groups of 32 halve prefill there (215 vs 466 tok/s at 1.1B)",
+                 "1.1B (40.9 vs 37.9); groups of 32 halve prefill there (215 vs 466 tok/s at 1.1B). " + _FUSED_AVX512,
     ),
+    ("avx512", "int8"): Layout(fuse=True, measured=_FUSED_AVX512),
     ("avx2", "int4"): Layout(
-        sym=True, group_size=32,
+        sym=True, group_size=32, fuse=True,
         measured="AMD EPYC Zen 3 (issue 16): INT4 sym group 32 at ratio 1.0 decoded the 1.1B shape 1.25x faster "
                  "than the asym group-128 ratio-0.8 preset (11.6 vs 9.3 tok/s). Zen 5 capped at AVX2, 2026-12-03, "
                  "at the preset's ratio 0.8: 1.25x at 1.1B (23.7 vs 19.0), 1.09x at 135M (97.1 vs 89.2), and "
-                 "closer to FP16 than the preset (KL 0.174 vs 0.208)",
+                 "closer to FP16 than the preset (KL 0.174 vs 0.208). " + _FUSED_AVX2,
     ),
     ("avx2", "int8"): Layout(
-        sym=True,
+        sym=True, fuse=True,
         measured="AMD EPYC Zen 3 (issue 16): symmetric INT8 decoded the 1.1B shape 1.14x faster than "
                  "asymmetric (11.9 vs 10.4 tok/s); Zen 5 capped at AVX2: 1.11x (25.1 vs 22.7), 1.02x at 135M; "
-                 "at 135M it costs no quality (KL 0.0044 vs 0.0041)",
+                 "at 135M it costs no quality (KL 0.0044 vs 0.0041). " + _FUSED_AVX2,
     ),
 }
 
