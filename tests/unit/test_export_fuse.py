@@ -92,3 +92,18 @@ def test_weights_of_different_types_are_not_fused(tmp_path: Path, kind: ov.Type)
     xml = tmp_path / "openvino_model.xml"
     ov.save_model(ov.Model(outs, [x]), xml)
     assert fuse_projections(xml) == 0
+
+
+def test_packed_rows_that_end_mid_byte_are_not_fused(tmp_path: Path) -> None:
+    """u4 rows of 127 values end in the middle of a byte: their buffers cannot simply follow each other."""
+    rng = np.random.default_rng(3)
+    x = ops.parameter([1, -1, 127], np.float32, name="x")
+
+    def weights() -> ov.Node:
+        packed = ops.constant(rng.integers(0, 16, [8, 127]).astype(np.uint8), dtype=ov.Type.u4)
+        return ops.convert(ops.multiply(ops.convert(packed, "f16"), ops.constant(np.full([8, 1], 0.1, np.float16))),
+                           "f32")
+
+    xml = tmp_path / "openvino_model.xml"
+    ov.save_model(ov.Model([ops.result(ops.matmul(x, weights(), False, True)) for _ in range(2)], [x]), xml)
+    assert fuse_projections(xml) == 0

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-#: Element types stored two or more values per byte: concatenated as raw bytes.
-_PACKED = {"u4", "i4", "u2", "u1", "nf4", "f4e2m1"}
+#: Element types stored two or more values per byte (bits per value): concatenated as raw bytes.
+_PACKED = {"u4": 4, "i4": 4, "nf4": 4, "f4e2m1": 4, "u2": 2, "u1": 1}
 #: The ops NNCF's weight decompression is made of, between the constants and the MatMul.
 _CHAIN = {"Constant", "Convert", "Subtract", "Multiply", "Reshape"}
 #: Activations the CPU plugin computes inside the matmul that feeds them.
@@ -144,7 +144,9 @@ def _concat_constants(nodes: list[Any], keep: list[np.ndarray]) -> Any:
         return None
     element = nodes[0].get_element_type()
     shape = ov.Shape([sum(s[0] for s in shapes), *shapes[0][1:]])
-    if element.get_type_name() in _PACKED:  # rows are whole bytes: the buffers follow each other
+    if (bits := _PACKED.get(element.get_type_name())) is not None:
+        if int(np.prod(shapes[0][1:])) * bits % 8:  # a row ends mid-byte: the buffers do not just follow
+            return None
         keep.append(np.concatenate([np.asarray(n.data).reshape(-1).view(np.uint8) for n in nodes]))
         tensor = ov.Tensor(keep[-1], shape, element)
     else:
