@@ -20,12 +20,14 @@ from typing import Any
 
 from vinolm.catalog import Int4Preset
 from vinolm.errors import ExportError, InvalidRequest
-from vinolm.export.layouts import TARGETS, layout_for, target_kind
+from vinolm.export.layouts import TARGETS, Layout, layout_for, target_kind
 from vinolm.export.report import SizeReport, adjusted_groups, folder_weight_bytes, weight_layouts
 
 WEIGHT_FORMATS = ("fp16", "int8", "int4")
 #: What a setting nobody chose becomes: NNCF's asymmetric weights, INT4 in groups of 128, every layer.
 NNCF_DEFAULTS = Int4Preset(sym=False, group_size=128, ratio=1.0)
+#: Where neither the user nor the target CPU's layout asks for fusion: projections stay apart.
+UNFUSED = Layout(fuse=False)
 Progress = Callable[[str], None]
 
 
@@ -79,15 +81,14 @@ class ExportOptions:
     def with_defaults(self, preset: Int4Preset | None) -> ExportOptions:
         """Fill unset settings from the target CPU's layout (speed), then from the catalog's
         INT4 preset (the tutorials' values, chosen for quality), and say which came whence.
-        Fusion is a layout setting only: where no layout asks for it, it stays off."""
+        Fusion is a layout setting only: no preset has it, and nobody's choice means off."""
         names = {"int4": ("sym", "group_size", "ratio", "fuse"), "int8": ("sym", "fuse")}.get(self.weight_format, ())
         layout = None if self.target_cpu == "any" else layout_for(self.target_cpu, self.weight_format)
         sources = (("user", self), ("cpu", layout), ("catalog", preset if self.weight_format == "int4" else None),
-                   ("default", NNCF_DEFAULTS))
+                   ("default", NNCF_DEFAULTS), ("default", UNFUSED))
         values: dict[str, Any] = {}
         origins: dict[str, str] = {}
         for name in names:
-            values[name], origins[name] = False, "default"  # fuse: the only one no preset sets
             for origin, source in sources:
                 if source is not None and getattr(source, name, None) is not None:
                     values[name], origins[name] = getattr(source, name), origin
