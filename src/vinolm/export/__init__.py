@@ -161,9 +161,10 @@ def export_model(
     output = Path(output)
     if is_complete(output) and not options.force:
         made = json.loads((output / "vinolm.json").read_text())
-        if _settings(made) == _settings(options.for_task(export_task(output)).compression()):
+        wanted = options.for_task(export_task(output)).compression()
+        if _settings(made) == _settings(wanted):
             return ExportResult(output, reused=True, info=made)
-        progress(f"{output} holds {describe(made)} weights; exporting {describe(options.compression())} instead")
+        progress(f"{output} holds {describe(made)} weights; exporting {describe(wanted)} instead")
         options = replace(options, force=True)
     if output.exists() and not options.force and any(output.iterdir()) and not is_complete(output):
         raise ExportError(f"{output} exists and is not a vinolm export; choose another folder or add --force")
