@@ -167,9 +167,9 @@ def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple
         if row.kind.startswith("direct"):
             # openvino-genai reads a GGUF itself (its own Q4_0/Q8_0 -> OpenVINO conversion).
             gguf = row.model if row.model and row.model.endswith(".gguf") else None
-            path = gguf or str((prepare(row.model, progress=lambda _: None) if row.model else model).path)
-            props = compile_properties("CPU", user or {}, None, defaults=user is None)
-            pipe = ov_genai.LLMPipeline(path, "CPU", **props)
+            folder = None if gguf else prepare(row.model, progress=lambda _: None) if row.model else model
+            props = compile_properties("CPU", user or {}, None, user is None, folder.info if folder else None)
+            pipe = ov_genai.LLMPipeline(gguf or str(folder.path), "CPU", **props)
             rows.append(Row(spec, direct_run(pipe, row.kind == "direct-stream"), props))
         else:
             folder = prepare(row.model, progress=lambda _: None) if row.model else model

@@ -228,8 +228,9 @@ class Engine(ABC):
             raise InvalidRequest(f"speculative decoding ({opts.speculation.kind}) runs on {where}, not {self.name}",
                                  param="speculation")
         cache = opts.cache_dir or str(vinolm_home() / "ov_cache")
-        #: What the model is compiled with: the cache, vinolm's defaults, the user's overrides.
-        self.properties = compile_properties(opts.device, opts.ov_config, cache, opts.vinolm_defaults)
+        #: What the model is compiled with: the cache, vinolm's defaults (for the device and
+        #: this export's layout), the user's overrides.
+        self.properties = compile_properties(opts.device, opts.ov_config, cache, opts.vinolm_defaults, model.info)
         if (note := layout_mismatch(model.info, opts.device)) is not None:
             log.warning(note)
 

@@ -77,16 +77,24 @@ def cap_properties() -> dict[str, Any]:
     return capped_defaults(cpu_flags()) if isa_cap() else {}
 
 
-def device_defaults(device: str, flags: set[str] | None = None, cap: str | None = None) -> dict[str, Any]:
-    """vinolm's defaults for ``device`` (``CPU``, ``CPU.0``...); none for other devices,
-    AUTO included: CPU properties under AUTO's ``DEVICE_PROPERTIES`` would silently win
-    over a user's top-level ``--ov-config`` hints. ``flags`` and ``cap`` default to this
-    machine's (flags already capped)."""
+def device_defaults(
+    device: str, flags: set[str] | None = None, cap: str | None = None, export: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """vinolm's defaults for ``device`` (``CPU``, ``CPU.0``...) and the export it compiles
+    (its ``vinolm.json``: a layout may run faster with its own activation groups); none for
+    other devices, AUTO included: CPU properties under AUTO's ``DEVICE_PROPERTIES`` would
+    silently win over a user's top-level ``--ov-config`` hints. ``flags`` and ``cap`` default
+    to this machine's (flags already capped)."""
+    from vinolm.export.layouts import activation_group
+
     if device_base(device) != "CPU":
         return {}
     flags = cpu_flags() if flags is None else flags
     cap = isa_cap() if cap is None else cap
-    return {**CPU_DEFAULTS, **(AMX_DEFAULTS if cpu_kind(flags) == "amx" else {}),
+    kind = cpu_kind(flags)
+    group = activation_group(kind, export or {})
+    return {**CPU_DEFAULTS, **(AMX_DEFAULTS if kind == "amx" else {}),
+            **({"DYNAMIC_QUANTIZATION_GROUP_SIZE": group} if group else {}),
             **(capped_defaults(flags) if cap else {})}
 
 
@@ -110,17 +118,18 @@ def layout_mismatch(info: dict[str, Any], device: str, flags: set[str] | None = 
 
 
 def compile_properties(
-    device: str, user: dict[str, Any], cache_dir: str | None, defaults: bool = True
+    device: str, user: dict[str, Any], cache_dir: str | None, defaults: bool = True,
+    export: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a pipeline is compiled with: the model cache (a second load is faster),
-    vinolm's measured defaults for the device (without them, still what an ISA cap needs),
-    then the user's overrides, which always win (under an ISA cap, as that kind's CPU
-    would take them)."""
+    vinolm's measured defaults for the device and the ``export`` (its ``vinolm.json``;
+    without defaults, still what an ISA cap needs), then the user's overrides, which always
+    win (under an ISA cap, as that kind's CPU would take them)."""
     props: dict[str, Any] = {}
     if cache_dir:
         props["CACHE_DIR"] = cache_dir
     if defaults:
-        props.update(device_defaults(device))
+        props.update(device_defaults(device, export=export))
     capped = isa_cap() is not None and _may_pick_the_cpu(device)
     if capped:  # AUTO passes top-level properties on to the device it picks
         props.update(cap_properties())
