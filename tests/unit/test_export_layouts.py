@@ -24,8 +24,8 @@ def test_every_layout_row_names_a_kind_a_format_and_where_it_was_measured() -> N
         assert kind in KINDS and fmt in ("int8", "int4")
         assert layout.measured, (kind, fmt)
         if fmt == "int8":  # int8 is per channel: only the symmetry is a choice
-            assert (layout.group_size, layout.ratio, layout.channelwise_activation_group) == (None, None, None)
-        if (group := layout.channelwise_activation_group) is not None:
+            assert (layout.group_size, layout.ratio, layout.widest_activation_group) == (None, None, None)
+        if (group := layout.widest_activation_group) is not None:
             assert group % 16 == 0, "OpenVINO quantizes activations in groups of a multiple of 16 or not at all"
 
 
@@ -126,13 +126,17 @@ def test_the_record_counts_the_layouts_nncf_wrote(tmp_path: Path) -> None:
     assert adjusted_groups(layouts, -1) == {"int4 g64": 2, "int4 g128": 1}
 
 
-def test_only_all_channel_wise_int4_exports_take_their_own_activation_groups() -> None:
+def test_int4_exports_take_activation_groups_as_wide_as_their_weights_allow() -> None:
     from vinolm.export.layouts import activation_group
 
     cw = {"weight_format": "int4", "layers": {"int4 channel-wise": 210, "int8 channel-wise": 1}}
     assert activation_group("avx512-bf16", cw) == 256 and activation_group("avx512", cw) == 256
     assert activation_group("amx", cw) is None and activation_group("avx2", cw) is None  # not measured there
-    grouped = {"weight_format": "int4", "layers": {"int4 g128": 139, "int8 channel-wise": 72}}
+    g128 = {"weight_format": "int4", "layers": {"int4 g128": 139, "int8 channel-wise": 72}}
+    assert activation_group("avx512-bf16", g128) == 128
+    # NNCF narrowed some layers' groups: the narrowest decides (OpenVINO would stop quantizing there).
+    narrowed = {"weight_format": "int4", "layers": {"int4 g64": 109, "int8 channel-wise": 72, "int4 g256": 30}}
+    assert activation_group("avx512-bf16", narrowed) == 64
     int8 = {"weight_format": "int8", "layers": {"int8 channel-wise": 211}}  # its own error is small: keep 64
-    for info in (grouped, int8, {"weight_format": "int4"}, {}):
+    for info in (int8, {"weight_format": "int4"}, {}):
         assert activation_group("avx512-bf16", info) is None

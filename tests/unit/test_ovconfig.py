@@ -55,15 +55,17 @@ def test_cpu_defaults_with_amx_decode_in_f32() -> None:
     assert device_defaults("GPU", AMX) == {} and device_defaults("NPU") == {}
 
 
-def test_a_channel_wise_export_gets_its_activation_groups_under_the_users_choice() -> None:
+def test_an_int4_export_in_wide_groups_gets_wider_activation_groups_under_the_users_choice() -> None:
     cw = {"weight_format": "int4", "layers": {"int4 channel-wise": 154, "int8 channel-wise": 2}}
+    g64 = {"weight_format": "int4", "layers": {"int4 g64": 139, "int8 channel-wise": 72}}
     assert device_defaults("CPU", AVX512_BF16, cap="", export=cw) == {**CPU_DEFAULTS,
                                                                       "DYNAMIC_QUANTIZATION_GROUP_SIZE": 256}
+    assert device_defaults("CPU", AVX512_BF16, cap="", export=g64) == CPU_DEFAULTS
     assert device_defaults("CPU", AMX, cap="", export=cw) == {**CPU_DEFAULTS, **AMX_DEFAULTS}
     assert device_defaults("GPU", AVX512_BF16, export=cw) == {}
     # Capped below VNNI, activation quantization is off whatever the layout asks.
     assert device_defaults("CPU", AVX2_ONLY, cap="AVX2", export=cw)["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 0
-    if cpu_kind() == "avx512-bf16":
+    if cpu_kind() in ("avx512-bf16", "avx512"):
         props = compile_properties("CPU", {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 32}, None, export=cw)
         assert props["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 32
         assert compile_properties("CPU", {}, None, export=cw)["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 256

@@ -36,10 +36,10 @@ class Layout:
     ratio: float | None = None
     #: One matmul for the q/k/v projections (``export.fuse``).
     fuse: bool | None = None
-    #: Activation groups for the int8 dot products (OpenVINO's ``DYNAMIC_QUANTIZATION_GROUP_SIZE``)
-    #: when every weight of an INT4 export is channel-wise: a compile property, not an export
-    #: setting (``activation_group``). Grouped weights cap activation groups at their own group.
-    channelwise_activation_group: int | None = None
+    #: The widest activation groups for the int8 dot products (OpenVINO's
+    #: ``DYNAMIC_QUANTIZATION_GROUP_SIZE``) an INT4 export of this kind compiles with: a
+    #: compile property, not an export setting (``activation_group``).
+    widest_activation_group: int | None = None
     #: The measurement behind the row (machine, date, numbers): a row without one is a guess.
     measured: str = ""
 
@@ -49,13 +49,15 @@ class Layout:
 _FUSED_ZEN4 = ("AMD EPYC Zen 4, 2026-12-04: fused q/k/v take 0.90-0.98x the time per token of the unfused "
                "export at 135M INT8 (0.944x over 15 runs), 0.985x INT4; 1.1B 0.968x INT4, 0.981x INT8; prefill level")
 _FUSED_AVX512 = "Zen 4 capped at AVX512_CORE_VNNI, 2026-12-04: fused q/k/v 0.912x the time per token at 135M INT8"
-#: Activation groups of 256 against vinolm's 64 on channel-wise INT4, one process (docs/benchmarks.md
-#: section 15). Not for INT8: there the coarser activations double the divergence from FP16.
-_CW_GROUPS_ZEN4 = ("AMD EPYC Zen 4, 2026-12-04: on the 1.1B shape's channel-wise INT4 export activation groups "
-                   "of 256 take 0.87-0.90x the time per token of groups of 64 (three runs), prefill 1.2x; "
-                   "at 135M the KL divergence from FP16 moves 0.730 -> 0.740")
-_CW_GROUPS_AVX512 = ("Zen 4 capped at AVX512_CORE_VNNI, 2026-12-04: activation groups of 256 on the 1.1B shape's "
-                     "channel-wise INT4 0.86x the time per token of groups of 64, prefill 1.2x")
+#: Activation groups as wide as the INT4 weights' own (up to 256) against vinolm's 64, one process
+#: (docs/benchmarks.md section 15). Not for INT8: there the coarser activations double the
+#: divergence from FP16 at 135M (KL 0.012 -> 0.026 with groups of 256).
+_WIDE_GROUPS_ZEN4 = ("AMD EPYC Zen 4, 2026-12-04, 1.1B shape: channel-wise INT4 with activation groups of 256 "
+                     "0.87-0.92x the time per token of groups of 64 (four runs), prefill 1.17-1.2x; groups of 256 "
+                     "weights 0.91x, prefill 1.18x; groups of 128 (the layout) decode level, prefill 1.11-1.18x. "
+                     "At 135M channel-wise INT4's KL divergence from FP16 moves 0.730 -> 0.740 (256), 0.730 (128)")
+_WIDE_GROUPS_AVX512 = ("Zen 4 capped at AVX512_CORE_VNNI, 2026-12-04: activation groups of 256 on the 1.1B "
+                       "shape's channel-wise INT4 0.86x the time per token of groups of 64, prefill 1.2x")
 _FUSED_AVX2 = ("Zen 4 capped at AVX2, 2026-12-04: fused q/k/v 0.891x the time per token at 135M INT8, "
                "0.996x at 1.1B INT8; prefill level")
 
@@ -65,20 +67,20 @@ _FUSED_AVX2 = ("Zen 4 capped at AVX2, 2026-12-04: fused q/k/v 0.891x the time pe
 #: machine's ratios (sym g32 r1.0 1.27x vs 1.25x the preset, INT8 sym 1.11x vs 1.14x).
 LAYOUTS: dict[tuple[str, str], Layout] = {
     ("avx512-bf16", "int4"): Layout(
-        sym=True, fuse=True, channelwise_activation_group=256,
+        sym=True, fuse=True, widest_activation_group=256,
         measured="AMD EPYC Zen 5, 2026-12-03: symmetric INT4 decodes SmolLM2-135M 1.10x faster than "
                  "asymmetric at the preset's group and ratio (120.2 vs 109.5 tok/s), 1.1B level (38.6 vs 38.2), "
                  "quality level (KL divergence from FP16 0.213 vs 0.208). AMD EPYC Zen 4, 2026-12-04: the asymmetric "
                  "preset takes 1.03-1.04x the time per token at 1.1B (each row twice, 7 runs), 135M 86.6 vs 84.2 tok/s. "
-                 + _FUSED_ZEN4 + ". " + _CW_GROUPS_ZEN4,
+                 + _FUSED_ZEN4 + ". " + _WIDE_GROUPS_ZEN4,
     ),
     ("avx512-bf16", "int8"): Layout(fuse=True, measured=_FUSED_ZEN4),
     ("avx512", "int4"): Layout(
-        sym=True, fuse=True, channelwise_activation_group=256,
+        sym=True, fuse=True, widest_activation_group=256,
         measured="AMD EPYC Zen 5 capped at AVX512_CORE_VNNI (f32 math, as without BF16), 2026-12-03: symmetric "
                  "INT4 at the preset's group and ratio 1.07x the preset at 135M (100.8 vs 94.4 tok/s), 1.08x at "
                  "1.1B (40.9 vs 37.9); groups of 32 halve prefill there (215 vs 466 tok/s at 1.1B). " + _FUSED_AVX512
-                 + ". " + _CW_GROUPS_AVX512,
+                 + ". " + _WIDE_GROUPS_AVX512,
     ),
     ("avx512", "int8"): Layout(fuse=True, measured=_FUSED_AVX512),
     ("avx2", "int4"): Layout(
@@ -107,12 +109,15 @@ def layout_for(target: str, weight_format: str) -> Layout | None:
 
 
 def activation_group(kind: str, info: dict[str, Any]) -> int | None:
-    """The activation group an export's weights decode fastest with on ``kind``, where it is
-    not vinolm's default: only INT4 exports whose compressed layers are all channel-wise
-    (``vinolm.json``'s ``layers``): OpenVINO caps the activation groups of grouped weights at
-    the weight group, and groups of 64 are what vinolm compiles everything else with."""
-    layers = info.get("layers") or {}
-    if info.get("weight_format") != "int4" or not layers or not all(k.endswith("channel-wise") for k in layers):
-        return None
+    """The activation groups an INT4 export (its ``vinolm.json``) decodes and prefills
+    fastest with on ``kind``: as wide as its narrowest weight group (``layers``: NNCF may
+    have narrowed some) up to the kind's widest. OpenVINO allows no wider: beyond the
+    weight group it stops quantizing activations, which halves prefill. None where the kind
+    has no measurement, and for INT8, whose own error is small enough for coarser
+    activations to double it."""
     layout = LAYOUTS.get((kind, "int4"))
-    return layout.channelwise_activation_group if layout else None
+    layers = info.get("layers") or {}
+    if info.get("weight_format") != "int4" or not layers or layout is None or not layout.widest_activation_group:
+        return None
+    groups = [int(name.rpartition(" g")[2]) for name in layers if not name.endswith("channel-wise")]
+    return min([*groups, layout.widest_activation_group])
