@@ -168,6 +168,8 @@ def test_tiny_bench_end_to_end(tmp_path: Path) -> None:
         run = row["runs"][0]
         assert run["new_tokens"] == 4
         assert {"ttft_s", "prefill_tps", "decode_tps", "tpot_s"} <= set(run)
+    compiled = by_label["vinolm genai"]["properties"]  # what vinolm's row ran with, not only what was asked
+    assert "KV_CACHE_PRECISION" in compiled and "CACHE_DIR" not in compiled
     for label in ("vinolm genai in-process", "vinolm serve (openai)"):
         row = by_label[label]
         assert "error" not in row, row.get("error")
@@ -454,4 +456,11 @@ def test_shapes_with_llama_bench_convert_quantize_and_measure_each_quant(tmp_pat
     (export / "vinolm.json").write_text(json.dumps({"weight_format": "int4", "sym": True, "group_size": 128,
                                                     "ratio": 0.8, "awq": False, "target_cpu": "avx2"}))
     row.update(format="int4", model=str(export))
+    assert "| s | int4 sym g128 r0.8 (avx2) |" in report.shapes_table([row])
+    # ... and the activation groups it was compiled with, where they are not vinolm's usual 64.
+    row["properties"] = {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 128}
+    assert "| s | int4 sym g128 r0.8 (avx2), activation groups of 128 |" in report.shapes_table([row])
+    row["properties"] = {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
+    assert "(avx2), no activation quantization |" in report.shapes_table([row])
+    row["properties"] = {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 64}
     assert "| s | int4 sym g128 r0.8 (avx2) |" in report.shapes_table([row])

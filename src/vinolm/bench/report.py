@@ -218,14 +218,20 @@ def shapes_table(rows: list[Row]) -> str:
 
 def _layout(row: Row) -> str:
     """A vinolm export's format with the layout it was made with (``int4 sym g128 r0.8
-    (avx512-bf16)``): the same format name means other weights on another kind of CPU."""
+    (avx512-bf16)``): the same format name means other weights on another kind of CPU; and
+    its activation groups where they are not vinolm's usual ones (``layouts.activation_group``)."""
     record = Path(row.get("model") or "") / "vinolm.json"
     if not record.is_file():
         return str(row["format"])
+    from vinolm.engines.ovconfig import CPU_DEFAULTS
     from vinolm.export import describe
 
     info = json.loads(record.read_text())
-    return describe(info) + (f" ({info['target_cpu']})" if info.get("target_cpu") else "")
+    group = (row.get("properties") or {}).get("DYNAMIC_QUANTIZATION_GROUP_SIZE")
+    usual = CPU_DEFAULTS["DYNAMIC_QUANTIZATION_GROUP_SIZE"]
+    return (describe(info) + (f" ({info['target_cpu']})" if info.get("target_cpu") else "")
+            + ("" if group in (None, usual) else ", no activation quantization" if group == 0
+               else f", activation groups of {group}"))
 
 
 def _weight_bytes(model: str | None) -> int:

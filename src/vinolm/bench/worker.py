@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         engine, load_s = load(args, batching=bool(args.levels), max_concurrency=max(args.levels or [1]))
         prompts = new_prompts(engine.tokenize, engine.detokenize, args.prompt_tokens)
-        extra: dict[str, Any] = {"engine": args.engine, "ov_config": args.ov_config,
+        compiled = {k: v for k, v in engine.properties.items() if k != "CACHE_DIR"}  # what the row ran with
+        extra: dict[str, Any] = {"engine": args.engine, "ov_config": args.ov_config, "properties": compiled,
                                  "model": str(engine.model.path), "prompt_tokens": args.prompt_tokens,
                                  "json_schema": args.json_schema}  # fmt: skip
         if args.levels:
