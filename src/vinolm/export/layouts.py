@@ -57,7 +57,8 @@ _WIDE_GROUPS_ZEN4 = ("AMD EPYC Zen 4, 2026-12-04, 1.1B shape: channel-wise INT4 
                      "weights 0.91x, prefill 1.18x; groups of 128 (the layout) decode level, prefill 1.11-1.18x. "
                      "At 135M channel-wise INT4's KL divergence from FP16 moves 0.730 -> 0.740 (256), 0.730 (128)")
 _WIDE_GROUPS_AVX512 = ("Zen 4 capped at AVX512_CORE_VNNI, 2026-12-04: activation groups of 256 on the 1.1B "
-                       "shape's channel-wise INT4 0.86x the time per token of groups of 64, prefill 1.2x")
+                       "shape's channel-wise INT4 0.86x the time per token of groups of 64, prefill 1.2x; groups of "
+                       "128 on the g128 layout decode level, prefill 1.11-1.12x")
 _FUSED_AVX2 = ("Zen 4 capped at AVX2, 2026-12-04: fused q/k/v 0.891x the time per token at 135M INT8, "
                "0.996x at 1.1B INT8; prefill level")
 
