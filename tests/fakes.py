@@ -39,6 +39,7 @@ class FakeModel:
     context_length: int = 256
     eos_token_ids: list[int] = field(default_factory=lambda: [EOS])
     info: dict[str, Any] = field(default_factory=dict)  # its vinolm.json: empty, as for a folder made elsewhere
+    weights: dict[str, Any] = field(default_factory=dict)  # no compressed weights to compile for
 
 
 class FakeEngine(Engine):

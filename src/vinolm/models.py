@@ -108,6 +108,20 @@ class PreparedModel:
     def weight_format(self) -> str:
         return str(self.info.get("weight_format", "unknown"))
 
+    @cached_property
+    def weights(self) -> dict[str, Any]:
+        """``vinolm.json`` with its ``layers`` (weight matrices per layout), which decide how
+        the engines compile the model (``layouts.activation_group``). Read from the IR where
+        vinolm did not export the folder (an ``optimum-cli`` export) or its record predates
+        them, so such a folder compiles as vinolm's own export of the same layout would."""
+        if "layers" in self.info:
+            return self.info
+        from vinolm.export.report import weight_layouts
+
+        layers = weight_layouts(self.path / "openvino_model.xml")
+        int4 = {"weight_format": "int4"} if any(name.startswith("int4") for name in layers) else {}
+        return {**self.info, **int4, "layers": layers}
+
     @property
     def has_tokenizer_ir(self) -> bool:
         return (self.path / "openvino_tokenizer.xml").is_file() and (

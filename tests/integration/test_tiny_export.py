@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -184,3 +185,13 @@ def test_a_channel_wise_int4_export_compiles_with_its_own_activation_groups(tmp_
         assert len(loaded.complete(Request(prompt="Once upon a time", params=params)).token_ids[0]) == 4
     _, tokens = generate(vinolm, out, "--ignore-eos", "--ov-config", "DYNAMIC_QUANTIZATION_GROUP_SIZE=32")
     assert tokens == 8
+    # A folder vinolm did not export (no vinolm.json, as optimum-cli writes it) compiles alike.
+    foreign = tmp_path / "foreign"
+    shutil.copytree(out, foreign, ignore=shutil.ignore_patterns("vinolm.json"))
+    opened = PreparedModel.open(foreign)
+    recorded = json.loads((out / "vinolm.json").read_text())["layers"]  # counted before q/k/v were fused
+    assert opened.info == {} and set(opened.weights["layers"]) == set(recorded)
+    assert opened.weights["weight_format"] == "int4"
+    if wanted is not None:
+        loaded = load_engine("genai", opened, EngineOptions())
+        assert loaded.properties["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == wanted

@@ -102,7 +102,7 @@ def text_scores(specs: list[str], model: Any, tokens: int) -> list[dict[str, flo
     for spec in specs:
         row = parse_row(spec)
         folder = prepare(row.model, progress=lambda _: None) if row.model else model
-        props = compile_properties("CPU", row.properties or {}, None, row.properties is None, folder.info)
+        props = compile_properties("CPU", row.properties or {}, None, row.properties is None, folder.weights)
         request = core.compile_model(folder.path / "openvino_model.xml", "CPU", props).create_infer_request()
         n = ids.shape[1]
         request.infer({"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(n)[None],

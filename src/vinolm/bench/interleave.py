@@ -168,7 +168,7 @@ def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple
             # openvino-genai reads a GGUF itself (its own Q4_0/Q8_0 -> OpenVINO conversion).
             gguf = row.model if row.model and row.model.endswith(".gguf") else None
             folder = None if gguf else prepare(row.model, progress=lambda _: None) if row.model else model
-            props = compile_properties("CPU", user or {}, None, user is None, folder.info if folder else None)
+            props = compile_properties("CPU", user or {}, None, user is None, folder.weights if folder else None)
             pipe = ov_genai.LLMPipeline(gguf or str(folder.path), "CPU", **props)
             rows.append(Row(spec, direct_run(pipe, row.kind == "direct-stream"), props))
         else:

@@ -41,7 +41,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from vinolm.models import prepare
 
     model = prepare(args.model, args.weight_format, progress=lambda _: None)
-    props = {**compile_properties("CPU", parse_ov_config(args.ov_config), None, export=model.info), "PERF_COUNT": True}
+    props = {**compile_properties("CPU", parse_ov_config(args.ov_config), None, export=model.weights), "PERF_COUNT": True}
     request = ov.Core().compile_model(model.path / "openvino_model.xml", "CPU", props).create_infer_request()
 
     def logits(tokens: list[int], start: int) -> Any:

@@ -230,7 +230,7 @@ class Engine(ABC):
         cache = opts.cache_dir or str(vinolm_home() / "ov_cache")
         #: What the model is compiled with: the cache, vinolm's defaults (for the device and
         #: this export's layout), the user's overrides.
-        self.properties = compile_properties(opts.device, opts.ov_config, cache, opts.vinolm_defaults, model.info)
+        self.properties = compile_properties(opts.device, opts.ov_config, cache, opts.vinolm_defaults, model.weights)
         if (note := layout_mismatch(model.info, opts.device)) is not None:
             log.warning(note)
 
