@@ -123,14 +123,15 @@ def test_export_lays_weights_out_for_a_cpu_kind_and_redoes_another_layout(tmp_pa
     """``--target-cpu`` picks the measured layout of that kind of CPU and ``vinolm.json``
     says so; asking the same folder for another layout exports again instead of reusing it."""
     from vinolm.cpu import cpu_kind
-    from vinolm.export.layouts import LAYOUTS, layout_for
+    from vinolm.export import describe
+    from vinolm.export.layouts import TARGETS, layout_for
 
     def settings(layout: object) -> tuple[object, ...]:
         return tuple(getattr(layout, name, None) for name in ("sym", "group_size", "ratio"))
 
     here = settings(layout_for(cpu_kind(), "int4"))
     # Another kind whose layout differs from this machine's (two kinds may lay INT4 out alike).
-    kind = next(k for (k, fmt), layout in LAYOUTS.items() if fmt == "int4" and settings(layout) != here)
+    kind = next(k for k in TARGETS if k not in ("auto", "any") and settings(layout_for(k, "int4")) != here)
     out = tmp_path / "int4"
     source = str(hf_folder("llama"))
     first = vinolm("export", source, "-o", str(out), "--weight-format", "int4", "--target-cpu", kind)
@@ -139,22 +140,25 @@ def test_export_lays_weights_out_for_a_cpu_kind_and_redoes_another_layout(tmp_pa
     layout = layout_for(kind, "int4")
     assert info["target_cpu"] == kind and f"weights for {kind} CPUs" in first.stderr
     for name, origin in info["settings_from"].items():
-        assert origin == ("cpu" if getattr(layout, name) is not None else "default"), (name, info)
+        assert origin == ("cpu" if getattr(layout, name, None) is not None else "default"), (name, info)
         if origin == "cpu":
             assert info[name] == getattr(layout, name)
     ran = vinolm("generate", "Hi", "--raw", "--model", str(out), "--max-new-tokens", "2", "--ignore-eos", timeout=300)
     assert ran.returncode == 0, ran.stderr[-2000:]  # it runs here, and says it is not laid out for here
     assert f"laid out for {kind} CPUs and this CPU is {cpu_kind()}" in ran.stderr
-    portable = vinolm("export", source, "-o", str(out), "--weight-format", "int4", "--target-cpu", "any")
+    # The preset ("any") where that kind has a layout of its own, else this machine's.
+    second = "any" if layout is not None else "auto"
+    portable = vinolm("export", source, "-o", str(out), "--weight-format", "int4", "--target-cpu", second)
     assert portable.returncode == 0, portable.stderr[-2000:]
-    assert "exporting int4 asym g128 r1.0 instead" in portable.stderr
     record = json.loads((out / "vinolm.json").read_text())
-    assert record["target_cpu"] == "any"
+    assert record["target_cpu"] == ("any" if second == "any" else cpu_kind())
+    sym = "sym" if record["sym"] else "asym"
+    assert f"exporting {describe(record)} instead" in portable.stderr and f"int4 {sym} g128 r1.0" in portable.stderr
     # The tiny model's 64 inputs cannot hold groups of 128: the record and the log say what NNCF did.
     assert record["layers"] == {"int4 g64": 12, "int4 g128": 2, "int8 channel-wise": 2}
     assert "groups of 128 do not fit every layer's inputs, so NNCF adjusted them: 12 in groups of 64" \
         in portable.stderr
-    again = vinolm("export", source, "-o", str(out), "--weight-format", "int4", "--target-cpu", "any", "--asym")
+    again = vinolm("export", source, "-o", str(out), "--weight-format", "int4", "--target-cpu", second, f"--{sym}")
     assert again.returncode == 0 and "reused the complete export" in again.stderr
     refused = vinolm("export", source, "-o", str(out), "--weight-format", "fp16", "--sym")
     assert refused.returncode == 2 and "apply to int8 and int4 weights, not fp16" in refused.stderr

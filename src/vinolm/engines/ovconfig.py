@@ -101,20 +101,24 @@ def device_defaults(
 
 def layout_mismatch(info: dict[str, Any], device: str, flags: set[str] | None = None) -> str | None:
     """What to tell a user whose export was laid out for another kind of CPU than the one
-    it is about to run on (its weights decode, only slower than they could). Only when the
-    layouts differ: two kinds often lay a format out alike, and the user's own choices stand."""
+    it is about to run on, or for this kind by an earlier layout table (its weights decode,
+    only slower than they could). Only when the layouts differ: two kinds often lay a format
+    out alike, and the user's own choices stand."""
     from vinolm.export.layouts import layout_for
 
     target = info.get("target_cpu")
-    if not device_defaults(device) or target in (None, "any") or target == (kind := cpu_kind(flags)):
+    if not device_defaults(device) or target in (None, "any"):
         return None
+    kind = cpu_kind(flags)
     here = layout_for(kind, str(info.get("weight_format")))
     for name, origin in info.get("settings_from", {}).items():
         wanted = getattr(here, name, None)
         if origin in ("cpu", "catalog", "default") and (info.get(name) != wanted if wanted is not None
                                                          else origin == "cpu"):
-            return (f"this export's weights are laid out for {target} CPUs and this CPU is {kind}: "
-                    "export it again here (vinolm export ... --target-cpu auto) for its fastest layout")
+            made_for = f"for {target} CPUs and this CPU is {kind}" if target != kind else \
+                f"for {kind} CPUs by an earlier vinolm, whose table chose otherwise"
+            return (f"this export's weights are laid out {made_for}: export it again here "
+                    "(vinolm export ... --target-cpu auto --force) for its fastest layout")
     return None
 
 

@@ -1,9 +1,10 @@
 """Weight layouts per CPU kind: the compression settings whose kernels decode fastest there.
 
 OpenVINO decompresses INT4 and INT8 weights with a different kernel per ISA, and a layout
-that is fastest on one kind of CPU is slowest on another: INT4 in groups of 32 decoded a
-1.1B model 1.25x faster than groups of 128 on an AVX2-only AMD EPYC and 1.6x slower on an
-AVX-512 one (docs/benchmarks.md, section 11). An export is made for one kind of CPU, this
+that is fastest on one kind of CPU can be slow on another: symmetric INT4 decoded a 1.1B
+model 1.29x faster than the asymmetric preset on an AVX2-only AMD EPYC (Zen 3) and 1.03-1.08x
+on AVX-512 ones; groups of 32 halved prefill with AVX-512 (docs/benchmarks.md, sections 11
+and 16). An export is made for one kind of CPU, this
 machine's unless ``--target-cpu`` names another (the machine it will be served on), and
 ``vinolm.json`` records which kind and where every setting came from.
 
@@ -59,13 +60,19 @@ _WIDE_GROUPS_ZEN4 = ("AMD EPYC Zen 4, 2026-12-04, 1.1B shape: channel-wise INT4 
 _WIDE_GROUPS_AVX512 = ("Zen 4 capped at AVX512_CORE_VNNI, 2026-12-04: activation groups of 256 on the 1.1B "
                        "shape's channel-wise INT4 0.86x the time per token of groups of 64, prefill 1.2x; groups of "
                        "128 on the g128 layout decode level, prefill 1.11-1.12x")
+#: The first real AVX2-only machine since issue 16 (docs/benchmarks.md section 16).
+_SYM_ZEN3 = ("AMD EPYC Zen 3 (AVX2 only), 2026-12-05, 1.1B shape, one process, 5 runs twice: symmetric INT4 at "
+             "the preset's group 128 and ratio 0.8 took 0.767-0.780x the time per token of groups of 32 (19.4-19.7 "
+             "vs 15.1 tok/s) and the asymmetric preset 1.008-1.031x (15.0); channel-wise at ratio 1.0 0.687-0.701x "
+             "(opt-in: its quality cost); at 135M all INT4 layouts within 4% of INT8 (990-token prompts).")
 _FUSED_AVX2 = ("Zen 4 capped at AVX2, 2026-12-04: fused q/k/v 0.891x the time per token at 135M INT8, "
                "0.996x at 1.1B INT8; prefill level")
 
 #: "capped" rows were measured on an AVX-512 machine with OpenVINO's kernels held to the
 #: older ISA by oneDNN's ``ONEDNN_MAX_CPU_ISA`` (docs/benchmarks.md section 12): the kernels
-#: of that kind on this machine's memory. The capped AVX2 run reproduced the real AVX2
-#: machine's ratios (sym g32 r1.0 1.27x vs 1.25x the preset, INT8 sym 1.11x vs 1.14x).
+#: of that kind on this machine's memory. The capped AVX2 run reproduced issue 16's Zen 3
+#: ratios (sym g32 r1.0 1.27x vs 1.25x the preset, INT8 sym 1.11x vs 1.14x) but not the group
+#: size's: on a real Zen 3 (2026-12-05) groups of 32 cost 1.28x the time of groups of 128.
 LAYOUTS: dict[tuple[str, str], Layout] = {
     ("avx512-bf16", "int4"): Layout(
         sym=True, fuse=True, widest_activation_group=256,
@@ -85,11 +92,11 @@ LAYOUTS: dict[tuple[str, str], Layout] = {
     ),
     ("avx512", "int8"): Layout(fuse=True, measured=_FUSED_AVX512),
     ("avx2", "int4"): Layout(
-        sym=True, group_size=32, fuse=True,
-        measured="AMD EPYC Zen 3 (issue 16): INT4 sym group 32 at ratio 1.0 decoded the 1.1B shape 1.25x faster "
-                 "than the asym group-128 ratio-0.8 preset (11.6 vs 9.3 tok/s). Zen 5 capped at AVX2, 2026-12-03, "
-                 "at the preset's ratio 0.8: 1.25x at 1.1B (23.7 vs 19.0), 1.09x at 135M (97.1 vs 89.2), and "
-                 "closer to FP16 than the preset (KL 0.174 vs 0.208). " + _FUSED_AVX2,
+        sym=True, fuse=True,
+        measured=_SYM_ZEN3 + " Groups of 32 (this row's choice until then, from issue 16's Zen 3, which set it "
+                 "against the asymmetric preset, and from Zen 5 capped at AVX2, where 32 and 128 were level) took "
+                 "1.28x the time per token of symmetric groups of 128 at 1.1B on the real Zen 3, and 1.03x at 135M. "
+                 + _FUSED_AVX2,
     ),
     ("avx2", "int8"): Layout(
         sym=True, fuse=True,
