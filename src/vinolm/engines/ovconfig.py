@@ -118,7 +118,7 @@ def layout_mismatch(info: dict[str, Any], device: str, flags: set[str] | None = 
             made_for = f"for {target} CPUs and this CPU is {kind}" if target != kind else \
                 f"for {kind} CPUs by an earlier vinolm, whose table chose otherwise"
             return (f"this export's weights are laid out {made_for}: export it again here "
-                    "(vinolm export ... --target-cpu auto --force) for its fastest layout")
+                    "(vinolm export ... --target-cpu auto) for its fastest layout")
     return None
 
 

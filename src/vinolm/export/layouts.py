@@ -2,11 +2,11 @@
 
 OpenVINO decompresses INT4 and INT8 weights with a different kernel per ISA, and a layout
 that is fastest on one kind of CPU can be slow on another: symmetric INT4 decoded a 1.1B
-model 1.29x faster than the asymmetric preset on an AVX2-only AMD EPYC (Zen 3) and 1.03-1.08x
-on AVX-512 ones; groups of 32 halved prefill with AVX-512 (docs/benchmarks.md, sections 11
-and 16). An export is made for one kind of CPU, this
-machine's unless ``--target-cpu`` names another (the machine it will be served on), and
-``vinolm.json`` records which kind and where every setting came from.
+model 1.29x faster than the asymmetric preset on an AVX2-only AMD EPYC (Zen 3) and
+1.01-1.08x on AVX-512 ones; groups of 32 halved prefill with AVX-512 (docs/benchmarks.md,
+sections 11 and 16). An export is made for one kind of CPU, this machine's unless
+``--target-cpu`` names another (the machine it will be served on), and ``vinolm.json``
+records which kind and where every setting came from.
 
 Precedence, setting by setting: what the user gives, then this table (speed where the model
 runs), then the catalog's tutorial preset (chosen for quality), then NNCF's defaults; fused
