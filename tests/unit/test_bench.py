@@ -203,7 +203,7 @@ def test_interleave_copy_task_compares_speculative_rows_with_plain() -> None:
     draft = str(prepare(None, "int4", progress=lambda _: None).path)  # the INT4 export drafts for the INT8 one
     exact = "@INFERENCE_PRECISION_HINT=f32,KV_CACHE_PRECISION=f32,DYNAMIC_QUANTIZATION_GROUP_SIZE=0"
     rows = [f"genai{exact}", f"genai-lookup{exact}", f"genai-draft{exact}", f"native{exact}",
-            f"native-lookup{exact}"]
+            f"native-lookup{exact}", f"genai-lookup/2{exact}"]
     cmd = [sys.executable, "-m", "vinolm.bench.interleave", *[a for r in rows for a in ("--row", r)],
            "--task", "copy", "--weight-format", "int8", "--prompt-tokens", "200", "--new-tokens", "24",
            "--runs", "1", "--num-assistant-tokens", "8", "--draft-model", draft, "--json"]  # fmt: skip
@@ -216,6 +216,7 @@ def test_interleave_copy_task_compares_speculative_rows_with_plain() -> None:
     answers = [run[2] for row in result["rows"].values() for run in row["runs"]]
     assert answers[0] and answers[0] == answers[1] == answers[2]
     assert answers[3] and answers[3] == answers[4]  # and the native engine its own
+    assert answers[5] == answers[0]  # two proposed tokens a step, compared with the same plain twin
     for args, error in ((["--row", "direct", "--task", "story"], "the direct rows take --task filler"),
                         (["--row", "genai-draft"], "genai-draft rows and --draft-model go together")):
         refused = subprocess.run([sys.executable, "-m", "vinolm.bench.interleave", *args],
@@ -244,7 +245,8 @@ def test_a_row_names_its_kind_model_and_exact_properties() -> None:
     assert row.properties == {"KV_CACHE_PRECISION": "u8", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
     assert parse_row("direct@").properties == {}  # OpenVINO's defaults, not vinolm's
     assert parse_row("native") == type(row)("native", None, None)
-    for bad in ("genai:", "llama:/x", "gen@A=1"):
+    assert parse_row("genai-lookup/3:/x/int4@").proposed == 3  # the row's own tokens per step
+    for bad in ("genai:", "llama:/x", "gen@A=1", "genai/3", "native-lookup/0", "genai-lookup/x"):
         with pytest.raises(SystemExit):
             parse_row(bad)
 

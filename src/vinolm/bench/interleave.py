@@ -21,14 +21,18 @@ itself), so weight formats compare in one process too; prompts are cut with
 * ``genai-draft``: the genai engine with ``--draft-model`` proposing the tokens;
 * ``native-lookup``: the native engine with prompt lookup (its own loop).
 
+A speculative kind may name its own number of proposed tokens, ``genai-lookup/3``, so
+several counts compare in one process (``--num-assistant-tokens`` is the rest's).
+
 A speculative row's answers are compared with its plain twin's (``genai`` or ``native``,
 same model and properties), which speculative decoding must reproduce; every other row's
 with the first row's.
 
 ``--task`` picks the work: ``filler`` (default) is a prompt of exactly ``--prompt-tokens``
 tokens continued for exactly ``--new-tokens`` (EOS ignored); ``rewrite`` and ``copy`` ask
-the chat model to rewrite a passage of this repository's docs in its own words, or to
-repeat it word for word (input-grounded work, where prompt lookup pays), and ``story``
+the chat model to rewrite a passage of plain prose (``grounded.txt``, whole paragraphs)
+in its own words, or to repeat it word for word (input-grounded work, where prompt lookup
+pays), and ``story``
 asks for a story (free generation, where it should cost nothing); they end at EOS or
 ``--new-tokens``, and the table says whether every row answered exactly as the first.
 ``--num-assistant-tokens`` and ``--max-ngram-size`` set the speculative rows' search.
@@ -58,9 +62,12 @@ Run = Callable[[list[int], str, int], Timed]  # (prompt ids, the same as text, n
 KINDS = ("direct", "direct-stream", "genai", "native", "genai-lookup", "genai-draft", "native-lookup")
 SPECULATIVE = ("genai-lookup", "genai-draft", "native-lookup")
 TASKS = ("filler", "rewrite", "copy", "story")
-DOCS = Path(__file__).resolve().parents[3] / "docs"
-#: What the grounded tasks ask of a docs passage. ``copy`` is the one the 135M default model
-#: does faithfully (its answers to "extract" or "list the facts" loop on a phrase, which
+#: The grounded tasks' text: prose that stays put. Passages of this repository's docs, used
+#: until 2026-12-05, changed with every edit and had become mostly commands and tables,
+#: which the 135M default model does not copy.
+GROUNDED = Path(__file__).with_name("grounded.txt")
+#: What the grounded tasks ask of a passage. ``copy`` is the one the 135M default model
+#: does most faithfully (its answers to "extract" or "list the facts" loop on a phrase, which
 #: would flatter prompt lookup with repetition instead of grounding).
 INSTRUCTIONS = {"rewrite": "Rewrite the text above in your own words.",
                 "copy": "Repeat the text above exactly, word for word."}
@@ -77,24 +84,32 @@ class Row:
 
 @dataclass
 class RowSpec:
-    """``KIND[:MODEL][@K=V,...]``: ``properties`` None means vinolm's defaults."""
+    """``KIND[/N][:MODEL][@K=V,...]``: ``properties`` None means vinolm's defaults; ``proposed``
+    None, ``--num-assistant-tokens``."""
 
     kind: str
     model: str | None
     properties: dict[str, Any] | None
+    proposed: int | None = None
 
 
 def parse_row(spec: str) -> RowSpec:
-    """``genai:/x/int4@K=V,K=V`` -> ("genai", "/x/int4", {K: V}); ``genai`` -> ("genai", None, None)."""
+    """``genai:/x/int4@K=V,K=V`` -> ("genai", "/x/int4", {K: V}); ``genai`` -> ("genai", None, None);
+    ``genai-lookup/3`` -> ("genai-lookup", None, None, 3)."""
     from vinolm.engines.ovconfig import parse_ov_config
 
     head, at, props = spec.partition("@")
     kind, colon, model = head.partition(":")
+    kind, slash, proposed = kind.partition("/")
     if kind not in KINDS:
         raise SystemExit(f"--row {spec!r}: the kind must be one of {', '.join(KINDS)}")
+    if slash and (kind not in SPECULATIVE or not proposed.isdigit() or int(proposed) < 1):
+        raise SystemExit(f"--row {spec!r}: only a speculative kind ({', '.join(SPECULATIVE)}) takes /N, "
+                         "N >= 1 tokens proposed per step")
     if colon and not model:
         raise SystemExit(f"--row {spec!r}: name the model after ':' (a folder made by vinolm export)")
-    return RowSpec(kind, model or None, parse_ov_config([p for p in props.split(",") if p]) if at else None)
+    return RowSpec(kind, model or None, parse_ov_config([p for p in props.split(",") if p]) if at else None,
+                   int(proposed) if slash else None)
 
 
 def direct_run(pipe: Any, streaming: bool) -> Run:
@@ -139,20 +154,30 @@ def engine_run(engine: Any, task: str) -> Run:
 
 
 def task_prompts(task: str, tokens: int) -> Callable[[int], str]:
-    """The ``variant``-th user message of ``task``: a docs passage of about ``tokens``
-    tokens (4 characters each) to rewrite, or a story to write."""
+    """The ``variant``-th user message of ``task``: whole paragraphs of about ``tokens``
+    tokens (4 characters each; at most the whole text, never a paragraph twice, which would
+    flatter prompt lookup), from the ``variant``-th on, to rewrite or copy, or a story to
+    write."""
     if task == "story":
         return lambda variant: f"Write a long story about {STORIES[variant % len(STORIES)]}."
-    text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(DOCS.glob("*.md")))
-    size = tokens * 4
+    paragraphs = GROUNDED.read_text(encoding="utf-8").strip().split("\n\n")
     ask = INSTRUCTIONS[task]
-    return lambda variant: f"{text[variant * size % max(1, len(text) - size):][:size]}\n\n{ask}"
+
+    def message(variant: int) -> str:
+        passage: list[str] = []
+        for i in range(variant, variant + len(paragraphs)):
+            if sum(len(p) for p in passage) >= tokens * 4:
+                break
+            passage.append(paragraphs[i % len(paragraphs)])
+        return "\n\n".join(passage) + f"\n\n{ask}"
+
+    return message
 
 
-def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple[int, int] = (5, 3),
+def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple[int | None, int] = (None, 3),
                draft: str | None = None) -> list[Row]:
-    """``lookup``: (tokens proposed per step, longest n-gram) of the speculative rows;
-    ``draft``: the model that proposes the ``genai-draft`` rows' tokens."""
+    """``lookup``: (tokens proposed per step, None for the engine's default; longest n-gram)
+    of the speculative rows; ``draft``: the model that proposes the ``genai-draft`` rows' tokens."""
     import openvino_genai as ov_genai
 
     from vinolm.engines import load_engine
@@ -173,8 +198,11 @@ def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple
             rows.append(Row(spec, direct_run(pipe, row.kind == "direct-stream"), props))
         else:
             folder = prepare(row.model, progress=lambda _: None) if row.model else model
-            speculation = {"genai-lookup": Speculation(None, *lookup), "native-lookup": Speculation(None, *lookup),
-                           "genai-draft": Speculation(draft, *lookup)}
+            proposed, ngram = lookup
+            proposed = row.proposed or proposed
+            speculation = {"genai-lookup": Speculation(None, proposed, ngram),
+                           "native-lookup": Speculation(None, proposed, ngram),
+                           "genai-draft": Speculation(draft, proposed, ngram)}
             options = EngineOptions(ov_config=user or {}, vinolm_defaults=user is None,
                                     speculation=speculation.get(row.kind))
             engine = load_engine(row.kind.split("-")[0], folder, options)
@@ -232,7 +260,7 @@ def plain_twin(label: str, labels: Any) -> str:
     else the first row."""
     kind = label.split(":")[0].split("@")[0]
     twin = kind.split("-")[0] + label[len(kind):]
-    return twin if kind in SPECULATIVE and twin in labels else next(iter(labels))
+    return twin if kind.split("/")[0] in SPECULATIVE and twin in labels else next(iter(labels))
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -255,14 +283,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=9)
     p.add_argument("--task", choices=TASKS, default="filler",
                    help="filler: exact token counts; rewrite / copy / story: chat work that ends at EOS")
-    p.add_argument("--num-assistant-tokens", type=int, default=5, help="speculative rows: tokens proposed per step")
+    p.add_argument("--num-assistant-tokens", type=int, default=None,
+                   help="speculative rows: tokens proposed per step (default: the engine's for this CPU)")
     p.add_argument("--max-ngram-size", type=int, default=3, help="lookup rows: longest prompt n-gram matched")
     p.add_argument("--draft-model", default=None, help="genai-draft rows: the model proposing tokens (same tokenizer)")
     return run_tool(p, argv, _problem, measure, markdown)
 
 
 def _problem(args: argparse.Namespace) -> str | None:
-    if min(args.prompt_tokens, args.runs, args.num_assistant_tokens, args.max_ngram_size) < 1 or args.new_tokens < 2:
+    proposed = 1 if args.num_assistant_tokens is None else args.num_assistant_tokens
+    if min(args.prompt_tokens, args.runs, proposed, args.max_ngram_size) < 1 or args.new_tokens < 2:
         return "--prompt-tokens, --runs, --num-assistant-tokens and --max-ngram-size must be >= 1, --new-tokens >= 2"
     if any(row.startswith("genai-draft") for row in args.row) != (args.draft_model is not None):
         return "genai-draft rows and --draft-model go together"
