@@ -47,9 +47,9 @@ def add_speculation_args(parser: argparse.ArgumentParser) -> None:
                           "(summarise, extract, rewrite)")
     way.add_argument("--draft-model", metavar="MODEL", default=None,
                      help="propose tokens with this smaller model (same tokenizer as --model)")
-    group.add_argument("--num-assistant-tokens", type=int, default=5, metavar="N",
-                       help="most tokens proposed per step (default 5; the native engine starts at 3 and "
-                            "grows while they are taken)")
+    group.add_argument("--num-assistant-tokens", type=int, default=None, metavar="N",
+                       help="most tokens proposed per step (default 5, 3 for genai's prompt lookup on "
+                            "AVX2-only CPUs; the native engine starts at 3 and grows while they are taken)")
     group.add_argument("--max-ngram-size", type=int, default=3, metavar="N",
                        help="longest prompt n-gram matched by --prompt-lookup (default 3)")
 
@@ -61,7 +61,7 @@ def speculation_from_args(args: argparse.Namespace) -> Speculation | None:
     if not getattr(args, "prompt_lookup", False) and not getattr(args, "draft_model", None):
         return None
     for flag in ("num_assistant_tokens", "max_ngram_size"):
-        if not 1 <= getattr(args, flag) <= 64:
+        if getattr(args, flag) is not None and not 1 <= getattr(args, flag) <= 64:
             raise InvalidRequest(f"--{flag.replace('_', '-')} must be between 1 and 64", param=flag)
     return Speculation(draft=args.draft_model, num_assistant_tokens=args.num_assistant_tokens,
                        max_ngram_size=args.max_ngram_size)

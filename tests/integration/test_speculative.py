@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from tests.integration.conftest import F32
 
+from vinolm.cpu import cpu_kind
 from vinolm.engines import EngineOptions, Speculation, load_engine
 from vinolm.engines.native import NativeEngine
 from vinolm.errors import InvalidRequest
@@ -62,6 +63,10 @@ def test_what_speculation_cannot_do_is_a_400(default_model: PreparedModel) -> No
     with pytest.raises(InvalidRequest) as beams:
         lookup.check(Request(prompt="Hi", params=GenerationParams(num_beams=2)))
     assert beams.value.param == "num_beams"
+    prepared = lookup.prepare_input(Request(prompt="Hi"))
+    proposed = lookup.generation_config(GenerationParams(), prepared).num_assistant_tokens
+    assert proposed == (3 if cpu_kind() == "avx2" else 5)  # the count measured for this kind of CPU
+    assert lookup.generation_config(GenerationParams(num_assistant_tokens=7), prepared).num_assistant_tokens == 7
     lookup.close()
     with pytest.raises(InvalidRequest, match=r"speculative decoding \(draft\) runs on the genai engine, not native"):
         load_engine("native", default_model, EngineOptions(speculation=Speculation(draft="smollm2-135m")))

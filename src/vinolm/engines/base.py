@@ -34,6 +34,11 @@ Emit = Callable[[Chunk], None]
 _DONE = object()
 
 
+#: Tokens proposed per step unless the request, the server or an engine's own measurements say
+#: otherwise (``vinolm.engines.genai.LOOKUP_PROPOSALS``).
+PROPOSED_TOKENS = 5
+
+
 @dataclass(frozen=True)
 class Speculation:
     """Speculative decoding: candidate tokens come from n-grams of the prompt (``draft``
@@ -43,7 +48,8 @@ class Speculation:
 
     #: A model reference (catalog name, folder, ...) prepared at load like the main model.
     draft: str | None = None
-    num_assistant_tokens: int = 5
+    #: Most tokens proposed per step; None: the engine's measured default for this CPU.
+    num_assistant_tokens: int | None = None
     max_ngram_size: int = 3
 
     @property

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import openvino as ov
 
-from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
+from vinolm.engines.base import PROPOSED_TOKENS, Emit, Engine, EngineOptions, PreparedInput
 from vinolm.engines.common import finish_reason_for, finish_sequence, first_line
 from vinolm.engines.constraints import TokenMask, compile_constraint, vocabulary_for
 from vinolm.engines.lookup import next_count, propose
@@ -212,7 +212,7 @@ class NativeEngine(Engine):
         where not). Rejected tokens are cut out of the state through the model's mirror."""
         spec = self.options.speculation
         assert spec is not None
-        limit = run.params.num_assistant_tokens or spec.num_assistant_tokens
+        limit = run.params.num_assistant_tokens or spec.num_assistant_tokens or PROPOSED_TOKENS
         count = min(limit, FIRST_COUNT)
         ngram = run.params.max_ngram_size or spec.max_ngram_size
         sampler = Sampler(run.params, self.eos_token_ids)
