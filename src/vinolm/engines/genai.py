@@ -9,6 +9,7 @@ engine.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -23,6 +24,8 @@ from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import EngineError
 from vinolm.models import PreparedModel
 from vinolm.types import Chunk, GenerationParams, Metrics, Request
+
+log = logging.getLogger("vinolm.engines")
 
 #: Tokens prompt lookup proposes per step by CPU kind, unless the request or the server
 #: says: genai checks that many every step, hit or miss. On AVX2 alone a checking pass
@@ -81,12 +84,18 @@ class GenaiEngine(Engine):
         spec = self.options.speculation
         if spec is None:
             return {}
+        log.info("%s: %d tokens proposed a step%s", spec.kind, self._proposed(spec),
+                 "" if spec.num_assistant_tokens else " (this CPU's default; --num-assistant-tokens to change)")
         if spec.draft is None:
             return {"prompt_lookup": True}
         from vinolm.models import prepare
 
         draft = prepare(spec.draft, progress=lambda _: None)
         return {"draft_model": self._genai.draft_model(str(draft.path), self.options.device, **self.properties)}
+
+    def _proposed(self, spec: Speculation) -> int:
+        """The server's count, else this CPU's."""
+        return spec.num_assistant_tokens or proposed_tokens(spec, self.options.device, cpu_kind())
 
     # -- tokens ------------------------------------------------------------------------
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -145,8 +154,7 @@ class GenaiEngine(Engine):
             cfg.length_penalty = params.length_penalty
         spec = self.options.speculation
         if spec is not None:
-            cfg.num_assistant_tokens = params.num_assistant_tokens or spec.num_assistant_tokens or \
-                proposed_tokens(spec, self.options.device, cpu_kind())
+            cfg.num_assistant_tokens = params.num_assistant_tokens or self._proposed(spec)
             if spec.draft is None:
                 cfg.max_ngram_size = params.max_ngram_size or spec.max_ngram_size
         if params.constraint is not None:  # compiled (and cached) by check(): the same grammar text
