@@ -32,9 +32,9 @@ with the first row's.
 tokens continued for exactly ``--new-tokens`` (EOS ignored); ``rewrite`` and ``copy`` ask
 the chat model to rewrite a passage of plain prose (``grounded.txt``, whole paragraphs)
 in its own words, or to repeat it word for word (input-grounded work, where prompt lookup
-pays), and ``story``
-asks for a story (free generation, where it should cost nothing); they end at EOS or
-``--new-tokens``, and the table says whether every row answered exactly as the first.
+pays), and ``story`` asks for a story (free generation, where it should cost nothing);
+they end at EOS or ``--new-tokens``, and the table says whether every row answered exactly
+as the first.
 ``--num-assistant-tokens`` and ``--max-ngram-size`` set the speculative rows' search.
 
 Every run has a prompt of its own (no prefix-cache hit). TTFT: call to first token; TPOT:
@@ -84,8 +84,8 @@ class Row:
 
 @dataclass
 class RowSpec:
-    """``KIND[/N][:MODEL][@K=V,...]``: ``properties`` None means vinolm's defaults; ``proposed``
-    None, ``--num-assistant-tokens``."""
+    """``KIND[/N][:MODEL][@K=V,...]``: ``properties`` None means vinolm's defaults;
+    ``proposed`` (N) None, ``--num-assistant-tokens``'s count."""
 
     kind: str
     model: str | None
