@@ -32,7 +32,7 @@ log = logging.getLogger("vinolm.engines")
 #: computes in f32 (no int8 activations), about 1.6-3 ms more per proposed token against
 #: a 12 ms step (135M), so fewer win: a real Zen 3, copying a 650-token text, one process,
 #: 7 runs: 3 tokens 1.60x plain decoding, 5 1.21x, 10 1.06x; free generation 0.78x, 0.54x,
-#: 0.39x (docs/benchmarks.md, section 16; two earlier runs alike). With int8 activations a
+#: 0.39x (docs/benchmarks.md, section 16; earlier runs alike). With int8 activations a
 #: pass is nearly as cheap as a step and 5 stay (Zen 5, section 6b).
 LOOKUP_PROPOSALS: dict[str, int] = {"avx2": 3}
 
