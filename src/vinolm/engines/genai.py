@@ -55,6 +55,10 @@ class GenaiEngine(Engine):
 
         self._genai = ov_genai
         opts = self.options
+        spec = opts.speculation
+        #: Tokens proposed a step unless a request says: the server's count, else this CPU's
+        #: (found once: the CPU kind reads /proc/cpuinfo).
+        self._proposals = (spec.num_assistant_tokens or proposed_tokens(spec, opts.device, cpu_kind())) if spec else 0
         props = {**self.properties, **self._speculation_properties()}
         started = time.perf_counter()
         try:
@@ -84,7 +88,7 @@ class GenaiEngine(Engine):
         spec = self.options.speculation
         if spec is None:
             return {}
-        log.info("%s: %d tokens proposed a step%s", spec.kind, self._proposed(spec),
+        log.info("%s: %d tokens proposed a step%s", spec.kind, self._proposals,
                  "" if spec.num_assistant_tokens else " (this CPU's default; --num-assistant-tokens to change)")
         if spec.draft is None:
             return {"prompt_lookup": True}
@@ -92,10 +96,6 @@ class GenaiEngine(Engine):
 
         draft = prepare(spec.draft, progress=lambda _: None)
         return {"draft_model": self._genai.draft_model(str(draft.path), self.options.device, **self.properties)}
-
-    def _proposed(self, spec: Speculation) -> int:
-        """The server's count, else this CPU's."""
-        return spec.num_assistant_tokens or proposed_tokens(spec, self.options.device, cpu_kind())
 
     # -- tokens ------------------------------------------------------------------------
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -154,7 +154,7 @@ class GenaiEngine(Engine):
             cfg.length_penalty = params.length_penalty
         spec = self.options.speculation
         if spec is not None:
-            cfg.num_assistant_tokens = params.num_assistant_tokens or self._proposed(spec)
+            cfg.num_assistant_tokens = params.num_assistant_tokens or self._proposals
             if spec.draft is None:
                 cfg.max_ngram_size = params.max_ngram_size or spec.max_ngram_size
         if params.constraint is not None:  # compiled (and cached) by check(): the same grammar text
