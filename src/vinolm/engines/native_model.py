@@ -14,8 +14,10 @@ Cutting positions out of the state (a chat that edits its past, prompt lookup's 
 tokens) goes through OpenVINO's get_state, which converts the plugin's cache to f32 at
 about 0.1 ms per held token (95 ms at 800 tokens, 135M, measured) - eight token steps.
 With ``mirror=True`` the model also returns each step's new keys/values, kept on the host
-(``KVMirror``), so a cut is one set_state per variable (7 ms at 900 tokens; the plugin then
-spends ~10 ms more on the next step, regrowing the cache it was handed back).
+(``KVMirror``), so a cut is one set_state per variable (7-14 ms at 650-900 tokens). Prompt
+lookup's rejected guesses need not even that: the attention mask is an input, so they stay
+in the state with 0 in the mask (positions come from ``position_ids``, not from where keys
+sit) and are cut out together once they are a share of the state (``COMPACT_SHARE``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ HYBRID_MIN_PROMPT = 32
 #: prefill costs 1-2.4 ms per token, but the suffix after a trim pays for attention over
 #: the kept prefix: trim when the kept prefix is at least 1/16 of what the state holds.
 TRIM_COST_RATIO = 16
+#: A rejected guess stays in the state, masked out of attention, until masked positions
+#: are this share of what the state holds; only then is the state cut back (compacted).
+#: A cut costs 9-14 ms, a token step 13-15 (135M, 650 positions, AVX2), and a masked
+#: position adds one key to each later step's attention (~0.005 ms).
+COMPACT_SHARE = 8
 _INT64_MAX = np.iinfo(np.int64).max
 
 
@@ -138,11 +145,15 @@ class KVMirror:
             buffer[(slice(None),) * group.axis + (slice(self.length, end),)] = new
         self.length = end
 
-    def cut(self, length: int) -> None:
-        """Make the state hold positions ``< length`` only."""
+    def cut(self, length: int, keep: np.ndarray | None = None) -> None:
+        """Make the state hold positions ``< length`` only, or the ``keep`` positions (in
+        order) when some in between are to go."""
         for states, buffer, group in zip(self._states, self._buffers, self._groups, strict=True):
             assert buffer is not None
-            kept = buffer[(slice(None),) * group.axis + (slice(0, length),)]
+            head = (slice(None),) * group.axis
+            if keep is not None:
+                buffer[head + (slice(0, len(keep)),)] = np.take(buffer, keep, axis=group.axis)
+            kept = buffer[head + (slice(0, length),)]
             for i, state in enumerate(states):
                 state.state = ov.Tensor(np.ascontiguousarray(kept[i : i + 1]))  # set_state ignores ROI strides
         self.length = length
@@ -192,7 +203,8 @@ class StatefulLM:
     """One stateful LLM, its request(s) and what its state holds.
 
     ``tokens`` are the ids whose keys/values are in the state, valid while a single
-    row ran since the last ``reset``; ``length`` counts positions in any case.
+    row ran since the last ``reset``; ``length`` counts positions in any case. With the
+    KV mirror the state may also hold rejected guesses, masked out (``reject``).
     """
 
     def __init__(
@@ -218,6 +230,8 @@ class StatefulLM:
         self._dynamic_axes = [i for i, d in enumerate(shape) if d.is_dynamic]
         self._kv_heads = next(d.get_length() for d in shape if d.is_static and d.get_length() > 0)  # [B, H, L, S]
         self._ones = np.ones(context_length, dtype=np.int64)
+        self._live = np.ones(context_length, dtype=np.int64)  # one row's mask: 0 = a masked guess
+        self._held = self._masked = 0  # positions in the state, of them masked
         self._one_row = np.ones(1, dtype=np.int64)  # LOGITS_ROWS of prompts and token steps
         self._bind_buffers(1)
         self.reset()
@@ -237,7 +251,8 @@ class StatefulLM:
             return (f"its {heads} KV head{'s' if heads > 1 else ''} do not divide among {threads} threads, so "
                     "the attention kernel sums a head in parts that differ between a pass and a step")
         if not self._probe_checks():
-            return "with these properties this CPU's kernels compute several rows otherwise than one (a probe differed)"
+            return ("with these properties this CPU's kernels compute several rows, or a step past masked "
+                    "guesses, otherwise than one plain step (a probe differed)")
         return None
 
     def _probe_checks(self, prompt: int = 48, count: int = 8) -> bool:
@@ -251,6 +266,9 @@ class StatefulLM:
         self.trim(prompt)
         rows = self.check(fed)
         same = all(np.array_equal(row, step) for row, step in zip(rows, steps, strict=True))
+        half = count // 2
+        self.reject(count - half)  # the step past masked guesses, as after a wrong guess
+        same = same and np.array_equal(self.decode_step(np.array(fed[half : half + 1]))[0], steps[half])
         self.reset()
         return same
 
@@ -267,8 +285,11 @@ class StatefulLM:
         if self.hybrid:
             self._prefill.reset_state()
         self.tokens: list[int] = []
-        self.length = 0
+        self.length = self._held = 0
         self._exact = True
+        if self._masked:
+            self._live[:] = 1
+            self._masked = 0
         if self._mirror is not None:
             self._mirror.length = 0
 
@@ -289,9 +310,14 @@ class StatefulLM:
         return 0
 
     def trim(self, length: int) -> None:
-        """Forget positions ``>= length`` of every key/value along the sequence axis."""
+        """Forget positions ``>= length`` of every key/value along the sequence axis (and
+        the masked guesses)."""
         if self._mirror is not None:
-            self._mirror.cut(length)
+            keep = np.flatnonzero(self._live[: self._held])[:length] if self._masked else None
+            self._mirror.cut(length, keep)
+            if self._masked:
+                self._live[: self._held] = 1
+                self._masked = 0
         else:
             for state in self._decode.query_state():
                 kv = state.state.data
@@ -299,7 +325,7 @@ class StatefulLM:
                 kept = kv[(slice(None),) * axis + (slice(0, length),)]
                 state.state = ov.Tensor(np.ascontiguousarray(kept))  # set_state ignores ROI strides
         self.tokens = self.tokens[:length]
-        self.length = length
+        self.length = self._held = length
 
     # -- the steps -------------------------------------------------------------------------
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
@@ -318,15 +344,25 @@ class StatefulLM:
         return logits
 
     def reject(self, count: int) -> None:
-        """Forget the last ``count`` fed tokens (the model's mirror makes that cheap)."""
-        if count:
+        """Forget the last ``count`` fed tokens. With the mirror they stay in the state,
+        masked out of attention, until ``COMPACT_SHARE`` says to cut them out."""
+        if not count:
+            return
+        if self._mirror is None:
             self.trim(self.length - count)
+            return
+        self._live[self._held - count : self._held] = 0
+        self._masked += count
+        self.tokens = self.tokens[:-count]
+        self.length -= count
+        if self._masked * COMPACT_SHARE > self._held:
+            self.trim(self.length)
 
     def _feed(self, request: Any, ids: Sequence[int], rows: int) -> np.ndarray:
         """One row of ``ids`` after what the state holds; the logits of its last ``rows``."""
         past, count = self.length, len(ids)
         request.set_tensor("input_ids", ov.Tensor(np.array([ids], dtype=np.int64)))
-        request.set_tensor("attention_mask", self._mask(1, past + count))
+        request.set_tensor("attention_mask", self._mask(1, self._held + count))
         request.set_tensor("position_ids", ov.Tensor(np.arange(past, past + count, dtype=np.int64)[None]))
         request.set_tensor("beam_idx", ov.Tensor(np.zeros(1, dtype=np.int32)))
         request.set_tensor(LOGITS_ROWS, ov.Tensor(np.array([rows], dtype=np.int64)))
@@ -334,6 +370,7 @@ class StatefulLM:
         self._bound_rows = 0
         self.tokens.extend(ids)
         self.length += count
+        self._held += count
         if self._mirror is not None:
             self._mirror.append(request, count)
         if request is not self._decode:
@@ -344,14 +381,17 @@ class StatefulLM:
         """Feed one token per row; row ``i`` continues cache row ``order[i]`` (default:
         row ``i``; a one-row state broadcasts to many). Returns logits ``[rows, vocab]``."""
         rows = tokens.shape[0]
+        if rows > 1 and self._masked:  # one row's mask cannot serve many
+            self.trim(self.length)
         if rows != self._bound_rows:
             self._bind_buffers(rows)
         self._ids[:rows, 0] = tokens
         self._pos[:rows, 0] = self.length
         self._order[:rows] = self._identity[:rows] if order is None else order
         self.length += 1
+        self._held += 1
         request = self._decode
-        request.set_tensor("attention_mask", self._mask(rows, self.length))
+        request.set_tensor("attention_mask", self._mask(rows, self._held))
         request.start_async()  # with wait(): no result dict built, unlike infer()
         request.wait()
         if rows == 1:
@@ -366,7 +406,7 @@ class StatefulLM:
     # -- helpers ---------------------------------------------------------------------------
     def _prefill_request(self, count: int) -> Any:
         """The request to prefill ``count`` tokens with (see ``HYBRID_MIN_PROMPT``)."""
-        if self.hybrid and self.length == 0 and count >= HYBRID_MIN_PROMPT:
+        if self.hybrid and self._held == 0 and count >= HYBRID_MIN_PROMPT:
             return self._prefill
         return self._decode
 
@@ -384,7 +424,12 @@ class StatefulLM:
         self._bound_rows = rows
 
     def _mask(self, rows: int, length: int) -> ov.Tensor:
-        """An all-ones ``[rows, length]`` mask viewing one preallocated buffer."""
+        """A ``[rows, length]`` mask viewing a preallocated buffer: one row's own (zeros
+        where guesses are masked), or all ones for many rows."""
+        if rows == 1:
+            if length > self._live.size:
+                self._live = np.concatenate([self._live, np.ones(length, dtype=np.int64)])
+            return ov.Tensor(self._live[:length].reshape(1, length), shared_memory=True)
         if rows * length > self._ones.size:
             self._ones = np.ones(rows * length * 2, dtype=np.int64)
         return ov.Tensor(self._ones[: rows * length].reshape(rows, length), shared_memory=True)
