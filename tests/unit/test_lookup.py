@@ -38,9 +38,9 @@ def test_the_count_grows_after_a_full_hit_and_shrinks_after_a_miss() -> None:
     assert next_count(4, 10, proposed=0, accepted=0) == 4  # nothing proposed: nothing learnt
 
 
-def test_genai_proposes_fewer_tokens_where_a_checking_pass_computes_in_f32() -> None:
+def test_fewer_tokens_are_proposed_where_a_checking_pass_computes_in_f32() -> None:
     from vinolm.engines.base import PROPOSED_TOKENS, Speculation
-    from vinolm.engines.genai import proposed_tokens
+    from vinolm.engines.lookup import proposed_tokens
 
     lookup = Speculation()
     assert proposed_tokens(lookup, "CPU", "avx2") == 3
@@ -49,3 +49,4 @@ def test_genai_proposes_fewer_tokens_where_a_checking_pass_computes_in_f32() -> 
         assert proposed_tokens(lookup, "CPU", kind) == PROPOSED_TOKENS == 5
     assert proposed_tokens(lookup, "GPU", "avx2") == 5  # the host's CPU does not check the tokens there
     assert proposed_tokens(Speculation(draft="smollm2-135m"), "CPU", "avx2") == 5  # measured for lookup only
+    assert proposed_tokens(Speculation(num_assistant_tokens=7), "CPU", "avx2") == 7  # the server said

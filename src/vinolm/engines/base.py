@@ -35,7 +35,7 @@ _DONE = object()
 
 
 #: Tokens proposed per step unless the request, the server or an engine's own measurements say
-#: otherwise (``vinolm.engines.genai.LOOKUP_PROPOSALS``).
+#: otherwise (``vinolm.engines.lookup.LOOKUP_PROPOSALS``).
 PROPOSED_TOKENS = 5
 
 

@@ -14,35 +14,17 @@ import threading
 import time
 from typing import Any
 
-from vinolm.cpu import cpu_kind
-from vinolm.engines.base import PROPOSED_TOKENS, Emit, Engine, EngineOptions, PreparedInput, Speculation
+from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
 from vinolm.engines.common import finish_reason_for, finish_sequence
 from vinolm.engines.constraints import compile_constraint
+from vinolm.engines.lookup import proposed_tokens
 from vinolm.engines.native_tokenizer import VocabLookup
-from vinolm.engines.ovconfig import device_base
 from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import EngineError
 from vinolm.models import PreparedModel
 from vinolm.types import Chunk, GenerationParams, Metrics, Request
 
 log = logging.getLogger("vinolm.engines")
-
-#: Tokens prompt lookup proposes per step by CPU kind, unless the request or the server
-#: says: genai checks that many every step, hit or miss. On AVX2 alone a checking pass
-#: computes in f32 (no int8 activations), about 1.6-3 ms more per proposed token against
-#: a 12 ms step (135M), so fewer win: a real Zen 3, copying a 650-token text, one process,
-#: 7 runs: 3 tokens 1.60x plain decoding, 5 1.21x, 10 1.06x; free generation 0.78x, 0.54x,
-#: 0.39x (docs/benchmarks.md, section 16; earlier runs alike). With int8 activations a
-#: pass is nearly as cheap as a step and 5 stay (Zen 5, section 6b).
-LOOKUP_PROPOSALS: dict[str, int] = {"avx2": 3}
-
-
-def proposed_tokens(spec: Speculation, device: str, kind: str) -> int:
-    """What genai proposes per step when neither the request nor the server says."""
-    if spec.draft is None and device_base(device) == "CPU":
-        return LOOKUP_PROPOSALS.get(kind, PROPOSED_TOKENS)
-    return PROPOSED_TOKENS
-
 
 class GenaiEngine(Engine):
     name = "genai"
@@ -58,7 +40,7 @@ class GenaiEngine(Engine):
         spec = opts.speculation
         #: Tokens proposed a step unless a request says: the server's count, else this CPU's
         #: (found once: the CPU kind reads /proc/cpuinfo).
-        self._proposals = (spec.num_assistant_tokens or proposed_tokens(spec, opts.device, cpu_kind())) if spec else 0
+        self._proposals = proposed_tokens(spec, opts.device) if spec else 0
         props = {**self.properties, **self._speculation_properties()}
         started = time.perf_counter()
         try:

@@ -8,6 +8,31 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vinolm.cpu import cpu_kind
+from vinolm.engines.base import PROPOSED_TOKENS, Speculation
+from vinolm.engines.ovconfig import device_base
+
+#: Tokens prompt lookup proposes per step by CPU kind, unless the request or the server
+#: says: genai checks that many every step, hit or miss; the native engine at most that
+#: many (``next_count``). On AVX2 alone a checking pass computes in f32 (no int8
+#: activations), about 1.6-3 ms more per proposed token against a 12 ms step (135M), so
+#: fewer win. A real Zen 3, copying a 650-token text, one process, 7 runs: genai 3 tokens
+#: 1.60x plain decoding, 5 1.21x, 10 1.06x; free generation 0.78x, 0.54x, 0.39x; native
+#: up to 3 1.35x, 5 1.31x, 10 1.25x, free generation 1.02x each (docs/benchmarks.md,
+#: section 16; earlier runs alike). With int8 activations a pass is nearly as cheap as a
+#: step and 5 stay (Zen 5, section 6b).
+LOOKUP_PROPOSALS: dict[str, int] = {"avx2": 3}
+
+
+def proposed_tokens(spec: Speculation, device: str, kind: str | None = None) -> int:
+    """What an engine proposes per step unless a request says: the server's setting, else
+    this CPU kind's (``kind`` None: the host's)."""
+    if spec.num_assistant_tokens:
+        return spec.num_assistant_tokens
+    if spec.draft is None and device_base(device) == "CPU":
+        return LOOKUP_PROPOSALS.get(kind or cpu_kind(), PROPOSED_TOKENS)
+    return PROPOSED_TOKENS
+
 
 def propose(history: Sequence[int], count: int, max_ngram: int, min_ngram: int = 1) -> list[int]:
     """Up to ``count`` tokens that followed the longest (``min_ngram`` to ``max_ngram``)

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import openvino as ov
 
-from vinolm.engines.base import PROPOSED_TOKENS, Emit, Engine, EngineOptions, PreparedInput
+from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
 from vinolm.engines.common import finish_reason_for, finish_sequence, first_line
 from vinolm.engines.constraints import TokenMask, compile_constraint, vocabulary_for
-from vinolm.engines.lookup import next_count, propose
+from vinolm.engines.lookup import next_count, propose, proposed_tokens
 from vinolm.engines.native_model import StatefulLM
 from vinolm.engines.native_tokenizer import TokenizerIR
 from vinolm.engines.sampling import BeamSearch, Sampler, TokenHistory, log_softmax, top_logprobs
@@ -39,8 +39,8 @@ from vinolm.types import Chunk, GenerationParams, Metrics, Request
 
 log = logging.getLogger("vinolm.engines")
 #: Prompt lookup matches n-grams of at least 3 tokens (fewer only when max_ngram_size says
-#: so): a wrong guess costs a longer pass, the cut and a slower next step (about 1.5 token
-#: steps, 135M), and on the copy task 2-gram matches proposed 36% right (64 passes, 35
+#: so): a wrong guess costs a longer pass and a slower next step (OpenVINO prepares every
+#: node again when the input shape changes: ~0.7 token steps, 135M), and on the copy task 2-gram matches proposed 36% right (64 passes, 35
 #: misses), longer ones 66-79%; on free generation nearly all matches are 2-grams (25% right).
 MIN_NGRAM = 3
 #: Proposals start at this many per pass and grow by 2 while all are taken (up to
@@ -116,7 +116,9 @@ class NativeEngine(Engine):
                                  mirror=opts.speculation is not None)
         except RuntimeError as exc:
             raise EngineError(f"OpenVINO cannot load {model.path}: {first_line(exc)}") from exc
-        if opts.speculation is not None and (why := self.lm.inexact_checks()) is not None:
+        spec = opts.speculation
+        self._proposals = proposed_tokens(spec, opts.device) if spec else 0
+        if spec is not None and (why := self.lm.inexact_checks()) is not None:
             log.warning("prompt lookup on %s may answer otherwise than plain decoding where two tokens nearly "
                         "tie: %s", model.name, why)
         self.load_seconds = time.perf_counter() - started
@@ -212,7 +214,7 @@ class NativeEngine(Engine):
         where not). Rejected tokens are cut out of the state through the model's mirror."""
         spec = self.options.speculation
         assert spec is not None
-        limit = run.params.num_assistant_tokens or spec.num_assistant_tokens or PROPOSED_TOKENS
+        limit = run.params.num_assistant_tokens or self._proposals
         count = min(limit, FIRST_COUNT)
         ngram = run.params.max_ngram_size or spec.max_ngram_size
         sampler = Sampler(run.params, self.eos_token_ids)
