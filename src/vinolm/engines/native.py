@@ -40,8 +40,9 @@ from vinolm.types import Chunk, GenerationParams, Metrics, Request
 log = logging.getLogger("vinolm.engines")
 #: Prompt lookup matches n-grams of at least 3 tokens (fewer only when max_ngram_size says
 #: so): a wrong guess costs a longer pass and a slower next step (OpenVINO prepares every
-#: node again when the input shape changes: ~0.7 token steps, 135M), and on the copy task 2-gram matches proposed 36% right (64 passes, 35
-#: misses), longer ones 66-79%; on free generation nearly all matches are 2-grams (25% right).
+#: node again when the input shape changes: ~0.7 token steps, 135M), and on the copy task
+#: 2-gram matches proposed 36% right (64 passes, 35 misses), longer ones 66-79%; on free
+#: generation nearly all matches are 2-grams (25% right).
 MIN_NGRAM = 3
 #: Proposals start at this many per pass and grow by 2 while all are taken (up to
 #: ``num_assistant_tokens``): with 2-gram matches, starting at 10 cost free generation 14%
