@@ -311,6 +311,11 @@ def test_profile_breaks_a_decode_step_down_by_node_type() -> None:
     parity = result["parity"]
     assert len(parity["max_abs_diff"]) == 2 and all(d >= 0 for d in parity["max_abs_diff"])
     assert parity["bitwise"] == (max(parity["max_abs_diff"]) == 0)
+    # What surrounds a pass in the native engine's prompt lookup, the kept-tokens control included.
+    miss = result["miss"]
+    assert set(miss) == {"step_ms", "pass_ms", "pass_after_pass_ms", "step_after_kept_ms", "reject_ms",
+                         "step_after_masked_ms", "cut_ms", "step_after_cut_ms"}, miss
+    assert min(miss.values()) >= 0 and miss["step_ms"] > 0 and miss["pass_ms"] > 0
     refused = subprocess.run([sys.executable, "-m", "vinolm.bench.profile", "--steps", "0"],
                              capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
     assert refused.returncode == 2 and "--step-tokens must be >= 1" in refused.stderr

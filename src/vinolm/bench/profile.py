@@ -13,10 +13,10 @@ the attention rows are the stateful model's. ``--step-tokens k+1`` times the pas
 which speculative decoding checks k proposed tokens instead of a single step, and compares
 that pass's logits, row by row, with k+1 single steps over the same tokens: speculative
 decoding answers as plain decoding only where they agree (bit for bit, or too closely to
-flip a token). It also times what a wrong guess costs the native engine's prompt lookup:
-rejecting the pass's last k tokens (masking them out of the state) and the token step
-after that, which OpenVINO's plugin slows, cut or not, by preparing every node again for
-the input shape going back from k+1 tokens to one (~4 ms outside the nodes at 135M).
+flip a token). It also times what surrounds a pass in the native engine's prompt lookup
+(``miss_cost``): rejecting a wrong guess by masking it or by cutting it out of the state,
+and the token step after the pass, which OpenVINO's plugin slows, cut or not, by preparing
+every node again for the input shape going back from k+1 tokens to one.
 """
 
 from __future__ import annotations
@@ -100,8 +100,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def miss_cost(folder: Any, props: dict[str, Any], prompt: list[int], tokens: int, reps: int) -> dict[str, float]:
-    """Median ms of a token step, of rejecting a pass's last ``tokens - 1`` tokens, and of
-    the token step right after that (``StatefulLM`` with its KV mirror)."""
+    """Median ms of what surrounds a checking pass of ``tokens`` tokens in the native
+    engine's prompt lookup (``StatefulLM`` with its KV mirror): a token step, the pass after
+    a step and after a pass, the step after a pass whose tokens were all kept, masked out
+    (``reject``) or cut out of the state (``trim``), and the cut itself. The kept case is
+    the control: what the plugin charges for the input shape changing back to one token."""
     import statistics
 
     import numpy as np
@@ -110,21 +113,33 @@ def miss_cost(folder: Any, props: dict[str, Any], prompt: list[int], tokens: int
     from vinolm.engines.native_model import StatefulLM
 
     plain = {k: v for k, v in props.items() if k != "PERF_COUNT"}
-    lm = StatefulLM(ov.Core(), folder / "openvino_model.xml", "CPU", plain, len(prompt) + 4 * tokens, mirror=True)
+    lm = StatefulLM(ov.Core(), folder / "openvino_model.xml", "CPU", plain, len(prompt) + 16 * tokens * reps,
+                    mirror=True)
     lm.prefill(prompt)
     times: dict[str, list[float]] = defaultdict(list)
+    guesses = [300] * tokens
 
     def timed(name: str, call: Any) -> None:
         started = time.perf_counter()
         call()
         times[name].append((time.perf_counter() - started) * 1000)
 
+    def step() -> None:
+        lm.decode_step(np.array([300]))
+
     for _ in range(reps):
-        timed("step_ms", lambda: lm.decode_step(np.array([300])))
-        lm.check([300] * tokens)
+        timed("step_ms", step)
+        timed("pass_ms", lambda: lm.check(guesses))
+        timed("step_after_kept_ms", step)
+        lm.check(guesses)
         timed("reject_ms", lambda: lm.reject(tokens - 1))
-        timed("step_after_ms", lambda: lm.decode_step(np.array([300])))
-        lm.reject(2)
+        timed("step_after_masked_ms", step)
+        lm.check(guesses)
+        timed("cut_ms", lambda: lm.trim(lm.length - (tokens - 1)))
+        timed("step_after_cut_ms", step)
+        lm.check(guesses)
+        timed("pass_after_pass_ms", lambda: lm.check(guesses))
+        step()
     return {name: round(statistics.median(values), 2) for name, values in times.items()}
 
 
@@ -142,9 +157,14 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", (f"A {result['step_tokens']}-token pass against as many single steps, max |logit "
                        f"difference| per row: {diffs} ({verdict}).")]
     if (miss := result.get("miss")) is not None:
-        lines += ["", (f"A wrong guess (native prompt lookup): rejecting {result['step_tokens'] - 1} tokens "
-                       f"{miss['reject_ms']} ms, the step after it {miss['step_after_ms']} ms against "
-                       f"{miss['step_ms']} ms for a step (medians).")]
+        k = result["step_tokens"] - 1
+        lines += ["", f"Around a checking pass (native prompt lookup, {k} guessed tokens; medians, ms):", "",
+                  "| token step | pass after a step | pass after a pass | step after a pass, all kept "
+                  "| rejecting (masking) | step after, masked | cutting | step after, cut |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|",
+                  "| " + " | ".join(str(miss[name]) for name in (
+                      "step_ms", "pass_ms", "pass_after_pass_ms", "step_after_kept_ms", "reject_ms",
+                      "step_after_masked_ms", "cut_ms", "step_after_cut_ms")) + " |"]
     return "\n".join(lines)
 
 
