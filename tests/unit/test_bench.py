@@ -203,7 +203,7 @@ def test_interleave_copy_task_compares_speculative_rows_with_plain() -> None:
     draft = str(prepare(None, "int4", progress=lambda _: None).path)  # the INT4 export drafts for the INT8 one
     exact = "@INFERENCE_PRECISION_HINT=f32,KV_CACHE_PRECISION=f32,DYNAMIC_QUANTIZATION_GROUP_SIZE=0"
     rows = [f"genai{exact}", f"genai-lookup{exact}", f"genai-draft{exact}", f"native{exact}",
-            f"native-lookup{exact}", f"genai-lookup/2{exact}"]
+            f"native-lookup{exact}", f"genai-lookup/2{exact}", f"native-lookup/4/5{exact}"]
     cmd = [sys.executable, "-m", "vinolm.bench.interleave", *[a for r in rows for a in ("--row", r)],
            "--task", "copy", "--weight-format", "int8", "--prompt-tokens", "200", "--new-tokens", "24",
            "--runs", "1", "--num-assistant-tokens", "8", "--draft-model", draft, "--json"]  # fmt: skip
@@ -217,6 +217,13 @@ def test_interleave_copy_task_compares_speculative_rows_with_plain() -> None:
     assert answers[0] and answers[0] == answers[1] == answers[2]
     assert answers[3] and answers[3] == answers[4]  # and the native engine its own
     assert answers[5] == answers[0]  # two proposed tokens a step, compared with the same plain twin
+    assert answers[6] == answers[3]  # and n-grams up to 5
+    # The n-th run asks the same text whatever the rows (the warm-ups took one text per row).
+    alone = subprocess.run([sys.executable, "-m", "vinolm.bench.interleave", "--row", f"native{exact}", "--task", "copy",
+                            "--weight-format", "int8", "--prompt-tokens", "200", "--new-tokens", "24", "--runs", "1",
+                            "--json"], capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert json.loads(alone.stdout.splitlines()[-1])["rows"][f"native{exact}"]["runs"][0][2] == answers[3]
     for args, error in ((["--row", "direct", "--task", "story"], "the direct rows take --task filler"),
                         (["--row", "genai-draft"], "genai-draft rows and --draft-model go together")):
         refused = subprocess.run([sys.executable, "-m", "vinolm.bench.interleave", *args],
@@ -246,7 +253,11 @@ def test_a_row_names_its_kind_model_and_exact_properties() -> None:
     assert parse_row("direct@").properties == {}  # OpenVINO's defaults, not vinolm's
     assert parse_row("native") == type(row)("native", None, None)
     assert parse_row("genai-lookup/3:/x/int4@").proposed == 3  # the row's own tokens per step
-    for bad in ("genai:", "llama:/x", "gen@A=1", "genai/3", "native-lookup/0", "genai-lookup/x"):
+    both = parse_row("native-lookup/3/6")  # and the longest n-gram it matches
+    assert (both.kind, both.proposed, both.ngram) == ("native-lookup", 3, 6)
+    assert parse_row("genai-draft/4").proposed == 4 and parse_row("genai-lookup").ngram is None
+    for bad in ("genai:", "llama:/x", "gen@A=1", "genai/3", "native-lookup/0", "genai-lookup/x", "genai-lookup/3/0",
+                "genai-lookup/3/6/2", "genai-draft/3/6", "native/3/6"):
         with pytest.raises(SystemExit):
             parse_row(bad)
 

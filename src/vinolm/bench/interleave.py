@@ -21,8 +21,9 @@ itself), so weight formats compare in one process too; prompts are cut with
 * ``genai-draft``: the genai engine with ``--draft-model`` proposing the tokens;
 * ``native-lookup``: the native engine with prompt lookup (its own loop).
 
-A speculative kind may name its own number of proposed tokens, ``genai-lookup/3``, so
-several counts compare in one process (``--num-assistant-tokens`` is the rest's).
+A speculative kind may name its own number of proposed tokens, ``genai-lookup/3``, and a
+lookup kind also the longest n-gram it matches, ``native-lookup/3/6``, so several settings
+compare in one process (``--num-assistant-tokens`` and ``--max-ngram-size`` are the rest's).
 
 A speculative row's answers are compared with its plain twin's (``genai`` or ``native``,
 same model and properties), which speculative decoding must reproduce; every other row's
@@ -37,7 +38,8 @@ they end at EOS or ``--new-tokens``, and the table says whether every row answer
 as the first.
 ``--num-assistant-tokens`` and ``--max-ngram-size`` set the speculative rows' search.
 
-Every run has a prompt of its own (no prefix-cache hit). TTFT: call to first token; TPOT:
+Every run has a prompt of its own (no prefix-cache hit): the n-th run's is the same in
+every command, whatever the rows (the warm-ups take the one after the last run's). TTFT: call to first token; TPOT:
 (last token - first token) / (tokens - 1), on the caller's clock except for ``direct``,
 which has no streamer and reports genai's own ``perf_metrics``.
 """
@@ -45,7 +47,6 @@ which has no streamer and reports genai's own ``perf_metrics``.
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -84,32 +85,37 @@ class Row:
 
 @dataclass
 class RowSpec:
-    """``KIND[/N][:MODEL][@K=V,...]``: ``properties`` None means vinolm's defaults;
-    ``proposed`` (N) None, ``--num-assistant-tokens``'s count."""
+    """``KIND[/N[/G]][:MODEL][@K=V,...]``: ``properties`` None means vinolm's defaults;
+    ``proposed`` (N) None, ``--num-assistant-tokens``'s count; ``ngram`` (G) None,
+    ``--max-ngram-size``."""
 
     kind: str
     model: str | None
     properties: dict[str, Any] | None
     proposed: int | None = None
+    ngram: int | None = None
 
 
 def parse_row(spec: str) -> RowSpec:
     """``genai:/x/int4@K=V,K=V`` -> ("genai", "/x/int4", {K: V}); ``genai`` -> ("genai", None, None);
-    ``genai-lookup/3`` -> ("genai-lookup", None, None, 3)."""
+    ``genai-lookup/3`` -> ("genai-lookup", None, None, 3); ``native-lookup/3/6`` -> (..., 3, 6)."""
     from vinolm.engines.ovconfig import parse_ov_config
 
     head, at, props = spec.partition("@")
     kind, colon, model = head.partition(":")
-    kind, slash, proposed = kind.partition("/")
+    kind, slash, counts = kind.partition("/")
+    numbers = counts.split("/") if slash else []
     if kind not in KINDS:
         raise SystemExit(f"--row {spec!r}: the kind must be one of {', '.join(KINDS)}")
-    if slash and (kind not in SPECULATIVE or not proposed.isdigit() or int(proposed) < 1):
+    if numbers and (kind not in SPECULATIVE or len(numbers) > 2 or not all(n.isdigit() and int(n) >= 1 for n in numbers)
+                    or (len(numbers) == 2 and kind == "genai-draft")):
         raise SystemExit(f"--row {spec!r}: only a speculative kind ({', '.join(SPECULATIVE)}) takes /N, "
-                         "N >= 1 tokens proposed per step")
+                         "N >= 1 tokens proposed per step, and a lookup kind /N/G, G >= 1 the longest n-gram")
     if colon and not model:
         raise SystemExit(f"--row {spec!r}: name the model after ':' (a folder made by vinolm export)")
+    proposed, ngram = ([int(n) for n in numbers] + [None, None])[:2]
     return RowSpec(kind, model or None, parse_ov_config([p for p in props.split(",") if p]) if at else None,
-                   int(proposed) if slash else None)
+                   proposed, ngram)
 
 
 def direct_run(pipe: Any, streaming: bool) -> Run:
@@ -198,8 +204,7 @@ def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple
             rows.append(Row(spec, direct_run(pipe, row.kind == "direct-stream"), props))
         else:
             folder = prepare(row.model, progress=lambda _: None) if row.model else model
-            proposed, ngram = lookup
-            proposed = row.proposed or proposed
+            proposed, ngram = row.proposed or lookup[0], row.ngram or lookup[1]
             speculation = {"genai-lookup": Speculation(None, proposed, ngram),
                            "native-lookup": Speculation(None, proposed, ngram),
                            "genai-draft": Speculation(draft, proposed, ngram)}
@@ -219,21 +224,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     model = prepare(args.model, args.weight_format, progress=lambda _: None)
     rows = build_rows(args.row, model, args.task, (args.num_assistant_tokens, args.max_ngram_size), args.draft_model)
     tok = TokenizerIR(ov.Core(), model.path)
-    variants = itertools.count()
     message = None if args.task == "filler" else task_prompts(args.task, args.prompt_tokens)
 
-    def prompt() -> tuple[list[int], str]:
-        variant = next(variants)
+    def prompt(variant: int) -> tuple[list[int], str]:
         text = prompt_text(tok.encode, tok.decode, args.prompt_tokens, variant) if message is None \
             else message(variant)
         return tok.encode(text), text
 
-    for row in rows:  # warm-up
-        row.run(*prompt(), 8)
+    for row in rows:  # warm-up on a text no run asks for: the runs' texts do not depend on the rows
+        row.run(*prompt(args.runs), 8)
     timings: dict[str, list[Timed]] = {row.label: [] for row in rows}
     lengths = []
-    for _ in range(args.runs):
-        work = prompt()
+    for variant in range(args.runs):
+        work = prompt(variant)
         lengths.append(len(work[0]))  # the same work for every row of a round: their answers can be compared
         for row in rows:
             timings[row.label].append(row.run(*work, args.new_tokens))
@@ -275,7 +278,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vinolm.bench.interleave", description=__doc__.splitlines()[0])
-    p.add_argument("--row", action="append", required=True, metavar="KIND[:MODEL][@K=V,...]")
+    p.add_argument("--row", action="append", required=True, metavar="KIND[/N[/G]][:MODEL][@K=V,...]")
     p.add_argument("--model", default=None)
     p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int4")
     p.add_argument("--prompt-tokens", type=int, default=990)

@@ -159,8 +159,8 @@ def markdown(result: dict[str, Any]) -> str:
     if (miss := result.get("miss")) is not None:
         k = result["step_tokens"] - 1
         lines += ["", f"Around a checking pass (native prompt lookup, {k} guessed tokens; medians, ms):", "",
-                  "| token step | pass after a step | pass after a pass | step after a pass, all kept "
-                  "| rejecting (masking) | step after, masked | cutting | step after, cut |",
+                  ("| token step | pass after a step | pass after a pass | step after a pass, all kept "
+                   "| rejecting (masking) | step after, masked | cutting | step after, cut |"),
                   "|---:|---:|---:|---:|---:|---:|---:|---:|",
                   "| " + " | ".join(str(miss[name]) for name in (
                       "step_ms", "pass_ms", "pass_after_pass_ms", "step_after_kept_ms", "reject_ms",
