@@ -50,13 +50,13 @@ def add_speculation_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-assistant-tokens", type=int, default=None, metavar="N",
                        help="most tokens proposed per step (default 5, 3 for prompt lookup on AVX2-only "
                             "CPUs; the native engine starts at 3 and grows while they are taken)")
-    group.add_argument("--max-ngram-size", type=int, default=3, metavar="N",
-                       help="longest prompt n-gram matched by --prompt-lookup (default 3)")
+    group.add_argument("--max-ngram-size", type=int, default=None, metavar="N",
+                       help="longest prompt n-gram matched by --prompt-lookup (default 6)")
 
 
 def speculation_from_args(args: argparse.Namespace) -> Speculation | None:
     """The ``Speculation`` the flags ask for, or None for plain decoding."""
-    from vinolm.engines.base import Speculation
+    from vinolm.engines.base import MAX_NGRAM, Speculation
 
     if not getattr(args, "prompt_lookup", False) and not getattr(args, "draft_model", None):
         return None
@@ -64,7 +64,7 @@ def speculation_from_args(args: argparse.Namespace) -> Speculation | None:
         if getattr(args, flag) is not None and not 1 <= getattr(args, flag) <= 64:
             raise InvalidRequest(f"--{flag.replace('_', '-')} must be between 1 and 64", param=flag)
     return Speculation(draft=args.draft_model, num_assistant_tokens=args.num_assistant_tokens,
-                       max_ngram_size=args.max_ngram_size)
+                       max_ngram_size=args.max_ngram_size or MAX_NGRAM)
 
 
 def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int = 256) -> None:

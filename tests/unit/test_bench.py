@@ -211,7 +211,7 @@ def test_interleave_copy_task_compares_speculative_rows_with_plain() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.splitlines()[-1])
     assert result["task"] == "copy" and result["prompt_tokens"] > 150
-    assert result["lookup"] == {"num_assistant_tokens": 8, "max_ngram_size": 3} and result["draft_model"] == draft
+    assert result["lookup"] == {"num_assistant_tokens": 8, "max_ngram_size": 6} and result["draft_model"] == draft
     assert all(row["same_answers"] and row["decode_tps"] > 0 for row in result["rows"].values())
     answers = [run[2] for row in result["rows"].values() for run in row["runs"]]
     assert answers[0] and answers[0] == answers[1] == answers[2]

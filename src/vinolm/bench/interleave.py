@@ -180,14 +180,14 @@ def task_prompts(task: str, tokens: int) -> Callable[[int], str]:
     return message
 
 
-def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple[int | None, int] = (None, 3),
+def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple[int | None, int | None] = (None, None),
                draft: str | None = None) -> list[Row]:
-    """``lookup``: (tokens proposed per step, None for the engine's default; longest n-gram)
+    """``lookup``: (tokens proposed per step, longest n-gram; None for the engines' defaults)
     of the speculative rows; ``draft``: the model that proposes the ``genai-draft`` rows' tokens."""
     import openvino_genai as ov_genai
 
     from vinolm.engines import load_engine
-    from vinolm.engines.base import EngineOptions, Speculation
+    from vinolm.engines.base import MAX_NGRAM, EngineOptions, Speculation
     from vinolm.engines.ovconfig import compile_properties
     from vinolm.models import prepare
 
@@ -204,7 +204,7 @@ def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple
             rows.append(Row(spec, direct_run(pipe, row.kind == "direct-stream"), props))
         else:
             folder = prepare(row.model, progress=lambda _: None) if row.model else model
-            proposed, ngram = row.proposed or lookup[0], row.ngram or lookup[1]
+            proposed, ngram = row.proposed or lookup[0], row.ngram or lookup[1] or MAX_NGRAM
             speculation = {"genai-lookup": Speculation(None, proposed, ngram),
                            "native-lookup": Speculation(None, proposed, ngram),
                            "genai-draft": Speculation(draft, proposed, ngram)}
@@ -218,6 +218,7 @@ def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     import openvino as ov
 
+    from vinolm.engines.base import MAX_NGRAM
     from vinolm.engines.native_tokenizer import TokenizerIR
     from vinolm.models import prepare
 
@@ -252,7 +253,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                             "tpot_vs_first": round(tpot / first, 3), "same_answers": same,
                             "properties": row.properties, "runs": timings[row.label]}  # fmt: skip
     return {"model": str(model.path), "task": args.task, "runs": args.runs,
-            "lookup": {"num_assistant_tokens": args.num_assistant_tokens, "max_ngram_size": args.max_ngram_size},
+            "lookup": {"num_assistant_tokens": args.num_assistant_tokens,
+                       "max_ngram_size": args.max_ngram_size or MAX_NGRAM},
             "draft_model": args.draft_model, "prompt_tokens": statistics.median(lengths),
             "new_tokens": args.new_tokens, "rows": table}  # fmt: skip
 
@@ -288,14 +290,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="filler: exact token counts; rewrite / copy / story: chat work that ends at EOS")
     p.add_argument("--num-assistant-tokens", type=int, default=None,
                    help="speculative rows: tokens proposed per step (default: the engine's for this CPU)")
-    p.add_argument("--max-ngram-size", type=int, default=3, help="lookup rows: longest prompt n-gram matched")
+    p.add_argument("--max-ngram-size", type=int, default=None,
+                   help="lookup rows: longest prompt n-gram matched (default: the engines')")
     p.add_argument("--draft-model", default=None, help="genai-draft rows: the model proposing tokens (same tokenizer)")
     return run_tool(p, argv, _problem, measure, markdown)
 
 
 def _problem(args: argparse.Namespace) -> str | None:
     proposed = 1 if args.num_assistant_tokens is None else args.num_assistant_tokens
-    if min(args.prompt_tokens, args.runs, proposed, args.max_ngram_size) < 1 or args.new_tokens < 2:
+    if min(args.prompt_tokens, args.runs, proposed, args.max_ngram_size or 1) < 1 or args.new_tokens < 2:
         return "--prompt-tokens, --runs, --num-assistant-tokens and --max-ngram-size must be >= 1, --new-tokens >= 2"
     if any(row.startswith("genai-draft") for row in args.row) != (args.draft_model is not None):
         return "genai-draft rows and --draft-model go together"

@@ -37,6 +37,12 @@ _DONE = object()
 #: Tokens proposed per step unless the request, the server or an engine's own measurements say
 #: otherwise (``vinolm.engines.lookup.LOOKUP_PROPOSALS``).
 PROPOSED_TOKENS = 5
+#: Prompt lookup matches the longest recurring ending of up to this many tokens: a long one
+#: finds the place in the input the answer is quoting, where a 3-gram ("of the river") often
+#: recurs elsewhere. Copying 18 texts (135M, AVX2 Zen 3, one process, genai): up to 6
+#: gained 1.56x plain decoding against 1.48x for 3, ahead on 15 of the 18 texts; 4, 5, 6
+#: and 8 were level (1.66-1.71x, another run); free generation cost the same.
+MAX_NGRAM = 6
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class Speculation:
     draft: str | None = None
     #: Most tokens proposed per step; None: the engine's measured default for this CPU.
     num_assistant_tokens: int | None = None
-    max_ngram_size: int = 3
+    max_ngram_size: int = MAX_NGRAM
 
     @property
     def kind(self) -> str:
