@@ -39,9 +39,10 @@ as the first.
 ``--num-assistant-tokens`` and ``--max-ngram-size`` set the speculative rows' search.
 
 Every run has a prompt of its own (no prefix-cache hit): the n-th run's is the same in
-every command, whatever the rows (the warm-ups take the one after the last run's). TTFT: call to first token; TPOT:
-(last token - first token) / (tokens - 1), on the caller's clock except for ``direct``,
-which has no streamer and reports genai's own ``perf_metrics``.
+every command, whatever the rows (the warm-ups take the one after the last run's). TTFT:
+call to first token; TPOT: (last token - first token) / (tokens - 1), on the caller's
+clock except for ``direct``, which has no streamer and reports genai's own
+``perf_metrics``.
 """
 
 from __future__ import annotations

@@ -18,9 +18,10 @@ from vinolm.engines.ovconfig import device_base
 #: activations), about 1.6-3 ms more per proposed token against a 12 ms step (135M), so
 #: fewer win. A real Zen 3, copying a 650-token text, one process, 7 runs: genai 3 tokens
 #: 1.60x plain decoding, 5 1.21x, 10 1.06x; free generation 0.78x, 0.54x, 0.39x; native
-#: up to 3 1.35x, 5 1.31x, 10 1.25x, free generation 1.02x each (docs/benchmarks.md,
-#: section 16; earlier runs alike). With int8 activations a pass is nearly as cheap as a
-#: step and 5 stay (Zen 5, section 6b).
+#: up to 3 1.35x, 5 1.31x, 10 1.25x, free generation 1.02x each; over all 18 texts
+#: (n-grams up to 6) native up to 3 1.51x, 5 1.37x (docs/benchmarks.md, section 16; genai's
+#: earlier runs alike). With int8 activations a pass is nearly as cheap as a step and 5
+#: stay (Zen 5, section 6b).
 LOOKUP_PROPOSALS: dict[str, int] = {"avx2": 3}
 
 
