@@ -14,7 +14,8 @@ Cutting positions out of the state (a chat that edits its past, prompt lookup's 
 tokens) goes through OpenVINO's get_state, which converts the plugin's cache to f32 at
 about 0.1 ms per held token (95 ms at 800 tokens, 135M, measured) - eight token steps.
 With ``mirror=True`` the model also returns each step's new keys/values, kept on the host
-(``KVMirror``), so a cut is one set_state per variable (7-14 ms at 650-900 tokens). Prompt
+(``KVMirror``), so a cut is one set_state per variable (7 ms at 900 tokens on a Zen 5, 22-36
+ms at 650-1000 on a Zen 3). Prompt
 lookup's rejected guesses need not even that: the attention mask is an input, so they stay
 in the state with 0 in the mask (positions come from ``position_ids``, not from where keys
 sit) and are cut out together once they are a share of the state (``COMPACT_SHARE``).
@@ -52,8 +53,8 @@ HYBRID_MIN_PROMPT = 32
 TRIM_COST_RATIO = 16
 #: A rejected guess stays in the state, masked out of attention, until masked positions
 #: are this share of what the state holds; only then is the state cut back (compacted).
-#: A cut costs 9-14 ms, a token step 13-15 (135M, 650 positions, AVX2), and a masked
-#: position adds one key to each later step's attention (~0.005 ms).
+#: A cut costs 22-36 ms, a token step 15-16 (135M, 650-1000 positions, AVX2 Zen 3), and a
+#: masked position adds one key to each later step's attention (~0.005 ms).
 COMPACT_SHARE = 8
 _INT64_MAX = np.iinfo(np.int64).max
 
