@@ -213,6 +213,13 @@ def test_interleave_copy_task_compares_speculative_rows_with_plain() -> None:
     assert result["task"] == "copy" and result["prompt_tokens"] > 150
     assert result["lookup"] == {"num_assistant_tokens": 8, "max_ngram_size": 6} and result["draft_model"] == draft
     assert all(row["same_answers"] and row["decode_tps"] > 0 for row in result["rows"].values())
+    for row in result["rows"].values():  # each run's speed-up over the row it answers like
+        low, mid, high = row["speedup_per_run"]
+        assert 0 < low <= mid <= high
+    from vinolm.bench.interleave import markdown
+
+    lookup = result["rows"][f"genai-lookup{exact}"]["speedup_per_run"]
+    assert f"| {lookup[1]:.2f}x ({lookup[0]:.2f}-{lookup[2]:.2f}) |" in markdown(result)
     answers = [run[2] for row in result["rows"].values() for run in row["runs"]]
     assert answers[0] and answers[0] == answers[1] == answers[2]
     assert answers[3] and answers[3] == answers[4]  # and the native engine its own
