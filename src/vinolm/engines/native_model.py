@@ -354,7 +354,7 @@ class StatefulLM:
             return
         self._live[self._held - count : self._held] = 0
         self._masked += count
-        self.tokens = self.tokens[:-count]
+        del self.tokens[-count:]
         self.length -= count
         if self._masked * COMPACT_SHARE > self._held:
             self.trim(self.length)
