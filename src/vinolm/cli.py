@@ -27,7 +27,7 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vinolm",
-        description="Run Hugging Face language models compressed with OpenVINO on Intel CPUs.",
+        description="Run Hugging Face language models compressed with OpenVINO on x86 CPUs (Intel or AMD).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:

@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--query", action="store_true", help="embed as search queries (the model's query prefix)")
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("devices", help="list OpenVINO devices")
+    p = sub.add_parser("devices", help="list OpenVINO devices, and what vinolm does on this CPU")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("prepare", help="export a model into the cache ($VINOLM_HOME) if needed")
@@ -119,11 +120,44 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_devices(args: argparse.Namespace) -> int:
     import openvino as ov
 
+    from vinolm.bench.report import isa_line
+
     core = ov.Core()
-    for device in core.available_devices:
-        print(f"{device}: {core.get_property(device, 'FULL_DEVICE_NAME')}")
+    devices = [{"name": device, "full_name": core.get_property(device, "FULL_DEVICE_NAME"),
+                **({"cpu": cpu_choices()} if device == "CPU" else {})} for device in core.available_devices]
+    if args.json:
+        print(json.dumps({"devices": devices}, indent=2))
+        return 0
+    for device in devices:
+        print(f"{device['name']}: {device['full_name']}")
+        if cpu := device.get("cpu"):
+            bf16, int8 = cpu["math"]["bf16"], cpu["math"]["int8_activations"]
+            math = f"bf16 math {'yes' if bf16 else 'no'}, int8 activations (VNNI) {'yes' if int8 else 'no'}"
+            print(f"  {isa_line(cpu)}; {math}" + ("" if bf16 or int8 else ": OpenVINO computes in f32"))
+            print("  compiled with: " + ", ".join(f"{k}={v}" for k, v in cpu["compile_defaults"].items()))
+            for fmt, layout in cpu["layouts"].items():
+                print(f"  {fmt} exports made here: {layout}")
+            print(f"  prompt lookup proposes {cpu['lookup_proposals']} tokens a step")
     print("AUTO: let OpenVINO choose")
     return 0
+
+
+def cpu_choices() -> dict[str, Any]:
+    """What vinolm picks on this CPU by its kind (docs/benchmarks.md, per section and kind):
+    what a user reads next to a speed they did not expect, and a bug report should carry."""
+    from vinolm.bench.report import machine
+    from vinolm.cpu import BF16_FLAGS, INT8_DOT_FLAGS, cpu_flags
+    from vinolm.engines.base import Speculation
+    from vinolm.engines.lookup import proposed_tokens
+    from vinolm.engines.ovconfig import device_defaults
+    from vinolm.export.layouts import describe_layout
+
+    flags = cpu_flags()
+    return {**machine(),
+            "math": {"bf16": bool(BF16_FLAGS & flags), "int8_activations": bool(INT8_DOT_FLAGS & flags)},
+            "compile_defaults": device_defaults("CPU", flags),
+            "layouts": {fmt: describe_layout("auto", fmt) for fmt in ("int4", "int8")},
+            "lookup_proposals": proposed_tokens(Speculation(), "CPU")}  # fmt: skip
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

@@ -67,6 +67,11 @@ ISA_FLAGS: dict[str, str] = {
     "amx_int8": "AMX_INT8", "amx_fp16": "AMX_FP16",
 }
 CpuKind = Literal["amx", "avx512-bf16", "avx512", "avx2", "other"]
+#: Flags whose kernels OpenVINO's CPU plugin computes in bf16, and multiplies 8-bit integers
+#: with (VNNI: what quantizing activations on the fly, ``DYNAMIC_QUANTIZATION_GROUP_SIZE``,
+#: needs). Without either it computes in f32 whatever it is told (docs/benchmarks.md 12, 16).
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+INT8_DOT_FLAGS = frozenset({"avx_vnni", "avx512_vnni", "amx_int8"})
 
 
 def isa(flags: set[str] | None = None) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from vinolm.cpu import cpu_flags, cpu_kind, isa_cap
+from vinolm.cpu import BF16_FLAGS, INT8_DOT_FLAGS, cpu_flags, cpu_kind, isa_cap
 from vinolm.errors import InvalidRequest
 
 
@@ -65,9 +65,9 @@ def capped_defaults(flags: set[str]) -> dict[str, Any]:
     cannot run ("could not create a primitive descriptor"). So f32 math below bf16, and no
     activation quantization below VNNI, as on a CPU that is that old."""
     props: dict[str, Any] = {}
-    if not {"avx512_bf16", "amx_bf16"} & flags:
+    if not BF16_FLAGS & flags:
         props["INFERENCE_PRECISION_HINT"] = "f32"
-    if not {"avx_vnni", "avx512_vnni", "amx_int8"} & flags:
+    if not INT8_DOT_FLAGS & flags:
         props["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0
     return props
 

@@ -116,6 +116,20 @@ def layout_for(target: str, weight_format: str) -> Layout | None:
     return LAYOUTS.get((target_kind(target), weight_format))
 
 
+def describe_layout(target: str, weight_format: str) -> str:
+    """The layout an export for ``target`` gets, in words (``vinolm devices``)."""
+    layout = layout_for(target, weight_format)
+    if layout is None:
+        return f"the catalog's preset (no layout measured for {target_kind(target)} CPUs)"
+    parts = [] if layout.sym is None else ["symmetric" if layout.sym else "asymmetric"]
+    parts += [f"{name.replace('_', ' ')} {value}" for name in ("group_size", "ratio")
+              if (value := getattr(layout, name)) is not None]  # fmt: skip
+    parts += [] if layout.fuse is None else ["fused q/k/v" if layout.fuse else "q/k/v unfused"]
+    if layout.widest_activation_group:
+        parts.append(f"activation groups up to {layout.widest_activation_group}")
+    return ", ".join(parts) + ", the rest as the catalog's preset"
+
+
 def activation_group(kind: str, info: dict[str, Any]) -> int | None:
     """The activation groups an INT4 export (its ``vinolm.json``) decodes and prefills
     fastest with on ``kind``: as wide as its narrowest weight group (``layers``: NNCF may

@@ -1,0 +1,74 @@
+"""`vinolm devices` says what vinolm picks on this CPU: the same choices the engines and the
+exporter make, on every kind of CPU (and on an older kind rehearsed with ONEDNN_MAX_CPU_ISA)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from vinolm.cli import main
+from vinolm.cpu import cpu_flags, cpu_kind
+from vinolm.engines.base import PROPOSED_TOKENS
+from vinolm.engines.lookup import LOOKUP_PROPOSALS
+from vinolm.engines.ovconfig import device_defaults
+from vinolm.export.layouts import describe_layout
+
+
+def devices(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(["devices", *argv])
+    return code, capsys.readouterr().out
+
+
+def cpu_entry(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    code, out = devices(capsys, "--json")
+    assert code == 0
+    [cpu] = [d["cpu"] for d in json.loads(out)["devices"] if d["name"] == "CPU"]
+    return cpu
+
+
+def test_the_cpu_entry_is_what_the_engines_and_the_exporter_pick(capsys: pytest.CaptureFixture[str]) -> None:
+    cpu = cpu_entry(capsys)
+    kind = cpu_kind()
+    assert cpu["cpu_kind"] == kind
+    assert cpu["compile_defaults"] == device_defaults("CPU")
+    assert cpu["lookup_proposals"] == LOOKUP_PROPOSALS.get(kind, PROPOSED_TOKENS)
+    assert cpu["layouts"] == {"int4": describe_layout(kind, "int4"), "int8": describe_layout(kind, "int8")}
+    flags = cpu_flags()
+    assert cpu["math"] == {
+        "bf16": bool({"avx512_bf16", "amx_bf16"} & flags),
+        "int8_activations": bool({"avx_vnni", "avx512_vnni", "amx_int8"} & flags),
+    }
+
+
+def test_a_cpu_capped_at_avx2_reads_as_an_avx2_cpu() -> None:
+    """In a process of its own: oneDNN reads the cap once, and it would hold every later test."""
+    if "avx2" not in cpu_flags():
+        pytest.skip("needs an AVX2 CPU")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    run = [sys.executable, "-m", "vinolm.cli", "devices"]
+    cpu = next(
+        d["cpu"]
+        for d in json.loads(subprocess.check_output([*run, "--json"], env=env))["devices"]
+        if d["name"] == "CPU"
+    )
+    assert (cpu["cpu_kind"], cpu["isa_cap"], cpu["lookup_proposals"]) == ("avx2", "AVX2", 3)
+    assert cpu["math"] == {"bf16": False, "int8_activations": False}
+    assert cpu["compile_defaults"]["INFERENCE_PRECISION_HINT"] == "f32"
+    assert cpu["compile_defaults"]["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 0
+    assert cpu["layouts"]["int4"] == "symmetric, fused q/k/v, the rest as the catalog's preset"
+    out = subprocess.check_output(run, env=env, text=True)
+    assert "kernels capped at AVX2" in out and "OpenVINO computes in f32" in out
+    assert "prompt lookup proposes 3 tokens a step" in out
+
+
+def test_layouts_in_words() -> None:
+    assert describe_layout("amx", "int4") == "the catalog's preset (no layout measured for amx CPUs)"
+    assert describe_layout("avx512-bf16", "int4") == (
+        "symmetric, fused q/k/v, activation groups up to 256, the rest as the catalog's preset"
+    )
+    assert describe_layout("avx512", "int8") == "fused q/k/v, the rest as the catalog's preset"
