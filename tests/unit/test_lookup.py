@@ -43,10 +43,13 @@ def test_fewer_tokens_are_proposed_where_a_checking_pass_computes_in_f32() -> No
     from vinolm.engines.lookup import proposed_tokens
 
     lookup = Speculation()
-    assert proposed_tokens(lookup, "CPU", "avx2") == 3
-    assert proposed_tokens(lookup, "CPU.0", "avx2") == 3
-    for kind in ("amx", "avx512-bf16", "avx512", "other"):
-        assert proposed_tokens(lookup, "CPU", kind) == PROPOSED_TOKENS == 5
-    assert proposed_tokens(lookup, "GPU", "avx2") == 5  # the host's CPU does not check the tokens there
-    assert proposed_tokens(Speculation(draft="smollm2-135m"), "CPU", "avx2") == 5  # measured for lookup only
-    assert proposed_tokens(Speculation(num_assistant_tokens=7), "CPU", "avx2") == 7  # the server said
+    avx2, alder_lake = {"avx2", "fma", "f16c"}, {"avx2", "fma", "f16c", "avx_vnni"}
+    zen4 = avx2 | {"avx512f", "avx512_vnni", "avx512_bf16"}
+    assert proposed_tokens(lookup, "CPU", avx2) == 3
+    assert proposed_tokens(lookup, "CPU.0", avx2) == 3
+    assert proposed_tokens(lookup, "CPU", {"sse4_2", "avx"}) == 3  # older still: f32 as well
+    for flags in (alder_lake, zen4, zen4 | {"amx_bf16", "amx_int8"}):  # int8 activations: passes are cheap
+        assert proposed_tokens(lookup, "CPU", flags) == PROPOSED_TOKENS == 5
+    assert proposed_tokens(lookup, "GPU", avx2) == 5  # the host's CPU does not check the tokens there
+    assert proposed_tokens(Speculation(draft="smollm2-135m"), "CPU", avx2) == 5  # measured for lookup only
+    assert proposed_tokens(Speculation(num_assistant_tokens=7), "CPU", avx2) == 7  # the server said

@@ -35,7 +35,7 @@ _DONE = object()
 
 
 #: Tokens proposed per step unless the request, the server or an engine's own measurements say
-#: otherwise (``vinolm.engines.lookup.LOOKUP_PROPOSALS``).
+#: otherwise (``vinolm.engines.lookup.F32_LOOKUP_PROPOSALS``).
 PROPOSED_TOKENS = 5
 #: Prompt lookup matches the longest recurring ending of up to this many tokens: a long one
 #: finds the place in the input the answer is quoting, where a 3-gram ("of the river") often

@@ -8,30 +8,33 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vinolm.cpu import cpu_kind
+from vinolm.cpu import INT8_DOT_FLAGS, cpu_flags
 from vinolm.engines.base import PROPOSED_TOKENS, Speculation
 from vinolm.engines.ovconfig import device_base
 
-#: Tokens prompt lookup proposes per step by CPU kind, unless the request or the server
-#: says: genai checks that many every step, hit or miss; the native engine at most that
-#: many (``next_count``). On AVX2 alone a checking pass computes in f32 (no int8
-#: activations), about 1.6-3 ms more per proposed token against a 12 ms step (135M), so
-#: fewer win. A real Zen 3, copying a 650-token text, one process, 7 runs: genai 3 tokens
-#: 1.60x plain decoding, 5 1.21x, 10 1.06x; free generation 0.78x, 0.54x, 0.39x; native
-#: up to 3 1.35x, 5 1.31x, 10 1.25x, free generation 1.02x each; over all 18 texts
-#: (n-grams up to 6) native up to 3 1.51x, 5 1.37x (docs/benchmarks.md, section 16; genai's
-#: earlier runs alike). With int8 activations a pass is nearly as cheap as a step and 5
-#: stay (Zen 5, section 6b).
-LOOKUP_PROPOSALS: dict[str, int] = {"avx2": 3}
+#: Tokens prompt lookup proposes per step on a CPU without int8 dot products (VNNI), unless
+#: the request or the server says: genai checks that many every step, hit or miss; the native
+#: engine at most that many (``next_count``). There a checking pass computes in f32 (no int8
+#: activations), about 1.6-3 ms more per proposed token against a 12 ms step (135M), so fewer
+#: win. A real Zen 3 (AVX2 only), copying a 650-token text, one process, 7 runs: genai 3
+#: tokens 1.60x plain decoding, 5 1.21x, 10 1.06x; free generation 0.78x, 0.54x, 0.39x; native
+#: up to 3 1.35x, 5 1.31x, 10 1.25x, free generation 1.02x each; over all 18 texts (n-grams up
+#: to 6) native up to 3 1.51x, 5 1.37x (docs/benchmarks.md, section 16; genai's earlier runs
+#: alike). With int8 activations a pass is nearly as cheap as a step and ``PROPOSED_TOKENS``
+#: stay (Zen 5, section 6b): that holds for AVX-VNNI CPUs too (Intel Alder Lake and later,
+#: vinolm's kind ``avx2``), whose FullyConnected kernels OpenVINO also quantizes on the fly;
+#: unmeasured there.
+F32_LOOKUP_PROPOSALS = 3
 
 
-def proposed_tokens(spec: Speculation, device: str, kind: str | None = None) -> int:
+def proposed_tokens(spec: Speculation, device: str, flags: set[str] | None = None) -> int:
     """What an engine proposes per step unless a request says: the server's setting, else
-    this CPU kind's (``kind`` None: the host's)."""
+    what this CPU's arithmetic favours (``flags`` None: the host's, as OpenVINO sees them)."""
     if spec.num_assistant_tokens:
         return spec.num_assistant_tokens
     if spec.draft is None and device_base(device) == "CPU":
-        return LOOKUP_PROPOSALS.get(kind or cpu_kind(), PROPOSED_TOKENS)
+        flags = cpu_flags() if flags is None else flags
+        return PROPOSED_TOKENS if INT8_DOT_FLAGS & flags else F32_LOOKUP_PROPOSALS
     return PROPOSED_TOKENS
 
 
