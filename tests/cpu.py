@@ -18,6 +18,11 @@ CAPABILITIES: list[str] = optimization_capabilities()
 HAS_BF16 = "BF16" in CAPABILITIES and not (
     isa_cap() and not {"avx512_bf16", "amx_bf16", "avx_ne_convert"} & cpu_flags())
 KIND = cpu_kind()
+#: VNNI in some form: OpenVINO quantizes activations to int8 on the fly only with it (under
+#: ONEDNN_MAX_CPU_ISA, the capped set's answer), so a checking pass costs about a step.
+HAS_INT8_DOT = bool({"avx_vnni", "avx512_vnni", "amx_int8"} & cpu_flags())
+#: What prompt lookup proposes per step here, by docs/benchmarks.md sections 6b and 16.
+LOOKUP_PROPOSALS = 5 if HAS_INT8_DOT else 3
 #: The precision OpenVINO compiles a model with when asked for bf16.
 BF16_OR_FALLBACK = "bf16" if HAS_BF16 else "f32"
 

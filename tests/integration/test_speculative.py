@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.cpu import LOOKUP_PROPOSALS
 from tests.integration.conftest import F32
 
-from vinolm.cpu import cpu_kind
 from vinolm.engines import EngineOptions, Speculation, load_engine
 from vinolm.engines.native import NativeEngine
 from vinolm.errors import InvalidRequest
@@ -65,7 +65,7 @@ def test_what_speculation_cannot_do_is_a_400(default_model: PreparedModel) -> No
     assert beams.value.param == "num_beams"
     prepared = lookup.prepare_input(Request(prompt="Hi"))
     proposed = lookup.generation_config(GenerationParams(), prepared).num_assistant_tokens
-    assert proposed == (3 if cpu_kind() == "avx2" else 5)  # the count measured for this kind of CPU
+    assert proposed == LOOKUP_PROPOSALS  # the count measured for this CPU's arithmetic
     assert lookup.generation_config(GenerationParams(num_assistant_tokens=7), prepared).num_assistant_tokens == 7
     lookup.close()
     with pytest.raises(InvalidRequest, match=r"speculative decoding \(draft\) runs on the genai engine, not native"):
@@ -178,7 +178,7 @@ def test_rejected_guesses_leave_the_state_as_token_steps_did(tiny_model: Callabl
 def test_inexact_checks_name_the_kv_head_split(default_model: PreparedModel) -> None:
     engine = native_lookup(default_model, {}, Speculation())
     try:
-        assert engine._proposals == (3 if cpu_kind() == "avx2" else 5)  # its cap measured for this kind of CPU
+        assert engine._proposals == LOOKUP_PROPOSALS  # its cap measured for this CPU's arithmetic
         threads = int(engine.lm._compiled["decode"].get_property("INFERENCE_NUM_THREADS"))
         why = engine.lm.inexact_checks()
         if 3 % threads:

@@ -169,7 +169,9 @@ def test_a_channel_wise_int4_export_compiles_with_its_own_activation_groups(tmp_
     (``layouts.activation_group``): the engines compile the export with them, and a user's
     ``--ov-config`` still wins. (The tiny model's 64 inputs hold no group of 256: this is the
     plumbing and that OpenVINO takes it; the speed is docs/benchmarks.md section 15.)"""
-    from vinolm.cpu import cpu_flags, cpu_kind
+    from tests.cpu import HAS_INT8_DOT
+
+    from vinolm.cpu import cpu_kind
     from vinolm.engines import load_engine
     from vinolm.engines.base import EngineOptions
     from vinolm.models import PreparedModel
@@ -179,8 +181,7 @@ def test_a_channel_wise_int4_export_compiles_with_its_own_activation_groups(tmp_
                   "--group-size", "-1", "--ratio", "1.0")
     assert made.returncode == 0, made.stderr[-2000:]
     assert set(json.loads((out / "vinolm.json").read_text())["layers"]) <= {"int4 channel-wise", "int8 channel-wise"}
-    vnni = bool({"avx_vnni", "avx512_vnni", "amx_int8"} & cpu_flags())  # under ONEDNN_MAX_CPU_ISA, the capped set
-    wanted = 256 if cpu_kind() in ("avx512-bf16", "avx512") else 64 if vnni else None
+    wanted = 256 if cpu_kind() in ("avx512-bf16", "avx512") else 64 if HAS_INT8_DOT else None
     for name in ("genai", "native"):
         loaded = load_engine(name, PreparedModel.open(out), EngineOptions())
         if wanted is not None:

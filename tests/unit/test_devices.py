@@ -10,11 +10,10 @@ import sys
 from typing import Any
 
 import pytest
+from tests.cpu import HAS_INT8_DOT, LOOKUP_PROPOSALS
 
 from vinolm.cli import main
 from vinolm.cpu import cpu_flags, cpu_kind
-from vinolm.engines.base import PROPOSED_TOKENS
-from vinolm.engines.lookup import F32_LOOKUP_PROPOSALS
 from vinolm.engines.ovconfig import device_defaults
 from vinolm.export.layouts import describe_layout
 
@@ -38,11 +37,10 @@ def test_the_cpu_entry_is_what_the_engines_and_the_exporter_pick(capsys: pytest.
     assert cpu["compile_defaults"] == device_defaults("CPU")
     assert cpu["layouts"] == {"int4": describe_layout(kind, "int4"), "int8": describe_layout(kind, "int8")}
     flags = cpu_flags()
-    int8_dot = bool({"avx_vnni", "avx512_vnni", "amx_int8"} & flags)
-    assert cpu["lookup_proposals"] == (PROPOSED_TOKENS if int8_dot else F32_LOOKUP_PROPOSALS)
+    assert cpu["lookup_proposals"] == LOOKUP_PROPOSALS
     assert cpu["math"] == {
         "bf16": bool({"avx512_bf16", "amx_bf16"} & flags),
-        "int8_activations": int8_dot,
+        "int8_activations": HAS_INT8_DOT,
     }
 
 
