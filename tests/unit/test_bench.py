@@ -336,7 +336,23 @@ def test_profile_breaks_a_decode_step_down_by_node_type() -> None:
     assert min(miss.values()) >= 0 and miss["step_ms"] > 0 and miss["pass_ms"] > 0
     refused = subprocess.run([sys.executable, "-m", "vinolm.bench.profile", "--steps", "0"],
                              capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
-    assert refused.returncode == 2 and "--step-tokens must be >= 1" in refused.stderr
+    assert refused.returncode == 2 and "--batch must be >= 1" in refused.stderr
+    both = subprocess.run([sys.executable, "-m", "vinolm.bench.profile", "--batch", "4", "--step-tokens", "3"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+    assert both.returncode == 2 and "checking pass" in both.stderr and "Traceback" not in both.stderr
+
+
+@pytest.mark.slow
+def test_profile_decodes_a_batch_of_sequences_a_step() -> None:
+    cmd = [sys.executable, "-m", "vinolm.bench.profile", "--prompt-tokens", "16", "--steps", "3", "--batch", "4"]
+    proc = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["batch"] == 4 and result["parity"] is None and result["miss"] is None
+    assert 0 < result["counted_ms"] <= result["step_ms"] * 1.2
+    assert any(r["node_type"].startswith("FullyConnected") for r in result["rows"])
+    table = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
+    assert table.returncode == 0 and "Decode step of 4 sequences:" in table.stdout, table.stderr[-2000:]
 
 
 # -- what the numbers were measured on, and who answered ------------------------------------------

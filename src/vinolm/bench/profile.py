@@ -1,7 +1,7 @@
 """Where a decode step's time goes: OpenVINO's per-node counters for one model.
 
     python -m vinolm.bench.profile [--model M] [--weight-format int8] [--prompt-tokens 256] \\
-        [--steps 32] [--step-tokens 1] [--ov-config KEY=VALUE ...] [--json]
+        [--steps 32] [--step-tokens 1] [--batch 1] [--ov-config KEY=VALUE ...] [--json]
 
 Compiles the stateful IR with ``PERF_COUNT`` (vinolm's default properties, then the
 overrides), prefills a prompt, then runs single-token steps and sums each node type's time
@@ -16,7 +16,9 @@ decoding answers as plain decoding only where they agree (bit for bit, or too cl
 flip a token). It also times what surrounds a pass in the native engine's prompt lookup
 (``miss_cost``): rejecting a wrong guess by masking it or by cutting it out of the state,
 and the token step after the pass, which OpenVINO's plugin slows, cut or not, by preparing
-every node again for the input shape going back from k+1 tokens to one.
+every node again for the input shape going back from k+1 tokens to one. ``--batch B`` decodes
+B sequences a step, as a server does at concurrency B: whether the weight kernel's time grows
+with the rows it multiplies (compute-bound) or stays (memory-bound).
 """
 
 from __future__ import annotations
@@ -46,10 +48,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     request = ov.Core().compile_model(model.path / "openvino_model.xml", "CPU", props).create_infer_request()
 
     def logits(tokens: list[int], start: int) -> Any:
-        ids = np.array([tokens], dtype=np.int64)
-        request.infer({"input_ids": ids, "attention_mask": np.ones((1, start + len(tokens)), dtype=np.int64),
-                       "position_ids": np.arange(start, start + len(tokens))[None],
-                       "beam_idx": np.zeros(1, dtype=np.int32)})  # fmt: skip
+        rows = args.batch
+        ids = np.array([tokens] * rows, dtype=np.int64)
+        request.infer({"input_ids": ids, "attention_mask": np.ones((rows, start + len(tokens)), dtype=np.int64),
+                       "position_ids": np.tile(np.arange(start, start + len(tokens)), (rows, 1)),
+                       "beam_idx": np.arange(rows, dtype=np.int32)})  # fmt: skip
         return request.get_tensor("logits").data[0]  # a view until the next inference
 
     def step(tokens: list[int], start: int) -> int:
@@ -94,6 +97,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for node, s in sorted(seconds.items(), key=lambda kv: -kv[1])]  # fmt: skip
     return {"model": str(model.path), "properties": {k: str(v) for k, v in props.items()},
             "prompt_tokens": args.prompt_tokens, "steps": args.steps, "step_tokens": args.step_tokens,
+            "batch": args.batch,
             "step_ms": round(wall / args.steps * 1000, 3), "counted_ms": round(counted / args.steps * 1000, 3),
             "weight_mb": round(weights / 1e6, 1), "weight_gbps": round(weights / weight_s / 1e9, 1) if weight_s else None,
             "parity": parity, "miss": miss, "rows": rows}  # fmt: skip
@@ -144,7 +148,8 @@ def miss_cost(folder: Any, props: dict[str, Any], prompt: list[int], tokens: int
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [(f"Decode step: {result['step_ms']} ms on the caller's clock, {result['counted_ms']} ms in nodes; "
+    rows = f" of {result['batch']} sequences" if result.get("batch", 1) > 1 else ""
+    lines = [(f"Decode step{rows}: {result['step_ms']} ms on the caller's clock, {result['counted_ms']} ms in nodes; "
              f"weights {result['weight_mb']} MB streamed by FullyConnected at {result['weight_gbps']} GB/s."), "",
              "| node type | ms per step | share of node time | kernels (nodes per step) |",
              "|---|---:|---:|---|"]  # fmt: skip
@@ -176,13 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--step-tokens", type=int, default=1,
                    help="tokens per step: 1 is decoding, k+1 the pass that checks k speculated tokens")
+    p.add_argument("--batch", type=int, default=1,
+                   help="sequences decoded together each step, as a server at that concurrency")
     p.add_argument("--ov-config", action="append", default=[], metavar="KEY=VALUE")
     return run_tool(p, argv, _problem, measure, markdown)
 
 
 def _problem(args: argparse.Namespace) -> str | None:
-    if min(args.prompt_tokens, args.steps, args.step_tokens) < 1:
-        return "--prompt-tokens, --steps and --step-tokens must be >= 1"
+    if min(args.prompt_tokens, args.steps, args.step_tokens, args.batch) < 1:
+        return "--prompt-tokens, --steps, --step-tokens and --batch must be >= 1"
+    if args.batch > 1 and args.step_tokens > 1:
+        return "--batch times decode steps; a checking pass (--step-tokens > 1) is one sequence's"
     return None
 
 
