@@ -420,6 +420,32 @@ def test_url_rows_are_named_after_the_server_measured(models_server: Callable[[b
     assert server_label("http://127.0.0.1:9") == "server at http://127.0.0.1:9"  # nothing listens
 
 
+@pytest.mark.slow
+def test_server_bench_asks_chat_work_with_and_without_prompt_lookup() -> None:
+    """The same passages in the same order to a plain server and a --prompt-lookup one: the
+    rate counts what each generated, and the answers' digests say they answered alike (exact
+    f32, where lookup must reproduce plain decoding; tests/integration/test_speculative.py)."""
+    exact = [a for pair in ("INFERENCE_PRECISION_HINT=f32", "KV_CACHE_PRECISION=f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE=0")
+             for a in ("--ov-config", pair)]  # fmt: skip
+    cmd = [sys.executable, "-m", "vinolm.bench.server", "--task", "copy", "--prompt-tokens", "64", "--new-tokens", "12",
+           "--concurrency", "1,2", "--rounds", "1", *exact]  # fmt: skip
+    lines = []
+    for extra in ([], ["--prompt-lookup"]):
+        proc = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        line = json.loads(proc.stdout.splitlines()[-1])
+        assert "error" not in line, line.get("error")
+        lines.append(line)
+    plain, lookup = lines
+    assert plain["peer"] == "vinolm serve (openai, copy)" and lookup["peer"] == "vinolm serve --prompt-lookup (openai, copy)"
+    assert (plain["task"], plain["prompt_lookup"], lookup["prompt_lookup"]) == ("copy", False, True)
+    for one, other in zip(plain["levels"], lookup["levels"], strict=True):
+        [a], [b] = one["rounds"], other["rounds"]
+        assert 1 <= a["generated_tokens"] <= one["concurrency"] * 12 and a["aggregate_tps"] > 0
+        assert len(a["answers_sha256"]) == 64 and a["answers_sha256"] == b["answers_sha256"]
+    assert plain["levels"][0]["rounds"][0]["answers_sha256"] != plain["levels"][1]["rounds"][0]["answers_sha256"]
+
+
 def test_llama_server_is_the_throughput_peer_once_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vinolm.bench.peers.llamacpp import LLAMA_BIN_ENV
     from vinolm.bench.runner import throughput_jobs

@@ -1,7 +1,8 @@
 """Throughput through a running vinolm server; prints one JSON line (see ``schema``).
 
     python -m vinolm.bench.server [--url URL] --protocol openai|kserve-rest|grpc \\
-        [--model M] --concurrency 1,4,8 --prompt-tokens N --new-tokens M --rounds K [--json-schema [FILE]]
+        [--model M] --concurrency 1,4,8 --prompt-tokens N --new-tokens M --rounds K [--json-schema [FILE]] \
+        [--task copy|rewrite|story] [--prompt-lookup]
 
 Without ``--url`` it starts ``vinolm serve`` (continuous batching, as users run it) in a
 subprocess on free loopback ports and stops it at the end; with ``--llama-server GGUF`` it
@@ -23,6 +24,15 @@ tokens, and every answer is checked to start a document of it. With ``--replicas
 started server is ``vinolm serve --replicas N --threads-per-replica T [--ray-cpus C]``, N
 replicas on Ray Serve (on a free fixed port: Ray's proxy takes no port 0), whose peak RSS is
 not reported (the replicas are Ray's worker processes, not the server's).
+
+``--task`` asks chat work of the model instead (``bench.tasks``: copy or rewrite a passage of
+about N tokens, write a story; OpenAI protocol, streamed ``/v1/chat/completions``, greedy):
+each request ends at EOS or M tokens, the rate counts what was generated, and each round
+records a digest of its answers, so two servers given the same work (each command asks the
+same passages in the same order) can be checked to have answered alike. Each passage opens
+with its request's number, so none is a prefix of another. ``--prompt-lookup`` starts
+``vinolm serve --prompt-lookup``: what speculative decoding does to a server's throughput
+when many requests share the CPU.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import hashlib
+import itertools
 import json
 import os
 import socket
@@ -54,6 +66,7 @@ from vinolm.bench.schema import (
     result_line,
     round_record,
 )
+from vinolm.bench.tasks import TASKS, task_prompts
 from vinolm.errors import InvalidRequest
 
 PROTOCOLS = ("openai", "kserve-rest", "grpc")
@@ -87,15 +100,16 @@ def _server_process(cmd: list[str], name: str) -> Iterator[tuple[subprocess.Pope
 @contextmanager
 def local_server(
     model: str, max_concurrency: int, ray_flags: Sequence[str] = (), timeout_s: float = 300.0,
-    ov_config: Sequence[str] = (),
+    ov_config: Sequence[str] = (), flags: Sequence[str] = (),
 ) -> Iterator[tuple[str, str, int]]:
     """``vinolm serve`` (with ``ray_flags``: on Ray Serve; with ``ov_config``: those OpenVINO
-    properties) on loopback; yields (HTTP base URL, gRPC address, server pid)."""
+    properties; then any other ``flags``) on loopback; yields (HTTP base URL, gRPC address,
+    server pid)."""
     grpc_port, port = free_port(), free_port() if ray_flags else 0
     cmd = [sys.executable, "-m", "vinolm.cli", "serve", "--model", model, "--host", "127.0.0.1", "--port", str(port),
            "--grpc-port", str(grpc_port), "--no-ui", "--max-concurrency", str(max_concurrency),
            "--max-queue", "64", "--log-level", "warning", *ray_flags,
-           *(arg for pair in ov_config for arg in ("--ov-config", pair))]  # fmt: skip
+           *(arg for pair in ov_config for arg in ("--ov-config", pair)), *flags]  # fmt: skip
     with _server_process(cmd, "vinolm-bench-serve") as (proc, log):
         yield _wait_ready(proc, log, timeout_s), f"127.0.0.1:{grpc_port}", proc.pid
 
@@ -191,6 +205,29 @@ async def openai_request(client: Any, model: str, prompt: str, new_tokens: int,
     return first, tokens, time.perf_counter(), "".join(text)
 
 
+async def chat_request(client: Any, model: str, prompt: str, new_tokens: int,
+                       schema: dict[str, Any] | None) -> Outcome:  # fmt: skip
+    """A task's user message through streamed ``/v1/chat/completions``, greedy, ending at EOS
+    or ``new_tokens`` (no schema: ``parse_args`` refuses one with a task)."""
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": new_tokens,
+            "stream": True, "stream_options": {"include_usage": True}, "temperature": 0.0}  # fmt: skip
+    start, first, tokens, text = time.perf_counter(), None, 0, []
+    async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+        if resp.status_code != 200:
+            raise RuntimeError(f"HTTP {resp.status_code}: {(await resp.aread())[:300]!r}")
+        async for line in resp.aiter_lines():
+            if not line.startswith("data:") or line.endswith("[DONE]"):
+                continue
+            event = json.loads(line[5:])
+            pieces = [(choice.get("delta") or {}).get("content") or "" for choice in event.get("choices") or []]
+            if any(pieces) and first is None:
+                first = time.perf_counter() - start
+            text += pieces
+            if event.get("usage"):
+                tokens = int(event["usage"]["completion_tokens"])
+    return first, tokens, time.perf_counter(), "".join(text)
+
+
 async def kserve_rest_request(client: Any, model: str, prompt: str, new_tokens: int,
                               schema: dict[str, Any] | None) -> Outcome:  # fmt: skip
     from vinolm.client.kserve_rest import infer_body
@@ -205,10 +242,10 @@ async def kserve_rest_request(client: Any, model: str, prompt: str, new_tokens: 
 
 
 async def http_round(protocol: str, base: str, model: str, prompts: list[str], new_tokens: int,
-                     schema: dict[str, Any] | None) -> list[Outcome]:  # fmt: skip
+                     schema: dict[str, Any] | None, chat: bool = False) -> list[Outcome]:  # fmt: skip
     import httpx
 
-    one = openai_request if protocol == "openai" else kserve_rest_request
+    one = chat_request if chat else openai_request if protocol == "openai" else kserve_rest_request
     limits = httpx.Limits(max_connections=len(prompts) + 2)
     async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(900.0), limits=limits) as client:
         return list(await asyncio.gather(*(one(client, model, prompt, new_tokens, schema) for prompt in prompts)))
@@ -256,13 +293,20 @@ def one_round(args: argparse.Namespace, where: tuple[str, str], model: str, prom
         with ThreadPoolExecutor(c) as pool:
             outs = list(pool.map(lambda text: grpc_request(where[1], model, text, args.new_tokens, args.schema), texts))
     else:
-        outs = asyncio.run(http_round(args.protocol, where[0], model, texts, args.new_tokens, args.schema))
+        outs = asyncio.run(http_round(args.protocol, where[0], model, texts, args.new_tokens, args.schema,
+                                      chat=args.task != "filler"))
     tokens = sum(o[1] for o in outs)
-    if tokens != c * args.new_tokens:
+    if args.task != "filler":  # chat work ends at EOS: each answer must have begun
+        if min(o[1] for o in outs) < 1:
+            raise RuntimeError("the server answered a request with no tokens")
+    elif tokens != c * args.new_tokens:
         raise RuntimeError(f"the server {short_run(tokens, c * args.new_tokens, args.schema is not None)}")
     for out in outs if check else []:
         check(out[3])
-    return round_record(max(o[2] for o in outs) - began, tokens, [o[0] for o in outs if o[0] is not None])
+    record = round_record(max(o[2] for o in outs) - began, tokens, [o[0] for o in outs if o[0] is not None])
+    if args.task != "filler":
+        record["answers_sha256"] = hashlib.sha256("\0".join(o[3] for o in outs).encode()).hexdigest()
+    return record
 
 
 def schema_check(folder: Path, tok: Any, schema: dict[str, Any]) -> Callable[[str], None]:
@@ -283,7 +327,9 @@ def label_of(args: argparse.Namespace) -> str:
 
         return f"{server_label(args.url)} ({args.protocol}){suffix}"
     ray = f" Ray {args.replicas}x{args.threads_per_replica} thread(s)" if args.replicas else ""
-    return f"vinolm serve{ray} ({args.protocol}){suffix}"
+    lookup = " --prompt-lookup" if args.prompt_lookup else ""
+    task = f", {args.task}" if args.task != "filler" else ""
+    return f"vinolm serve{ray}{lookup} ({args.protocol}{task}){suffix}"
 
 
 def ray_flags(args: argparse.Namespace) -> list[str]:
@@ -304,7 +350,8 @@ def measure(args: argparse.Namespace, base: str, grpc_address: str, pid: int | N
 
     folder = prepare(args.model, args.weight_format, progress=lambda _: None).path
     tok = TokenizerIR(ov.Core(), folder)
-    prompts = new_prompts(tok.encode, tok.decode, args.prompt_tokens)
+    prompts = new_prompts(tok.encode, tok.decode, args.prompt_tokens) if args.task == "filler" else \
+        task_source(args.task, args.prompt_tokens)
     model = served_name(base)
     where = (base, grpc_address)
     check = schema_check(folder, tok, args.schema) if args.schema is not None else None
@@ -314,7 +361,20 @@ def measure(args: argparse.Namespace, base: str, grpc_address: str, pid: int | N
     return result_line(label_of(args), versions(), 0.0, [], levels=levels, mode="server",
                        protocol=args.protocol, url=base, model=str(folder), prompt_tokens=args.prompt_tokens,
                        new_tokens=args.new_tokens, server_peak_rss_mb=peak_rss_mb(pid) if pid else None,
-                       json_schema=args.json_schema)  # fmt: skip
+                       json_schema=args.json_schema, task=args.task, prompt_lookup=args.prompt_lookup)  # fmt: skip
+
+
+def task_source(task: str, tokens: int) -> Prompts:
+    """Each call the next request's message of ``task``, opening with the request's number: the
+    passages repeat after the text's last paragraph, and the server's prefix cache must not
+    serve a request from an earlier one."""
+    message, numbers = task_prompts(task, tokens), itertools.count(1)
+
+    def source() -> str:
+        n = next(numbers)
+        return f"Request {n}.\n\n{message(n - 1)}"
+
+    return source
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -336,6 +396,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="llama-server threads (default: all cores)")
     p.add_argument("--json-schema", nargs="?", const=DEFAULT, default=None, metavar="FILE",
                    help=f"each request carries this JSON schema ({DEFAULT}: one that cannot end early)")
+    p.add_argument("--task", choices=TASKS, default="filler",
+                   help="filler (raw prompts, exactly --new-tokens each) or chat work: copy or rewrite a "
+                        "passage of about --prompt-tokens, or a story (ends at EOS)")
+    p.add_argument("--prompt-lookup", action="store_true",
+                   help="start vinolm serve --prompt-lookup (speculative decoding from the prompt's n-grams)")
     ray = p.add_argument_group("start the server on Ray Serve (vinolm[ray])")
     ray.add_argument("--replicas", type=int, default=None, metavar="N", help="vinolm serve --replicas N")
     ray.add_argument("--threads-per-replica", type=int, default=1, metavar="T")
@@ -345,6 +410,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--replicas starts vinolm serve on Ray; not with --url or --llama-server")
     if args.llama_server and (args.url or args.protocol != "openai"):
         p.error("--llama-server starts its own server and speaks the OpenAI protocol only")
+    if args.prompt_lookup and (args.url or args.llama_server):
+        p.error("--prompt-lookup starts vinolm serve with it; not with --url or --llama-server")
+    if args.task != "filler" and (args.protocol != "openai" or args.json_schema):
+        p.error(f"--task {args.task} asks chat work through the OpenAI protocol, without --json-schema")
     args.levels = parse_levels(args.concurrency) or [1]
     if args.url and args.protocol == "grpc" and not args.grpc:
         p.error("--protocol grpc with --url needs --grpc HOST:PORT")
@@ -370,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
             from vinolm.models import prepare
 
             folder = str(prepare(args.model, args.weight_format, progress=lambda _: None).path)
-            with local_server(folder, max(args.levels), ray_flags(args), ov_config=args.ov_config) as (
+            flags = ["--prompt-lookup"] if args.prompt_lookup else []
+            with local_server(folder, max(args.levels), ray_flags(args), ov_config=args.ov_config, flags=flags) as (
                     base, grpc_address, pid):
                 line = measure(args, base, grpc_address, None if args.replicas else pid)
     except Exception as exc:  # noqa: BLE001 - one line whatever happens
