@@ -189,20 +189,7 @@ async def openai_request(client: Any, model: str, prompt: str, new_tokens: int,
                          schema: dict[str, Any] | None) -> Outcome:  # fmt: skip
     body = {"model": model, "prompt": prompt, "max_tokens": new_tokens, "stream": True,
             "stream_options": {"include_usage": True}, **generation("openai", schema)}  # fmt: skip
-    start, first, tokens, text = time.perf_counter(), None, 0, []
-    async with client.stream("POST", "/v1/completions", json=body) as resp:
-        if resp.status_code != 200:
-            raise RuntimeError(f"HTTP {resp.status_code}: {(await resp.aread())[:300]!r}")
-        async for line in resp.aiter_lines():
-            if not line.startswith("data:") or line.endswith("[DONE]"):
-                continue
-            event = json.loads(line[5:])
-            if event.get("choices") and first is None:
-                first = time.perf_counter() - start
-            text += [choice.get("text") or "" for choice in event.get("choices") or []]
-            if event.get("usage"):
-                tokens = int(event["usage"]["completion_tokens"])
-    return first, tokens, time.perf_counter(), "".join(text)
+    return await _openai_stream(client, "/v1/completions", body, lambda choice: choice.get("text"))
 
 
 async def chat_request(client: Any, model: str, prompt: str, new_tokens: int,
@@ -211,15 +198,23 @@ async def chat_request(client: Any, model: str, prompt: str, new_tokens: int,
     or ``new_tokens`` (no schema: ``parse_args`` refuses one with a task)."""
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": new_tokens,
             "stream": True, "stream_options": {"include_usage": True}, "temperature": 0.0}  # fmt: skip
+    return await _openai_stream(client, "/v1/chat/completions", body,
+                                lambda choice: (choice.get("delta") or {}).get("content"))
+
+
+async def _openai_stream(client: Any, route: str, body: dict[str, Any],
+                         piece: Callable[[dict[str, Any]], str | None]) -> Outcome:  # fmt: skip
+    """One streamed OpenAI request; TTFT is the first event with text (a chat stream opens
+    with the role alone), the token count the server's own usage."""
     start, first, tokens, text = time.perf_counter(), None, 0, []
-    async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+    async with client.stream("POST", route, json=body) as resp:
         if resp.status_code != 200:
             raise RuntimeError(f"HTTP {resp.status_code}: {(await resp.aread())[:300]!r}")
         async for line in resp.aiter_lines():
             if not line.startswith("data:") or line.endswith("[DONE]"):
                 continue
             event = json.loads(line[5:])
-            pieces = [(choice.get("delta") or {}).get("content") or "" for choice in event.get("choices") or []]
+            pieces = [piece(choice) or "" for choice in event.get("choices") or []]
             if any(pieces) and first is None:
                 first = time.perf_counter() - start
             text += pieces
