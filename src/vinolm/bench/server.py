@@ -1,7 +1,7 @@
 """Throughput through a running vinolm server; prints one JSON line (see ``schema``).
 
     python -m vinolm.bench.server [--url URL] --protocol openai|kserve-rest|grpc \\
-        [--model M] --concurrency 1,4,8 --prompt-tokens N --new-tokens M --rounds K [--json-schema [FILE]] \
+        [--model M] --concurrency 1,4,8 --prompt-tokens N --new-tokens M --rounds K [--json-schema [FILE]] \\
         [--task copy|rewrite|story] [--prompt-lookup]
 
 Without ``--url`` it starts ``vinolm serve`` (continuous batching, as users run it) in a
