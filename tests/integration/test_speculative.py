@@ -14,11 +14,12 @@ so there it is tested with vinolm's defaults too, sampling included.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.cpu import LOOKUP_PROPOSALS
+from tests.cpu import HAS_INT8_DOT, LOOKUP_PROPOSALS
 from tests.integration.conftest import F32
 
 from vinolm.engines import EngineOptions, Speculation, load_engine
@@ -51,6 +52,20 @@ def test_greedy_output_is_plain_decodings(default_model: PreparedModel, batching
     assert answer(default_model, batching, Speculation(), num_assistant_tokens=8, max_ngram_size=2) == plain
     draft = str(default_model.path.parent / "int4") if (default_model.path.parent / "int4").is_dir() else "smollm2-135m"
     assert answer(default_model, batching, Speculation(draft=draft)) == plain
+
+
+def test_a_speculating_batch_engine_on_an_f32_cpu_says_what_it_costs_a_server(
+    default_model: PreparedModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    from vinolm.engines.genai import SHARED_LOOKUP_WARNING
+
+    for options in (EngineOptions(batching=True, speculation=Speculation()), EngineOptions(speculation=Speculation()),
+                    EngineOptions(batching=True, max_concurrency=1, speculation=Speculation())):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="vinolm.engines"):
+            load_engine("genai", default_model, options).close()
+        warned = SHARED_LOOKUP_WARNING in caplog.text
+        assert warned == (options.batching and options.max_concurrency > 1 and not HAS_INT8_DOT), options
 
 
 def test_what_speculation_cannot_do_is_a_400(default_model: PreparedModel) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
 from vinolm.engines.common import finish_reason_for, finish_sequence
 from vinolm.engines.constraints import compile_constraint
-from vinolm.engines.lookup import proposed_tokens
+from vinolm.engines.lookup import f32_checks, proposed_tokens
 from vinolm.engines.native_tokenizer import VocabLookup
 from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import EngineError
@@ -25,6 +25,14 @@ from vinolm.models import PreparedModel
 from vinolm.types import Chunk, GenerationParams, Metrics, Request
 
 log = logging.getLogger("vinolm.engines")
+#: genai's prompt-lookup pipeline checks proposals for every request, and cannot leave one
+#: out; in batches that already fill an f32 CPU that costs what it saves (docs/benchmarks.md,
+#: section 16: a real Zen 3, vinolm serve --prompt-lookup, 3 proposed tokens).
+SHARED_LOOKUP_WARNING = (
+    "prompt lookup checks every request's proposals in the shared batches, wrong ones included: on a CPU "
+    "without int8 dot products (VNNI) it halved a server's throughput on free generation at 4 or more "
+    "concurrent requests (copying a text: 1.2-1.4x for one user, 1.05x for 4-8; an AMD Zen 3, "
+    "docs/benchmarks.md section 16); use it where the work quotes its input and few requests share the CPU")
 
 class GenaiEngine(Engine):
     name = "genai"
@@ -73,6 +81,8 @@ class GenaiEngine(Engine):
         log.info("%s: %d tokens proposed a step%s", spec.kind, self._proposals,
                  "" if spec.num_assistant_tokens else " (this CPU's default; --num-assistant-tokens to change)")
         if spec.draft is None:
+            if self.options.batching and self.options.max_concurrency > 1 and f32_checks(self.options.device):
+                log.warning(SHARED_LOOKUP_WARNING)
             return {"prompt_lookup": True}
         from vinolm.models import prepare
 

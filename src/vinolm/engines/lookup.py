@@ -27,14 +27,20 @@ from vinolm.engines.ovconfig import device_base
 F32_LOOKUP_PROPOSALS = 3
 
 
+def f32_checks(device: str, flags: set[str] | None = None) -> bool:
+    """Whether proposals checked on ``device`` are computed in f32 - a CPU without int8 dot
+    products - where each one costs nearly a row of weight math (``flags`` None: the host's,
+    as OpenVINO sees them)."""
+    return device_base(device) == "CPU" and not INT8_DOT_FLAGS & (cpu_flags() if flags is None else flags)
+
+
 def proposed_tokens(spec: Speculation, device: str, flags: set[str] | None = None) -> int:
     """What an engine proposes per step unless a request says: the server's setting, else
-    what this CPU's arithmetic favours (``flags`` None: the host's, as OpenVINO sees them)."""
+    what this CPU's arithmetic favours."""
     if spec.num_assistant_tokens:
         return spec.num_assistant_tokens
-    if spec.draft is None and device_base(device) == "CPU":
-        flags = cpu_flags() if flags is None else flags
-        return PROPOSED_TOKENS if INT8_DOT_FLAGS & flags else F32_LOOKUP_PROPOSALS
+    if spec.draft is None and f32_checks(device, flags):
+        return F32_LOOKUP_PROPOSALS
     return PROPOSED_TOKENS
 
 
