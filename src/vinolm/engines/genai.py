@@ -34,6 +34,7 @@ SHARED_LOOKUP_WARNING = (
     "concurrent requests (copying a text: 1.2-1.4x for one user, 1.05x for 4-8; an AMD Zen 3, "
     "docs/benchmarks.md section 16); use it where the work quotes its input and few requests share the CPU")
 
+
 class GenaiEngine(Engine):
     name = "genai"
     supports_logprobs = True
