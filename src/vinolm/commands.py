@@ -143,8 +143,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cpu_choices() -> dict[str, Any]:
-    """What vinolm picks on this CPU by its kind (docs/benchmarks.md, per section and kind):
-    what a user reads next to a speed they did not expect, and a bug report should carry."""
+    """What vinolm picks on this CPU by its kind and its bf16 and int8 arithmetic
+    (docs/benchmarks.md, per section and kind): what a user reads next to a speed they did
+    not expect, and a bug report should carry. One read of the flags serves every choice."""
     from vinolm.bench.report import machine
     from vinolm.cpu import BF16_FLAGS, INT8_DOT_FLAGS, cpu_flags
     from vinolm.engines.base import Speculation
@@ -157,7 +158,7 @@ def cpu_choices() -> dict[str, Any]:
             "math": {"bf16": bool(BF16_FLAGS & flags), "int8_activations": bool(INT8_DOT_FLAGS & flags)},
             "compile_defaults": device_defaults("CPU", flags),
             "layouts": {fmt: describe_layout("auto", fmt) for fmt in ("int4", "int8")},
-            "lookup_proposals": proposed_tokens(Speculation(), "CPU")}  # fmt: skip
+            "lookup_proposals": proposed_tokens(Speculation(), "CPU", flags)}  # fmt: skip
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
