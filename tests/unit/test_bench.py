@@ -190,6 +190,8 @@ def test_interleave_runs_every_kind_of_row() -> None:
     assert list(result) == rows
     assert all(row["tpot_ms"] > 0 and row["ttft_ms"] > 0 for row in result.values())
     assert result["direct"]["tpot_vs_first"] == 1.0
+    # a direct row keeps no answer, so nothing is compared with one (the first row here)
+    assert all(row["same_answers"] is None for row in result.values())
     assert result["direct"]["properties"]["KV_CACHE_PRECISION"] == "f16"  # vinolm's defaults
     assert result[rows[-1]]["properties"] == {"CACHE_DIR": result[rows[-1]]["properties"]["CACHE_DIR"],
                                              **cap_properties(),  # what an ISA cap needs (none without one)

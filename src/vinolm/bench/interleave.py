@@ -59,8 +59,9 @@ from vinolm.bench.schema import prompt_text
 from vinolm.bench.tasks import TASKS, task_prompts
 from vinolm.bench.worker import request
 
-Timed = tuple[float, float, str]  # (ttft_s, tpot_s, the answer or "" when not kept)
+Timed = tuple[float, float, str | None]  # (ttft_s, tpot_s, the answer; None: a direct row keeps none)
 Run = Callable[[list[int], str, int], Timed]  # (prompt ids, the same as text, new tokens)
+ANSWERED = {True: "yes", False: "no", None: "–"}  # the table's column of same answers
 KINDS = ("direct", "direct-stream", "genai", "native", "genai-lookup", "genai-draft", "native-lookup")
 SPECULATIVE = ("genai-lookup", "genai-draft", "native-lookup")
 
@@ -125,8 +126,8 @@ def direct_run(pipe: Any, streaming: bool) -> Run:
         started = time.perf_counter()
         perf = pipe.generate(inputs, config, streamer if streaming else None).perf_metrics
         if not streaming:
-            return perf.get_ttft().mean / 1000, perf.get_tpot().mean / 1000, ""
-        return stamps[0] - started, (stamps[-1] - stamps[0]) / (len(stamps) - 1), ""
+            return perf.get_ttft().mean / 1000, perf.get_tpot().mean / 1000, None
+        return stamps[0] - started, (stamps[-1] - stamps[0]) / (len(stamps) - 1), None
 
     return run
 
@@ -215,9 +216,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         ttft = statistics.median(a for a, _, _ in timings[row.label])
         tpot = statistics.median(t for _, t, _ in timings[row.label])
         other = timings[plain_twin(row.label, timings)]
-        same = all(a[2] == b[2] for a, b in zip(timings[row.label], other, strict=True))
+        pairs = list(zip(timings[row.label], other, strict=True))
+        # None where either side is a direct row: it keeps no answer to compare
+        same = None if any(a[2] is None or b[2] is None for a, b in pairs) else all(a[2] == b[2] for a, b in pairs)
         # Per run, because the texts differ more than the settings (prompt lookup: 1.0-2.6x).
-        speedups = [b[1] / a[1] for a, b in zip(timings[row.label], other, strict=True)]
+        speedups = [b[1] / a[1] for a, b in pairs]
         table[row.label] = {"ttft_ms": round(ttft * 1000, 1), "tpot_ms": round(tpot * 1000, 3),
                             "decode_tps": round(1 / tpot, 1), "prefill_tps": round(statistics.median(lengths) / ttft),
                             "tpot_vs_first": round(tpot / first, 3), "same_answers": same,
@@ -249,7 +252,7 @@ def markdown(result: dict[str, Any]) -> str:
         low, mid, high = r["speedup_per_run"]
         spread = f"{mid:.2f}x ({low:.2f}-{high:.2f})" if i else ""
         lines.append(f"| `{label}` | {r['ttft_ms']} | {r['prefill_tps']} | {r['tpot_ms']:.2f} | {r['decode_tps']} "
-                     f"| {r['tpot_vs_first']:.3f}x | {'yes' if r['same_answers'] else 'no'} | {spread} |")  # fmt: skip
+                     f"| {r['tpot_vs_first']:.3f}x | {ANSWERED[r['same_answers']]} | {spread} |")  # fmt: skip
     return "\n".join(lines)
 
 
