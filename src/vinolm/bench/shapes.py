@@ -6,7 +6,13 @@ shape is rebuilt from its published config with random weights (fp16, to stay we
 inside memory: the 2.8B model is 5.6 GB instead of 11 GB in fp32), saved with the
 default model's byte-level BPE tokenizer fitted to the shape's vocabulary size, and
 exported with ``vinolm.export`` to FP16, INT8 and INT4 (the catalog's tutorial preset),
-one format at a time::
+one format at a time.
+
+Random weights say nothing about how often a draft model's guesses are taken, so one
+shape holds real weights instead: the default model's own, widened with zeros into
+layers nine times its size (:func:`widen`). It answers as the default model does, which
+makes the 135M model a drafter that agrees with it far more often than a real 135M/1.7B
+pair would: the cost of drafting for a 1.2B model is real, its acceptance an upper bound::
 
     python -m vinolm.bench.shapes [--shape tiny-llama-1b-chat] [--format int4 ...]
 
@@ -18,7 +24,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +47,17 @@ PRE_TOKENIZER = "smollm"
 class Shape:
     """A published model config, reduced to what decides speed and size."""
 
-    name: str  # the catalog entry whose shape (and INT4 preset) this is
+    name: str  # the catalog entry whose shape (and INT4 preset) this is, or a new name
     architecture: str  # "llama" | "gpt_neox"
     config: dict[str, Any]
+    #: A catalog model whose real weights the shape carries, widened to ``config``'s widths
+    #: (its other settings and its depth stay the model's); None: random weights.
+    widens: str | None = None
+
+    @property
+    def preset_model(self) -> str:
+        """The catalog entry whose INT4 preset exports the shape."""
+        return self.widens or self.name
 
     @property
     def vocab_size(self) -> int:
@@ -62,6 +79,12 @@ SHAPES: dict[str, Shape] = {
         "rotary_pct": 0.25, "rotary_emb_base": 10000, "use_parallel_residual": True,
         "layer_norm_eps": 1e-5, "tie_word_embeddings": False,
     }),
+    # SmolLM2-135M-Instruct's weights in layers of 1.2B parameters: SmolLM2-1.7B's head size,
+    # the 135M's grouping of 3 query heads per KV head and its 30 layers (1.7B has 24).
+    "smollm2-135m-wide": Shape("smollm2-135m-wide", "llama", {
+        "hidden_size": 1536, "intermediate_size": 6144, "num_attention_heads": 24,
+        "num_key_value_heads": 8, "vocab_size": 49152,
+    }, widens="smollm2-135m"),
 }  # fmt: skip
 
 
@@ -133,13 +156,28 @@ def write_tokenizer(folder: Path, size: int) -> None:
 
 
 def build_hf(shape: Shape, folder: Path) -> Path:
-    """Random fp16 weights with ``shape``'s config plus a tokenizer; reused when present."""
+    """``shape``'s fp16 weights (random or widened) plus a tokenizer; reused when present.
+
+    Written beside ``folder`` and renamed into place, so an interrupted build leaves no
+    folder that a later run would take for a finished one."""
     if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
         return folder
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    if shape.widens is None:
+        _write_random(shape, partial)
+    else:
+        _write_widened(shape, partial)
+    gc.collect()
+    partial.rename(folder)
+    return folder
+
+
+def _write_random(shape: Shape, folder: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    folder.mkdir(parents=True, exist_ok=True)
     config = AutoConfig.for_model(
         shape.architecture, **shape.config, bos_token_id=1, eos_token_id=2, dtype="float16"
     )
@@ -147,9 +185,72 @@ def build_hf(shape: Shape, folder: Path) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float16)
     model.save_pretrained(folder, safe_serialization=True)
     del model
-    gc.collect()
     write_tokenizer(folder, shape.vocab_size)
-    return folder
+
+
+def _write_widened(shape: Shape, folder: Path) -> None:
+    """The catalog model's GGUF made an HF folder, widened, checked and saved in fp16."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from vinolm.export.gguf import gguf_to_hf
+    from vinolm.models import locate_source
+
+    source = locate_source(str(shape.widens))
+    with tempfile.TemporaryDirectory(prefix="vinolm-widen-") as scratch:
+        small_dir = gguf_to_hf(Path(source.location), Path(scratch))
+        small = AutoModelForCausalLM.from_pretrained(small_dir, dtype=torch.float32)
+        big = widen(small, shape.config)
+        ids = AutoTokenizer.from_pretrained(small_dir)("The river runs past the mill.", return_tensors="pt").input_ids
+        with torch.no_grad():
+            gap = (small(ids).logits - big(ids).logits).abs().max().item()
+        if gap > 1e-3:
+            raise RuntimeError(f"the widened model's logits differ from {shape.widens}'s by {gap:.2g}")
+        big.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+        AutoTokenizer.from_pretrained(small_dir).save_pretrained(folder)
+        for name in ("generation_config.json",):
+            if (Path(small_dir) / name).is_file():
+                shutil.copy(Path(small_dir) / name, folder / name)
+
+
+def widen(small: Any, widths: dict[str, Any]) -> Any:
+    """A Llama model with ``widths`` that computes what ``small`` computes.
+
+    Every weight goes into the top-left corner of its wider matrix and the rest is zero, so
+    the extra hidden dimensions of the residual stream stay zero, the extra query heads
+    attend to zero values, and the extra MLP units output zero. Only RMSNorm sees the
+    width: it averages over all dimensions, so its weights are scaled by sqrt(h/H) and its
+    epsilon by h/H to normalise exactly as before. Query heads keep their KV head because
+    the grouping (query heads per KV head) must stay the same.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cfg = small.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    group = cfg.num_attention_heads // cfg.num_key_value_heads
+    wide = {key: widths.get(key, getattr(cfg, key)) for key in
+            ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "vocab_size")}
+    if cfg.model_type != "llama":
+        raise ValueError(f"only Llama models can be widened, not {cfg.model_type}")
+    if wide["num_attention_heads"] // wide["num_key_value_heads"] != group:
+        raise ValueError(f"the widened model must keep {group} query heads per KV head")
+    if wide["hidden_size"] != wide["num_attention_heads"] * head_dim:
+        raise ValueError(f"the widened model must keep heads of {head_dim} dimensions")
+    if any(wide[key] < getattr(cfg, key) for key in wide) or wide["vocab_size"] != cfg.vocab_size:
+        raise ValueError("a widened model has at least the model's widths and its vocabulary")
+    share = cfg.hidden_size / wide["hidden_size"]
+    config = type(cfg).from_dict({**cfg.to_dict(), **wide, "head_dim": head_dim, "rms_norm_eps": cfg.rms_norm_eps * share})
+    big = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    state = big.state_dict()
+    with torch.no_grad():
+        for key, weight in small.state_dict().items():
+            target = torch.zeros_like(state[key])
+            corner = tuple(slice(0, n) for n in weight.shape)
+            target[corner] = weight * math.sqrt(share) if key.endswith("norm.weight") else weight
+            state[key].copy_(target)
+    big.eval()
+    return big
 
 
 def build(name: str, formats: tuple[str, ...] = FORMATS) -> dict[str, Path]:
@@ -164,7 +265,7 @@ def build(name: str, formats: tuple[str, ...] = FORMATS) -> dict[str, Path]:
     for fmt in formats:
         # What ``vinolm prepare`` makes of the catalog model on this CPU: its layout, then the preset.
         result = export_model(str(hf), root / fmt, ExportOptions(weight_format=fmt), source_kind="hf",
-                              preset=resolve(shape.name).int4, progress=_log)
+                              preset=resolve(shape.preset_model).int4, progress=_log)
         folders[fmt] = result.path
         gc.collect()
     return folders
