@@ -23,6 +23,8 @@ KIND = cpu_kind()
 HAS_INT8_DOT = bool({"avx_vnni", "avx512_vnni", "amx_int8"} & cpu_flags())
 #: What prompt lookup proposes per step here, by docs/benchmarks.md sections 6b and 16.
 LOOKUP_PROPOSALS = 5 if HAS_INT8_DOT else 3
+#: And a draft model, by section 17.
+DRAFT_PROPOSALS = 5 if HAS_INT8_DOT else 2
 #: The precision OpenVINO compiles a model with when asked for bf16.
 BF16_OR_FALLBACK = "bf16" if HAS_BF16 else "f32"
 

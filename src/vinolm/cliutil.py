@@ -48,8 +48,8 @@ def add_speculation_args(parser: argparse.ArgumentParser) -> None:
     way.add_argument("--draft-model", metavar="MODEL", default=None,
                      help="propose tokens with this smaller model (same tokenizer as --model)")
     group.add_argument("--num-assistant-tokens", type=int, default=None, metavar="N",
-                       help="most tokens proposed per step (default 5, 3 for prompt lookup on AVX2-only "
-                            "CPUs; the native engine starts at 3 and grows while they are taken)")
+                       help="most tokens proposed per step (default 5; on AVX2-only CPUs 3 for prompt lookup, "
+                            "2 for a draft model; the native engine starts at 3 and grows while they are taken)")
     group.add_argument("--max-ngram-size", type=int, default=None, metavar="N",
                        help="longest prompt n-gram matched by --prompt-lookup (default 6)")
 

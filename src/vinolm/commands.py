@@ -137,7 +137,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
             print("  compiled with: " + ", ".join(f"{k}={v}" for k, v in cpu["compile_defaults"].items()))
             for fmt, layout in cpu["layouts"].items():
                 print(f"  {fmt} exports made here: {layout}")
-            print(f"  prompt lookup proposes {cpu['lookup_proposals']} tokens a step")
+            print(f"  prompt lookup proposes {cpu['lookup_proposals']} tokens a step, "
+                  f"a draft model {cpu['draft_proposals']}")
     print("AUTO: let OpenVINO choose")
     return 0
 
@@ -158,7 +159,8 @@ def cpu_choices() -> dict[str, Any]:
             "math": {"bf16": bool(BF16_FLAGS & flags), "int8_activations": bool(INT8_DOT_FLAGS & flags)},
             "compile_defaults": device_defaults("CPU", flags),
             "layouts": {fmt: describe_layout("auto", fmt) for fmt in ("int4", "int8")},
-            "lookup_proposals": proposed_tokens(Speculation(), "CPU", flags)}  # fmt: skip
+            "lookup_proposals": proposed_tokens(Speculation(), "CPU", flags),
+            "draft_proposals": proposed_tokens(Speculation(draft="draft"), "CPU", flags)}  # fmt: skip
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

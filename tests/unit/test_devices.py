@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 import pytest
-from tests.cpu import HAS_INT8_DOT, LOOKUP_PROPOSALS
+from tests.cpu import DRAFT_PROPOSALS, HAS_INT8_DOT, LOOKUP_PROPOSALS
 
 from vinolm.cli import main
 from vinolm.cpu import cpu_flags, cpu_kind
@@ -37,7 +37,7 @@ def test_the_cpu_entry_is_what_the_engines_and_the_exporter_pick(capsys: pytest.
     assert cpu["compile_defaults"] == device_defaults("CPU")
     assert cpu["layouts"] == {"int4": describe_layout(kind, "int4"), "int8": describe_layout(kind, "int8")}
     flags = cpu_flags()
-    assert cpu["lookup_proposals"] == LOOKUP_PROPOSALS
+    assert (cpu["lookup_proposals"], cpu["draft_proposals"]) == (LOOKUP_PROPOSALS, DRAFT_PROPOSALS)
     assert cpu["math"] == {
         "bf16": bool({"avx512_bf16", "amx_bf16"} & flags),
         "int8_activations": HAS_INT8_DOT,
@@ -55,14 +55,14 @@ def test_a_cpu_capped_at_avx2_reads_as_an_avx2_cpu() -> None:
         for d in json.loads(subprocess.check_output([*run, "--json"], env=env))["devices"]
         if d["name"] == "CPU"
     )
-    assert (cpu["cpu_kind"], cpu["isa_cap"], cpu["lookup_proposals"]) == ("avx2", "AVX2", 3)
+    assert (cpu["cpu_kind"], cpu["isa_cap"], cpu["lookup_proposals"], cpu["draft_proposals"]) == ("avx2", "AVX2", 3, 2)
     assert cpu["math"] == {"bf16": False, "int8_activations": False}
     assert cpu["compile_defaults"]["INFERENCE_PRECISION_HINT"] == "f32"
     assert cpu["compile_defaults"]["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 0
     assert cpu["layouts"]["int4"] == "symmetric, fused q/k/v, the rest as the catalog's preset"
     out = subprocess.check_output(run, env=env, text=True)
     assert "kernels capped at AVX2" in out and "OpenVINO computes in f32" in out
-    assert "prompt lookup proposes 3 tokens a step" in out
+    assert "prompt lookup proposes 3 tokens a step, a draft model 2" in out
 
 
 def test_layouts_in_words() -> None:

@@ -51,5 +51,7 @@ def test_fewer_tokens_are_proposed_where_a_checking_pass_computes_in_f32() -> No
     for flags in (alder_lake, zen4, zen4 | {"amx_bf16", "amx_int8"}):  # int8 activations: passes are cheap
         assert proposed_tokens(lookup, "CPU", flags) == PROPOSED_TOKENS == 5
     assert proposed_tokens(lookup, "GPU", avx2) == 5  # the host's CPU does not check the tokens there
-    assert proposed_tokens(Speculation(draft="smollm2-135m"), "CPU", avx2) == 5  # measured for lookup only
+    draft = Speculation(draft="smollm2-135m")
+    assert proposed_tokens(draft, "CPU", avx2) == 2  # each proposal also costs a draft step
+    assert proposed_tokens(draft, "CPU", zen4) == 5
     assert proposed_tokens(Speculation(num_assistant_tokens=7), "CPU", avx2) == 7  # the server said

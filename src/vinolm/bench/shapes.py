@@ -10,9 +10,9 @@ one format at a time.
 
 Random weights say nothing about how often a draft model's guesses are taken, so one
 shape holds real weights instead: the default model's own, widened with zeros into
-layers nine times its size (:func:`widen`). It answers as the default model does, which
+layers eight times its size (:func:`widen`). It answers as the default model does, which
 makes the 135M model a drafter that agrees with it far more often than a real 135M/1.7B
-pair would: the cost of drafting for a 1.2B model is real, its acceptance an upper bound::
+pair would: the cost of drafting for a 1.1B model is real, its acceptance an upper bound::
 
     python -m vinolm.bench.shapes [--shape tiny-llama-1b-chat] [--format int4 ...]
 
@@ -79,7 +79,7 @@ SHAPES: dict[str, Shape] = {
         "rotary_pct": 0.25, "rotary_emb_base": 10000, "use_parallel_residual": True,
         "layer_norm_eps": 1e-5, "tie_word_embeddings": False,
     }),
-    # SmolLM2-135M-Instruct's weights in layers of 1.2B parameters: SmolLM2-1.7B's head size,
+    # SmolLM2-135M-Instruct's weights in layers of 1.1B parameters: SmolLM2-1.7B's head size,
     # the 135M's grouping of 3 query heads per KV head and its 30 layers (1.7B has 24).
     "smollm2-135m-wide": Shape("smollm2-135m-wide", "llama", {
         "hidden_size": 1536, "intermediate_size": 6144, "num_attention_heads": 24,

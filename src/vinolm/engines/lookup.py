@@ -25,6 +25,12 @@ from vinolm.engines.ovconfig import device_base
 #: vinolm's kind ``avx2``), whose FullyConnected kernels OpenVINO also quantizes on the fly;
 #: unmeasured there.
 F32_LOOKUP_PROPOSALS = 3
+#: The same for a draft model, whose every proposal also costs a draft step. SmolLM2-135M
+#: drafting for its own weights widened to 1.1B parameters (``bench.shapes``' wide shape) on a
+#: real Zen 3, free generation, one process, 5 runs: proposing 1 / 2 / 3 / 5 gained 1.29x /
+#: 1.45x / 1.40x / 1.26x where the draft agrees with the target 99% of the time, and 1.06x /
+#: 1.05x / 0.98x / 0.64x where it agrees ~71% (docs/benchmarks.md, section 17).
+F32_DRAFT_PROPOSALS = 2
 
 
 def f32_checks(device: str, flags: set[str] | None = None) -> bool:
@@ -39,8 +45,8 @@ def proposed_tokens(spec: Speculation, device: str, flags: set[str] | None = Non
     what this CPU's arithmetic favours."""
     if spec.num_assistant_tokens:
         return spec.num_assistant_tokens
-    if spec.draft is None and f32_checks(device, flags):
-        return F32_LOOKUP_PROPOSALS
+    if f32_checks(device, flags):
+        return F32_LOOKUP_PROPOSALS if spec.draft is None else F32_DRAFT_PROPOSALS
     return PROPOSED_TOKENS
 
 
