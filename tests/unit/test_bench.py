@@ -432,23 +432,38 @@ def test_server_bench_asks_chat_work_with_and_without_prompt_lookup() -> None:
     cmd = [sys.executable, "-m", "vinolm.bench.server", "--task", "copy", "--prompt-tokens", "64", "--new-tokens", "12",
            "--concurrency", "1,2", "--rounds", "1", *exact]  # fmt: skip
     lines = []
-    for extra in ([], ["--prompt-lookup"]):
+    for extra in ([], ["--prompt-lookup"], ["--draft-model", "smollm2-135m"]):  # the model drafting for itself
         proc = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
         assert proc.returncode == 0, proc.stderr[-3000:]
         line = json.loads(proc.stdout.splitlines()[-1])
         assert "error" not in line, line.get("error")
         lines.append(line)
-    plain, lookup = lines
+    plain, lookup, draft = lines
     assert plain["peer"] == "vinolm serve (openai, copy)" and lookup["peer"] == "vinolm serve --prompt-lookup (openai, copy)"
+    assert draft["peer"] == "vinolm serve --draft-model smollm2-135m (openai, copy)"
     assert (plain["task"], plain["prompt_lookup"], lookup["prompt_lookup"]) == ("copy", False, True)
+    assert (plain["draft_model"], draft["draft_model"]) == (None, "smollm2-135m")
     for one, other in zip(plain["levels"], lookup["levels"], strict=True):
         [a], [b] = one["rounds"], other["rounds"]
         assert 1 <= a["generated_tokens"] <= one["concurrency"] * 12 and a["aggregate_tps"] > 0
         assert len(a["answers_sha256"]) == len(b["answers_sha256"]) == 64
     # One stream is exact on every kind of CPU; a batch of two may split its sums otherwise
     # in a checking pass than in a step, so only the first level must match.
-    assert plain["levels"][0]["rounds"][0]["answers_sha256"] == lookup["levels"][0]["rounds"][0]["answers_sha256"]
+    for speculative in (lookup, draft):
+        assert plain["levels"][0]["rounds"][0]["answers_sha256"] == speculative["levels"][0]["rounds"][0]["answers_sha256"]
     assert plain["levels"][0]["rounds"][0]["answers_sha256"] != plain["levels"][1]["rounds"][0]["answers_sha256"]
+
+
+def test_server_bench_names_the_draft_model_of_either_server() -> None:
+    from vinolm.bench.server import label_of, parse_args
+
+    llama = parse_args(["--llama-server", "/m/Q8_0.gguf", "--draft-model", "/d/small.gguf", "--task", "story",
+                        "--concurrency", "1,4"])  # fmt: skip
+    assert label_of(llama) == "llama-server -np 4 -md small.gguf (openai, story)"
+    assert label_of(parse_args(["--draft-model", "smollm2-135m"])) == "vinolm serve --draft-model smollm2-135m (openai)"
+    for wrong in (["--draft-model", "d", "--url", "http://127.0.0.1:9"], ["--draft-model", "d", "--prompt-lookup"]):
+        with pytest.raises(SystemExit):
+            parse_args(wrong)
 
 
 def test_llama_server_is_the_throughput_peer_once_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,7 @@
 
     python -m vinolm.bench.server [--url URL] --protocol openai|kserve-rest|grpc \\
         [--model M] --concurrency 1,4,8 --prompt-tokens N --new-tokens M --rounds K [--json-schema [FILE]] \\
-        [--task copy|rewrite|story] [--prompt-lookup]
+        [--task copy|rewrite|story] [--prompt-lookup | --draft-model MODEL]
 
 Without ``--url`` it starts ``vinolm serve`` (continuous batching, as users run it) in a
 subprocess on free loopback ports and stops it at the end; with ``--llama-server GGUF`` it
@@ -32,7 +32,9 @@ records a digest of its answers, so two servers given the same work (each comman
 same passages in the same order) can be checked to have answered alike. Each passage opens
 with its request's number, so none is a prefix of another. ``--prompt-lookup`` starts
 ``vinolm serve --prompt-lookup``: what speculative decoding does to a server's throughput
-when many requests share the CPU.
+when many requests share the CPU. ``--draft-model`` starts either server with a draft model:
+``vinolm serve --draft-model MODEL``, or ``llama-server -md GGUF`` with llama.cpp's own draft
+settings, as its users run it.
 """
 
 from __future__ import annotations
@@ -115,10 +117,11 @@ def local_server(
 
 
 @contextmanager
-def llama_server(gguf: str, slots: int, context_per_slot: int, threads: int,
+def llama_server(gguf: str, slots: int, context_per_slot: int, threads: int, draft: str | None = None,
                  timeout_s: float = 300.0) -> Iterator[tuple[str, str, int]]:
     """llama.cpp's ``llama-server`` on loopback with ``slots`` parallel slots, each with the
-    context one request needs; yields (base URL, "", pid) like :func:`local_server`."""
+    context one request needs (and the ``draft`` GGUF proposing tokens); yields (base URL, "",
+    pid) like :func:`local_server`."""
     import httpx
 
     from vinolm.bench.peers.llamacpp import llama_tool
@@ -126,7 +129,7 @@ def llama_server(gguf: str, slots: int, context_per_slot: int, threads: int,
     port = free_port()
     cmd = [llama_tool("llama-server"), "-m", gguf, "--host", "127.0.0.1", "--port", str(port),
            "-np", str(slots), "-c", str(slots * context_per_slot), "-t", str(threads), "--cont-batching",
-           "--no-webui", "-a", Path(gguf).name]  # fmt: skip
+           "--no-webui", "-a", Path(gguf).name, *(["-md", draft, "--spec-type", "draft-simple"] if draft else [])]  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     with _server_process(cmd, "llama-server") as (proc, log):
         deadline = time.monotonic() + timeout_s
@@ -313,8 +316,10 @@ def schema_check(folder: Path, tok: Any, schema: dict[str, Any]) -> Callable[[st
 
 def label_of(args: argparse.Namespace) -> str:
     suffix = SUFFIX if args.schema is not None else ""
+    task = f", {args.task}" if args.task != "filler" else ""
     if args.llama_server:
-        return f"llama-server -np {max(args.levels)} ({args.protocol}){suffix}"
+        draft = f" -md {Path(args.draft_model).name}" if args.draft_model else ""
+        return f"llama-server -np {max(args.levels)}{draft} ({args.protocol}{task}){suffix}"
     if args.label:
         return args.label
     if args.url:
@@ -322,9 +327,10 @@ def label_of(args: argparse.Namespace) -> str:
 
         return f"{server_label(args.url)} ({args.protocol}){suffix}"
     ray = f" Ray {args.replicas}x{args.threads_per_replica} thread(s)" if args.replicas else ""
-    lookup = " --prompt-lookup" if args.prompt_lookup else ""
-    task = f", {args.task}" if args.task != "filler" else ""
-    return f"vinolm serve{ray}{lookup} ({args.protocol}{task}){suffix}"
+    speculation = " --prompt-lookup" if args.prompt_lookup else ""
+    if args.draft_model:
+        speculation = f" --draft-model {Path(args.draft_model).name}"
+    return f"vinolm serve{ray}{speculation} ({args.protocol}{task}){suffix}"
 
 
 def ray_flags(args: argparse.Namespace) -> list[str]:
@@ -356,7 +362,8 @@ def measure(args: argparse.Namespace, base: str, grpc_address: str, pid: int | N
     return result_line(label_of(args), versions(), 0.0, [], levels=levels, mode="server",
                        protocol=args.protocol, url=base, model=str(folder), prompt_tokens=args.prompt_tokens,
                        new_tokens=args.new_tokens, server_peak_rss_mb=peak_rss_mb(pid) if pid else None,
-                       json_schema=args.json_schema, task=args.task, prompt_lookup=args.prompt_lookup)  # fmt: skip
+                       json_schema=args.json_schema, task=args.task, prompt_lookup=args.prompt_lookup,
+                       draft_model=args.draft_model)  # fmt: skip
 
 
 def task_source(task: str, tokens: int) -> Prompts:
@@ -394,8 +401,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--task", choices=TASKS, default="filler",
                    help="filler (raw prompts, exactly --new-tokens each) or chat work: copy or rewrite a "
                         "passage of about --prompt-tokens, or a story (ends at EOS)")
-    p.add_argument("--prompt-lookup", action="store_true",
-                   help="start vinolm serve --prompt-lookup (speculative decoding from the prompt's n-grams)")
+    speculation = p.add_mutually_exclusive_group()
+    speculation.add_argument("--prompt-lookup", action="store_true",
+                             help="start vinolm serve --prompt-lookup (speculative decoding from the prompt's n-grams)")
+    speculation.add_argument("--draft-model", default=None, metavar="MODEL",
+                             help="start the server with this draft model (vinolm serve --draft-model; with "
+                                  "--llama-server a GGUF for llama-server -md)")
     ray = p.add_argument_group("start the server on Ray Serve (vinolm[ray])")
     ray.add_argument("--replicas", type=int, default=None, metavar="N", help="vinolm serve --replicas N")
     ray.add_argument("--threads-per-replica", type=int, default=1, metavar="T")
@@ -407,6 +418,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--llama-server starts its own server and speaks the OpenAI protocol only")
     if args.prompt_lookup and (args.url or args.llama_server):
         p.error("--prompt-lookup starts vinolm serve with it; not with --url or --llama-server")
+    if args.draft_model and args.url:
+        p.error("--draft-model starts a server with it; not with --url")
     if args.task != "filler" and (args.protocol != "openai" or args.json_schema):
         p.error(f"--task {args.task} asks chat work through the OpenAI protocol, without --json-schema")
     args.levels = parse_levels(args.concurrency) or [1]
@@ -428,13 +441,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.llama_server:
             threads = args.threads or os.cpu_count() or 1
             with llama_server(args.llama_server, max(args.levels), args.prompt_tokens + args.new_tokens + 64,
-                              threads) as (base, grpc_address, pid):
+                              threads, args.draft_model) as (base, grpc_address, pid):
                 line = measure(args, base, grpc_address, pid)
         else:
             from vinolm.models import prepare
 
             folder = str(prepare(args.model, args.weight_format, progress=lambda _: None).path)
             flags = ["--prompt-lookup"] if args.prompt_lookup else []
+            flags += ["--draft-model", args.draft_model] if args.draft_model else []
             with local_server(folder, max(args.levels), ray_flags(args), ov_config=args.ov_config, flags=flags) as (
                     base, grpc_address, pid):
                 line = measure(args, base, grpc_address, None if args.replicas else pid)

