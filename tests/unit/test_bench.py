@@ -454,12 +454,17 @@ def test_server_bench_asks_chat_work_with_and_without_prompt_lookup() -> None:
     assert plain["levels"][0]["rounds"][0]["answers_sha256"] != plain["levels"][1]["rounds"][0]["answers_sha256"]
 
 
-def test_server_bench_names_the_draft_model_of_either_server() -> None:
-    from vinolm.bench.server import label_of, parse_args
+def test_server_bench_names_the_speculation_of_either_server() -> None:
+    from vinolm.bench.server import label_of, llama_speculation, parse_args
 
     llama = parse_args(["--llama-server", "/m/Q8_0.gguf", "--draft-model", "/d/small.gguf", "--task", "story",
                         "--concurrency", "1,4"])  # fmt: skip
     assert label_of(llama) == "llama-server -np 4 -md small.gguf (openai, story)"
+    assert llama_speculation(llama) == ["-md", "/d/small.gguf", "--spec-type", "draft-simple"]
+    lookup = parse_args(["--llama-server", "/m/Q8_0.gguf", "--prompt-lookup", "--task", "copy", "--concurrency", "1"])
+    assert label_of(lookup) == "llama-server -np 1 --spec-type ngram-simple (openai, copy)"
+    assert llama_speculation(lookup) == ["--spec-type", "ngram-simple"]
+    assert llama_speculation(parse_args(["--llama-server", "/m/Q8_0.gguf"])) == []
     assert label_of(parse_args(["--draft-model", "smollm2-135m"])) == "vinolm serve --draft-model smollm2-135m (openai)"
     for wrong in (["--draft-model", "d", "--url", "http://127.0.0.1:9"], ["--draft-model", "d", "--prompt-lookup"]):
         with pytest.raises(SystemExit):

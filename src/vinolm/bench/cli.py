@@ -80,10 +80,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--shapes",
         action="store_true",
-        help="add the 1.1B and 2.8B model shapes in fp16/int8/int4 (builds them first: long)",
+        help="add the model shapes (the tutorials' 1.1B and 2.8B with random weights, the default model "
+             "widened to 1.1B) in fp16/int8/int4 (builds them first: long)",
     )
     p.add_argument("--shape", action="append", default=[], metavar="NAME",
-                   help="with --shapes: only this shape, repeatable (tiny-llama-1b-chat, dolly-v2-3b)")
+                   help="with --shapes: only this shape, repeatable (tiny-llama-1b-chat, dolly-v2-3b, "
+                        "smollm2-135m-wide)")
     p.add_argument("--shape-format", action="append", default=[], choices=["fp16", "int8", "int4"],
                    help="with --shapes: only this weight format, repeatable")
     p.add_argument("--threads", type=int, default=None, help="threads for llama.cpp (default: all cores)")

@@ -9,7 +9,7 @@ the run. Sections:
 * single stream: vinolm engines (``worker``) and the peers, warm-up then K runs;
 * throughput: the in-process batching engine, ``vinolm serve`` through the chosen
   protocols (``server``), and llama.cpp's server, at each concurrency level;
-* shapes: the 1.1B and 2.8B random-weight shapes per weight format (``shapes``);
+* shapes: the 1.1B and 2.8B random-weight shapes and the widened default model per weight format (``shapes``);
 * cold start: one ``vinolm serve`` of the model, its other weight format and an
   embedding model, each unloaded and asked again, loaded and asked (``cold_start``).
 

@@ -32,9 +32,10 @@ records a digest of its answers, so two servers given the same work (each comman
 same passages in the same order) can be checked to have answered alike. Each passage opens
 with its request's number, so none is a prefix of another. ``--prompt-lookup`` starts
 ``vinolm serve --prompt-lookup``: what speculative decoding does to a server's throughput
-when many requests share the CPU. ``--draft-model`` starts either server with a draft model:
-``vinolm serve --draft-model MODEL``, or ``llama-server -md GGUF`` with llama.cpp's own draft
-settings, as its users run it.
+when many requests share the CPU; with ``--llama-server`` it starts llama.cpp's analogue,
+``--spec-type ngram-simple`` (its n-gram lookup in the tokens so far, llama.cpp's own settings).
+``--draft-model`` starts either server with a draft model: ``vinolm serve --draft-model MODEL``,
+or ``llama-server -md GGUF`` with llama.cpp's own draft settings, as its users run it.
 """
 
 from __future__ import annotations
@@ -117,11 +118,11 @@ def local_server(
 
 
 @contextmanager
-def llama_server(gguf: str, slots: int, context_per_slot: int, threads: int, draft: str | None = None,
+def llama_server(gguf: str, slots: int, context_per_slot: int, threads: int, speculation: Sequence[str] = (),
                  timeout_s: float = 300.0) -> Iterator[tuple[str, str, int]]:
     """llama.cpp's ``llama-server`` on loopback with ``slots`` parallel slots, each with the
-    context one request needs (and the ``draft`` GGUF proposing tokens); yields (base URL, "",
-    pid) like :func:`local_server`."""
+    context one request needs (and its ``speculation`` flags); yields (base URL, "", pid) like
+    :func:`local_server`."""
     import httpx
 
     from vinolm.bench.peers.llamacpp import llama_tool
@@ -129,7 +130,7 @@ def llama_server(gguf: str, slots: int, context_per_slot: int, threads: int, dra
     port = free_port()
     cmd = [llama_tool("llama-server"), "-m", gguf, "--host", "127.0.0.1", "--port", str(port),
            "-np", str(slots), "-c", str(slots * context_per_slot), "-t", str(threads), "--cont-batching",
-           "--no-webui", "-a", Path(gguf).name, *(["-md", draft, "--spec-type", "draft-simple"] if draft else [])]  # fmt: skip
+           "--no-webui", "-a", Path(gguf).name, *speculation]  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     with _server_process(cmd, "llama-server") as (proc, log):
         deadline = time.monotonic() + timeout_s
@@ -318,8 +319,10 @@ def label_of(args: argparse.Namespace) -> str:
     suffix = SUFFIX if args.schema is not None else ""
     task = f", {args.task}" if args.task != "filler" else ""
     if args.llama_server:
-        draft = f" -md {Path(args.draft_model).name}" if args.draft_model else ""
-        return f"llama-server -np {max(args.levels)}{draft} ({args.protocol}{task}){suffix}"
+        speculation = " --spec-type ngram-simple" if args.prompt_lookup else ""
+        if args.draft_model:
+            speculation = f" -md {Path(args.draft_model).name}"
+        return f"llama-server -np {max(args.levels)}{speculation} ({args.protocol}{task}){suffix}"
     if args.label:
         return args.label
     if args.url:
@@ -331,6 +334,13 @@ def label_of(args: argparse.Namespace) -> str:
     if args.draft_model:
         speculation = f" --draft-model {Path(args.draft_model).name}"
     return f"vinolm serve{ray}{speculation} ({args.protocol}{task}){suffix}"
+
+
+def llama_speculation(args: argparse.Namespace) -> list[str]:
+    """llama-server's flags for what ``--prompt-lookup`` or ``--draft-model`` ask of vinolm serve."""
+    if args.draft_model:
+        return ["-md", args.draft_model, "--spec-type", "draft-simple"]
+    return ["--spec-type", "ngram-simple"] if args.prompt_lookup else []
 
 
 def ray_flags(args: argparse.Namespace) -> list[str]:
@@ -403,7 +413,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "passage of about --prompt-tokens, or a story (ends at EOS)")
     speculation = p.add_mutually_exclusive_group()
     speculation.add_argument("--prompt-lookup", action="store_true",
-                             help="start vinolm serve --prompt-lookup (speculative decoding from the prompt's n-grams)")
+                             help="start vinolm serve --prompt-lookup (speculative decoding from the prompt's n-grams; "
+                                  "with --llama-server: --spec-type ngram-simple)")
     speculation.add_argument("--draft-model", default=None, metavar="MODEL",
                              help="start the server with this draft model (vinolm serve --draft-model; with "
                                   "--llama-server a GGUF for llama-server -md)")
@@ -416,10 +427,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--replicas starts vinolm serve on Ray; not with --url or --llama-server")
     if args.llama_server and (args.url or args.protocol != "openai"):
         p.error("--llama-server starts its own server and speaks the OpenAI protocol only")
-    if args.prompt_lookup and (args.url or args.llama_server):
-        p.error("--prompt-lookup starts vinolm serve with it; not with --url or --llama-server")
-    if args.draft_model and args.url:
-        p.error("--draft-model starts a server with it; not with --url")
+    if (args.prompt_lookup or args.draft_model) and args.url:
+        p.error("--prompt-lookup and --draft-model start a server with them; not with --url")
     if args.task != "filler" and (args.protocol != "openai" or args.json_schema):
         p.error(f"--task {args.task} asks chat work through the OpenAI protocol, without --json-schema")
     args.levels = parse_levels(args.concurrency) or [1]
@@ -441,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.llama_server:
             threads = args.threads or os.cpu_count() or 1
             with llama_server(args.llama_server, max(args.levels), args.prompt_tokens + args.new_tokens + 64,
-                              threads, args.draft_model) as (base, grpc_address, pid):
+                              threads, llama_speculation(args)) as (base, grpc_address, pid):
                 line = measure(args, base, grpc_address, pid)
         else:
             from vinolm.models import prepare

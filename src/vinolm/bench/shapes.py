@@ -1,4 +1,4 @@
-"""Random-weight models with the real shapes of the tutorials' 1.1B and 2.8B models.
+"""Models at the real shapes of the tutorials' 1.1B and 2.8B models (random weights), and the default model widened.
 
 The hub is out of reach and the real checkpoints are gigabytes, yet speed and size per
 weight format depend only on the shapes: layer count, widths, heads, vocabulary. So each
