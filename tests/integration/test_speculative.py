@@ -57,15 +57,16 @@ def test_greedy_output_is_plain_decodings(default_model: PreparedModel, batching
 def test_a_speculating_batch_engine_on_an_f32_cpu_says_what_it_costs_a_server(
     default_model: PreparedModel, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from vinolm.engines.genai import SHARED_LOOKUP_WARNING
+    from vinolm.engines.genai import SHARED_DRAFT_WARNING, SHARED_LOOKUP_WARNING
 
-    for options in (EngineOptions(batching=True, speculation=Speculation()), EngineOptions(speculation=Speculation()),
-                    EngineOptions(batching=True, max_concurrency=1, speculation=Speculation())):
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="vinolm.engines"):
-            load_engine("genai", default_model, options).close()
-        warned = SHARED_LOOKUP_WARNING in caplog.text
-        assert warned == (options.batching and options.max_concurrency > 1 and not HAS_INT8_DOT), options
+    for spec, warning in ((Speculation(), SHARED_LOOKUP_WARNING), (Speculation(draft="smollm2-135m"), SHARED_DRAFT_WARNING)):
+        for options in (EngineOptions(batching=True, speculation=spec), EngineOptions(speculation=spec),
+                        EngineOptions(batching=True, max_concurrency=1, speculation=spec)):
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="vinolm.engines"):
+                load_engine("genai", default_model, options).close()
+            warned = warning in caplog.text
+            assert warned == (options.batching and options.max_concurrency > 1 and not HAS_INT8_DOT), options
 
 
 def test_what_speculation_cannot_do_is_a_400(default_model: PreparedModel) -> None:

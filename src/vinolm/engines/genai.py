@@ -33,6 +33,12 @@ SHARED_LOOKUP_WARNING = (
     "without int8 dot products (VNNI) it halved a server's throughput on free generation at 4 or more "
     "concurrent requests (copying a text: 1.2-1.4x for one user, 1.05x for 4-8; an AMD Zen 3, "
     "docs/benchmarks.md section 16); use it where the work quotes its input and few requests share the CPU")
+#: The same for a draft model, whose drafting and checks every request's decoding pays for
+#: (section 17: a real Zen 3, a 135M drafter for a 1.1B model, 2 proposed tokens).
+SHARED_DRAFT_WARNING = (
+    "a draft model drafts and checks tokens for every request in the shared batches: on a CPU without int8 "
+    "dot products (VNNI) it cost a server 12-23% of its throughput at 4 concurrent requests while one user "
+    "gained 1.1-1.3x (an AMD Zen 3, docs/benchmarks.md section 17); use it where few requests share the CPU")
 
 
 class GenaiEngine(Engine):
@@ -81,9 +87,9 @@ class GenaiEngine(Engine):
             return {}
         log.info("%s: %d tokens proposed a step%s", spec.kind, self._proposals,
                  "" if spec.num_assistant_tokens else " (this CPU's default; --num-assistant-tokens to change)")
+        if self.options.batching and self.options.max_concurrency > 1 and f32_checks(self.options.device):
+            log.warning(SHARED_LOOKUP_WARNING if spec.draft is None else SHARED_DRAFT_WARNING)
         if spec.draft is None:
-            if self.options.batching and self.options.max_concurrency > 1 and f32_checks(self.options.device):
-                log.warning(SHARED_LOOKUP_WARNING)
             return {"prompt_lookup": True}
         from vinolm.models import prepare
 
