@@ -208,9 +208,8 @@ def _write_widened(shape: Shape, folder: Path) -> None:
             raise RuntimeError(f"the widened model's logits differ from {shape.widens}'s by {gap:.2g}")
         big.to(torch.float16).save_pretrained(folder, safe_serialization=True)
         AutoTokenizer.from_pretrained(small_dir).save_pretrained(folder)
-        for name in ("generation_config.json",):
-            if (Path(small_dir) / name).is_file():
-                shutil.copy(Path(small_dir) / name, folder / name)
+        if (Path(small_dir) / "generation_config.json").is_file():  # its BOS/EOS, which gguf_to_hf set
+            shutil.copy(Path(small_dir) / "generation_config.json", folder / "generation_config.json")
 
 
 def widen(small: Any, widths: dict[str, Any]) -> Any:
