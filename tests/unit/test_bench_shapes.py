@@ -20,7 +20,7 @@ def small_llama() -> object:
     torch.manual_seed(3)
     config = transformers.LlamaConfig(**SMALL)
     model = transformers.LlamaForCausalLM(config).eval()
-    with torch.no_grad():  # norms at 1.0 would hide a wrong rescaling
+    with torch.no_grad():  # norm weights of their own, so their rescaled copies are checked too
         for name, param in model.named_parameters():
             if name.endswith("norm.weight"):
                 param.uniform_(0.5, 1.5)
