@@ -315,11 +315,15 @@ def schema_check(folder: Path, tok: Any, schema: dict[str, Any]) -> Callable[[st
     return lambda text: check_prefix(folder, encode, schema, encode(text))
 
 
+#: llama-server's analogue of ``vinolm serve --prompt-lookup``: its n-gram lookup in the tokens so far.
+LLAMA_LOOKUP = ("--spec-type", "ngram-simple")
+
+
 def label_of(args: argparse.Namespace) -> str:
     suffix = SUFFIX if args.schema is not None else ""
     task = f", {args.task}" if args.task != "filler" else ""
     if args.llama_server:
-        speculation = " --spec-type ngram-simple" if args.prompt_lookup else ""
+        speculation = " " + " ".join(LLAMA_LOOKUP) if args.prompt_lookup else ""
         if args.draft_model:
             speculation = f" -md {Path(args.draft_model).name}"
         return f"llama-server -np {max(args.levels)}{speculation} ({args.protocol}{task}){suffix}"
@@ -340,7 +344,7 @@ def llama_speculation(args: argparse.Namespace) -> list[str]:
     """llama-server's flags for what ``--prompt-lookup`` or ``--draft-model`` ask of vinolm serve."""
     if args.draft_model:
         return ["-md", args.draft_model, "--spec-type", "draft-simple"]
-    return ["--spec-type", "ngram-simple"] if args.prompt_lookup else []
+    return list(LLAMA_LOOKUP) if args.prompt_lookup else []
 
 
 def ray_flags(args: argparse.Namespace) -> list[str]:
