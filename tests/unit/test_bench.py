@@ -327,6 +327,14 @@ def test_profile_breaks_a_decode_step_down_by_node_type() -> None:
     assert abs(sum(r["share"] for r in result["rows"]) - 1) < 0.01
     # Per step, not summed over the run or averaged with the prefill: the nodes fit in the step.
     assert 0 < result["counted_ms"] <= result["step_ms"] * 1.2 and result["weight_gbps"] > 0
+    # Per weight matrix, every layer's as one row: the tiny model's q/k/v fused, o, MLP and lm_head.
+    matmuls = result["matmuls"]
+    assert sum(m["nodes"] for m in matmuls) == sum(sum(r["kernels"].values()) for r in weights), matmuls
+    assert all(".N." in m["matmul"] or m["nodes"] == 1 for m in matmuls), matmuls
+    assert all(m["us_per_call"] > 0 and m["gbps"] > 0 and m["gweights_per_s"] > 0 for m in matmuls), matmuls
+    lm_head = next(m for m in matmuls if m["matmul"] == "lm_head")
+    rows, columns = map(int, lm_head["matrix"].split()[0].split("x"))
+    assert rows * columns > 0 and lm_head["matrix"].split()[1] in {"i8", "u8", "i4", "u4", "f16", "f32"}, lm_head
     # The 2-token pass against 2 single steps: a difference per row, and a verdict.
     parity = result["parity"]
     assert len(parity["max_abs_diff"]) == 2 and all(d >= 0 for d in parity["max_abs_diff"])

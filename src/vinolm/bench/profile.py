@@ -7,7 +7,10 @@ Compiles the stateful IR with ``PERF_COUNT`` (vinolm's default properties, then 
 overrides), prefills a prompt, then runs single-token steps and sums each node type's time
 over them, with the kernels OpenVINO chose. ``FullyConnected`` is the weight matmuls: its
 share of a step, and the weight bytes it streams per step over its time (achieved GB/s),
-say whether decoding is bound by the weight kernel or by everything around it. genai's
+say whether decoding is bound by the weight kernel or by everything around it; the matmul
+table splits that per weight matrix, in weights per second as well as bytes, because a kernel
+that moves INT4 and INT8 at the same weights per second is bound by its arithmetic (unpacking
+and f32 FMAs), not by memory, and 4 bits then buy nothing. genai's
 pipeline runs the same matmul kernels over paged attention, so the weight rows carry over;
 the attention rows are the stateful model's. ``--step-tokens k+1`` times the pass in
 which speculative decoding checks k proposed tokens instead of a single step, and compares
@@ -24,6 +27,8 @@ with the rows it multiplies (compute-bound) or stays (memory-bound).
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import time
 from collections import Counter, defaultdict
 from typing import Any
@@ -45,7 +50,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     model = prepare(args.model, args.weight_format, progress=lambda _: None)
     props = {**compile_properties("CPU", parse_ov_config(args.ov_config), None, export=model.weights), "PERF_COUNT": True}
-    request = ov.Core().compile_model(model.path / "openvino_model.xml", "CPU", props).create_infer_request()
+    compiled = ov.Core().compile_model(model.path / "openvino_model.xml", "CPU", props)
+    request = compiled.create_infer_request()
 
     def logits(tokens: list[int], start: int) -> Any:
         rows = args.batch
@@ -73,8 +79,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     # (the prefill included): the steps' total is the difference of the running sums.
     seconds: dict[str, float] = defaultdict(float)
     kernels: dict[str, Counter[str]] = defaultdict(Counter)
+    per_node: dict[str, float] = {}
     for name, info in executed().items():
-        seconds[info.node_type] += info.real_time.total_seconds() * (1 + args.steps) - after_prefill.get(name, 0.0)
+        per_node[name] = info.real_time.total_seconds() * (1 + args.steps) - after_prefill.get(name, 0.0)
+        seconds[info.node_type] += per_node[name]
         kernels[info.node_type][info.exec_type] += 1
     counted = sum(seconds.values())
     parity = None
@@ -100,7 +108,41 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "batch": args.batch,
             "step_ms": round(wall / args.steps * 1000, 3), "counted_ms": round(counted / args.steps * 1000, 3),
             "weight_mb": round(weights / 1e6, 1), "weight_gbps": round(weights / weight_s / 1e9, 1) if weight_s else None,
-            "parity": parity, "miss": miss, "rows": rows}  # fmt: skip
+            "parity": parity, "miss": miss, "rows": rows,
+            "matmuls": matmul_rows(weight_matrices(compiled), per_node, args.steps)}  # fmt: skip
+
+
+def weight_matrices(compiled: Any) -> dict[str, tuple[str, int, int]]:
+    """Each weight matmul of the compiled graph: node name -> (its matrix as ``NxK type``,
+    weights, bytes of the weights with their scales and zero points)."""
+    matrices = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        if not str(op.get_rt_info()["layerType"].astype(str)).startswith(WEIGHT_NODES):
+            continue
+        constants = [(i.get_shape(), i.get_element_type()) for i in op.inputs()[1:] if i.get_partial_shape().is_static]
+        constants = [(shape, kind) for shape, kind in constants if math.prod(shape)]
+        (shape, kind), rest = constants[0], constants[1:]
+        size = math.prod(shape) * kind.bitwidth // 8 + sum(math.prod(s) * k.bitwidth // 8 for s, k in rest)
+        matrices[op.get_friendly_name()] = (f"{'x'.join(map(str, shape))} {kind.get_type_name()}", math.prod(shape), size)
+    return matrices
+
+
+def matmul_rows(matrices: dict[str, tuple[str, int, int]], seconds: dict[str, float], steps: int) -> list[dict[str, Any]]:
+    """The same matmul of every layer as one row (layer numbers dropped), slowest first."""
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for name, (matrix, _, _) in matrices.items():
+        if name in seconds:
+            label = re.sub(r"^__module\.(model\.)?", "", name.split("/")[0])  # optimum's prefix
+            groups[re.sub(r"\.\d+\.", ".N.", label), matrix].append(name)
+    rows = []
+    for (label, matrix), names in groups.items():
+        spent = sum(seconds[n] for n in names)
+        weights, size = matrices[names[0]][1], matrices[names[0]][2]
+        rows.append({"matmul": label, "matrix": matrix, "nodes": len(names),
+                     "us_per_call": round(spent / steps / len(names) * 1e6, 1),
+                     "gweights_per_s": round(weights * len(names) * steps / spent / 1e9, 1) if spent else None,
+                     "gbps": round(size * len(names) * steps / spent / 1e9, 1) if spent else None})  # fmt: skip
+    return sorted(rows, key=lambda r: -r["us_per_call"] * r["nodes"])
 
 
 def miss_cost(folder: Any, props: dict[str, Any], prompt: list[int], tokens: int, reps: int) -> dict[str, float]:
@@ -156,6 +198,10 @@ def markdown(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         kernels = ", ".join(f"`{k}` {n}" for k, n in r["kernels"].items())
         lines.append(f"| {r['node_type']} | {r['ms_per_step']:.3f} | {r['share']:.1%} | {kernels} |")
+    lines += ["", "| weight matmul (every layer's) | matrix | nodes per step | µs per call | G weights/s | GB/s |",
+              "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {m['matmul']} | {m['matrix']} | {m['nodes']} | {m['us_per_call']} | {m['gweights_per_s']} | {m['gbps']} |"
+              for m in result["matmuls"]]
     if (parity := result.get("parity")) is not None:
         diffs = ", ".join(f"{d:.2g}" for d in parity["max_abs_diff"])
         verdict = "bit for bit" if parity["bitwise"] else ("same tokens" if parity["argmax_same"] else "tokens differ")
