@@ -117,10 +117,12 @@ def weight_matrices(compiled: Any) -> dict[str, tuple[str, int, int]]:
     weights, bytes of the weights with their scales and zero points)."""
     matrices = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
-        if not str(op.get_rt_info()["layerType"].astype(str)).startswith(WEIGHT_NODES):
+        if not op.get_rt_info()["layerType"].astype(str).startswith(WEIGHT_NODES):
             continue
         constants = [(i.get_shape(), i.get_element_type()) for i in op.inputs()[1:] if i.get_partial_shape().is_static]
-        constants = [(shape, kind) for shape, kind in constants if math.prod(shape)]
+        constants = [(shape, kind) for shape, kind in constants if math.prod(shape)]  # not the empty placeholders
+        if not constants:  # weights computed at run time: nothing to count
+            continue
         (shape, kind), rest = constants[0], constants[1:]
         size = math.prod(shape) * kind.bitwidth // 8 + sum(math.prod(s) * k.bitwidth // 8 for s, k in rest)
         matrices[op.get_friendly_name()] = (f"{'x'.join(map(str, shape))} {kind.get_type_name()}", math.prod(shape), size)
