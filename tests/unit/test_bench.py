@@ -535,6 +535,62 @@ def test_llama_bench_repetitions_become_runs_and_the_reference() -> None:
     assert "| 0.80x | 2.00x |" in report.single_table(rows).splitlines()[2]  # against llama-bench
 
 
+def test_llama_bench_also_measures_the_shipped_gguf_requantized(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vinolm.bench.peers.llamacpp import LLAMA_BIN_ENV
+    from vinolm.bench.runner import REQUANTS, requant_jobs
+
+    monkeypatch.setenv("VINOLM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(LLAMA_BIN_ENV, str(tmp_path))
+    cfg = BenchConfig(engines=["genai"], peers=["llama-bench"])
+    builds, measures = requant_jobs(cfg, "/models/m.Q4_1.gguf")
+    assert [job.meta.get("skip", "") for job in builds] and "make peers" in builds[0].meta["skip"]  # no quantizer
+    (tmp_path / "llama-quantize").write_text("")
+    builds, measures = requant_jobs(cfg, "/models/m.Q4_1.gguf")
+    build = builds[0].command
+    assert build[build.index("--gguf") + 1] == "/models/m.Q4_1.gguf"
+    out = Path(build[build.index("--out") + 1])
+    assert out == tmp_path / "home" / "bench" / "gguf" / "m.Q4_1"
+    assert [job.label for job in measures] == [f"llama-bench {q} (requantized)" for q in REQUANTS] == [
+        "llama-bench Q8_0 (requantized)", "llama-bench F16 (requantized)"]
+    assert measures[0].command[measures[0].command.index("--model") + 1] == str(out / "Q8_0.gguf")
+    # Not the reference of the single-stream table (the shipped file's row is), but a column of the ratios.
+    assert all(job.meta["peer"] not in report.SINGLE_PEERS for job in measures)
+    # Nothing without llama-bench among the peers, without a GGUF, or without single-stream rows.
+    assert requant_jobs(BenchConfig(peers=["llama-server"]), "/m.gguf") == ([], [])
+    assert requant_jobs(cfg, None) == ([], [])
+    assert requant_jobs(BenchConfig(peers=["llama-bench"], single=False), "/m.gguf") == ([], [])
+
+
+def test_llama_quantize_requantizes_the_shipped_gguf(tmp_path: Path) -> None:
+    from vinolm.bench.peers.llamacpp import llama_tool
+    from vinolm.models import locate_source
+
+    try:
+        llama_tool("llama-quantize")
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    shipped = Path(locate_source("smollm2-135m").location)
+    cmd = [sys.executable, "-m", "vinolm.bench.peers.llama_convert", "--gguf", str(shipped), "--out", str(tmp_path),
+           "--quant", "Q8_0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    made = Path(json.loads(proc.stdout.splitlines()[-1])["Q8_0"])
+    assert made.read_bytes()[:4] == b"GGUF" and made.stat().st_size > 1.4 * shipped.stat().st_size  # 8 bits, not 4
+    assert [p.name for p in tmp_path.iterdir()] == ["Q8_0.gguf"]  # no temporary file left
+    elsewhere = [*cmd[:4], str(tmp_path / "none.gguf"), "--out", str(tmp_path / "other"), *cmd[7:]]
+    broken = subprocess.run(elsewhere, capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
+    assert broken.returncode == 1 and "none.gguf" in json.loads(broken.stdout.splitlines()[-1])["error"]
+    assert "Traceback" not in broken.stderr
+    # A quantizer that fails after it began writing (here: told the 4-bit file is a fresh f16 one,
+    # it refuses to requantize at the first tensor) leaves nothing behind.
+    from vinolm.bench.peers.llama_convert import requantized
+
+    (tmp_path / "fresh").mkdir()
+    with pytest.raises(RuntimeError, match="requantizing"):
+        requantized(shipped, tmp_path / "fresh", ["Q8_0"], 2, fresh=True)
+    assert not any((tmp_path / "fresh").iterdir())
+
+
 def test_shapes_with_llama_bench_convert_quantize_and_measure_each_quant(tmp_path: Path) -> None:
     from vinolm.bench.runner import shape_jobs
 

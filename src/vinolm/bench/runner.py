@@ -51,6 +51,11 @@ ENGINE_PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
 #: need no llama-cpp-python: ``--peer llama-bench --peer llama-server`` measures against them alone.
 PEERS = ("genai-direct", "optimum-intel", "pytorch", "llama.cpp", "llama-bench", "llama-server")
 BATCHING_ENGINES = ("genai",)  # engines that serve concurrent requests together
+#: With ``llama-bench`` among the peers, the model's own GGUF is also measured in these widths,
+#: made from it by llama.cpp's quantizer: llama.cpp's prompt speed depends on the format (on a
+#: Zen 3 the default model's shipped Q4_1 prompts at 0.6x its Q8_0), so a lead over the shipped
+#: file alone can be a lead over llama.cpp's slowest format (docs/benchmarks.md, section 16).
+REQUANTS = ("Q8_0", "F16")
 
 
 @dataclass
@@ -162,6 +167,30 @@ def single_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
         jobs.append(Job(peer, "single", cmd or [],
                         meta={"peer": peer, "skip": None if cmd else "the model has no GGUF file"}))  # fmt: skip
     return jobs
+
+
+def requant_jobs(cfg: BenchConfig, gguf: str | None) -> tuple[list[Job], list[Job]]:
+    """(build, measure jobs): the model's GGUF in ``REQUANTS`` (made once, kept in
+    ``$VINOLM_HOME/bench/gguf``), each a ``llama-bench`` row beside the shipped file's."""
+    from vinolm.bench.peers.llamacpp import llama_tool
+    from vinolm.models import vinolm_home
+
+    if not (cfg.single and gguf and "llama-bench" in cfg.peers):
+        return [], []
+    out = vinolm_home() / "bench" / "gguf" / Path(gguf).stem
+    label = f"build {Path(gguf).name} in {', '.join(REQUANTS)}"
+    try:
+        llama_tool("llama-quantize")
+    except FileNotFoundError as exc:
+        return [Job(label, "build", [], meta={"skip": str(exc)})], []
+    build = _module("vinolm.bench.peers.llama_convert", "--gguf", gguf, "--out", out,
+                    *[a for quant in REQUANTS for a in ("--quant", quant)])  # fmt: skip
+    measures = [Job(f"llama-bench {quant} (requantized)", "single",
+                    _module("vinolm.bench.peers.llama_bench", "--model", out / f"{quant}.gguf",
+                            "--threads", cfg.threads, *_sizes(cfg), "--warmup", cfg.warmup),
+                    meta={"peer": "llama-bench (requantized)", "format": quant})
+                for quant in REQUANTS]  # fmt: skip
+    return [Job(label, "build", build)], measures
 
 
 def throughput_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
@@ -365,9 +394,10 @@ def run(cfg: BenchConfig, log: Any = print) -> dict[str, Any]:
     """Every requested section, in order; returns what bench.json holds."""
     ir, gguf = resolve_model(cfg)
     builds, shapes = shape_jobs(cfg) if cfg.shapes else ([], [])
+    requant_builds, requants = requant_jobs(cfg, gguf)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    results = [run_job(job, cfg.timeout_s, log) for job in builds]
-    results += run_single((single_jobs(cfg, ir, gguf) if cfg.single else []) + shapes, cfg, log)
+    results = [run_job(job, cfg.timeout_s, log) for job in requant_builds + builds]
+    results += run_single((single_jobs(cfg, ir, gguf) if cfg.single else []) + requants + shapes, cfg, log)
     results += [run_job(job, cfg.timeout_s, log) for job in throughput_jobs(cfg, ir, gguf)]
     if cfg.cold_start:
         results.append(run_job(cold_start_job(cfg, cold_start_models(cfg, ir)), cfg.timeout_s, log))

@@ -1,6 +1,13 @@
 """A Hugging Face folder -> GGUF with llama.cpp's own converter, then its own quantizer.
 
     python -m vinolm.bench.peers.llama_convert --hf DIR --out DIR/gguf --quant Q4_0 --quant Q8_0
+    python -m vinolm.bench.peers.llama_convert --gguf FILE.gguf --out DIR --quant Q8_0 --quant F16
+
+``--gguf`` skips the converter: the quantizer writes a GGUF in another format from a GGUF,
+its weights requantized (``--allow-requantize``). They carry the source's rounding, which does
+not matter for speed, the only use: llama.cpp's prompt speed depends on its format (Q4_1, the
+default model's shipped format, prompts at 0.6x Q8_0 on a Zen 3), so vinolm is compared with
+every width of the same model, not only the one it ships in.
 
 The converter is ``convert_hf_to_gguf.py`` from the llama.cpp source that ``make peers``
 unpacks (``.venv-peers/src/...``, or ``$VINOLM_LLAMA_CPP_SRC``), run unmodified with its own
@@ -56,8 +63,9 @@ def convert(hf: Path, out: Path, pre_tokenizer: str | None) -> None:
     convert_hf_to_gguf.main()
 
 
-def quantize(f16: Path, out: Path, quant: str, threads: int) -> None:
-    done = subprocess.run([llama_tool("llama-quantize"), str(f16), str(out), quant, str(threads)],
+def quantize(source: Path, out: Path, quant: str, threads: int, requantize: bool = False) -> None:
+    flags = ["--allow-requantize"] if requantize else []
+    done = subprocess.run([llama_tool("llama-quantize"), *flags, str(source), str(out), quant, str(threads)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"llama-quantize {quant} failed: {done.stderr[-1500:]}")
@@ -65,7 +73,9 @@ def quantize(f16: Path, out: Path, quant: str, threads: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vinolm.bench.peers.llama_convert", description=__doc__.splitlines()[0])
-    p.add_argument("--hf", type=Path, required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--hf", type=Path, help="a Hugging Face folder: converted to f16.gguf, then quantized")
+    source.add_argument("--gguf", type=Path, help="a GGUF file: requantized to each --quant")
     p.add_argument("--out", type=Path, required=True, help="folder for f16.gguf and QUANT.gguf")
     p.add_argument("--quant", action="append", default=[], help="llama-quantize type, repeatable (Q4_0, Q8_0...)")
     p.add_argument("--pre-tokenizer", default=None, help="answer for an unrecognised BPE pre-tokenizer hash")
@@ -73,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--convert-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.gguf:
+        try:
+            return emit_paths(requantized(args.gguf, args.out, args.quant, args.threads))
+        except (RuntimeError, FileNotFoundError) as exc:
+            print(json.dumps({"error": str(exc)}), flush=True)
+            return 1
     f16 = args.out / "f16.gguf"
     if args.convert_only:  # the converter exits the process on some errors: keep it in a child
         convert(args.hf, f16.with_suffix(".tmp"), args.pre_tokenizer)
@@ -85,13 +101,28 @@ def main(argv: list[str] | None = None) -> int:
         if done.returncode != 0 or not f16.is_file():
             print(json.dumps({"error": f"convert_hf_to_gguf failed: {done.stderr[-1500:]}"}), flush=True)
             return 1
-    paths = {"f16": str(f16)}
-    for quant in args.quant:
-        target = args.out / f"{quant}.gguf"
+    return emit_paths({"f16": str(f16), **requantized(f16, args.out, args.quant, args.threads, fresh=True)})
+
+
+def requantized(source: Path, out: Path, quants: list[str], threads: int, fresh: bool = False) -> dict[str, str]:
+    """``source`` in each of ``quants`` (made once, beside each other in ``out``); ``fresh``:
+    the source is an f16 conversion, quantized for the first time."""
+    paths = {}
+    for quant in quants:
+        target = out / f"{quant}.gguf"
         if not target.is_file():
-            quantize(f16, target.with_suffix(".tmp"), quant, args.threads)
-            target.with_suffix(".tmp").replace(target)
+            partial = target.with_suffix(".tmp")
+            try:
+                quantize(source, partial, quant, threads, requantize=not fresh)
+            except RuntimeError:
+                partial.unlink(missing_ok=True)  # what the quantizer wrote before it failed
+                raise
+            partial.replace(target)
         paths[quant] = str(target)
+    return paths
+
+
+def emit_paths(paths: dict[str, str]) -> int:
     print(json.dumps(paths), flush=True)
     return 0
 
