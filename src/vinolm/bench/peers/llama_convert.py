@@ -83,25 +83,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--convert-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.gguf:
-        try:
-            return emit_paths(requantized(args.gguf, args.out, args.quant, args.threads))
-        except (RuntimeError, FileNotFoundError) as exc:
-            print(json.dumps({"error": str(exc)}), flush=True)
-            return 1
     f16 = args.out / "f16.gguf"
     if args.convert_only:  # the converter exits the process on some errors: keep it in a child
         convert(args.hf, f16.with_suffix(".tmp"), args.pre_tokenizer)
         f16.with_suffix(".tmp").replace(f16)
         return 0
-    if not f16.is_file():
+    if args.hf and not f16.is_file():
         cmd = [sys.executable, "-m", "vinolm.bench.peers.llama_convert", "--hf", str(args.hf), "--out",
                str(args.out), "--convert-only", *(["--pre-tokenizer", args.pre_tokenizer] if args.pre_tokenizer else [])]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0 or not f16.is_file():
             print(json.dumps({"error": f"convert_hf_to_gguf failed: {done.stderr[-1500:]}"}), flush=True)
             return 1
-    return emit_paths({"f16": str(f16), **requantized(f16, args.out, args.quant, args.threads, fresh=True)})
+    try:
+        made = requantized(args.gguf or f16, args.out, args.quant, args.threads, fresh=args.gguf is None)
+    except (RuntimeError, FileNotFoundError) as exc:
+        print(json.dumps({"error": str(exc)}), flush=True)
+        return 1
+    print(json.dumps({**({} if args.gguf else {"f16": str(f16)}), **made}), flush=True)
+    return 0
 
 
 def requantized(source: Path, out: Path, quants: list[str], threads: int, fresh: bool = False) -> dict[str, str]:
@@ -120,11 +120,6 @@ def requantized(source: Path, out: Path, quants: list[str], threads: int, fresh:
             partial.replace(target)
         paths[quant] = str(target)
     return paths
-
-
-def emit_paths(paths: dict[str, str]) -> int:
-    print(json.dumps(paths), flush=True)
-    return 0
 
 
 if __name__ == "__main__":
