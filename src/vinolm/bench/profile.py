@@ -101,7 +101,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     weights = folder_weight_bytes(model.path)
     weight_s = sum(t for node, t in seconds.items() if node.startswith(WEIGHT_NODES)) / args.steps
     rows = [{"node_type": node, "ms_per_step": round(s / args.steps * 1000, 3), "share": round(s / counted, 4),
-             "kernels": dict(kernels[node].most_common(3))}
+             "nodes": sum(kernels[node].values()), "kernels": dict(kernels[node].most_common(3))}
             for node, s in sorted(seconds.items(), key=lambda kv: -kv[1])]  # fmt: skip
     return {"model": str(model.path), "properties": {k: str(v) for k, v in props.items()},
             "prompt_tokens": args.prompt_tokens, "steps": args.steps, "step_tokens": args.step_tokens,
