@@ -123,8 +123,8 @@ def weight_matrices(compiled: Any) -> dict[str, tuple[str, int, int]]:
         constants = [(shape, kind) for shape, kind in constants if math.prod(shape)]  # not the empty placeholders
         if not constants:  # weights computed at run time: nothing to count
             continue
-        (shape, kind), rest = constants[0], constants[1:]
-        size = math.prod(shape) * kind.bitwidth // 8 + sum(math.prod(s) * k.bitwidth // 8 for s, k in rest)
+        shape, kind = constants[0]
+        size = sum(math.prod(s) * k.bitwidth // 8 for s, k in constants)
         matrices[op.get_friendly_name()] = (f"{'x'.join(map(str, shape))} {kind.get_type_name()}", math.prod(shape), size)
     return matrices
 

@@ -323,9 +323,8 @@ def label_of(args: argparse.Namespace) -> str:
     suffix = SUFFIX if args.schema is not None else ""
     task = f", {args.task}" if args.task != "filler" else ""
     if args.llama_server:
-        speculation = " " + " ".join(LLAMA_LOOKUP) if args.prompt_lookup else ""
-        if args.draft_model:
-            speculation = f" -md {Path(args.draft_model).name}"
+        speculation = (f" -md {Path(args.draft_model).name}" if args.draft_model
+                       else " " + " ".join(LLAMA_LOOKUP) if args.prompt_lookup else "")  # fmt: skip
         return f"llama-server -np {max(args.levels)}{speculation} ({args.protocol}{task}){suffix}"
     if args.label:
         return args.label
@@ -334,9 +333,8 @@ def label_of(args: argparse.Namespace) -> str:
 
         return f"{server_label(args.url)} ({args.protocol}){suffix}"
     ray = f" Ray {args.replicas}x{args.threads_per_replica} thread(s)" if args.replicas else ""
-    speculation = " --prompt-lookup" if args.prompt_lookup else ""
-    if args.draft_model:
-        speculation = f" --draft-model {Path(args.draft_model).name}"
+    speculation = (f" --draft-model {Path(args.draft_model).name}" if args.draft_model
+                   else " --prompt-lookup" if args.prompt_lookup else "")  # fmt: skip
     return f"vinolm serve{ray}{speculation} ({args.protocol}{task}){suffix}"
 
 
