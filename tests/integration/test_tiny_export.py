@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from math import prod
 from pathlib import Path
 
@@ -200,3 +200,28 @@ def test_a_channel_wise_int4_export_compiles_with_its_own_activation_groups(tmp_
     if wanted is not None:
         loaded = load_engine("genai", opened, EngineOptions())
         assert loaded.properties["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == wanted
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A file system of 1 MB (tmpfs), where this user may mount one."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_an_export_that_fills_the_disk_says_so_and_leaves_nothing_behind(small_disk: Path, vinolm: Cli) -> None:
+    """The CI run of 2026-12-05 failed on a full disk with OpenVINO's "iostream error" alone."""
+    done = vinolm("export", str(hf_folder("llama")), "-o", str(small_disk / "out"), "--weight-format", "int8")
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"vinolm: error: the disk holding {small_disk} filled up during the export"), last
+    assert "Traceback" not in done.stderr and "iostream" not in done.stderr
+    assert list(small_disk.iterdir()) == []

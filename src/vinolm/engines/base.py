@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from vinolm.engines import compile_cache
 from vinolm.engines.constraints import check_params
 from vinolm.engines.ovconfig import check_device, compile_properties, layout_mismatch
 from vinolm.errors import EngineError, InvalidRequest, VinolmError
-from vinolm.models import vinolm_home
 from vinolm.types import Chunk, FinishReason, GenerationParams, Message, Metrics, Request, Result
 
 if TYPE_CHECKING:
@@ -239,10 +239,11 @@ class Engine(ABC):
             where = "the genai and native engines" if opts.speculation.draft is None else "the genai engine"
             raise InvalidRequest(f"speculative decoding ({opts.speculation.kind}) runs on {where}, not {self.name}",
                                  param="speculation")
-        cache = opts.cache_dir or str(vinolm_home() / "ov_cache")
+        cache = opts.cache_dir or compile_cache.directory()
         #: What the model is compiled with: the cache, vinolm's defaults (for the device and
         #: this export's layout), the user's overrides.
         self.properties = compile_properties(opts.device, opts.ov_config, cache, opts.vinolm_defaults, model.weights)
+        compile_cache.make_room(self.properties)
         if (note := layout_mismatch(model.info, opts.device)) is not None:
             log.warning(note)
 

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from vinolm.engines import compile_cache
 from vinolm.engines.base import EngineOptions
 from vinolm.engines.ovconfig import check_device, compile_properties
 from vinolm.errors import EngineError, InvalidRequest
-from vinolm.models import PreparedModel, vinolm_home
+from vinolm.models import PreparedModel
 
 #: Inputs per forward pass: padding grows with the longest input, so big batches of short
 #: texts are cheap and one long text does not make a thousand short ones expensive.
@@ -88,8 +89,9 @@ class EmbeddingEngine:
         self.model = model
         self.options = opts = options or EngineOptions()
         check_device(opts.device)
-        props = compile_properties(opts.device, opts.ov_config, opts.cache_dir or str(vinolm_home() / "ov_cache"),
+        props = compile_properties(opts.device, opts.ov_config, opts.cache_dir or compile_cache.directory(),
                                    opts.vinolm_defaults)
+        compile_cache.make_room(props)
         core = ov.Core()
         try:
             self._model = core.compile_model(model.path / "openvino_model.xml", opts.device, props)

@@ -8,6 +8,7 @@ stay cheap.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -201,10 +202,34 @@ def export_model(
         if output.exists():
             shutil.rmtree(output)
         os.replace(tmp, output)
-    except BaseException:
+    except BaseException as exc:
+        full = _disk_filled(exc, output.parent)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise ExportError(f"the disk holding {output.parent} filled up during the export (the partial "
+                              "export is removed): free some space, or export to another disk (-o, or "
+                              "VINOLM_HOME for prepared models)") from exc
         raise
     return ExportResult(output, reused=False, info=info, seconds=time.perf_counter() - started)
+
+
+#: A failed write with less than this free is a full disk (OpenVINO's serializer says only
+#: "basic_ios::clear: iostream error"; safetensors says "os error 28").
+LOW_SPACE = 256 * 1024**2
+
+
+def _disk_filled(exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc`` (or what caused it) is a write that found ``folder``'s disk full."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        text = str(cause).lower()
+        if (isinstance(cause, OSError) and cause.errno == errno.ENOSPC) or "no space left" in text \
+                or "os error 28" in text:
+            return True
+        if "iostream error" in text:
+            return shutil.disk_usage(folder).free < LOW_SPACE
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _say_adjusted_groups(info: dict[str, Any], progress: Progress) -> None:

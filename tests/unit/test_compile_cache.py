@@ -1,0 +1,56 @@
+"""vinolm's OpenVINO model cache stays under its cap, by last use, and only vinolm's own."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vinolm.engines import compile_cache
+from vinolm.errors import InvalidRequest
+
+
+def blob(folder: Path, name: str, size: int, used: float) -> Path:
+    path = folder / name
+    path.write_bytes(b"\0" * size)
+    os.utime(path, (used, used))
+    return path
+
+
+def test_prune_drops_the_least_recently_used_until_under_the_cap(tmp_path: Path) -> None:
+    old, read_lately, new = (blob(tmp_path, f"{n}.blob", 100, t) for n, t in (("a", 1e9), ("b", 2e9), ("c", 3e9)))
+    os.utime(read_lately, (4e9, 2e9))  # written second, read last: kept before ``new``
+    assert compile_cache.prune(tmp_path, 250) == [old]
+    assert compile_cache.prune(tmp_path, 150) == [new]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.blob"]
+    assert compile_cache.prune(tmp_path, 100) == [] and read_lately.exists()
+
+
+def test_the_cap_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("VINOLM_HOME", str(tmp_path))
+    monkeypatch.delenv(compile_cache.ENV, raising=False)
+    assert compile_cache.cap_bytes() == 8 * 1024**3 and compile_cache.directory() == str(tmp_path / "ov_cache")
+    monkeypatch.setenv(compile_cache.ENV, "0.5")
+    assert compile_cache.cap_bytes() == 512 * 1024**2
+    monkeypatch.setenv(compile_cache.ENV, "0")
+    assert compile_cache.directory() is None
+    for bad in ("lots", "-1", "nan", "inf"):
+        monkeypatch.setenv(compile_cache.ENV, bad)
+        with pytest.raises(InvalidRequest, match=f"VINOLM_OV_CACHE_GB must be a size in GB.*{bad!r}"):
+            compile_cache.cap_bytes()
+
+
+def test_only_vinolm_s_own_cache_is_pruned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("VINOLM_HOME", str(tmp_path))
+    monkeypatch.setenv(compile_cache.ENV, str(150 / 1024**3))
+    own, theirs = tmp_path / "ov_cache", tmp_path / "theirs"
+    for folder in (own, theirs):
+        folder.mkdir()
+        blob(folder, "a.blob", 100, 1e9)
+        blob(folder, "b.blob", 100, 2e9)
+    compile_cache.make_room({"CACHE_DIR": str(theirs)})
+    compile_cache.make_room({})
+    assert len(list(own.iterdir())) == len(list(theirs.iterdir())) == 2
+    compile_cache.make_room({"CACHE_DIR": str(own)})
+    assert [p.name for p in own.iterdir()] == ["b.blob"]
