@@ -220,16 +220,16 @@ LOW_SPACE = 256 * 1024**2
 
 def _disk_filled(exc: BaseException, folder: Path) -> bool:
     """Whether ``exc`` (or what caused it) is a write that found ``folder``'s disk full."""
+    causes = []
     cause: BaseException | None = exc
     while cause is not None:
-        text = str(cause).lower()
-        if (isinstance(cause, OSError) and cause.errno == errno.ENOSPC) or "no space left" in text \
-                or "os error 28" in text:
-            return True
-        if "iostream error" in text:
-            return shutil.disk_usage(folder).free < LOW_SPACE
+        causes.append(cause)
         cause = cause.__cause__ or cause.__context__
-    return False
+    text = " ".join(str(cause).lower() for cause in causes)
+    if any(isinstance(cause, OSError) and cause.errno == errno.ENOSPC for cause in causes) \
+            or "no space left" in text or "os error 28" in text:
+        return True
+    return "iostream error" in text and shutil.disk_usage(folder).free < LOW_SPACE
 
 
 def _say_adjusted_groups(info: dict[str, Any], progress: Progress) -> None:
