@@ -18,13 +18,13 @@ def blob(folder: Path, name: str, size: int, used: float) -> Path:
     return path
 
 
-def test_prune_drops_the_least_recently_used_until_under_the_cap(tmp_path: Path) -> None:
+def test_prune_drops_the_least_recently_used_until_under_the_cap_but_keeps_the_last(tmp_path: Path) -> None:
     old, read_lately, new = (blob(tmp_path, f"{n}.blob", 100, t) for n, t in (("a", 1e9), ("b", 2e9), ("c", 3e9)))
     os.utime(read_lately, (4e9, 2e9))  # written second, read last: kept before ``new``
     assert compile_cache.prune(tmp_path, 250) == [old]
     assert compile_cache.prune(tmp_path, 150) == [new]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.blob"]
-    assert compile_cache.prune(tmp_path, 100) == [] and read_lately.exists()
+    assert compile_cache.prune(tmp_path, 0) == [] and read_lately.exists()  # the one used last stays
 
 
 def test_the_cap_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -4,8 +4,18 @@ OpenVINO writes one blob per model, device and compile properties into ``CACHE_D
 never deletes one. Property sweeps, test suites and a few exports therefore pile up: on the
 machine of 2026-12-05 the cache held 31 GB of a shared 252 GB disk, and the next export died
 mid-write with OpenVINO's "basic_ios::clear: iostream error". So before each compile vinolm
-removes the blobs used longest ago until its own cache fits ``VINOLM_OV_CACHE_GB``.
-A ``CACHE_DIR`` the user names (``--ov-config CACHE_DIR=...``) is theirs and left alone.
+removes the blobs used longest ago until its own cache fits ``VINOLM_OV_CACHE_GB``. The
+blob used last always stays, even alone over the cap: a model larger than the cap is still
+compiled once, not on every start. A ``CACHE_DIR`` the user names
+(``--ov-config CACHE_DIR=...``) is theirs and left alone.
+
+Paged attention is the exception. The CPU plugin of OpenVINO 2026.4.1 cannot import a
+compiled paged-attention model (``PagedAttentionExtension ... Runtime info k_head_size and
+num_k_heads are required``), so every load of a genai pipeline read its blob, deleted it,
+compiled from scratch and wrote the blob again: a 1.1B INT4 load took 1.8 s instead of
+1.2 s and wrote 706 MB, on every start (docs/benchmarks.md, section 8). vinolm watches for that rewrite and, once it has seen it,
+compiles paged-attention pipelines without a cache for that OpenVINO build and device
+(recorded in ``$VINOLM_HOME/ov_cache.json``); a later OpenVINO is tried afresh.
 
 "Used" is the later of a blob's write and its last read. Linux's default ``relatime``
 records a read when the previous one is over a day old, which is as fine as an LRU of
@@ -15,9 +25,12 @@ readable there (POSIX unlink), so concurrent servers cannot break each other.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +66,8 @@ def directory() -> str | None:
 
 
 def prune(folder: Path, cap: int) -> list[Path]:
-    """Remove the files of ``folder`` used longest ago until it holds at most ``cap`` bytes."""
+    """Remove the files of ``folder`` used longest ago until it holds at most ``cap`` bytes
+    or only the one used last is left."""
     files = []
     for path in folder.iterdir():
         try:
@@ -64,7 +78,7 @@ def prune(folder: Path, cap: int) -> list[Path]:
             files.append((max(stat.st_atime, stat.st_mtime), stat.st_size, path))
     total = sum(size for _, size, _ in files)
     removed = []
-    for _, size, path in sorted(files):
+    for _, size, path in sorted(files)[:-1]:
         if total <= cap:
             break
         path.unlink(missing_ok=True)
@@ -73,11 +87,92 @@ def prune(folder: Path, cap: int) -> list[Path]:
     return removed
 
 
+def _own(properties: dict[str, Any]) -> Path | None:
+    """vinolm's cache folder, if ``properties`` compile into it (not into one the user named)."""
+    own = directory()
+    return Path(own) if own is not None and properties.get("CACHE_DIR") == own else None
+
+
 def make_room(properties: dict[str, Any]) -> None:
     """Prune vinolm's own cache before a compile with ``properties`` adds to it."""
-    own = directory()
-    if own is None or properties.get("CACHE_DIR") != own or not Path(own).is_dir():
+    own = _own(properties)
+    if own is None or not own.is_dir():
         return
-    if removed := prune(Path(own), cap_bytes()):
+    if removed := prune(own, cap_bytes()):
         log.info("removed %d compiled models used longest ago from %s (%s: %s GB)", len(removed), own, ENV,
                  os.environ.get(ENV) or DEFAULT_GB)
+
+
+def _rejections_file() -> Path:
+    return vinolm_home() / "ov_cache.json"
+
+
+def openvino_build(device: str) -> str:
+    """What a paged-attention verdict holds for: this OpenVINO build's plugin for ``device``."""
+    import openvino as ov
+
+    return f"{ov.get_version()} {device}"
+
+
+def _verdicts() -> dict[str, Any]:
+    try:
+        return dict(json.loads(_rejections_file().read_text()))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _paged_blobs_rejected(device: str) -> bool:
+    return openvino_build(device) in _verdicts().get("paged_attention_blobs_rejected", [])
+
+
+def _record_paged_rejection(device: str) -> None:
+    path, record = _rejections_file(), _verdicts()
+    builds = record.setdefault("paged_attention_blobs_rejected", [])
+    if openvino_build(device) not in builds:
+        builds.append(openvino_build(device))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:  # a full or read-only home: the next load finds out again
+        tmp.unlink(missing_ok=True)
+        log.warning("cannot record in %s that OpenVINO rejects paged-attention blobs: %s", path, exc)
+        return
+    log.info("OpenVINO %s cannot import compiled paged-attention models: genai pipelines compile "
+             "without a cache from now on (recorded in %s)", openvino_build(device), path)
+
+
+def for_paged_attention(properties: dict[str, Any], device: str) -> dict[str, Any]:
+    """``properties`` for a paged-attention pipeline: without vinolm's own cache where this
+    OpenVINO was seen rejecting such blobs."""
+    if _own(properties) is None or not _paged_blobs_rejected(device):
+        return properties
+    return {k: v for k, v in properties.items() if k != "CACHE_DIR"}
+
+
+def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
+    stamps = {}
+    for path in folder.glob("*.blob"):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        stamps[path.name] = (stat.st_ino, stat.st_mtime_ns)
+    return stamps
+
+
+@contextmanager
+def watching_paged_loads(properties: dict[str, Any], device: str) -> Iterator[None]:
+    """Around a paged-attention pipeline's load: a blob that was there before and has been
+    written again means OpenVINO could not import it (a hit only reads it)."""
+    own = _own(properties)
+    if own is None:
+        yield
+        return
+    before = _stamps(own)
+    yield
+    after = _stamps(own)
+    if rewritten := [name for name, stamp in before.items() if after.get(name, stamp) != stamp]:
+        _record_paged_rejection(device)
+        for name in rewritten:  # never read again: the next loads compile without a cache
+            (own / name).unlink(missing_ok=True)

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+from vinolm.engines import compile_cache
 from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
 from vinolm.engines.common import finish_reason_for, finish_sequence
 from vinolm.engines.constraints import compile_constraint
@@ -56,21 +57,16 @@ class GenaiEngine(Engine):
         #: Tokens proposed a step unless a request says: the server's count, else this CPU's
         #: (found once: the CPU kind reads /proc/cpuinfo).
         self._proposals = proposed_tokens(spec, opts.device) if spec else 0
+        # Every pipeline but a plain LLMPipeline asked for SDPA runs paged attention.
+        sdpa = str(self.properties.get("ATTENTION_BACKEND", "")).upper() == "SDPA"
+        paged = opts.batching or spec is not None or not sdpa
+        if paged:
+            self.properties = compile_cache.for_paged_attention(self.properties, opts.device)
         props = {**self.properties, **self._speculation_properties()}
         started = time.perf_counter()
         try:
-            if opts.batching:
-                from vinolm.engines.batching import BatchScheduler
-
-                self._scheduler: BatchScheduler | None = BatchScheduler(
-                    model.path, opts.device, props, max_concurrency=opts.max_concurrency
-                )
-                self._tokenizer = self._scheduler.tokenizer
-                self._pipe = None
-            else:
-                self._scheduler = None
-                self._pipe = ov_genai.LLMPipeline(str(model.path), opts.device, **props)
-                self._tokenizer = self._pipe.get_tokenizer()
+            with compile_cache.watching_paged_loads(self.properties if paged else {}, opts.device):
+                self._load(model, props)
         except RuntimeError as exc:
             raise EngineError(f"openvino-genai cannot load {model.path}: {_first_line(exc)}") from exc
         self.load_seconds = time.perf_counter() - started
@@ -78,6 +74,21 @@ class GenaiEngine(Engine):
         # Streaming detokenizes once or twice per token: a Python lookup where the graph
         # is one (byte-level BPE) skips genai's detokenizer inference each time.
         self._lookup = VocabLookup.from_folder(model.path)
+
+    def _load(self, model: PreparedModel, props: dict[str, Any]) -> None:
+        opts = self.options
+        if opts.batching:
+            from vinolm.engines.batching import BatchScheduler
+
+            self._scheduler: BatchScheduler | None = BatchScheduler(
+                model.path, opts.device, props, max_concurrency=opts.max_concurrency
+            )
+            self._tokenizer = self._scheduler.tokenizer
+            self._pipe = None
+        else:
+            self._scheduler = None
+            self._pipe = self._genai.LLMPipeline(str(model.path), opts.device, **props)
+            self._tokenizer = self._pipe.get_tokenizer()
 
     def _speculation_properties(self) -> dict[str, Any]:
         """genai turns speculative decoding on at load: a pipeline built with it expects
