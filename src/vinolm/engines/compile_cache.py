@@ -13,9 +13,10 @@ Paged attention is the exception. The CPU plugin of OpenVINO 2026.4.1 cannot imp
 compiled paged-attention model (``PagedAttentionExtension ... Runtime info k_head_size and
 num_k_heads are required``), so every load of a genai pipeline read its blob, deleted it,
 compiled from scratch and wrote the blob again: a 1.1B INT4 load took 1.8 s instead of
-1.2 s and wrote 706 MB, on every start (docs/benchmarks.md, section 8). vinolm watches for that rewrite and, once it has seen it,
-compiles paged-attention pipelines without a cache for that OpenVINO build and device
-(recorded in ``$VINOLM_HOME/ov_cache.json``); a later OpenVINO is tried afresh.
+1.2 s and wrote 706 MB, on every start (docs/benchmarks.md, section 8). vinolm watches
+for that rewrite and, once it has seen it, compiles paged-attention pipelines without a
+cache for that OpenVINO build and device (recorded in ``$VINOLM_HOME/ov_cache.json``); a
+later OpenVINO is tried afresh.
 
 "Used" is the later of a blob's write and its last read. Linux's default ``relatime``
 records a read when the previous one is over a day old, which is as fine as an LRU of

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import nullcontext
 from typing import Any
 
 from vinolm.engines import compile_cache
@@ -65,7 +66,7 @@ class GenaiEngine(Engine):
         props = {**self.properties, **self._speculation_properties()}
         started = time.perf_counter()
         try:
-            with compile_cache.watching_paged_loads(self.properties if paged else {}, opts.device):
+            with compile_cache.watching_paged_loads(self.properties, opts.device) if paged else nullcontext():
                 self._load(model, props)
         except RuntimeError as exc:
             raise EngineError(f"openvino-genai cannot load {model.path}: {_first_line(exc)}") from exc
