@@ -4,10 +4,11 @@ with the model unloaded vs loaded; prints one JSON line (see ``schema``).
     python -m vinolm.bench.cold_start --model FOLDER --model FOLDER ... --runs K [--new-tokens N]
 
 One server serves every model as users start it (no ``--preload``: the first model loads at
-start, the others on their first request), with an empty OpenVINO model cache (``CACHE_DIR``)
-of its own: each model's first load compiles it and fills the cache, and is reported apart
-(``first_load_s``); the K loads after it read the cache, as every later load on a user's
-machine does. K rounds then go round-robin over the models, so a drift of a shared machine
+start, the others on their first request), in an empty ``$VINOLM_HOME`` of its own, so with
+vinolm's own model cache empty: each model's first load compiles it and fills the cache, and
+is reported apart (``first_load_s``); the K loads after it use the cache as every later load
+on a user's machine does (genai's paged-attention pipelines stop caching once OpenVINO is seen
+rejecting their blobs, ``vinolm.engines.compile_cache``). K rounds then go round-robin over the models, so a drift of a shared machine
 hits them alike; per model and round: unload it through KServe's repository extension
 (``POST /v2/repository/models/{name}/unload``, then /v1/models must say ``unloaded``), send a
 request, which loads it, then the same kind of request to the loaded model. Chat models get a
@@ -22,11 +23,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from vinolm.bench.schema import emit, error_line, result_line, spread
@@ -38,14 +41,14 @@ _texts = itertools.count()
 
 
 @contextmanager
-def models_server(folders: list[str], cache_dir: str, timeout_s: float = 300.0) -> Iterator[tuple[str, int]]:
-    """``vinolm serve`` of every folder on loopback, compiling into ``cache_dir``; yields (URL, pid)."""
+def models_server(folders: list[str], home: str, timeout_s: float = 300.0) -> Iterator[tuple[str, int]]:
+    """``vinolm serve`` of every folder on loopback with ``$VINOLM_HOME`` at ``home``; yields (URL, pid)."""
     from vinolm.bench.server import _server_process, _wait_ready
 
-    cmd = [sys.executable, "-m", "vinolm.cli", "serve", *[a for f in folders for a in ("--model", f)],
-           "--host", "127.0.0.1", "--port", "0", "--grpc-port", "0", "--no-ui",
-           "--ov-config", f"CACHE_DIR={cache_dir}", "--log-level", "warning"]  # fmt: skip
-    with _server_process(cmd, "vinolm-bench-cold-start") as (proc, log):
+    models = [a for f in folders for a in ("--model", str(Path(f).resolve()))]
+    cmd = [sys.executable, "-m", "vinolm.cli", "serve", *models,
+           "--host", "127.0.0.1", "--port", "0", "--grpc-port", "0", "--no-ui", "--log-level", "warning"]  # fmt: skip
+    with _server_process(cmd, "vinolm-bench-cold-start", env={**os.environ, "VINOLM_HOME": home}) as (proc, log):
         yield _wait_ready(proc, log, timeout_s), proc.pid
 
 
@@ -144,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     try:
-        with tempfile.TemporaryDirectory(prefix="vinolm-bench-ov-cache-") as cache, \
-                models_server(args.model, cache) as (base, pid), \
+        with tempfile.TemporaryDirectory(prefix="vinolm-bench-home-") as home, \
+                models_server(args.model, home) as (base, pid), \
                 httpx.Client(base_url=base, timeout=httpx.Timeout(600.0)) as client:  # fmt: skip
             models = measure(client, args.runs, args.new_tokens)
             rss = peak_rss_mb(pid)

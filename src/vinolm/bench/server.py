@@ -85,10 +85,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def _server_process(cmd: list[str], name: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+def _server_process(cmd: list[str], name: str, env: dict[str, str] | None = None,
+                    ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """A server subprocess with its output in a temporary log; stopped (killed if it must be) at the end."""
     with tempfile.NamedTemporaryFile("w+", prefix=f"{name}-", suffix=".log") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             yield proc, Path(log.name)
         finally:
