@@ -125,8 +125,11 @@ def cmd_devices(args: argparse.Namespace) -> int:
     core = ov.Core()
     devices = [{"name": device, "full_name": core.get_property(device, "FULL_DEVICE_NAME"),
                 **({"cpu": cpu_choices()} if device == "CPU" else {})} for device in core.available_devices]
+    from vinolm.engines import compile_cache
+
+    cache = compile_cache.summary()
     if args.json:
-        print(json.dumps({"devices": devices}, indent=2))
+        print(json.dumps({"devices": devices, "model_cache": cache}, indent=2))
         return 0
     for device in devices:
         print(f"{device['name']}: {device['full_name']}")
@@ -140,7 +143,20 @@ def cmd_devices(args: argparse.Namespace) -> int:
             print(f"  prompt lookup proposes {cpu['lookup_proposals']} tokens a step, "
                   f"a draft model {cpu['draft_proposals']}")
     print("AUTO: let OpenVINO choose")
+    print(_cache_line(cache))
     return 0
+
+
+def _cache_line(cache: dict[str, Any]) -> str:
+    from vinolm.engines import compile_cache
+
+    if cache["folder"] is None:
+        return f"model cache: off ({compile_cache.ENV}=0)"
+    line = (f"model cache: {cache['folder']}, {cache['bytes'] / 1e6:.0f} MB of "
+            f"{cache['cap_bytes'] / compile_cache.GB:g} GB ({compile_cache.ENV})")
+    if cache["paged_attention_blobs_rejected"]:
+        line += "; genai pipelines compile without it: this OpenVINO cannot import their paged-attention blobs"
+    return line
 
 
 def cpu_choices() -> dict[str, Any]:

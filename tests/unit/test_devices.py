@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,3 +72,25 @@ def test_layouts_in_words() -> None:
         "symmetric, fused q/k/v, activation groups up to 256, the rest as the catalog's preset"
     )
     assert describe_layout("avx512", "int8") == "fused q/k/v, the rest as the catalog's preset"
+
+
+def test_the_model_cache_is_described(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from vinolm.engines import compile_cache
+
+    monkeypatch.setenv("VINOLM_HOME", str(tmp_path))
+    monkeypatch.setenv(compile_cache.ENV, "2")
+    (tmp_path / "ov_cache").mkdir()
+    (tmp_path / "ov_cache" / "1.blob").write_bytes(b"\0" * 3_000_000)
+    code, out = devices(capsys, "--json")
+    assert code == 0 and json.loads(out)["model_cache"] == {
+        "folder": str(tmp_path / "ov_cache"), "bytes": 3_000_000, "cap_bytes": 2 * 1024**3,
+        "paged_attention_blobs_rejected": False}
+    (tmp_path / "ov_cache.json").write_text(json.dumps(
+        {"paged_attention_blobs_rejected": [compile_cache.openvino_build("CPU")]}))
+    _, out = devices(capsys)
+    assert out.splitlines()[-1] == (f"model cache: {tmp_path / 'ov_cache'}, 3 MB of 2 GB (VINOLM_OV_CACHE_GB); genai "
+                                    "pipelines compile without it: this OpenVINO cannot import their paged-attention blobs")
+    monkeypatch.setenv(compile_cache.ENV, "0")
+    _, out = devices(capsys)
+    assert out.splitlines()[-1] == "model cache: off (VINOLM_OV_CACHE_GB=0)"

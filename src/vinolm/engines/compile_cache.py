@@ -177,3 +177,12 @@ def watching_paged_loads(properties: dict[str, Any], device: str) -> Iterator[No
         _record_paged_rejection(device)
         for name in rewritten:  # never read again: the next loads compile without a cache
             (own / name).unlink(missing_ok=True)
+
+
+def summary(device: str = "CPU") -> dict[str, Any]:
+    """Where compiled models go, how much they hold and whether genai's pipelines are cached:
+    what a user wondering about a slow load or a full disk looks at first."""
+    own = directory()
+    held = sum(p.stat().st_size for p in Path(own).glob("*.blob")) if own and Path(own).is_dir() else 0
+    return {"folder": own, "bytes": held, "cap_bytes": cap_bytes(),
+            "paged_attention_blobs_rejected": _paged_blobs_rejected(device)}
