@@ -248,7 +248,7 @@ def cold_start_table(rows: list[Row]) -> str:
     (the cache read, as every later load of a user's), and its first request's latency
     unloaded vs loaded: what a user waits when the model is not in memory."""
     lines = [
-        ("| model | task | first load s (compiles) | load s (cached) | TTFT ms unloaded | TTFT ms loaded "
+        ("| model | task | first load s (compiles) | load s (later loads) | TTFT ms unloaded | TTFT ms loaded "
          "| total ms unloaded | total ms loaded | TTFT unloaded / loaded | total unloaded / loaded |"),
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
