@@ -121,12 +121,11 @@ def cmd_devices(args: argparse.Namespace) -> int:
     import openvino as ov
 
     from vinolm.bench.report import isa_line
+    from vinolm.engines import compile_cache
 
     core = ov.Core()
     devices = [{"name": device, "full_name": core.get_property(device, "FULL_DEVICE_NAME"),
                 **({"cpu": cpu_choices()} if device == "CPU" else {})} for device in core.available_devices]
-    from vinolm.engines import compile_cache
-
     cache = compile_cache.summary()
     if args.json:
         print(json.dumps({"devices": devices, "model_cache": cache}, indent=2))

@@ -7,9 +7,9 @@ One server serves every model as users start it (no ``--preload``: the first mod
 start, the others on their first request), in an empty ``$VINOLM_HOME`` of its own, so with
 vinolm's own model cache empty: each model's first load compiles it and fills the cache, and
 is reported apart (``first_load_s``); the K loads after it use the cache as every later load
-on a user's machine does (genai's paged-attention pipelines stop caching once OpenVINO is seen
-rejecting their blobs, ``vinolm.engines.compile_cache``). K rounds then go round-robin over the models, so a drift of a shared machine
-hits them alike; per model and round: unload it through KServe's repository extension
+on a user's machine does (genai's paged-attention pipelines stop caching once OpenVINO is
+seen rejecting their blobs, ``vinolm.engines.compile_cache``). K rounds then go round-robin
+over the models, so a drift of a shared machine hits them alike; per model and round: unload it through KServe's repository extension
 (``POST /v2/repository/models/{name}/unload``, then /v1/models must say ``unloaded``), send a
 request, which loads it, then the same kind of request to the loaded model. Chat models get a
 streamed ``/v1/chat/completions`` of N tokens (greedy, EOS ignored) timed to the first token

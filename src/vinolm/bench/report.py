@@ -245,8 +245,8 @@ def _weight_bytes(model: str | None) -> int:
 
 def cold_start_table(rows: list[Row]) -> str:
     """Per model: its first load (an empty OpenVINO model cache: compiling), the loads after it
-    (the cache read, as every later load of a user's), and its first request's latency
-    unloaded vs loaded: what a user waits when the model is not in memory."""
+    (as every later load of a user's: from the cache where OpenVINO can read it back), and its
+    first request's latency unloaded vs loaded: what a user waits when the model is not in memory."""
     lines = [
         ("| model | task | first load s (compiles) | load s (later loads) | TTFT ms unloaded | TTFT ms loaded "
          "| total ms unloaded | total ms loaded | TTFT unloaded / loaded | total unloaded / loaded |"),
