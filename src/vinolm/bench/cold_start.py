@@ -9,11 +9,11 @@ vinolm's own model cache empty: each model's first load compiles it and fills th
 is reported apart (``first_load_s``); the K loads after it use the cache as every later load
 on a user's machine does (genai's paged-attention pipelines stop caching once OpenVINO is
 seen rejecting their blobs, ``vinolm.engines.compile_cache``). K rounds then go round-robin
-over the models, so a drift of a shared machine hits them alike; per model and round: unload it through KServe's repository extension
-(``POST /v2/repository/models/{name}/unload``, then /v1/models must say ``unloaded``), send a
-request, which loads it, then the same kind of request to the loaded model. Chat models get a
-streamed ``/v1/chat/completions`` of N tokens (greedy, EOS ignored) timed to the first token
-and to the end, embedding models a ``/v1/embeddings`` of one sentence. Every request is a new
+over the models, so a drift of a shared machine hits them alike; per model and round: unload
+it through KServe's repository extension (``POST /v2/repository/models/{name}/unload``, then
+/v1/models must say ``unloaded``), send a request, which loads it, then the same kind of
+request to the loaded model. Chat models get a streamed ``/v1/chat/completions`` of N tokens
+(greedy, EOS ignored) timed to the first token and to the end, embedding models a ``/v1/embeddings`` of one sentence. Every request is a new
 text, so no prefix cache flatters the loaded case. The load time is the registry's own
 (``load_seconds`` of /v1/models: reading and compiling, what the first request waited for).
 """
