@@ -66,9 +66,8 @@ def directory() -> str | None:
     return str(vinolm_home() / "ov_cache") if cap_bytes() > 0 else None
 
 
-def prune(folder: Path, cap: int) -> list[Path]:
-    """Remove the files of ``folder`` used longest ago until it holds at most ``cap`` bytes
-    or only the one used last is left."""
+def _files(folder: Path) -> list[tuple[float, int, Path]]:
+    """(last use, size, path) of every file in ``folder``."""
     files = []
     for path in folder.iterdir():
         try:
@@ -77,6 +76,13 @@ def prune(folder: Path, cap: int) -> list[Path]:
             continue
         if path.is_file():
             files.append((max(stat.st_atime, stat.st_mtime), stat.st_size, path))
+    return files
+
+
+def prune(folder: Path, cap: int) -> list[Path]:
+    """Remove the files of ``folder`` used longest ago until it holds at most ``cap`` bytes
+    or only the one used last is left."""
+    files = _files(folder)
     total = sum(size for _, size, _ in files)
     removed = []
     for _, size, path in sorted(files)[:-1]:
@@ -99,9 +105,9 @@ def make_room(properties: dict[str, Any]) -> None:
     own = _own(properties)
     if own is None or not own.is_dir():
         return
-    if removed := prune(own, cap_bytes()):
-        log.info("removed %d compiled models used longest ago from %s (%s: %s GB)", len(removed), own, ENV,
-                 os.environ.get(ENV) or DEFAULT_GB)
+    if removed := prune(own, cap := cap_bytes()):
+        log.info("removed %d compiled models used longest ago from %s (%s: %g GB)", len(removed), own, ENV,
+                 cap / GB)
 
 
 def _rejections_file() -> Path:
@@ -183,6 +189,6 @@ def summary(device: str = "CPU") -> dict[str, Any]:
     """Where compiled models go, how much they hold and whether genai's pipelines are cached:
     what a user wondering about a slow load or a full disk looks at first."""
     own = directory()
-    held = sum(p.stat().st_size for p in Path(own).glob("*.blob")) if own and Path(own).is_dir() else 0
+    held = sum(size for _, size, _ in _files(Path(own))) if own and Path(own).is_dir() else 0
     return {"folder": own, "bytes": held, "cap_bytes": cap_bytes(),
             "paged_attention_blobs_rejected": _paged_blobs_rejected(device)}
