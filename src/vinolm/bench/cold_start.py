@@ -29,7 +29,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from vinolm.bench.schema import emit, error_line, result_line, spread
@@ -45,8 +44,7 @@ def models_server(folders: list[str], home: str, timeout_s: float = 300.0) -> It
     """``vinolm serve`` of every folder on loopback with ``$VINOLM_HOME`` at ``home``; yields (URL, pid)."""
     from vinolm.bench.server import _server_process, _wait_ready
 
-    models = [a for f in folders for a in ("--model", str(Path(f).resolve()))]
-    cmd = [sys.executable, "-m", "vinolm.cli", "serve", *models,
+    cmd = [sys.executable, "-m", "vinolm.cli", "serve", *[a for f in folders for a in ("--model", f)],
            "--host", "127.0.0.1", "--port", "0", "--grpc-port", "0", "--no-ui", "--log-level", "warning"]  # fmt: skip
     with _server_process(cmd, "vinolm-bench-cold-start", env={**os.environ, "VINOLM_HOME": home}) as (proc, log):
         yield _wait_ready(proc, log, timeout_s), proc.pid
