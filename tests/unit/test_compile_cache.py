@@ -54,3 +54,35 @@ def test_only_vinolm_s_own_cache_is_pruned(monkeypatch: pytest.MonkeyPatch, tmp_
     assert len(list(own.iterdir())) == len(list(theirs.iterdir())) == 2
     compile_cache.make_room({"CACHE_DIR": str(own)})
     assert [p.name for p in own.iterdir()] == ["b.blob"]
+
+
+def finished(path: Path) -> Path:
+    """As OpenVINO leaves a blob it has written completely: read-only."""
+    path.chmod(0o440)
+    return path
+
+
+def test_only_a_rewrite_of_a_finished_blob_is_a_verdict(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("VINOLM_HOME", str(tmp_path))
+    monkeypatch.delenv(compile_cache.ENV, raising=False)
+    own = tmp_path / "ov_cache"
+    own.mkdir()
+    props = {"CACHE_DIR": str(own)}
+    in_progress = blob(own, "other.blob", 50, 1e9)  # another process is still writing it
+    gone = finished(blob(own, "pruned.blob", 100, 1e9))
+    with compile_cache.watching_paged_loads(props, "CPU"):
+        with in_progress.open("ab") as rest:  # ... and finishes it during this load
+            rest.write(b"\0" * 50)
+        os.utime(in_progress, (2e9, 2e9))
+        finished(in_progress)
+        gone.unlink()  # another process prunes one
+    assert not compile_cache.summary()["paged_attention_blobs_rejected"]
+    assert in_progress.exists()
+
+    paged = finished(blob(own, "paged.blob", 100, 1e9))
+    with compile_cache.watching_paged_loads(props, "CPU"):
+        paged.unlink()  # OpenVINO could not import it: removed, compiled, written again
+        finished(blob(own, "paged.blob", 100, 2e9))
+    assert compile_cache.summary()["paged_attention_blobs_rejected"]
+    assert sorted(p.name for p in own.iterdir()) == ["other.blob"]
+    assert "CACHE_DIR" not in compile_cache.for_paged_attention(props, "CPU")

@@ -157,14 +157,18 @@ def for_paged_attention(properties: dict[str, Any], device: str) -> dict[str, An
     return {k: v for k, v in properties.items() if k != "CACHE_DIR"}
 
 
-def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
+def _finished_blobs(folder: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of the blobs OpenVINO has finished writing. It writes a blob under its
+    final name and makes it read-only once complete, so a blob another process is still
+    writing keeps its write bit and is left out: its completion is not a rewrite."""
     stamps = {}
     for path in folder.glob("*.blob"):
         try:
             stat = path.stat()
         except FileNotFoundError:
             continue
-        stamps[path.name] = (stat.st_ino, stat.st_mtime_ns)
+        if not stat.st_mode & 0o200:
+            stamps[path.name] = (stat.st_ino, stat.st_mtime_ns)
     return stamps
 
 
@@ -176,9 +180,9 @@ def watching_paged_loads(properties: dict[str, Any], device: str) -> Iterator[No
     if own is None:
         yield
         return
-    before = _stamps(own)
+    before = _finished_blobs(own)
     yield
-    after = _stamps(own)
+    after = _finished_blobs(own)
     if rewritten := [name for name, stamp in before.items() if after.get(name, stamp) != stamp]:
         _record_paged_rejection(device)
         for name in rewritten:  # never read again: the next loads compile without a cache
