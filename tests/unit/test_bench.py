@@ -121,6 +121,19 @@ def _row(label: str, decode: float, prefill: float, **extra: object) -> dict[str
     return {"label": label, "section": "single", "stats": stats, "load_s": 1.0, "peak_rss_mb": 100.0, **extra}
 
 
+@pytest.mark.parametrize("module", ["vinolm.bench.worker", "vinolm.bench.peers.genai_direct",
+                                    "vinolm.bench.peers.optimum_peer", "vinolm.bench.peers.torch_peer",
+                                    "vinolm.bench.peers.llama_bench", "vinolm.bench.peers.llamacpp"])
+@pytest.mark.parametrize("sizes", [["--runs", "0"], ["--new-tokens", "0"], ["--warmup", "-1"]])
+def test_every_single_stream_job_refuses_empty_sizes(module: str, sizes: list[str]) -> None:
+    """Checked before anything loads: a job with nothing to time would print no result line."""
+    done = subprocess.run([sys.executable, "-m", module, "--model", "unused", *sizes],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "--prompt-tokens, --new-tokens and --runs must be >= 1, --warmup >= 0" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_report_ratios_against_llama_cpp() -> None:
     rows = [_row("vinolm genai", 120.0, 2000.0), _row("llama.cpp", 100.0, 500.0, peer="llama.cpp"),
             {"label": "pytorch", "section": "single", "skipped": "torch is not installed"}]  # fmt: skip

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vinolm.bench.constrained import DEFAULT, SUFFIX, check_prefix, load_schema, short_run
+from vinolm.bench.peers.llamacpp import job_arguments, parse_job
 from vinolm.bench.schema import (
     Prompts,
     emit,
@@ -131,16 +132,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default=None)
     p.add_argument("--device", default="CPU")
     p.add_argument("--ov-config", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--prompt-tokens", type=int, default=990)
-    p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
+    job_arguments(p)
     p.add_argument("--concurrency", default="", help="e.g. 1,4,8: measure batched throughput instead")
     p.add_argument("--json-schema", nargs="?", const=DEFAULT, default=None, metavar="FILE",
                    help=f"constrain every generation to this JSON schema ({DEFAULT}: one that cannot end early)")
-    args = p.parse_args(argv)
-    if min(args.prompt_tokens, args.new_tokens, args.runs) < 1 or args.warmup < 0:
-        p.error("--prompt-tokens, --new-tokens and --runs must be >= 1, --warmup >= 0")
+    args = parse_job(p, argv)
     try:
         args.levels = parse_levels(args.concurrency)
     except ValueError as exc:

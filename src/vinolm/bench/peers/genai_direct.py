@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Any
 
+from vinolm.bench.peers.llamacpp import job_arguments, parse_job
 from vinolm.bench.schema import emit, error_line, prompt_ids, result_line, run_record, skip_line
 
 PEER = "openvino-genai direct"
@@ -68,11 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", required=True, help="an OpenVINO IR folder")
     p.add_argument("--device", default="CPU")
     p.add_argument("--ov-config", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--prompt-tokens", type=int, default=990)
-    p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
-    return p.parse_args(argv)
+    job_arguments(p)
+    return parse_job(p, argv)
 
 
 def main(argv: list[str] | None = None) -> int:

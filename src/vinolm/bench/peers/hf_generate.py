@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from vinolm.bench.peers.llamacpp import job_arguments, parse_job
 from vinolm.bench.schema import emit, error_line, prompt_ids, result_line, skip_line, timed_record
 
 #: load(args) -> (model with .generate, tokenizer, version string)
@@ -70,12 +71,9 @@ def generate_runs(model: Any, tokenizer: Any, args: argparse.Namespace) -> tuple
 def parse_args(prog: str, description: str, argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--model", required=True)
-    p.add_argument("--prompt-tokens", type=int, default=990)
-    p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
+    job_arguments(p)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
-    return p.parse_args(argv)
+    return parse_job(p, argv)
 
 
 def run_peer(peer: str, needs: tuple[str, ...], load: Loader, args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from typing import Any
 
-from vinolm.bench.peers.llamacpp import llama_tool
+from vinolm.bench.peers.llamacpp import job_arguments, llama_tool, parse_job
 from vinolm.bench.schema import emit, error_line, result_line, skip_line
 
 PEER = "llama-bench"
@@ -50,12 +50,9 @@ def runs_of(prompt: dict[str, Any], decode: dict[str, Any], prompt_tokens: int) 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vinolm.bench.peers.llama_bench", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="path to a .gguf file")
-    p.add_argument("--prompt-tokens", type=int, default=990)
-    p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--runs", type=int, default=5)
+    job_arguments(p, warmup_help="0 = llama-bench --no-warmup; else its own warm-up run")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--warmup", type=int, default=1, help="0 = llama-bench --no-warmup; else its own warm-up run")
-    args = p.parse_args(argv)
+    args = parse_job(p, argv)
     try:
         llama_tool("llama-bench")
     except FileNotFoundError as exc:

@@ -289,27 +289,38 @@ def context_size(prompt_tokens: int, new_tokens: int) -> int:
     return max(512, -(-need // 256) * 256)
 
 
+def job_arguments(p: argparse.ArgumentParser, warmup_help: str = "untimed runs first") -> None:
+    """The sizes ``vinolm bench`` hands every single-stream job, vinolm's worker and each peer
+    alike, so that all of them read and check them the same way (``parse_job``)."""
+    p.add_argument("--prompt-tokens", type=int, default=990)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1, help=warmup_help)
+
+
+def parse_job(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``p``'s arguments, the job's sizes checked: an empty run would print no line at all."""
+    args = p.parse_args(argv)
+    if min(args.prompt_tokens, args.new_tokens, args.runs) < 1 or args.warmup < 0:
+        p.error("--prompt-tokens, --new-tokens and --runs must be >= 1, --warmup >= 0")
+    return args
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m vinolm.bench.peers.llamacpp",
         description="Measure llama-cpp-python prefill/decode speed; prints one JSON line.",
     )
     p.add_argument("--model", required=True, help="path to a .gguf file")
-    p.add_argument("--prompt-tokens", type=int, default=990)
-    p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--runs", type=int, default=5)
+    job_arguments(p)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     p.add_argument("--batch-size", type=int, default=2048, help="n_batch (logical batch)")
     p.add_argument("--ubatch-size", type=int, default=512, help="n_ubatch (physical batch)")
     p.add_argument("--flash-attn", action="store_true", help="enable flash attention")
     p.add_argument("--build", default=None, help="describe the build (default: recorded)")
-    args = p.parse_args(argv)
-    for name in ("prompt_tokens", "new_tokens", "runs", "threads"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.warmup < 0:
-        p.error("--warmup must be >= 0")
+    args = parse_job(p, argv)
+    if args.threads < 1:
+        p.error("--threads must be >= 1")
     return args
 
 
