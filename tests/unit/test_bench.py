@@ -126,7 +126,7 @@ def _row(label: str, decode: float, prefill: float, **extra: object) -> dict[str
                                     "vinolm.bench.peers.llama_bench", "vinolm.bench.peers.llamacpp"])
 @pytest.mark.parametrize("sizes", [["--runs", "0"], ["--new-tokens", "0"], ["--warmup", "-1"]])
 def test_every_single_stream_job_refuses_empty_sizes(module: str, sizes: list[str]) -> None:
-    """Checked before anything loads: a job with nothing to time would print no result line."""
+    """Checked before anything loads: a job with nothing to time would report a row without a number."""
     done = subprocess.run([sys.executable, "-m", module, "--model", "unused", *sizes],
                           capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
     assert done.returncode == 2, done.stderr

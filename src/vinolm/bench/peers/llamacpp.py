@@ -299,7 +299,8 @@ def job_arguments(p: argparse.ArgumentParser, warmup_help: str = "untimed runs f
 
 
 def parse_job(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """``p``'s arguments, the job's sizes checked: an empty run would print no line at all."""
+    """``p``'s arguments, the job's sizes checked before anything loads: a job with nothing to
+    time would load its model and report a row without a number."""
     args = p.parse_args(argv)
     if min(args.prompt_tokens, args.new_tokens, args.runs) < 1 or args.warmup < 0:
         p.error("--prompt-tokens, --new-tokens and --runs must be >= 1, --warmup >= 0")
