@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,18 @@ def test_prune_drops_the_least_recently_used_until_under_the_cap_but_keeps_the_l
     assert compile_cache.prune(tmp_path, 150) == [new]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.blob"]
     assert compile_cache.prune(tmp_path, 0) == [] and read_lately.exists()  # the one used last stays
+
+
+def test_a_blob_still_being_written_is_not_pruned(tmp_path: Path) -> None:
+    now = time.time()
+    writing = blob(tmp_path, "writing.blob", 100, now - 60)  # writable, written to a minute ago
+    read_lately = finished(blob(tmp_path, "read.blob", 100, now - 7200))
+    os.utime(read_lately, (now, now - 7200))
+    cut_short = blob(tmp_path, "killed.blob", 100, now - 2 * compile_cache.WRITING_S)  # its writer died
+    assert compile_cache.prune(tmp_path, 0) == [cut_short]
+    assert writing.exists() and read_lately.exists()
+    finished(writing)
+    assert compile_cache.prune(tmp_path, 0) == [writing]
 
 
 def test_the_cap_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

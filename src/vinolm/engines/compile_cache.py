@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,28 +67,40 @@ def directory() -> str | None:
     return str(vinolm_home() / "ov_cache") if cap_bytes() > 0 else None
 
 
-def _files(folder: Path) -> list[tuple[float, int, Path]]:
-    """(last use, size, path) of every file in ``folder``."""
+#: How long a blob that is still writable counts as being written. OpenVINO makes a blob
+#: read-only once it is complete; one left writable for longer was cut short (a killed
+#: process) and is pruned like any other.
+WRITING_S = 3600.0
+
+
+def _files(folder: Path) -> list[tuple[float, int, Path, bool]]:
+    """(last use, size, path, still being written) of every file in ``folder``."""
     files = []
+    now = time.time()
     for path in folder.iterdir():
         try:
             stat = path.stat()
         except FileNotFoundError:  # another process pruned it first
             continue
         if path.is_file():
-            files.append((max(stat.st_atime, stat.st_mtime), stat.st_size, path))
+            writing = bool(stat.st_mode & 0o200) and abs(now - stat.st_mtime) < WRITING_S
+            files.append((max(stat.st_atime, stat.st_mtime), stat.st_size, path, writing))
     return files
 
 
 def prune(folder: Path, cap: int) -> list[Path]:
     """Remove the files of ``folder`` used longest ago until it holds at most ``cap`` bytes
-    or only the one used last is left."""
+    or only the one used last is left. A blob another process is still writing stays: when
+    done, OpenVINO checks that the blob is there and makes it read-only by name, and on a
+    removed file it throws and that process's compile fails."""
     files = _files(folder)
-    total = sum(size for _, size, _ in files)
+    total = sum(size for _, size, _, _ in files)
     removed = []
-    for _, size, path in sorted(files)[:-1]:
+    for _, size, path, writing in sorted(files)[:-1]:
         if total <= cap:
             break
+        if writing:
+            continue
         path.unlink(missing_ok=True)
         total -= size
         removed.append(path)
@@ -193,6 +206,6 @@ def summary(device: str = "CPU") -> dict[str, Any]:
     """Where compiled models go, how much they hold and whether genai's pipelines are cached:
     what a user wondering about a slow load or a full disk looks at first."""
     own = directory()
-    held = sum(size for _, size, _ in _files(Path(own))) if own and Path(own).is_dir() else 0
+    held = sum(size for _, size, _, _ in _files(Path(own))) if own and Path(own).is_dir() else 0
     return {"folder": own, "bytes": held, "cap_bytes": cap_bytes(),
             "paged_attention_blobs_rejected": _paged_blobs_rejected(device)}
