@@ -548,6 +548,14 @@ def test_llama_bench_repetitions_become_runs_and_the_reference() -> None:
     assert "| 0.80x | 2.00x |" in report.single_table(rows).splitlines()[2]  # against llama-bench
 
 
+def test_llama_bench_keeps_the_faster_flash_attention_setting_by_median() -> None:
+    from vinolm.bench.peers.llama_bench import fastest
+
+    one_fast_run = {"flash_attn": 1, "samples_ts": [100.0, 10.0, 10.0]}  # mean 40, median 10
+    steady = {"flash_attn": 0, "samples_ts": [30.0, 30.0, 30.0]}
+    assert fastest([one_fast_run, steady]) is steady and fastest([steady, one_fast_run]) is steady
+
+
 def test_llama_bench_also_measures_the_shipped_gguf_requantized(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vinolm.bench.peers.llamacpp import LLAMA_BIN_ENV
     from vinolm.bench.runner import REQUANTS, requant_jobs
