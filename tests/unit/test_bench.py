@@ -476,7 +476,7 @@ def test_server_bench_asks_chat_work_with_and_without_prompt_lookup() -> None:
 
 
 def test_server_bench_names_the_speculation_of_either_server() -> None:
-    from vinolm.bench.server import label_of, llama_speculation, parse_args
+    from vinolm.bench.server import label_of, llama_flash, llama_speculation, parse_args
 
     llama = parse_args(["--llama-server", "/m/Q8_0.gguf", "--draft-model", "/d/small.gguf", "--task", "story",
                         "--concurrency", "1,4"])  # fmt: skip
@@ -486,6 +486,11 @@ def test_server_bench_names_the_speculation_of_either_server() -> None:
     assert label_of(lookup) == "llama-server -np 1 --spec-type ngram-simple (openai, copy)"
     assert llama_speculation(lookup) == ["--spec-type", "ngram-simple"]
     assert llama_speculation(parse_args(["--llama-server", "/m/Q8_0.gguf"])) == []
+    off = parse_args(["--llama-server", "/m/Q8_0.gguf", "--llama-flash-attn", "off", "--concurrency", "8"])
+    assert label_of(off) == "llama-server -np 8 -fa off (openai)" and llama_flash(off) == ["-fa", "off"]
+    assert llama_flash(lookup) == []
+    with pytest.raises(SystemExit):
+        parse_args(["--llama-flash-attn", "off"])  # vinolm serve has no such flag
     assert label_of(parse_args(["--draft-model", "smollm2-135m"])) == "vinolm serve --draft-model smollm2-135m (openai)"
     for wrong in (["--draft-model", "d", "--url", "http://127.0.0.1:9"], ["--draft-model", "d", "--prompt-lookup"]):
         with pytest.raises(SystemExit):

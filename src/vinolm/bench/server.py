@@ -326,7 +326,8 @@ def label_of(args: argparse.Namespace) -> str:
     if args.llama_server:
         speculation = (f" -md {Path(args.draft_model).name}" if args.draft_model
                        else " " + " ".join(LLAMA_LOOKUP) if args.prompt_lookup else "")  # fmt: skip
-        return f"llama-server -np {max(args.levels)}{speculation} ({args.protocol}{task}){suffix}"
+        flash = f" -fa {args.llama_flash_attn}" if args.llama_flash_attn else ""
+        return f"llama-server -np {max(args.levels)}{flash}{speculation} ({args.protocol}{task}){suffix}"
     if args.label:
         return args.label
     if args.url:
@@ -344,6 +345,11 @@ def llama_speculation(args: argparse.Namespace) -> list[str]:
     if args.draft_model:
         return ["-md", args.draft_model, "--spec-type", "draft-simple"]
     return list(LLAMA_LOOKUP) if args.prompt_lookup else []
+
+
+def llama_flash(args: argparse.Namespace) -> list[str]:
+    """llama-server's flash-attention flag, when one was asked for."""
+    return ["-fa", args.llama_flash_attn] if args.llama_flash_attn else []
 
 
 def ray_flags(args: argparse.Namespace) -> list[str]:
@@ -409,6 +415,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--llama-server", default=None, metavar="GGUF",
                    help="measure llama.cpp's llama-server on this GGUF instead of vinolm serve")
     p.add_argument("--threads", type=int, default=None, help="llama-server threads (default: all cores)")
+    p.add_argument("--llama-flash-attn", choices=("on", "off", "auto"), default=None,
+                   help="llama-server -fa (default: its own, auto); which is faster depends on the CPU")
     p.add_argument("--json-schema", nargs="?", const=DEFAULT, default=None, metavar="FILE",
                    help=f"each request carries this JSON schema ({DEFAULT}: one that cannot end early)")
     p.add_argument("--task", choices=TASKS, default="filler",
@@ -428,6 +436,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.replicas and (args.url or args.llama_server):
         p.error("--replicas starts vinolm serve on Ray; not with --url or --llama-server")
+    if args.llama_flash_attn and not args.llama_server:
+        p.error("--llama-flash-attn is a flag of llama-server: only with --llama-server")
     if args.llama_server and (args.url or args.protocol != "openai"):
         p.error("--llama-server starts its own server and speaks the OpenAI protocol only")
     if (args.prompt_lookup or args.draft_model) and args.url:
@@ -453,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.llama_server:
             threads = args.threads or os.cpu_count() or 1
             with llama_server(args.llama_server, max(args.levels), args.prompt_tokens + args.new_tokens + 64,
-                              threads, llama_speculation(args)) as (base, grpc_address, pid):
+                              threads, [*llama_speculation(args), *llama_flash(args)]) as (base, grpc_address, pid):
                 line = measure(args, base, grpc_address, pid)
         else:
             from vinolm.models import prepare
