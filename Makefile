@@ -79,13 +79,15 @@ peers:
 # the source the same sdist vendors, for the honest peers: Ollama runs llama-server.
 # `make llama-tools LLAMA_ISA=avx2` builds them held to AVX2 (no AVX-512, VNNI or AMX) in
 # $(PEERS_VENV)/llama.cpp-avx2: the peer of runs whose OpenVINO kernels are capped at AVX2
-# (docs/benchmarks.md section 12; VINOLM_LLAMA_CPP_BIN points the bench at them).
+# (docs/benchmarks.md section 12; VINOLM_LLAMA_CPP_BIN points the bench at them);
+# LLAMA_ISA=avx_vnni adds AVX-VNNI, as Intel's client CPUs have it (section 19).
 LLAMA_SRC := $(PEERS_VENV)/src/llama_cpp_python-0.3.36/vendor/llama.cpp
 LLAMA_ISA ?= native
 LLAMA_BUILD := $(PEERS_VENV)/llama.cpp$(if $(filter native,$(LLAMA_ISA)),,-$(LLAMA_ISA))
 LLAMA_ISA_ARGS_native := -DGGML_NATIVE=ON
 LLAMA_ISA_ARGS_avx2 := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
 	-DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF
+LLAMA_ISA_ARGS_avx_vnni := $(subst -DGGML_AVX_VNNI=OFF,-DGGML_AVX_VNNI=ON,$(LLAMA_ISA_ARGS_avx2))
 llama-tools:
 	mkdir -p $(PEERS_VENV)/src
 	test -d $(LLAMA_SRC) || ( $(PY) -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \

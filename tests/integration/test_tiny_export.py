@@ -181,7 +181,7 @@ def test_a_channel_wise_int4_export_compiles_with_its_own_activation_groups(tmp_
                   "--group-size", "-1", "--ratio", "1.0")
     assert made.returncode == 0, made.stderr[-2000:]
     assert set(json.loads((out / "vinolm.json").read_text())["layers"]) <= {"int4 channel-wise", "int8 channel-wise"}
-    wanted = 256 if cpu_kind() in ("avx512-bf16", "avx512") else 64 if HAS_INT8_DOT else None
+    wanted = 256 if cpu_kind() in ("avx512-bf16", "avx512", "avx2-vnni") else 64 if HAS_INT8_DOT else None
     for name in ("genai", "native"):
         loaded = load_engine(name, PreparedModel.open(out), EngineOptions())
         if wanted is not None:

@@ -45,25 +45,37 @@ def test_the_cpu_entry_is_what_the_engines_and_the_exporter_pick(capsys: pytest.
     }
 
 
-def test_a_cpu_capped_at_avx2_reads_as_an_avx2_cpu() -> None:
-    """In a process of its own: oneDNN reads the cap once, and it would hold every later test."""
-    if "avx2" not in cpu_flags():
-        pytest.skip("needs an AVX2 CPU")
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+@pytest.mark.parametrize(
+    ("cap", "flag", "kind", "int8", "proposals", "int4"),
+    [
+        ("AVX2", "avx2", "avx2", False, (3, 2), "symmetric, fused q/k/v, the rest as the catalog's preset"),
+        ("AVX2_VNNI", "avx_vnni", "avx2-vnni", True, (5, 5),
+         "symmetric, fused q/k/v, activation groups up to 256, the rest as the catalog's preset"),
+    ],
+    ids=["avx2", "avx2-vnni"],
+)
+def test_a_capped_cpu_reads_as_the_older_kind(
+    cap: str, flag: str, kind: str, int8: bool, proposals: tuple[int, int], int4: str
+) -> None:
+    """In a process of its own: oneDNN reads the cap once, and it would hold every later test.
+    AVX2_VNNI rehearses an Intel client CPU (AVX-VNNI without AVX-512)."""
+    if flag not in cpu_flags(obey_cap=False):
+        pytest.skip(f"needs a CPU with {flag}")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": cap}
     run = [sys.executable, "-m", "vinolm.cli", "devices"]
     cpu = next(
         d["cpu"]
         for d in json.loads(subprocess.check_output([*run, "--json"], env=env))["devices"]
         if d["name"] == "CPU"
     )
-    assert (cpu["cpu_kind"], cpu["isa_cap"], cpu["lookup_proposals"], cpu["draft_proposals"]) == ("avx2", "AVX2", 3, 2)
-    assert cpu["math"] == {"bf16": False, "int8_activations": False}
+    assert (cpu["cpu_kind"], cpu["isa_cap"], cpu["lookup_proposals"], cpu["draft_proposals"]) == (kind, cap, *proposals)
+    assert cpu["math"] == {"bf16": False, "int8_activations": int8}
     assert cpu["compile_defaults"]["INFERENCE_PRECISION_HINT"] == "f32"
-    assert cpu["compile_defaults"]["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 0
-    assert cpu["layouts"]["int4"] == "symmetric, fused q/k/v, the rest as the catalog's preset"
+    assert cpu["compile_defaults"]["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == (64 if int8 else 0)
+    assert cpu["layouts"]["int4"] == int4
     out = subprocess.check_output(run, env=env, text=True)
-    assert "kernels capped at AVX2" in out and "OpenVINO computes in f32" in out
-    assert "prompt lookup proposes 3 tokens a step, a draft model 2" in out
+    assert f"kernels capped at {cap}" in out and ("OpenVINO computes in f32" in out) is not int8
+    assert f"prompt lookup proposes {proposals[0]} tokens a step, a draft model {proposals[1]}" in out
 
 
 def test_layouts_in_words() -> None:

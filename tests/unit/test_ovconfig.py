@@ -17,10 +17,12 @@ from vinolm.engines.ovconfig import (
     optimization_capabilities,
 )
 
-# Feature flags as /proc/cpuinfo lists them on the three kinds of machine vinolm has run on
-# (trimmed to the ones that matter): AMD EPYC Zen 3, AMD EPYC Zen 4, Intel Xeon Sapphire Rapids.
+# Feature flags as /proc/cpuinfo lists them on the kinds of machine vinolm has run on (trimmed
+# to the ones that matter): AMD EPYC Zen 3, AMD EPYC Zen 4, Intel Xeon Sapphire Rapids; and an
+# Intel client CPU (Alder Lake: AVX-VNNI without AVX-512), rehearsed under ONEDNN_MAX_CPU_ISA.
 BASE = {"sse4_2", "avx", "f16c", "fma", "avx2"}
 AVX2_ONLY = BASE
+AVX2_VNNI = BASE | {"avx_vnni"}
 AVX512_BF16 = BASE | {"avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"}
 AVX512_PLAIN = BASE | {"avx512f", "avx512dq", "avx512bw", "avx512vl"}  # Skylake-SP: no bf16, no VNNI
 AMX = AVX512_BF16 | {"avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"}
@@ -30,19 +32,21 @@ AMX = AVX512_BF16 | {"avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"}
     ("flags", "kind", "named"),
     [
         (AVX2_ONLY, "avx2", ["AVX2"]),
+        (AVX2_VNNI, "avx2-vnni", ["AVX2", "AVX-VNNI"]),
         (AVX512_PLAIN, "avx512", ["AVX2", "AVX-512F"]),
         (AVX512_BF16, "avx512-bf16", ["AVX2", "AVX-512F", "AVX512_VNNI", "AVX512_BF16"]),
         (AMX, "amx", ["AVX2", "AVX-512F", "AVX512_VNNI", "AVX512_BF16", "AVX512_FP16", "AMX", "AMX_BF16", "AMX_INT8"]),
         ({"sse4_2"}, "other", []),
     ],
-    ids=["avx2", "avx512", "avx512-bf16", "amx", "sse"],
+    ids=["avx2", "avx2-vnni", "avx512", "avx512-bf16", "amx", "sse"],
 )
 def test_cpu_kind_and_isa_per_machine_kind(flags: set[str], kind: str, named: list[str]) -> None:
     assert cpu_kind(flags) == kind
     assert isa(flags) == named
 
 
-@pytest.mark.parametrize("flags", [AVX2_ONLY, AVX512_PLAIN, AVX512_BF16], ids=["avx2", "avx512", "avx512-bf16"])
+@pytest.mark.parametrize("flags", [AVX2_ONLY, AVX2_VNNI, AVX512_PLAIN, AVX512_BF16],
+                         ids=["avx2", "avx2-vnni", "avx512", "avx512-bf16"])
 def test_cpu_defaults_without_amx_leave_precision_to_openvino(flags: set[str]) -> None:
     """bf16 stays where OpenVINO picks it (fast on AVX512_BF16); f32 is what it picks elsewhere."""
     assert device_defaults("CPU", flags, cap="") == CPU_DEFAULTS
@@ -62,10 +66,13 @@ def test_an_int4_export_in_wide_groups_gets_wider_activation_groups_under_the_us
                                                                       "DYNAMIC_QUANTIZATION_GROUP_SIZE": 256}
     assert device_defaults("CPU", AVX512_BF16, cap="", export=g64) == CPU_DEFAULTS
     assert device_defaults("CPU", AMX, cap="", export=cw) == {**CPU_DEFAULTS, **AMX_DEFAULTS}
+    # AVX-VNNI quantizes activations as AVX-512 VNNI does; AVX2 alone does not quantize them at all.
+    assert device_defaults("CPU", AVX2_VNNI, cap="", export=cw)["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 256
+    assert device_defaults("CPU", AVX2_ONLY, cap="", export=cw) == CPU_DEFAULTS
     assert device_defaults("GPU", AVX512_BF16, export=cw) == {}
     # Capped below VNNI, activation quantization is off whatever the layout asks.
     assert device_defaults("CPU", AVX2_ONLY, cap="AVX2", export=cw)["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 0
-    if cpu_kind() in ("avx512-bf16", "avx512"):
+    if cpu_kind() in ("avx512-bf16", "avx512", "avx2-vnni"):
         props = compile_properties("CPU", {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 32}, None, export=cw)
         assert props["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 32
         assert compile_properties("CPU", {}, None, export=cw)["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 256
@@ -78,9 +85,11 @@ def test_a_capped_cpu_is_the_older_kind_and_gets_defaults_that_compile_there() -
 
     assert capped(AMX, "AVX2") == AVX2_ONLY and cpu_kind(capped(AMX, "avx2")) == "avx2"
     assert cpu_kind(capped(AVX512_BF16, "AVX512_CORE_VNNI")) == "avx512"
+    assert capped(AMX | {"avx_vnni"}, "AVX2_VNNI") == AVX2_VNNI and cpu_kind(capped(AMX, "AVX2_VNNI")) == "avx2"
     assert capped(AVX512_BF16, None) == capped(AVX512_BF16, "AVX1024") == AVX512_BF16  # no cap, or an unknown one
     # The plugin plans for the real CPU's bf16 and VNNI, which capped kernels cannot run.
     assert capped_defaults(AVX2_ONLY) == {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
+    assert capped_defaults(AVX2_VNNI) == {"INFERENCE_PRECISION_HINT": "f32"}  # its int8 dot products compile
     assert capped_defaults(capped(AVX512_BF16, "AVX512_CORE_VNNI")) == {"INFERENCE_PRECISION_HINT": "f32"}
     assert capped_defaults(AMX) == {}
     assert device_defaults("CPU", AVX2_ONLY, cap="AVX2")["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 0

@@ -25,7 +25,7 @@ from vinolm.cpu import cpu_kind
 
 #: ``--target-cpu`` values: a kind of CPU, ``auto`` (this machine) or ``any`` (no layout:
 #: the preset alone, for an export that must not favour one kind).
-TARGETS = ("auto", "amx", "avx512-bf16", "avx512", "avx2", "any")
+TARGETS = ("auto", "amx", "avx512-bf16", "avx512", "avx2-vnni", "avx2", "any")
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,13 @@ _SYM_ZEN3 = ("AMD EPYC Zen 3 (AVX2 only), 2026-12-05, 1.1B shape, one process, 5
 _FUSED_AVX2 = ("Zen 4 capped at AVX2, 2026-12-04: fused q/k/v 0.891x the time per token at 135M INT8, "
                "0.996x at 1.1B INT8; prefill level")
 
+#: AVX-VNNI without AVX-512 (Intel client CPUs), rehearsed on an AMX Xeon with OpenVINO's kernels
+#: capped at ``AVX2_VNNI`` and f32 math (docs/benchmarks.md section 19).
+_VNNI_XEON = ("Intel Xeon (AMX) capped at AVX2_VNNI, 2026-12-06, 1.1B shape, one process, 5 runs: activation "
+              "groups of 64 decode 1.9x faster than none (the f32 math of AVX2 alone), at 135M 1.7x; symmetric "
+              "fused INT4 at the preset's group 128 and ratio 0.8 0.978x the time per token of the asymmetric "
+              "preset, 0.925x with activation groups of 128 (prefill 1.10x); groups of 32 2.07x (slow, as with "
+              "AVX-512); channel-wise at ratio 1.0 with groups of 256 0.786x (opt-in: its quality cost)")
 #: "capped" rows were measured on an AVX-512 machine with OpenVINO's kernels held to the
 #: older ISA by oneDNN's ``ONEDNN_MAX_CPU_ISA`` (docs/benchmarks.md section 12): the kernels
 #: of that kind on this machine's memory. The capped AVX2 run reproduced issue 16's Zen 3
@@ -91,6 +98,14 @@ LAYOUTS: dict[tuple[str, str], Layout] = {
                  + ". " + _WIDE_GROUPS_AVX512,
     ),
     ("avx512", "int8"): Layout(fuse=True, measured=_FUSED_AVX512),
+    ("avx2-vnni", "int4"): Layout(sym=True, fuse=True, widest_activation_group=256, measured=_VNNI_XEON),
+    ("avx2-vnni", "int8"): Layout(
+        sym=True, fuse=True,
+        measured="Intel Xeon (AMX) capped at AVX2_VNNI, 2026-12-06, one process: at 135M (990-token prompts, 7 "
+                 "runs, twice) symmetric fused INT8 1.06x and 1.13x the asymmetric unfused preset's decode (per-run "
+                 "medians; asymmetric fused 1.09x, symmetric unfused 1.06x), prefill level and 1.21x; at 1.1B level "
+                 "(0.99x, 5 runs; 0.96x in a first run)",
+    ),
     ("avx2", "int4"): Layout(
         sym=True, fuse=True,
         measured=_SYM_ZEN3 + " Groups of 32 (this row's choice until then, from issue 16's Zen 3, which set it "
