@@ -32,7 +32,7 @@ import numpy as np
 import openvino as ov
 from openvino import opset13
 
-from vinolm.cpu import cpu_kind
+from vinolm.cpu import INT8_DOT_FLAGS, cpu_flags
 from vinolm.errors import EngineError
 
 #: ``ov_config`` keys with this prefix apply to the prefill variant only (hybrid mode).
@@ -245,18 +245,22 @@ class StatefulLM:
         do not divide among them (each thread sums its part; a pass of k tokens splits where
         the last token's step would, so earlier rows add in another order), and weight
         kernels that multiply k rows otherwise than one (f32 without activation
-        quantization, AMX). The first is read off the model; the second is probed: a short
-        pass against the same tokens stepped one by one (0.04 s at 135M, 2 s at 1.1B). On
-        AMX the probe cannot vouch: there it matched while a pass at 310 positions later
-        differed from the steps in the last bit (2026-12-06)."""
-        threads = int(self._compiled["decode"].get_property("INFERENCE_NUM_THREADS"))
+        quantization). The first is read off the model; the second is probed: a short pass
+        against the same tokens stepped one by one (0.04 s at 135M, 2 s at 1.1B). With f32
+        math over int8 activations (vinolm's defaults on AMX and AVX-VNNI CPUs) the probe
+        cannot vouch: on AMX it matched while a pass at 310 positions differed from the steps
+        in the last bit, and under an AVX2_VNNI cap probes at 48-316 positions matched but
+        the one at 100 (2026-12-06)."""
+        decode = self._compiled["decode"]
+        threads = int(decode.get_property("INFERENCE_NUM_THREADS"))
         heads = self._kv_heads
         if heads % threads:
             return (f"its {heads} KV head{'s' if heads > 1 else ''} do not divide among {threads} threads, so "
                     "the attention kernel sums a head in parts that differ between a pass and a step")
-        if cpu_kind() == "amx":
-            return ("on this CPU (AMX) a pass's rows can differ from single token steps in the last bit, "
-                    "which a short probe does not catch")
+        f32 = decode.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
+        if f32 and int(decode.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")) and INT8_DOT_FLAGS & cpu_flags():
+            return ("with f32 math over int8 activations a pass's rows can differ from single token steps in "
+                    "the last bit at some lengths, which a short probe does not catch")
         if not self._probe_checks():
             return ("with these properties this CPU's kernels compute several rows, or a step past masked "
                     "guesses, otherwise than one plain step (a probe differed)")
