@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from tests import tiny_models
 
+from vinolm.cpu import cpu_kind
 from vinolm.engines import Engine, EngineOptions, load_engine
 from vinolm.models import DEFAULT_MODEL, PreparedModel, prepare
 
@@ -24,9 +25,13 @@ from vinolm.models import DEFAULT_MODEL, PreparedModel, prepare
 #: keeps the KV cache in u8, which genai's paged cache and the stateful model's cache
 #: quantize differently (see test_engine_parity.py). With vinolm's default groups of 64,
 #: genai's 4-beam search on the default model parted from optimum's at token 16 of one
-#: prompt (AMD EPYC, measured) while greedy decoding still agreed.
+#: prompt (AMD EPYC, measured) while greedy decoding still agreed. On AVX-VNNI CPUs the
+#: default model's symmetric INT8 answers "What is the capital of France?" with "L'Étoile, la
+#: Marseillaise, la femme, ..." with groups of 32 and "Paris" with vinolm's 64 (Xeon capped at
+#: AVX2_VNNI, 2026-12-06), so the tests take vinolm's groups there.
 F32: dict[str, Any] = {
-    "INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 32,
+    "INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32",
+    "DYNAMIC_QUANTIZATION_GROUP_SIZE": 64 if cpu_kind() == "avx2-vnni" else 32,
 }
 
 

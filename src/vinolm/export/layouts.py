@@ -100,15 +100,13 @@ LAYOUTS: dict[tuple[str, str], Layout] = {
     ("avx512", "int8"): Layout(fuse=True, measured=_FUSED_AVX512),
     ("avx2-vnni", "int4"): Layout(sym=True, fuse=True, widest_activation_group=256, measured=_VNNI_XEON),
     ("avx2-vnni", "int8"): Layout(
-        sym=False, fuse=True,
+        sym=True, fuse=True,
         measured="Intel Xeon (AMX) capped at AVX2_VNNI, 2026-12-06, one process: at 135M (990-token prompts, 7 "
-                 "runs) asymmetric fused INT8 1.09x the asymmetric unfused preset's decode (per-run medians), "
-                 "symmetric fused 1.13x (1.06x in another run), symmetric unfused 1.06x; at 1.1B asymmetric fused "
-                 "1.01x, symmetric fused 0.99x (5 runs). Asymmetric because the symmetric INT8 (fused or not) of "
-                 "the default model, and the unfused preset, answer 'What is the capital of France?' with "
-                 "\"L'Étoile, la Marseillaise, ...\" under f32 math with activation groups of 32 (OpenVINO's own, "
-                 "the tests' pinned arithmetic), where the asymmetric fused export says Paris; with vinolm's "
-                 "groups of 64 all four do",
+                 "runs) symmetric fused INT8 1.13x the asymmetric unfused preset's decode (per-run medians; 1.06x "
+                 "in another run), asymmetric fused 1.09x, symmetric unfused 1.06x; at 1.1B symmetric fused 0.99x, "
+                 "asymmetric fused 1.01x (5 runs). Symmetric, as on AVX2: with asymmetric fused INT8 the default "
+                 "model lost a ten-turn chat's secret word and looped in a JSON object under vinolm's defaults "
+                 "(the test suite under the cap), which the symmetric export kept",
     ),
     ("avx2", "int4"): Layout(
         sym=True, fuse=True,
