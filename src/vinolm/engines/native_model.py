@@ -249,8 +249,8 @@ class StatefulLM:
         against the same tokens stepped one by one (0.04 s at 135M, 2 s at 1.1B). With f32
         math over int8 activations (vinolm's defaults on AMX and AVX-VNNI CPUs) the probe
         cannot vouch: on AMX it matched while a pass at 310 positions differed from the steps
-        in the last bit, and under an AVX2_VNNI cap probes at 48-316 positions matched but
-        the one at 100 (2026-12-06)."""
+        in the last bit, and under an AVX2_VNNI cap probes at 48 to 316 positions all matched
+        but the one at 100 (2026-12-06)."""
         decode = self._compiled["decode"]
         threads = int(decode.get_property("INFERENCE_NUM_THREADS"))
         heads = self._kv_heads
