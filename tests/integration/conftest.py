@@ -28,10 +28,11 @@ from vinolm.models import DEFAULT_MODEL, PreparedModel, prepare
 #: prompt (AMD EPYC, measured) while greedy decoding still agreed. On AVX-VNNI CPUs the
 #: default model's symmetric INT8 answers "What is the capital of France?" with "L'Étoile, la
 #: Marseillaise, la femme, ..." with groups of 32 and "Paris" with vinolm's 64 (Xeon capped at
-#: AVX2_VNNI, 2026-12-06), so the tests take vinolm's groups there.
+#: AVX2_VNNI, 2026-12-06), and on AMX "L'Étoile, la Marseur, ..." (2026-12-06), so the tests
+#: take vinolm's groups on those kinds.
 F32: dict[str, Any] = {
     "INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32",
-    "DYNAMIC_QUANTIZATION_GROUP_SIZE": 64 if cpu_kind() == "avx2-vnni" else 32,
+    "DYNAMIC_QUANTIZATION_GROUP_SIZE": 64 if cpu_kind() in ("avx2-vnni", "amx") else 32,
 }
 
 

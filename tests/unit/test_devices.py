@@ -79,7 +79,10 @@ def test_a_capped_cpu_reads_as_the_older_kind(
 
 
 def test_layouts_in_words() -> None:
-    assert describe_layout("amx", "int4") == "the catalog's preset (no layout measured for amx CPUs)"
+    assert describe_layout("other", "int4") == "the catalog's preset (no layout measured for other CPUs)"
+    assert describe_layout("amx", "int4") == (
+        "symmetric, fused q/k/v, activation groups up to 128, the rest as the catalog's preset"
+    )
     assert describe_layout("avx512-bf16", "int4") == (
         "symmetric, fused q/k/v, activation groups up to 256, the rest as the catalog's preset"
     )

@@ -132,7 +132,8 @@ def test_int4_exports_take_activation_groups_as_wide_as_their_weights_allow() ->
     cw = {"weight_format": "int4", "layers": {"int4 channel-wise": 210, "int8 channel-wise": 1}}
     assert activation_group("avx512-bf16", cw) == 256 and activation_group("avx512", cw) == 256
     assert activation_group("avx2-vnni", cw) == 256  # AVX-VNNI's int8 dot products, as AVX-512's
-    assert activation_group("amx", cw) is None  # not measured there
+    assert activation_group("amx", cw) == 128  # the widest measured there
+    assert activation_group("other", cw) is None  # no row for that kind
     assert activation_group("avx2", cw) is None  # no int8 dot products: no activation groups at all
     g128 = {"weight_format": "int4", "layers": {"int4 g128": 139, "int8 channel-wise": 72}}
     assert activation_group("avx512-bf16", g128) == 128 and activation_group("avx2-vnni", g128) == 128

@@ -65,7 +65,8 @@ def test_an_int4_export_in_wide_groups_gets_wider_activation_groups_under_the_us
     assert device_defaults("CPU", AVX512_BF16, cap="", export=cw) == {**CPU_DEFAULTS,
                                                                       "DYNAMIC_QUANTIZATION_GROUP_SIZE": 256}
     assert device_defaults("CPU", AVX512_BF16, cap="", export=g64) == CPU_DEFAULTS
-    assert device_defaults("CPU", AMX, cap="", export=cw) == {**CPU_DEFAULTS, **AMX_DEFAULTS}
+    assert device_defaults("CPU", AMX, cap="", export=cw) == {**CPU_DEFAULTS, **AMX_DEFAULTS,
+                                                              "DYNAMIC_QUANTIZATION_GROUP_SIZE": 128}
     # AVX-VNNI quantizes activations as AVX-512 VNNI does; AVX2 alone does not quantize them at all.
     assert device_defaults("CPU", AVX2_VNNI, cap="", export=cw)["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 256
     assert device_defaults("CPU", AVX2_ONLY, cap="", export=cw) == CPU_DEFAULTS
@@ -142,8 +143,7 @@ def test_an_export_laid_out_for_another_cpu_kind_is_named_where_the_layouts_diff
         return ExportOptions(weight_format=fmt, target_cpu=kind, sym=sym, fuse=fuse).with_defaults(None).compression()
 
     avx2_int4 = made_for("avx2", "int4")  # symmetric and fused, chosen for AVX2
-    note = layout_mismatch(avx2_int4, "CPU", AMX)
-    assert note is not None and "laid out for avx2 CPUs and this CPU is amx" in note
+    assert layout_mismatch(avx2_int4, "CPU", AMX) is None  # AMX lays INT4 out alike
     assert layout_mismatch(avx2_int4, "CPU", AVX2_ONLY) is None  # where it was meant to run
     assert layout_mismatch(avx2_int4, "GPU", AMX) is None  # not a CPU layout question
     # AVX-512 lays INT4 out as AVX2 does: its wider activation groups are a compile property
@@ -151,11 +151,12 @@ def test_an_export_laid_out_for_another_cpu_kind_is_named_where_the_layouts_diff
     grouped = made_for("avx2", "int4") | {"group_size": 32, "settings_from": {"sym": "cpu", "group_size": "cpu"}}
     note = layout_mismatch(grouped, "CPU", AVX2_ONLY)  # made by the AVX2 row before 2026-12-05
     assert note is not None and "for avx2 CPUs by an earlier vinolm" in note
-    int8 = made_for("avx512-bf16", "int8", fuse=False)  # NNCF's asymmetric INT8: AMX lays INT8 out alike
-    assert layout_mismatch(int8, "CPU", AMX) is None
+    int8 = made_for("avx512-bf16", "int8", fuse=False)  # NNCF's asymmetric INT8
+    note = layout_mismatch(int8, "CPU", AMX)  # AMX wants it symmetric
+    assert note is not None and "laid out for avx512-bf16 CPUs and this CPU is amx" in note
     assert layout_mismatch(int8, "CPU", AVX2_ONLY) is not None  # AVX2 wants symmetric INT8
     assert layout_mismatch(made_for("avx512-bf16", "int8", sym=False, fuse=False), "CPU", AVX2_ONLY) is None
-    # fused projections (this kind's layout) hide q/k/v and the MLP from the AMX plugin's own fusion
     assert layout_mismatch(made_for("avx512-bf16", "int8"), "CPU", AMX) is not None
+    assert layout_mismatch(made_for("amx", "int8"), "CPU", AVX512_BF16) is not None  # symmetric: AMX's choice
     assert layout_mismatch({"target_cpu": "any"}, "CPU", AMX) is None  # made for no kind in particular
     assert layout_mismatch({"weight_format": "int8"}, "CPU", AMX) is None  # exported before layouts

@@ -11,7 +11,7 @@ records which kind and where every setting came from.
 Precedence, setting by setting: what the user gives, then this table (speed where the model
 runs), then the catalog's tutorial preset (chosen for quality), then NNCF's defaults; fused
 q/k/v projections (``export.fuse``) only where a row asks for them. The table only has rows
-measured with that kind's kernels; a kind without one (AMX) keeps the preset, unfused. A row
+measured with that kind's kernels; a kind without one keeps the preset, unfused. A row
 may also name a compile property for an export of that layout (``activation_group``), which
 the engines apply when they load it on that kind of CPU.
 """
@@ -46,7 +46,7 @@ class Layout:
 
 
 #: Fused q/k/v (``export.fuse``) against the same export unfused: one process, each row twice,
-#: time per token (docs/benchmarks.md section 14). AMX has no row: its plugin fuses q/k/v itself.
+#: time per token (docs/benchmarks.md section 14).
 _FUSED_ZEN4 = ("AMD EPYC Zen 4, 2026-12-04: fused q/k/v take 0.90-0.98x the time per token of the unfused "
                "export at 135M INT8 (0.944x over 15 runs), 0.985x INT4; 1.1B 0.968x INT4, 0.981x INT8; prefill level")
 _FUSED_AVX512 = "Zen 4 capped at AVX512_CORE_VNNI, 2026-12-04: fused q/k/v 0.912x the time per token at 135M INT8"
@@ -80,7 +80,20 @@ _VNNI_XEON = ("Intel Xeon (AMX) capped at AVX2_VNNI, 2026-12-06, 1.1B shape, one
 #: of that kind on this machine's memory. The capped AVX2 run reproduced issue 16's Zen 3
 #: ratios (sym g32 r1.0 1.27x vs 1.25x the preset, INT8 sym 1.11x vs 1.14x) but not the group
 #: size's: on a real Zen 3 (2026-12-05) groups of 32 cost 1.28x the time of groups of 128.
+#: The first AMX machine measured for layouts (docs/benchmarks.md section 18): one process, 1.1B shape,
+#: 256-token prompts, 5 runs, twice.
+_AMX_XEON = ("Intel Xeon with AMX, 2026-12-06, 1.1B shape, one process, 5 runs, twice: symmetric INT4 at the "
+             "preset's group 128 and ratio 0.8, fused, took 0.886x and 0.897x the time per token of the asymmetric "
+             "preset (38.9 vs 34.5 tok/s; the preset's twin 1.012x), unfused 0.916x; activation groups of 128 "
+             "decode level and prefill 1.18x (521 vs 440 tok/s); channel-wise 0.965x")
+_AMX_XEON_INT8 = ("Intel Xeon with AMX, 2026-12-06, 1.1B shape, one process, 5 runs: symmetric INT8 fused took "
+                  "0.943x the time per token of the asymmetric preset (26.8 vs 25.3 tok/s), unfused 0.965x; "
+                  "0.967x fused in a second run; at 135M (the default model, 990-token prompts, 7 runs, each twice) "
+                  "0.946x, prefill level. Symmetric INT8 costs no quality at 135M (KL 0.0044 vs 0.0041, the avx2 row)")
+
 LAYOUTS: dict[tuple[str, str], Layout] = {
+    ("amx", "int4"): Layout(sym=True, fuse=True, widest_activation_group=128, measured=_AMX_XEON),
+    ("amx", "int8"): Layout(sym=True, fuse=True, measured=_AMX_XEON_INT8),
     ("avx512-bf16", "int4"): Layout(
         sym=True, fuse=True, widest_activation_group=256,
         measured="AMD EPYC Zen 5, 2026-12-03: symmetric INT4 decodes SmolLM2-135M 1.10x faster than "
