@@ -540,6 +540,31 @@ def test_throughput_ratio_prefers_llama_server_over_the_serialising_one() -> Non
             row("llama-server -np 8 (openai)", "llama-server", 100.0)]
     table = report.throughput_table(rows)
     assert "| vinolm serve (openai) | 8 | 200.0 | – | 100 (100–100) | – | 2.00x |" in table
+    assert "| llama-cpp-python server | 8 | 25.0 | – | 100 (100–100) | – | 0.25x |" in table
+    # One llama-server row per -fa setting: vinolm is compared with the faster at each level.
+    rows.append(row("llama-server -np 8 -fa off (openai)", "llama-server", 160.0))
+    table = report.throughput_table(rows)
+    assert "| vinolm serve (openai) | 8 | 200.0 | – | 100 (100–100) | – | 1.25x |" in table
+    assert "| llama-server -np 8 -fa off (openai) | 8 | 160.0 | – | 100 (100–100) | – | – |" in table
+
+
+def test_llama_server_rows_per_flash_attention_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vinolm.bench.peers.llamacpp import LLAMA_BIN_ENV
+    from vinolm.bench.runner import throughput_jobs
+
+    monkeypatch.setenv(LLAMA_BIN_ENV, str(tmp_path))
+    (tmp_path / "llama-server").write_text("")
+    cfg = BenchConfig(engines=[], peers=["llama-server"], levels=[8], llama_flash_attn=["auto", "off"])
+    jobs = {job.label: job.command for job in throughput_jobs(cfg, "/ir", "/m.gguf")}
+    assert list(jobs) == ["vinolm serve (openai)", "llama-server -np 8 -fa auto (openai)",
+                          "llama-server -np 8 -fa off (openai)"]
+    off = jobs["llama-server -np 8 -fa off (openai)"]
+    assert off[off.index("--llama-flash-attn") + 1] == "off"
+    assert "--llama-flash-attn" not in jobs["vinolm serve (openai)"]
+    # A setting for a peer that is not asked for is refused, not ignored.
+    alone = subprocess.run([sys.executable, "-m", "vinolm.cli", "bench", "--llama-flash-attn", "off", "--no-single"],
+                           capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+    assert alone.returncode == 2 and "add --peer llama-server" in alone.stderr and "Traceback" not in alone.stderr
 
 
 def test_llama_bench_repetitions_become_runs_and_the_reference() -> None:

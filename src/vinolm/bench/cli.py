@@ -47,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--peers", action="store_true", help="add every peer: " + ", ".join(PEERS))
     p.add_argument("--peer", action="append", default=[], choices=PEERS, help="add one peer, repeatable")
+    p.add_argument(
+        "--llama-flash-attn", action="append", default=[], choices=("on", "off", "auto"),
+        help="start llama-server with this -fa setting (default: its own), repeatable: a row each, and "
+             "vinolm's server is compared with the fastest at each level",
+    )  # fmt: skip
     p.add_argument("--prompt-tokens", type=int, default=990)
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--runs", type=int, default=5, help="timed runs (rounds per concurrency level)")
@@ -115,6 +120,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if unknown:
         raise InvalidRequest(f"unknown shape {unknown[0]!r}; use one of {', '.join(SHAPES)}")
     peers = list(PEERS) if args.peers else list(dict.fromkeys(args.peer))
+    if args.llama_flash_attn and not {"llama.cpp", "llama-server"} & set(peers):
+        raise InvalidRequest("--llama-flash-attn sets llama-server's flash attention: add --peer llama-server")
     json_schema = checked_schema(args.json_schema) if args.json_schema else None
     cfg = runner.BenchConfig(
         model=args.model, weight_format=args.weight_format, engines=args.engine or list(DEFAULT_ENGINES),
@@ -122,7 +129,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup, levels=levels, url=args.url, url_label=args.url_label, protocols=args.protocol or ["openai"],
         single=not args.no_single, shapes=args.shapes, ov_config=list(args.ov_config),
         threads=args.threads or os.cpu_count() or 1, timeout_s=args.timeout, repeat=args.repeat,
-        cold_start=args.cold_start,
+        cold_start=args.cold_start, llama_flash_attn=list(dict.fromkeys(args.llama_flash_attn)),
         shape_names=args.shape, shape_formats=args.shape_format, json_schema=json_schema,
     )  # fmt: skip
     results = runner.run(cfg, log=status)

@@ -114,12 +114,27 @@ def _level_cell(level: Row | None) -> str:
     return f"{mid:.1f} ({min(rounds):.1f}–{max(rounds):.1f})" if len(set(rounds)) > 1 else f"{mid:.1f}"
 
 
+def llama_server_levels(rows: list[Row]) -> tuple[str | None, dict[int, float]]:
+    """llama.cpp's server per level: the fastest row of its own C++ llama-server where
+    measured (one per ``-fa`` setting asked), else of the one llama-cpp-python serves."""
+    peers = [r for r in rows if _ok(r) and r.get("peer") in SERVER_PEERS]
+    if not peers:
+        return None, {}
+    peer = min((r["peer"] for r in peers), key=SERVER_PEERS.index)
+    best: dict[int, float] = {}
+    for r in peers:
+        for c, lv in levels(r).items():
+            tps = lv["aggregate_tps_median"]
+            if r["peer"] == peer and tps is not None:
+                best[c] = max(best.get(c, tps), tps)
+    return peer, best
+
+
 def throughput_table(rows: list[Row]) -> str:
     """Aggregate tokens/s per level, scaling over c=1, and against in-process / llama.cpp's
-    server: its own C++ llama-server where measured, else the one llama-cpp-python serves."""
+    server (``llama_server_levels``)."""
     inprocs = {r.get("constraint"): r for r in reversed(rows) if _ok(r) and r.get("mode") == "in-process batching"}
-    peers = [r for r in rows if _ok(r) and r.get("peer") in SERVER_PEERS]
-    llama = min(peers, key=lambda r: SERVER_PEERS.index(r["peer"]), default=None)
+    llama, best = llama_server_levels(rows)
     lines = [
         (
             "| source | concurrency | aggregate tok/s | vs c=1 | TTFT ms median (min–max) | vs in-process "
@@ -148,11 +163,7 @@ def throughput_table(rows: list[Row]) -> str:
                 if inproc and r is not inproc
                 else "–"
             )
-            vs_ll = (
-                _ratio(tps, (levels(llama).get(c) or {}).get("aggregate_tps_median"))
-                if llama and r is not llama and not r.get("constraint")
-                else "–"
-            )
+            vs_ll = _ratio(tps, best.get(c)) if r.get("peer") != llama and not r.get("constraint") else "–"
             lines.append(
                 f"| {r['label']} | {c} | {_level_cell(lv)} | {_ratio(tps, base)} | {ttft} | {vs_in} | {vs_ll} |"
             )

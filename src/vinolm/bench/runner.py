@@ -87,6 +87,9 @@ class BenchConfig:
     cold_start: bool = False
     #: ``--json-schema``: ``default`` or a file; each vinolm row then gets a constrained twin.
     json_schema: str | None = None
+    #: ``--llama-flash-attn``: llama-server's ``-fa`` settings, a row each (empty: its default).
+    #: Its default (on) halved its decode on an AMX Xeon (docs/benchmarks.md section 18).
+    llama_flash_attn: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -206,7 +209,7 @@ def throughput_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
     for protocol in cfg.protocols:
         jobs += with_twin(cfg, functools.partial(server_job, cfg, ir, protocol, levels), f"{server} ({protocol})")
     if {"llama.cpp", "llama-server"} & set(cfg.peers) and gguf:
-        jobs.append(llama_server_job(cfg, ir, gguf, levels))
+        jobs += [llama_server_job(cfg, ir, gguf, levels, flash) for flash in cfg.llama_flash_attn or [None]]
     if "llama.cpp" in cfg.peers and gguf:
         cmd = _module("vinolm.bench.peers.llamacpp_server", "--model", gguf, "--concurrency", levels,
                       "--prompt-tokens", cfg.prompt_tokens, "--new-tokens", cfg.new_tokens,
@@ -225,19 +228,20 @@ def server_job(cfg: BenchConfig, ir: str, protocol: str, levels: str, extra: lis
     return Job(label, "throughput", cmd, meta={"protocol": protocol})
 
 
-def llama_server_job(cfg: BenchConfig, ir: str, gguf: str, levels: str) -> Job:
+def llama_server_job(cfg: BenchConfig, ir: str, gguf: str, levels: str, flash: str | None = None) -> Job:
     """llama.cpp's C++ server with a slot per client of the highest level: the peer as its
-    users (and Ollama) run it; skipped until ``make peers`` has built it."""
+    users (and Ollama) run it, at its default flash attention unless ``flash`` says; skipped
+    until ``make peers`` has built it."""
     from vinolm.bench.peers.llamacpp import llama_tool
 
-    label = f"llama-server -np {max(cfg.levels)} (openai)"
+    label = f"llama-server -np {max(cfg.levels)}{f' -fa {flash}' if flash else ''} (openai)"
     try:
         llama_tool("llama-server")
     except FileNotFoundError as exc:
         return Job(label, "throughput", [], meta={"peer": "llama-server", "skip": str(exc)})
     cmd = _module("vinolm.bench.server", "--llama-server", gguf, "--model", ir, "--concurrency", levels,
                   "--prompt-tokens", cfg.prompt_tokens, "--new-tokens", cfg.new_tokens, "--rounds", cfg.runs,
-                  "--threads", cfg.threads)  # fmt: skip
+                  "--threads", cfg.threads, *(["--llama-flash-attn", flash] if flash else []))  # fmt: skip
     return Job(label, "throughput", cmd, meta={"peer": "llama-server"})
 
 
