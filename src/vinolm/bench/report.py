@@ -122,10 +122,9 @@ def llama_server_levels(rows: list[Row]) -> tuple[str | None, dict[int, float]]:
         return None, {}
     peer = min((r["peer"] for r in peers), key=SERVER_PEERS.index)
     best: dict[int, float] = {}
-    for r in peers:
+    for r in (r for r in peers if r["peer"] == peer):
         for c, lv in levels(r).items():
-            tps = lv["aggregate_tps_median"]
-            if r["peer"] == peer and tps is not None:
+            if (tps := lv["aggregate_tps_median"]) is not None:
                 best[c] = max(best.get(c, tps), tps)
     return peer, best
 
