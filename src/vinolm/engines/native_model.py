@@ -32,7 +32,6 @@ import numpy as np
 import openvino as ov
 from openvino import opset13
 
-from vinolm.cpu import INT8_DOT_FLAGS, cpu_flags
 from vinolm.errors import EngineError
 
 #: ``ov_config`` keys with this prefix apply to the prefill variant only (hybrid mode).
@@ -126,16 +125,23 @@ def add_kv_outputs(model: ov.Model) -> list[KVGroup]:
 
 
 class KVMirror:
-    """Host copies (f32, as the state API speaks) of the keys/values one row's state
-    holds, appended from every inference's extra outputs; ``cut`` writes them back
-    shortened. Valid while one row runs: a batch of rows invalidates it."""
+    """Host copies of the keys/values one row's state holds, appended from every
+    inference's extra outputs; ``cut`` writes them back shortened. Kept in f16 where the
+    cache is f16 (the plugin rounds them the same way when it stores them; handing f16 back
+    halves what ``set_state`` converts: 13 vs 31 ms at 900 positions, 8 KV heads), else
+    f32, as the state API speaks. Valid while one row runs: a batch of rows invalidates it."""
 
-    def __init__(self, request: Any, groups: list[KVGroup], first_output: int) -> None:
+    def __init__(self, request: Any, groups: list[KVGroup], first_output: int, dtype: type = np.float32) -> None:
         states = {state.name: state for state in request.query_state()}
         self._groups = groups
         self._states = [[states[name] for name in group.ids] for group in groups]
         self._first = first_output
+        self._dtype = dtype
         self._buffers: list[np.ndarray | None] = [None] * len(groups)
+        #: One variable's kept positions, contiguous (``set_state`` ignores ROI strides): a
+        #: buffer reused cut after cut, not a fresh array per variable (whose page faults
+        #: cost more than the copy).
+        self._scratch: list[np.ndarray] = [np.empty(0, dtype=dtype) for _ in groups]
         self.length = 0
 
     def append(self, request: Any, count: int) -> None:
@@ -150,14 +156,20 @@ class KVMirror:
     def cut(self, length: int, keep: np.ndarray | None = None) -> None:
         """Make the state hold positions ``< length`` only, or the ``keep`` positions (in
         order) when some in between are to go."""
-        for states, buffer, group in zip(self._states, self._buffers, self._groups, strict=True):
+        for g, (states, buffer, group) in enumerate(zip(self._states, self._buffers, self._groups, strict=True)):
             assert buffer is not None
             head = (slice(None),) * group.axis
             if keep is not None:
                 buffer[head + (slice(0, len(keep)),)] = np.take(buffer, keep, axis=group.axis)
             kept = buffer[head + (slice(0, length),)]
+            shape = (1, *kept.shape[1:])
+            size = int(np.prod(shape))
+            if self._scratch[g].size < size:
+                self._scratch[g] = np.empty(2 * size, dtype=self._dtype)
+            one = self._scratch[g][:size].reshape(shape)
             for i, state in enumerate(states):
-                state.state = ov.Tensor(np.ascontiguousarray(kept[i : i + 1]))  # set_state ignores ROI strides
+                one[0] = kept[i]
+                state.state = ov.Tensor(one, shared_memory=True)  # the plugin copies it into its cache
         self.length = length
 
     def _room(self, i: int, new: np.ndarray, axis: int, end: int) -> np.ndarray:
@@ -165,12 +177,21 @@ class KVMirror:
         if buffer is None or buffer.shape[axis] < end or buffer.shape[:axis] != new.shape[:axis]:
             shape = list(new.shape)
             shape[axis] = max(2 * end, 256)
-            grown = np.empty(shape, dtype=np.float32)
+            grown = np.empty(shape, dtype=self._dtype)
             if buffer is not None and buffer.shape[:axis] == new.shape[:axis]:
                 grown[(slice(None),) * axis + (slice(0, self.length),)] = (
                     buffer[(slice(None),) * axis + (slice(0, self.length),)])
             self._buffers[i] = buffer = grown
         return buffer
+
+
+def _mirror_dtype(compiled: ov.CompiledModel) -> type:
+    """f16 where the plugin stores keys and values in f16, else f32 (what it rounds from)."""
+    try:
+        f16 = all(compiled.get_property(key) == ov.Type.f16 for key in ("KEY_CACHE_PRECISION", "VALUE_CACHE_PRECISION"))
+    except RuntimeError:  # a device that does not report them
+        return np.float32
+    return np.float16 if f16 else np.float32
 
 
 def _check_stateful(model: ov.Model, xml: Path) -> None:
@@ -227,7 +248,10 @@ class StatefulLM:
         self._prefill = self._decode if prefill is decode else prefill.create_infer_request()
         self.hybrid = self._prefill is not self._decode
         self._to_decode = _state_pairs(self._prefill, self._decode)
-        self._mirror = KVMirror(self._decode, mirrored, first_output=1) if mirrored else None
+        self._mirror = KVMirror(self._decode, mirrored, 1, _mirror_dtype(decode)) if mirrored else None
+        #: Whether a rejected guess is cut out of the state rather than masked in it, so
+        #: that every step sees the state plain decoding would (``inexact_checks`` decides).
+        self.cut_rejections = False
         shape = model.get_variables()[0].get_info().data_shape
         self._dynamic_axes = [i for i, d in enumerate(shape) if d.is_dynamic]
         self._kv_heads = next(d.get_length() for d in shape if d.is_static and d.get_length() > 0)  # [B, H, L, S]
@@ -240,30 +264,29 @@ class StatefulLM:
 
     def inexact_checks(self) -> str | None:
         """Why a checking pass here may not compute bit for bit the logits of single token
-        steps, or None when it does. Two reasons, both measured (docs/benchmarks.md 6c):
-        the attention kernel splits the keys of one head between threads when the KV heads
-        do not divide among them (each thread sums its part; a pass of k tokens splits where
-        the last token's step would, so earlier rows add in another order), and weight
-        kernels that multiply k rows otherwise than one (f32 without activation
-        quantization). The first is read off the model; the second is probed: a short pass
-        against the same tokens stepped one by one (0.04 s at 135M, 2 s at 1.1B). With f32
-        math over int8 activations (vinolm's defaults on AMX and AVX-VNNI CPUs) the probe
-        cannot vouch: on AMX it matched while a pass at 310 positions differed from the steps
-        in the last bit, and under an AVX2_VNNI cap probes at 48 to 316 positions all matched
-        but the one at 100 (2026-12-06)."""
+        steps, or None when it does. Measured (docs/benchmarks.md 6c, 21): the attention
+        kernel splits the keys of one head between threads when the KV heads do not divide
+        among them (each thread sums its part; a pass of k tokens splits where the last
+        token's step would, so earlier rows add in another order); and weight kernels may
+        multiply k rows otherwise than one (f32 without activation quantization on some
+        CPUs). The first is read off the model; the second is probed: a short pass against
+        the same tokens stepped one by one, then the step after its wrong guesses are cut
+        out (0.04 s at 135M, 2 s at 1.1B). Where passes are exact, wrong guesses are cut out
+        (``cut_rejections``): a step past masked ones sums its attention over more keys, in
+        other blocks, and int8 activations round that last-bit difference into whole logits
+        at some lengths, which no short probe finds (a 2-KV-head model on AMX: exact at 48
+        positions, a row 0.5 apart at 317, 2026-12-06). Elsewhere masking stays: cheaper,
+        and exactness is lost anyway."""
         decode = self._compiled["decode"]
         threads = int(decode.get_property("INFERENCE_NUM_THREADS"))
         heads = self._kv_heads
         if heads % threads:
             return (f"its {heads} KV head{'s' if heads > 1 else ''} do not divide among {threads} threads, so "
                     "the attention kernel sums a head in parts that differ between a pass and a step")
-        f32 = decode.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
-        if f32 and int(decode.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")) and INT8_DOT_FLAGS & cpu_flags():
-            return ("with f32 math over int8 activations a pass's rows can differ from single token steps in "
-                    "the last bit at some lengths, which a short probe does not catch")
-        if not self._probe_checks():
-            return ("with these properties this CPU's kernels compute several rows, or a step past masked "
-                    "guesses, otherwise than one plain step (a probe differed)")
+        self.cut_rejections = self._probe_checks()
+        if not self.cut_rejections:
+            return ("with these properties this CPU's kernels compute several rows otherwise than one plain "
+                    "step (a probe differed)")
         return None
 
     def _probe_checks(self, prompt: int = 48, count: int = 8) -> bool:
@@ -278,7 +301,7 @@ class StatefulLM:
         rows = self.check(fed)
         same = all(np.array_equal(row, step) for row, step in zip(rows, steps, strict=True))
         half = count // 2
-        self.reject(count - half)  # the step past masked guesses, as after a wrong guess
+        self.trim(prompt + half)  # the step after a wrong guess is cut out
         same = same and np.array_equal(self.decode_step(np.array(fed[half : half + 1]))[0], steps[half])
         self.reset()
         return same
@@ -356,10 +379,11 @@ class StatefulLM:
 
     def reject(self, count: int) -> None:
         """Forget the last ``count`` fed tokens. With the mirror they stay in the state,
-        masked out of attention, until ``COMPACT_SHARE`` says to cut them out."""
+        masked out of attention, until ``COMPACT_SHARE`` says to cut them out, or are cut
+        out at once (``cut_rejections``)."""
         if not count:
             return
-        if self._mirror is None:
+        if self._mirror is None or self.cut_rejections:
             self.trim(self.length - count)
             return
         self._live[self._held - count : self._held] = 0
