@@ -151,7 +151,8 @@ def miss_cost(folder: Any, props: dict[str, Any], prompt: list[int], tokens: int
     """Median ms of what surrounds a checking pass of ``tokens`` tokens in the native
     engine's prompt lookup (``StatefulLM`` with its KV mirror): a token step, the pass after
     a step and after a pass, the step after a pass whose tokens were all kept, masked out
-    (``reject``) or cut out of the state (``trim``), and the cut itself. The kept case is
+    (``reject`` without ``cut_rejections``) or cut out of a state that holds no masked
+    guesses (``trim``, as ``cut_rejections`` does), and the cut itself. The kept case is
     the control: what the plugin charges for the input shape changing back to one token."""
     import statistics
 
@@ -180,11 +181,12 @@ def miss_cost(folder: Any, props: dict[str, Any], prompt: list[int], tokens: int
         timed("pass_ms", lambda: lm.check(guesses))
         timed("step_after_kept_ms", step)
         lm.check(guesses)
+        timed("cut_ms", lambda: lm.trim(lm.length - (tokens - 1)))  # a clean state: what cut_rejections pays
+        timed("step_after_cut_ms", step)
+        lm.check(guesses)
         timed("reject_ms", lambda: lm.reject(tokens - 1))
         timed("step_after_masked_ms", step)
-        lm.check(guesses)
-        timed("cut_ms", lambda: lm.trim(lm.length - (tokens - 1)))
-        timed("step_after_cut_ms", step)
+        lm.trim(lm.length)  # the masked guesses compacted away, untimed
         lm.check(guesses)
         timed("pass_after_pass_ms", lambda: lm.check(guesses))
         step()
