@@ -275,7 +275,7 @@ class StatefulLM:
         (``cut_rejections``): a step past masked ones sums its attention over more keys, in
         other blocks, and int8 activations round that last-bit difference into whole logits
         at some lengths, which no short probe finds (a 2-KV-head model on AMX: exact at 48
-        positions, a row 0.5 apart at 317, 2026-12-06). Elsewhere masking stays: cheaper,
+        positions, a row apart at 317, 2026-12-06). Elsewhere masking stays: cheaper,
         and exactness is lost anyway."""
         decode = self._compiled["decode"]
         threads = int(decode.get_property("INFERENCE_NUM_THREADS"))
