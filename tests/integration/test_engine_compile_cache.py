@@ -4,6 +4,7 @@ caching genai's paged-attention pipelines where OpenVINO cannot import their blo
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from vinolm.engines import EngineOptions, compile_cache, load_engine
 from vinolm.models import PreparedModel
 
 pytestmark = pytest.mark.slow
+HOUR_NS = 3600 * 10**9
 
 
 def stamps(cache: Path) -> dict[str, int]:
@@ -31,9 +33,13 @@ def test_a_load_over_the_cap_drops_the_blob_used_longest_ago_and_keeps_the_last(
         with load_engine("native", model, EngineOptions()) as engine:
             assert engine.properties["CACHE_DIR"] == str(cache)
         blobs.append(stamps(cache))
+        for path in cache.glob("*.blob"):  # the next load comes an hour later
+            used = path.stat().st_mtime_ns - HOUR_NS
+            os.utime(path, ns=(used, used))
     first, both, last = blobs
-    assert len(first) == 1 and len(both) == 2 and first.items() < both.items(), blobs  # kept though over the cap
-    assert last.items() < both.items() and not last.keys() & first.keys(), blobs  # fp16's blob, read not rewritten
+    assert len(first) == 1 and len(both) == 2 and first.keys() < both.keys(), blobs  # kept though over the cap
+    assert last.keys() < both.keys() and not last.keys() & first.keys(), blobs
+    assert all(last[name] == both[name] - HOUR_NS for name in last), blobs  # fp16's blobs, read not rewritten
 
 
 def test_genai_stops_caching_where_openvino_rewrites_its_paged_attention_blob(

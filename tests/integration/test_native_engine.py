@@ -22,11 +22,10 @@ from tests.cpu import BF16_OR_FALLBACK
 from tests.integration.conftest import F32
 from tests.integration.test_tiny_export import ARCHS
 
-from vinolm.bench.tasks import GROUNDED
 from vinolm.cpu import isa_cap
 from vinolm.engines import Engine
 from vinolm.engines.native import NativeEngine
-from vinolm.engines.native_model import HYBRID_MIN_PROMPT, TWIN_MIN_PROMPT, StatefulLM
+from vinolm.engines.native_model import HYBRID_MIN_PROMPT
 from vinolm.models import PreparedModel
 from vinolm.types import Chunk, GenerationParams, Message, Request, Result
 
@@ -169,55 +168,6 @@ def test_prefix_reuse_only_where_it_is_cheaper(native: NativeEngine) -> None:
     lm.reset()
 
 
-def greedy_after_prompt(lm: StatefulLM, ids: list[int], steps: int) -> tuple[list[int], np.ndarray]:
-    """The tokens and logits of ``steps`` greedy steps after prefilling ``ids`` into an empty state."""
-    lm.reset()
-    logits, tokens, rows = lm.prefill(ids), [], []
-    for _ in range(steps):
-        tokens.append(int(np.argmax(logits)))
-        logits = lm.decode_step(np.array(tokens[-1:]))[0]
-        rows.append(logits.copy())
-    return tokens, np.stack(rows)
-
-
-def test_long_prompts_prefill_through_the_stateless_twin(engine: GetEngine, default_model: PreparedModel) -> None:
-    """In f32 a prompt of ``TWIN_MIN_PROMPT`` tokens or more into an empty state runs through
-    the model's stateless twin (a faster attention kernel than the one OpenVINO fuses with
-    the KV cache), whose keys and values are then loaded into the decode state: the steps
-    after it decode as after the stateful prefill, to f32 rounding, and the state is whole
-    (its length, and a step after a trim of the prompt's end)."""
-    loaded = engine("native", default_model.path, EXACT)
-    assert isinstance(loaded, NativeEngine)
-    lm = loaded.lm
-    assert lm.twin is not None and lm.precisions() == {"prefill": "f32", "decode": "f32"}
-    ids = loaded.tokenize(GROUNDED.read_text())[:700]
-    assert len(ids) == 700 >= TWIN_MIN_PROMPT
-    twin, loads = lm.twin, []
-    load = twin.load
-    twin.load = lambda states: (loads.append(len(states)), load(states))[1]  # type: ignore[method-assign]
-    try:
-        tokens, rows = greedy_after_prompt(lm, ids, 12)
-        assert loads == [len(lm._states)] and lm.length == len(ids) + 12
-        lm.twin = None  # the stateful model's own prefill, the reference
-        want_tokens, want_rows = greedy_after_prompt(lm, ids, 12)
-    finally:
-        lm.twin = twin
-        twin.load = load  # type: ignore[method-assign]
-    assert tokens == want_tokens
-    assert np.abs(rows - want_rows).max() < 1e-3 * np.abs(want_rows).max()
-    lm.reset()
-    lm.prefill(ids)
-    lm.trim(650)  # reads the loaded state back and cuts it
-    after_trim = lm.decode_step(np.array(ids[650:651]))[0].copy()
-    lm.reset()
-    lm.twin = None
-    try:
-        want = lm.prefill(ids[:651])
-    finally:
-        lm.twin = twin
-    assert np.abs(after_trim - want).max() < 1e-3 * np.abs(want).max()
-
-
 def test_hybrid_hand_over_is_lossless(engine: GetEngine, default_model: PreparedModel, native: NativeEngine) -> None:
     """Two compiled variants with the state handed over after prefill decode exactly
     like one; with bf16 as the prefill variant this is the hybrid mode's mechanism."""
@@ -232,7 +182,7 @@ def test_hybrid_prefills_bf16_and_decodes_f32(engine: GetEngine, default_model: 
     as closely as bf16 rounding allows: here the answer, and the agreement is printed.
     A CPU without bf16 (AVX2 only) compiles the prefill variant in f32: still two variants."""
     hybrid = engine("native", default_model.path, HYBRID)
-    assert isinstance(hybrid, NativeEngine) and hybrid.lm.hybrid and hybrid.lm.twin is None
+    assert isinstance(hybrid, NativeEngine) and hybrid.lm.hybrid
     precisions = hybrid.lm.precisions()
     assert precisions == {"prefill": BF16_OR_FALLBACK, "decode": "f32"}
     assert "Paris" in fresh(hybrid, chat(PARIS, max_new_tokens=24)).text

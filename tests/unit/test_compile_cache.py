@@ -28,9 +28,19 @@ def test_prune_drops_the_least_recently_used_until_under_the_cap_but_keeps_the_l
     assert compile_cache.prune(tmp_path, 0) == [] and read_lately.exists()  # the one used last stays
 
 
+def test_the_blobs_of_the_last_load_stay_together(tmp_path: Path) -> None:
+    """A load may compile two models (the native engine's hybrid variants): a cap too small
+    for both keeps both, not the newer alone (the other would be compiled again on every
+    start)."""
+    older = blob(tmp_path, "older.blob", 100, 1e9)
+    decode = blob(tmp_path, "decode.blob", 100, 2e9)
+    prefill = blob(tmp_path, "prefill.blob", 100, 2e9 + compile_cache.LOAD_S / 10)
+    assert compile_cache.prune(tmp_path, 0) == [older] and decode.exists() and prefill.exists()
+
+
 def test_a_blob_still_being_written_is_not_pruned(tmp_path: Path) -> None:
     now = time.time()
-    writing = blob(tmp_path, "writing.blob", 100, now - 60)  # writable, written to a minute ago
+    writing = blob(tmp_path, "writing.blob", 100, now - 2 * compile_cache.LOAD_S)  # writable, written to lately
     read_lately = finished(blob(tmp_path, "read.blob", 100, now - 7200))
     os.utime(read_lately, (now, now - 7200))
     cut_short = blob(tmp_path, "killed.blob", 100, now - 2 * compile_cache.WRITING_S)  # its writer died

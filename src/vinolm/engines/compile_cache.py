@@ -5,8 +5,10 @@ never deletes one. Property sweeps, test suites and a few exports therefore pile
 machine of 2026-12-05 the cache held 31 GB of a shared 252 GB disk, and the next export died
 mid-write with OpenVINO's "basic_ios::clear: iostream error". So before each compile vinolm
 removes the blobs used longest ago until its own cache fits ``VINOLM_OV_CACHE_GB``. The
-blob used last always stays, even alone over the cap: a model larger than the cap is still
-compiled once, not on every start. A ``CACHE_DIR`` the user names
+blobs used last always stay, even alone over the cap: a model larger than the cap is still
+compiled once, not on every start. "Last" is every blob used within ``LOAD_S`` of the newest,
+the blobs one load compiles or reads together (the native engine's two variants in hybrid
+mode: keeping only the newest would compile the other again on every start). A ``CACHE_DIR`` the user names
 (``--ov-config CACHE_DIR=...``) is theirs and left alone.
 
 Paged attention is the exception. The CPU plugin of OpenVINO 2026.4.1 cannot import a
@@ -67,6 +69,9 @@ def directory() -> str | None:
     return str(vinolm_home() / "ov_cache") if cap_bytes() > 0 else None
 
 
+#: Blobs used within this many seconds of the newest one count as the last load's (a load
+#: compiles its models back to back; a 7B model takes well under this).
+LOAD_S = 300.0
 #: How long a blob that is still writable counts as being written. OpenVINO makes a blob
 #: read-only once it is complete; one left writable for longer was cut short (a killed
 #: process) and is pruned like any other.
@@ -90,14 +95,15 @@ def _files(folder: Path) -> list[tuple[float, int, Path, bool]]:
 
 def prune(folder: Path, cap: int) -> list[Path]:
     """Remove the files of ``folder`` used longest ago until it holds at most ``cap`` bytes
-    or only the one used last is left. A blob another process is still writing stays: when
-    done, OpenVINO checks that the blob is there and makes it read-only by name, and on a
-    removed file it throws and that process's compile fails."""
+    or only the last load's are left (``LOAD_S``). A blob another process is still writing
+    stays: when done, OpenVINO checks that the blob is there and makes it read-only by name,
+    and on a removed file it throws and that process's compile fails."""
     files = _files(folder)
     total = sum(size for _, size, _, _ in files)
+    last = max((used for used, _, _, _ in files), default=0.0) - LOAD_S
     removed = []
-    for _, size, path, writing in sorted(files)[:-1]:
-        if total <= cap:
+    for used, size, path, writing in sorted(files):
+        if total <= cap or used >= last:
             break
         if writing:
             continue

@@ -8,10 +8,7 @@ with OpenVINO (a step writes two numbers and wraps one mask view), and remembers
 tokens the state holds, so a prompt that starts with them pays only for its new suffix.
 
 Hybrid precision: prompts are fastest in bf16 (AMX), single tokens in f32, so the model
-may be compiled twice; the prefill request hands its state to the decode request. In f32 a
-long prompt into an empty state goes through a stateless twin of the model instead
-(``PrefillTwin``): OpenVINO fuses the stateful model's attention with its KV cache into one
-kernel whose f32 prompt path is slow, while the twin's attention is a fused matmul subgraph.
+may be compiled twice; the prefill request hands its state to the decode request.
 
 Cutting positions out of the state (a chat that edits its past, prompt lookup's rejected
 tokens) goes through OpenVINO's get_state, which converts the plugin's cache to f32 at
@@ -51,23 +48,16 @@ KV_LAYOUT_PROPERTIES = (
 #: attention over the past dominates there and bf16 gains nothing (64 new tokens after
 #: 1024 cached: 534 ms f32, 527 ms bf16 plus ~115 ms of state hand-over both ways).
 HYBRID_MIN_PROMPT = 32
-#: A prompt of at least this many tokens into an empty state goes through the stateless
-#: twin where the model computes in f32 (``PrefillTwin``). Measured, prompt then the state
-#: loaded into the decode request, against the stateful model (medians of 6, 2026-12-06):
-#: SmolLM2-135M INT8 on an AMX Xeon 1.02x at 128 tokens, 1.17x at 256, 1.67x at 990 (0.86-0.92x
-#: at 16-64); the 1.1B shape INT4 1.04x / 1.10x / 1.42x; with OpenVINO's kernels capped at AVX2
-#: 1.04x / 1.06x / 1.14x. In bf16 the stateful model's kernel is the faster (0.78-0.80x).
-TWIN_MIN_PROMPT = 256
 #: A prompt that starts with tokens the state holds is fed only from where they end (after
 #: trimming what the state holds beyond them). OpenVINO runs tokens fed after a past through
 #: its single-token attention kernel, row by row, at a higher cost per token than a fresh
 #: prompt's, so the kept prefix must be at least this many times as long as the tokens still
 #: to feed, per kind of CPU, else the whole prompt is fed afresh. Measured with the default
 #: model (2 cores, 2026-12-06, kept / new tokens from 30 / 900 to 800 / 50): the two level at
-#: 2x on AMX (int8 activations make a fresh prompt cheap: keeping 30 of 930 took 2.9x as long
-#: as starting over, keeping 800 of 850 was 3.8x faster), at 1x with OpenVINO's kernels capped
-#: at AVX2_VNNI, at 0.5x capped at AVX2 or AVX512_CORE_BF16 (weight math dominates a prompt).
-REUSE_RATIO: dict[str, float] = {"amx": 2.0, "avx2-vnni": 1.0}
+#: 1x on AMX (int8 activations make a fresh prompt cheap: keeping 30 of 930 took 1.7x as long
+#: as starting over, keeping 800 of 850 was 5.7x faster), at 0.5x with OpenVINO's kernels
+#: capped at AVX2_VNNI, AVX2 or AVX512_CORE_BF16 (docs/benchmarks.md section 22).
+REUSE_RATIO: dict[str, float] = {"amx": 1.0}
 REUSE_RATIO_ELSEWHERE = 0.5
 #: Trimming copies the whole state (~0.1 ms per held token, measured) while a fresh
 #: prefill costs 1-2.4 ms per token, but the suffix after a trim pays for attention over
@@ -207,56 +197,6 @@ class KVMirror:
         return buffer
 
 
-class PrefillTwin:
-    """A stateless copy of the model for a long prompt into an empty state, with every
-    variable's keys/values as outputs (``add_kv_outputs``'s groups), loaded into the decode
-    request's state afterwards (``load``: one ``set_state`` per variable, the plugin storing
-    them in its cache's precision as it would have). In f32 OpenVINO runs the stateful
-    model's prompt attention through the kernel it fuses with the KV cache, whose f32 path
-    is 1.4-1.7x slower at ~1000 tokens than the fused matmul subgraph the twin gets
-    (``TWIN_MIN_PROMPT``). The state it leaves equals the stateful prefill's bit for bit up
-    to 256 tokens here; longer prompts add in another order."""
-
-    def __init__(self, compiled: ov.CompiledModel, groups: list[KVGroup]) -> None:
-        self.compiled = compiled
-        self.groups = groups
-        self.request = compiled.create_infer_request()
-
-    @classmethod
-    def build(cls, core: ov.Core, xml: Path, device: str, props: dict[str, Any]) -> PrefillTwin | None:
-        """The twin of the model at ``xml``, or None when a variable has no initial value
-        to read instead (an export without ReadValue initialisers)."""
-        model = core.read_model(xml)
-        if any(op.get_type_name() == "ReadValue" and op.get_input_size() != 1 for op in model.get_ordered_ops()):
-            return None
-        slice_last_position(model)
-        groups = add_kv_outputs(model)
-        for sink in list(model.get_sinks()):
-            model.remove_sink(sink)
-        for op in model.get_ordered_ops():
-            if op.get_type_name() == "ReadValue":  # the empty cache its initialiser makes
-                for target in list(op.output(0).get_target_inputs()):
-                    target.replace_source_output(op.input_value(0))
-        for variable in list(model.get_variables()):
-            model.remove_variable(variable)
-        model.validate_nodes_and_infer_types()
-        return cls(core.compile_model(model, device, props), groups)
-
-    def load(self, states: dict[str, Any]) -> None:
-        """Write the last prompt's keys/values into ``states`` (the decode request's, by name)."""
-        for g, group in enumerate(self.groups):
-            stacked = self.request.get_output_tensor(1 + g).data  # one row: variable i is row i
-            for i, name in enumerate(group.ids):
-                states[name].state = ov.Tensor(stacked[i : i + 1], shared_memory=True)  # the plugin copies it
-
-
-def _computes_in_f32(compiled: ov.CompiledModel) -> bool:
-    try:
-        return bool(compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32)
-    except RuntimeError:  # a device that does not report it
-        return False
-
-
 def _mirror_dtype(compiled: ov.CompiledModel) -> type:
     """f16 where the plugin stores keys and values in f16, else f32 (what it rounds from)."""
     try:
@@ -315,17 +255,11 @@ class StatefulLM:
         if prefill_props is not None:
             prefill = core.compile_model(model, device, prefill_props)
             _check_same_layout(decode, prefill)
+        self._compiled = {"prefill": prefill, "decode": decode}
         self._decode = decode.create_infer_request()
         self._prefill = self._decode if prefill is decode else prefill.create_infer_request()
         self.hybrid = self._prefill is not self._decode
         self._to_decode = _state_pairs(self._prefill, self._decode)
-        #: The stateless twin long prompts take where the model computes in f32 (not hybrid).
-        self.twin = (PrefillTwin.build(core, xml, device, decode_props)
-                     if not self.hybrid and _computes_in_f32(decode) else None)
-        self._compiled = {"prefill": prefill if self.twin is None else self.twin.compiled, "decode": decode}
-        if self.twin is not None and mirrored is not None and self.twin.groups != mirrored:
-            raise EngineError("the stateless twin groups the model's keys/values otherwise than the model")
-        self._states = {state.name: state for state in self._decode.query_state()}
         self._reuse_ratio = REUSE_RATIO.get(cpu_kind(), REUSE_RATIO_ELSEWHERE)
         self._mirror = KVMirror(self._decode, mirrored, 1, _mirror_dtype(decode)) if mirrored else None
         #: Whether a rejected guess is cut out of the state rather than masked in it, so
@@ -490,9 +424,7 @@ class StatefulLM:
         self._held += count
         if self._mirror is not None:
             self._mirror.append(request, count)
-        if self.twin is not None and request is self.twin.request:
-            self.twin.load(self._states)
-        elif request is not self._decode:
+        if request is not self._decode:
             hand_over(self._to_decode)
         return request.get_output_tensor(0).data
 
@@ -524,14 +456,9 @@ class StatefulLM:
 
     # -- helpers ---------------------------------------------------------------------------
     def _prefill_request(self, count: int) -> Any:
-        """The request to prefill ``count`` tokens with (see ``HYBRID_MIN_PROMPT`` and
-        ``TWIN_MIN_PROMPT``): another variant only for a prompt into an empty state."""
-        if self._held:
-            return self._decode
-        if self.hybrid and count >= HYBRID_MIN_PROMPT:
+        """The request to prefill ``count`` tokens with (see ``HYBRID_MIN_PROMPT``)."""
+        if self.hybrid and self._held == 0 and count >= HYBRID_MIN_PROMPT:
             return self._prefill
-        if self.twin is not None and count >= TWIN_MIN_PROMPT:
-            return self.twin.request
         return self._decode
 
     def _bind_buffers(self, rows: int) -> None:
