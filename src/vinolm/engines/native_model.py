@@ -60,8 +60,8 @@ HYBRID_MIN_PROMPT = 32
 REUSE_RATIO: dict[str, float] = {"amx": 1.0}
 REUSE_RATIO_ELSEWHERE = 0.5
 #: Trimming copies the whole state (~0.1 ms per held token, measured) while a fresh
-#: prefill costs 1-2.4 ms per token, but the suffix after a trim pays for attention over
-#: the kept prefix: trim when the kept prefix is at least 1/16 of what the state holds.
+#: prefill costs 1-2.4 ms per token: trim when the kept prefix (long enough against the
+#: new tokens, ``REUSE_RATIO``) is also at least 1/16 of what the state holds.
 TRIM_COST_RATIO = 16
 #: A rejected guess stays in the state, masked out of attention, until masked positions
 #: are this share of what the state holds; only then is the state cut back (compacted).
