@@ -537,3 +537,10 @@ def test_serve_rejects_bad_limits_before_loading(capsys: pytest.CaptureFixture[s
     assert main(["serve", "--max-concurrency", "0"]) == 2
     assert "--max-concurrency must be >= 1" in capsys.readouterr().err
     assert main(["serve", "--grpc-port", "70000"]) == 2
+    capsys.readouterr()
+    for argv, needle in ((["--kv-cache-gb", "-1"], "--kv-cache-gb must be >= 0"),
+                         (["--max-batched-tokens", "0"], "--max-batched-tokens must be >= 1"),
+                         (["--engine", "native", "--kv-cache-gb", "2"], "the native engine serves one request at a time"),
+                         (["--engine", "optimum", "--max-batched-tokens", "512"], "size the genai engine's")):
+        assert main(["serve", *argv]) == 2
+        assert needle in capsys.readouterr().err

@@ -45,6 +45,22 @@ PROPOSED_TOKENS = 5
 MAX_NGRAM = 6
 
 
+#: The KV cache every request shares, held whole so that it is also the prefix cache: a
+#: conversation's history survives other traffic until the pool wraps round. One GB is ~45k
+#: tokens of the default model (f16): on an AMX Xeon a 990-token conversation was still cached
+#: after 32 other 990-token prompts and gone after 64; with genai's grow-as-needed cache (0) it
+#: was gone after 8, at the same throughput and 0.6 GB less RSS at the end (docs/benchmarks.md,
+#: section 23). Bigger models hold fewer tokens per GB: ``vinolm serve --kv-cache-gb``.
+KV_CACHE_GB = 1
+#: Prompt tokens one step may take (genai's default): a long prompt is prefilled in pieces
+#: between the other streams' tokens. 1024 gave 5-8% more tokens/s at 8 streams in-process
+#: on an AMX Xeon (nothing beyond the noise with the kernels capped at AVX2, nor through the
+#: server), and a stream then paused 386 ms while a 990-token prompt went in at once, against
+#: 136 ms at 256 (section 23); on a slower CPU the pause grows with the prompt's prefill
+#: time. ``vinolm serve --max-batched-tokens``.
+MAX_BATCHED_TOKENS = 256
+
+
 @dataclass(frozen=True)
 class Speculation:
     """Speculative decoding: candidate tokens come from n-grams of the prompt (``draft``
@@ -71,6 +87,11 @@ class EngineOptions:
     ov_config: dict[str, Any] = field(default_factory=dict)
     batching: bool = False
     max_concurrency: int = 8
+    #: Continuous batching's shared KV cache and prefill pieces (``KV_CACHE_GB``,
+    #: ``MAX_BATCHED_TOKENS``: what each trades); ``kv_cache_blocks`` is genai's finer unit.
+    kv_cache_gb: int = KV_CACHE_GB
+    kv_cache_blocks: int = 0
+    max_batched_tokens: int = MAX_BATCHED_TOKENS
     cache_dir: str | None = None
     #: Compile with vinolm's measured defaults (``ovconfig.device_defaults``) under ``ov_config``;
     #: False leaves everything ``ov_config`` does not set to OpenVINO.

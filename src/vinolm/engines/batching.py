@@ -23,12 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from vinolm.engines.base import Emit, PreparedInput
+from vinolm.engines.base import KV_CACHE_GB, MAX_BATCHED_TOKENS, Emit, PreparedInput
 from vinolm.engines.streaming import TextStreamer
-from vinolm.errors import EngineError
+from vinolm.errors import EngineError, InvalidRequest
 from vinolm.types import Chunk, FinishReason, Metrics
-
-KV_CACHE_GB = 1
 
 
 @dataclass
@@ -60,14 +58,24 @@ class BatchScheduler:
     #: Yield the GIL between steps; off only for ``vinolm.bench.burst``'s comparison.
     yield_gil: ClassVar[bool] = True
 
-    def __init__(self, path: Path, device: str, props: dict[str, Any], max_concurrency: int = 8) -> None:
+    def __init__(
+        self, path: Path, device: str, props: dict[str, Any], max_concurrency: int = 8,
+        kv_cache_gb: int = KV_CACHE_GB, kv_cache_blocks: int = 0, max_batched_tokens: int = MAX_BATCHED_TOKENS,
+    ) -> None:
+        """``kv_cache_gb`` 0 lets genai grow the cache as requests need it; ``kv_cache_blocks``
+        (genai's finer unit, 32 tokens a block on CPU) wins over it when set."""
         import openvino_genai as ov_genai
 
         self._genai = ov_genai
+        #: What the cache holds, as users set it (named when a request outgrows it).
+        self.cache_size = (f"{kv_cache_blocks} blocks" if kv_cache_blocks else
+                           f"{kv_cache_gb} GB" if kv_cache_gb else "grown as needed")
         config = ov_genai.SchedulerConfig()
         config.enable_prefix_caching = True
         config.max_num_seqs = max_concurrency
-        config.cache_size = KV_CACHE_GB
+        config.cache_size = kv_cache_gb
+        config.num_kv_blocks = kv_cache_blocks
+        config.max_num_batched_tokens = max_batched_tokens
         config.dynamic_split_fuse = True
         self.pipe = ov_genai.ContinuousBatchingPipeline(str(path), config, device, props)
         self.tokenizer = self.pipe.get_tokenizer()
@@ -149,7 +157,12 @@ class BatchScheduler:
             return
         still = []
         for item in self._active:
-            if self._poll(item):
+            try:
+                over = self._poll(item)
+            except InvalidRequest as exc:
+                item.finish(exc)
+                continue
+            if over:
                 item.finish()
             else:
                 still.append(item)
@@ -172,9 +185,26 @@ class BatchScheduler:
             return True
         if status == self._genai.GenerationStatus.RUNNING:
             return False
-        if status != self._genai.GenerationStatus.FINISHED:
+        if status == self._genai.GenerationStatus.IGNORED:
+            self._outgrew_cache(item)
+        elif status != self._genai.GenerationStatus.FINISHED:
             item.emit(Chunk("", [], finish_reason="cancelled"))
         return True
+
+    def _outgrew_cache(self, item: _Active) -> None:
+        """genai gives up on ("ignores") a sequence that needs more KV blocks than the whole
+        cache holds. Before its first token that is the request's size against this server's
+        setting, a 400 to resend smaller; after it, the answer ends as at the context's end."""
+        if not item.counts:
+            raise InvalidRequest(
+                f"the prompt ({len(item.prepared.ids)} tokens) does not fit in this server's KV cache "
+                f"({self.cache_size}): send a shorter one, or start the server with a larger --kv-cache-gb"
+            )
+        for index in range(item.prepared_sequences):
+            if index not in item.ended:
+                text = item.texts.get(index)
+                item.emit(Chunk(text.flush() if text else "", [], index=index, finish_reason="length"))
+                item.ended.add(index)
 
     def _emit_tokens(self, item: _Active, index: int, output: Any) -> None:
         """Stream one read of sequence ``index``; its tokens' log-probabilities go along when

@@ -82,7 +82,8 @@ class GenaiEngine(Engine):
             from vinolm.engines.batching import BatchScheduler
 
             self._scheduler: BatchScheduler | None = BatchScheduler(
-                model.path, opts.device, props, max_concurrency=opts.max_concurrency
+                model.path, opts.device, props, max_concurrency=opts.max_concurrency, kv_cache_gb=opts.kv_cache_gb,
+                kv_cache_blocks=opts.kv_cache_blocks, max_batched_tokens=opts.max_batched_tokens,
             )
             self._tokenizer = self._scheduler.tokenizer
             self._pipe = None

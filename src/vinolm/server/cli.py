@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vinolm.cliutil import add_model_args, add_speculation_args, speculation_from_args, status
+from vinolm.engines.base import KV_CACHE_GB, MAX_BATCHED_TOKENS
 from vinolm.errors import InvalidRequest
 from vinolm.models import DEFAULT_MODEL
 
@@ -81,6 +82,12 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     lim.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond those; more get 429")
     lim.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens a request may ask")
     lim.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body (413 above)")
+    lim.add_argument("--kv-cache-gb", type=int, default=None, metavar="GB",
+                     help=f"KV cache shared by a model's requests, also its prefix cache (genai engine; default "
+                          f"{KV_CACHE_GB}; 0 = grown as requests need it, keeping little history)")
+    lim.add_argument("--max-batched-tokens", type=int, default=None, metavar="N",
+                     help=f"prompt tokens one batch step takes (genai engine; default {MAX_BATCHED_TOKENS}): more "
+                          "is more throughput, and longer pauses for the other streams while a long prompt goes in")
     lim.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
                      help="on SIGTERM or Ctrl-C: refuse new requests (503, not ready) and let those in "
                           "flight finish for up to this long before exiting; a second signal exits at once")
@@ -184,7 +191,7 @@ def load_service(model: ServedModel, args: argparse.Namespace, limits: Limits, m
 
     prepared = prepare(model.reference, model.weight_format, progress=status)
     options = EngineOptions(device=model.device, ov_config=dict(model.ov_config), batching=True,
-                            max_concurrency=model.max_concurrency or args.max_concurrency)
+                            max_concurrency=model.max_concurrency or args.max_concurrency, **batching_args(args))
     if prepared.is_embedding:
         from vinolm.engines.embedding import EmbeddingEngine
 
@@ -193,6 +200,12 @@ def load_service(model: ServedModel, args: argparse.Namespace, limits: Limits, m
         options.speculation = speculation_from_args(args)
         engine = load_engine(model.engine, prepared, options)
     return ModelService(engine, model.names, limits, metrics)
+
+
+def batching_args(args: argparse.Namespace) -> dict[str, int]:
+    """The continuous-batching settings the user gave (the engine's defaults stand for the rest)."""
+    return {name: getattr(args, name) for name in ("kv_cache_gb", "max_batched_tokens")
+            if getattr(args, name, None) is not None}
 
 
 def _load_at_start(registry: Registry, everything: bool) -> None:
@@ -223,9 +236,13 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InvalidRequest("--max-loaded must be >= 0 (0 = no limit)")
     if not args.drain_timeout >= 0:
         raise InvalidRequest("--drain-timeout must be >= 0 seconds")
-    for name, low in (("max_concurrency", 1), ("max_queue", 0), ("max_tokens_limit", 1), ("max_request_bytes", 1)):
-        if getattr(args, name) < low:
+    for name, low in (("max_concurrency", 1), ("max_queue", 0), ("max_tokens_limit", 1), ("max_request_bytes", 1),
+                      ("kv_cache_gb", 0), ("max_batched_tokens", 1)):
+        if (getattr(args, name) if getattr(args, name) is not None else low) < low:
             raise InvalidRequest(f"--{name.replace('_', '-')} must be >= {low}")
+    if batching_args(args) and args.engine != "genai":
+        raise InvalidRequest("--kv-cache-gb and --max-batched-tokens size the genai engine's continuous batching; "
+                             f"the {args.engine} engine serves one request at a time")
     spec = speculation_from_args(args)
     if spec is not None and args.engine != "genai" and not (args.engine == "native" and spec.draft is None):
         raise InvalidRequest("--prompt-lookup runs on the genai and native engines, --draft-model on genai")
