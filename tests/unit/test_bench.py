@@ -497,6 +497,19 @@ def test_server_bench_names_the_speculation_of_either_server() -> None:
             parse_args(wrong)
 
 
+def test_server_bench_starts_vinolm_serve_with_its_batching_settings() -> None:
+    from vinolm.bench.server import batching_flags, label_of, parse_args
+
+    args = parse_args(["--max-batched-tokens", "1024", "--kv-cache-gb", "2"])
+    assert batching_flags(args) == ["--kv-cache-gb", "2", "--max-batched-tokens", "1024"]
+    assert label_of(args) == "vinolm serve --kv-cache-gb 2 --max-batched-tokens 1024 (openai)"
+    assert batching_flags(parse_args([])) == []
+    for wrong in (["--max-batched-tokens", "512", "--url", "http://127.0.0.1:9"],
+                  ["--kv-cache-gb", "0", "--llama-server", "/m/Q8_0.gguf"]):
+        with pytest.raises(SystemExit):
+            parse_args(wrong)
+
+
 def test_llama_server_is_the_throughput_peer_once_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vinolm.bench.peers.llamacpp import LLAMA_BIN_ENV
     from vinolm.bench.runner import throughput_jobs

@@ -337,7 +337,17 @@ def label_of(args: argparse.Namespace) -> str:
     ray = f" Ray {args.replicas}x{args.threads_per_replica} thread(s)" if args.replicas else ""
     speculation = (f" --draft-model {Path(args.draft_model).name}" if args.draft_model
                    else " --prompt-lookup" if args.prompt_lookup else "")  # fmt: skip
-    return f"vinolm serve{ray}{speculation} ({args.protocol}{task}){suffix}"
+    batching = "".join(f" {flag}" for flag in batching_flags(args))
+    return f"vinolm serve{ray}{speculation}{batching} ({args.protocol}{task}){suffix}"
+
+
+def batching_flags(args: argparse.Namespace) -> list[str]:
+    """The ``vinolm serve`` flags for the continuous-batching settings asked of the started server."""
+    flags: list[str] = []
+    for name in ("kv_cache_gb", "max_batched_tokens"):
+        if getattr(args, name) is not None:
+            flags += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return flags
 
 
 def llama_speculation(args: argparse.Namespace) -> list[str]:
@@ -429,6 +439,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     speculation.add_argument("--draft-model", default=None, metavar="MODEL",
                              help="start the server with this draft model (vinolm serve --draft-model; with "
                                   "--llama-server a GGUF for llama-server -md)")
+    batching = p.add_argument_group("the started vinolm serve's continuous batching")
+    batching.add_argument("--kv-cache-gb", type=int, default=None, metavar="GB", help="vinolm serve --kv-cache-gb")
+    batching.add_argument("--max-batched-tokens", type=int, default=None, metavar="N",
+                          help="vinolm serve --max-batched-tokens")
     ray = p.add_argument_group("start the server on Ray Serve (vinolm[ray])")
     ray.add_argument("--replicas", type=int, default=None, metavar="N", help="vinolm serve --replicas N")
     ray.add_argument("--threads-per-replica", type=int, default=1, metavar="T")
@@ -442,6 +456,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--llama-server starts its own server and speaks the OpenAI protocol only")
     if (args.prompt_lookup or args.draft_model) and args.url:
         p.error("--prompt-lookup and --draft-model start a server with them; not with --url")
+    if batching_flags(args) and (args.url or args.llama_server):
+        p.error("--kv-cache-gb and --max-batched-tokens start vinolm serve with them; not with --url or --llama-server")
     if args.task != "filler" and (args.protocol != "openai" or args.json_schema):
         p.error(f"--task {args.task} asks chat work through the OpenAI protocol, without --json-schema")
     args.levels = parse_levels(args.concurrency) or [1]
@@ -471,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = str(prepare(args.model, args.weight_format, progress=lambda _: None).path)
             flags = ["--prompt-lookup"] if args.prompt_lookup else []
             flags += ["--draft-model", args.draft_model] if args.draft_model else []
+            flags += batching_flags(args)
             with local_server(folder, max(args.levels), ray_flags(args), ov_config=args.ov_config, flags=flags) as (
                     base, grpc_address, pid):
                 line = measure(args, base, grpc_address, None if args.replicas else pid)
