@@ -93,3 +93,8 @@ def cpu_kind(flags: set[str] | None = None) -> CpuKind:
     if "avx2" not in flags:
         return "other"
     return "avx2-vnni" if "avx_vnni" in flags else "avx2"
+
+
+def memory_gb() -> float:
+    """This machine's physical memory in GiB (openvino-genai's ceiling for a KV cache)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30

@@ -541,6 +541,7 @@ def test_serve_rejects_bad_limits_before_loading(capsys: pytest.CaptureFixture[s
     for argv, needle in ((["--kv-cache-gb", "-1"], "--kv-cache-gb must be >= 0"),
                          (["--max-batched-tokens", "0"], "--max-batched-tokens must be >= 1"),
                          (["--engine", "native", "--kv-cache-gb", "2"], "the native engine serves one request at a time"),
-                         (["--engine", "optimum", "--max-batched-tokens", "512"], "size the genai engine's")):
+                         (["--engine", "optimum", "--max-batched-tokens", "512"], "size the genai engine's"),
+                         (["--kv-cache-gb", "100000"], "--kv-cache-gb 100000 is more than this machine's memory")):
         assert main(["serve", *argv]) == 2
         assert needle in capsys.readouterr().err

@@ -282,7 +282,7 @@ def machine() -> dict[str, Any]:
     under the cap ``ONEDNN_MAX_CPU_ISA`` puts on OpenVINO's kernels, OpenVINO's view of the
     real CPU, and the cap itself (set, a run on one CPU measures an older kind's kernels:
     docs/benchmarks.md says which rows did)."""
-    from vinolm.cpu import cpu_kind, isa, isa_cap
+    from vinolm.cpu import cpu_kind, isa, isa_cap, memory_gb
     from vinolm.engines.ovconfig import optimization_capabilities
 
     cpu = platform.processor()
@@ -293,8 +293,7 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "memory_gb": round(mem, 1), "isa": isa(),
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "memory_gb": round(memory_gb(), 1), "isa": isa(),
             "cpu_kind": cpu_kind(), "openvino_capabilities": optimization_capabilities(),
             "isa_cap": isa_cap(),
             "python": platform.python_version(), "platform": platform.platform()}  # fmt: skip

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vinolm.cliutil import add_model_args, add_speculation_args, speculation_from_args, status
+from vinolm.cpu import memory_gb
 from vinolm.engines.base import KV_CACHE_GB, MAX_BATCHED_TOKENS
 from vinolm.errors import InvalidRequest
 from vinolm.models import DEFAULT_MODEL
@@ -240,6 +241,9 @@ def _check_args(args: argparse.Namespace) -> None:
                       ("kv_cache_gb", 0), ("max_batched_tokens", 1)):
         if (getattr(args, name) if getattr(args, name) is not None else low) < low:
             raise InvalidRequest(f"--{name.replace('_', '-')} must be >= {low}")
+    if args.kv_cache_gb is not None and args.kv_cache_gb > memory_gb():
+        raise InvalidRequest(f"--kv-cache-gb {args.kv_cache_gb} is more than this machine's memory "
+                             f"({memory_gb():.1f} GB); the cache fills up to it as prompts stay cached")
     if batching_args(args) and args.engine != "genai":
         raise InvalidRequest("--kv-cache-gb and --max-batched-tokens size the genai engine's continuous batching; "
                              f"the {args.engine} engine serves one request at a time")
