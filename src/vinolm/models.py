@@ -97,6 +97,18 @@ class PreparedModel:
         return 2048
 
     @property
+    def kv_values_per_token(self) -> int | None:
+        """Keys and values one token adds to the KV cache over all layers (None where the
+        config does not say): what sizes a cache in tokens."""
+        config = self.config
+        heads = config.get("num_attention_heads")
+        kv_heads = config.get("num_key_value_heads") or heads
+        head_dim = config.get("head_dim") or (config.get("hidden_size", 0) // heads if isinstance(heads, int) and heads else 0)
+        layers = config.get("num_hidden_layers")
+        sizes = (layers, kv_heads, head_dim)
+        return 2 * layers * kv_heads * head_dim if all(isinstance(v, int) and v > 0 for v in sizes) else None
+
+    @property
     def eos_token_ids(self) -> list[int]:
         ids: list[int] = []
         for source in (self.generation_config, self.config):

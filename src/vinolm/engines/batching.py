@@ -61,15 +61,19 @@ class BatchScheduler:
     def __init__(
         self, path: Path, device: str, props: dict[str, Any], max_concurrency: int = 8,
         kv_cache_gb: int = KV_CACHE_GB, kv_cache_blocks: int = 0, max_batched_tokens: int = MAX_BATCHED_TOKENS,
+        tokens_per_gb: int | None = None,
     ) -> None:
         """``kv_cache_gb`` 0 lets genai grow the cache as requests need it; ``kv_cache_blocks``
-        (genai's finer unit, 32 tokens a block on CPU) wins over it when set."""
+        (genai's finer unit, 32 tokens a block on CPU) wins over it when set; ``tokens_per_gb``
+        (the model's, estimated) says what a GB holds when the cache is named."""
         import openvino_genai as ov_genai
 
         self._genai = ov_genai
         #: What the cache holds, as users set it (named when a request outgrows it).
         self.cache_size = (f"{kv_cache_blocks} blocks" if kv_cache_blocks else
                            f"{kv_cache_gb} GB" if kv_cache_gb else "grown as needed")
+        if kv_cache_gb and not kv_cache_blocks and tokens_per_gb:
+            self.cache_size += f", about {kv_cache_gb * tokens_per_gb:,} tokens of this model"
         config = ov_genai.SchedulerConfig()
         config.enable_prefix_caching = True
         config.max_num_seqs = max_concurrency

@@ -84,7 +84,10 @@ class GenaiEngine(Engine):
             self._scheduler: BatchScheduler | None = BatchScheduler(
                 model.path, opts.device, props, max_concurrency=opts.max_concurrency, kv_cache_gb=opts.kv_cache_gb,
                 kv_cache_blocks=opts.kv_cache_blocks, max_batched_tokens=opts.max_batched_tokens,
+                tokens_per_gb=_tokens_per_gb(model, props),
             )
+            log.info("%s: KV cache %s, shared by its requests and kept as their prefix cache", model.name,
+                     self._scheduler.cache_size)
             self._tokenizer = self._scheduler.tokenizer
             self._pipe = None
         else:
@@ -275,6 +278,14 @@ class _CallbackStreamer:
                 return None
 
         return Streamer()
+
+
+def _tokens_per_gb(model: PreparedModel, props: dict[str, Any]) -> int | None:
+    """About how many tokens of ``model`` a GB of its KV cache holds, at the cache precision
+    it is compiled with (OpenVINO's own on CPU is u8: a byte a value, plus its scales)."""
+    values = model.kv_values_per_token
+    width = {"f32": 4, "u8": 1, "i8": 1}.get(str(props.get("KV_CACHE_PRECISION", "u8")).lower(), 2)
+    return 2**30 // (values * width) if values else None
 
 
 def _first_line(exc: BaseException) -> str:
