@@ -27,6 +27,7 @@ def test_grown_cache_and_small_prefill_pieces_answer_every_request() -> None:
 
         with ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(ask, range(4)))
+        assert any("KV cache grown as needed, shared by its requests" in line for line in server.log), server.tail()
     for answer in answers:
         assert answer.usage is not None and answer.usage.prompt_tokens > 8 * PIECE
         assert answer.choices[0].finish_reason in ("stop", "length")
