@@ -11,13 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import grpc
 import pytest
 from fastapi.testclient import TestClient
+from tests.e2e.conftest import free_port
 
 from vinolm.engines import Engine, EngineOptions, load_engine
 from vinolm.errors import InvalidRequest
 from vinolm.models import PreparedModel
 from vinolm.server.app import build_app
+from vinolm.server.grpc import serve_grpc
+from vinolm.server.grpc._proto import grpc_predict_v2_pb2 as pb
+from vinolm.server.grpc._proto import grpc_predict_v2_pb2_grpc as pb_grpc
+from vinolm.server.kserve.tensors import pack_bytes
 from vinolm.server.service import ModelService
 from vinolm.types import GenerationParams, Request
 
@@ -64,3 +70,22 @@ def test_the_refusal_is_a_400_in_the_openai_shape(small_cache: Engine, stream: b
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
     assert "does not fit in this server's KV cache (4 blocks)" in error["message"]
+
+
+def test_the_refusal_is_invalid_argument_over_grpc(small_cache: Engine) -> None:
+    port = free_port()
+    server = serve_grpc(ModelService(small_cache, ["smollm2-135m"]), "127.0.0.1", port)
+    request = pb.ModelInferRequest(model_name="smollm2-135m")
+    request.inputs.add(name="pre_prompt", datatype="BYTES", shape=[1])
+    request.raw_input_contents.append(pack_bytes([_words(300).encode()]))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ModelInfer(request, timeout=60)
+            streamed = list(stub.ModelStreamInfer(iter([request]), timeout=60))
+    finally:
+        server.stop()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "does not fit in this server's KV cache" in (caught.value.details() or "")
+    assert [r.error_message.split(":")[0] for r in streamed] == ["INVALID_ARGUMENT"]
