@@ -101,12 +101,14 @@ class PreparedModel:
         """Keys and values one token adds to the KV cache over all layers (None where the
         config does not say): what sizes a cache in tokens."""
         config = self.config
-        heads = config.get("num_attention_heads")
+        heads, hidden = config.get("num_attention_heads"), config.get("hidden_size")
         kv_heads = config.get("num_key_value_heads") or heads
-        head_dim = config.get("head_dim") or (config.get("hidden_size", 0) // heads if isinstance(heads, int) and heads else 0)
+        head_dim = config.get("head_dim") or (hidden // heads if isinstance(hidden, int) and isinstance(heads, int)
+                                              and heads > 0 else None)
         layers = config.get("num_hidden_layers")
-        sizes = (layers, kv_heads, head_dim)
-        return 2 * layers * kv_heads * head_dim if all(isinstance(v, int) and v > 0 for v in sizes) else None
+        if not all(isinstance(v, int) and v > 0 for v in (layers, kv_heads, head_dim)):
+            return None
+        return 2 * layers * kv_heads * head_dim
 
     @property
     def eos_token_ids(self) -> list[int]:

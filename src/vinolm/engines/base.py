@@ -46,7 +46,7 @@ MAX_NGRAM = 6
 
 
 #: The KV cache every request shares, held whole so that it is also the prefix cache: a
-#: conversation's history survives other traffic until the pool wraps round. One GB is ~45k
+#: conversation's history survives other traffic until the pool wraps round. One GB is ~46k
 #: tokens of the default model (f16): on an AMX Xeon a 990-token conversation was still cached
 #: after 32 other 990-token prompts and gone after 64; with genai's grow-as-needed cache (0) it
 #: was gone after 8, at the same throughput and 0.6 GB less RSS at the end (docs/benchmarks.md,
