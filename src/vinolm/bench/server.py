@@ -343,11 +343,9 @@ def label_of(args: argparse.Namespace) -> str:
 
 def batching_flags(args: argparse.Namespace) -> list[str]:
     """The ``vinolm serve`` flags for the continuous-batching settings asked of the started server."""
-    flags: list[str] = []
-    for name in ("kv_cache_gb", "max_batched_tokens"):
-        if getattr(args, name) is not None:
-            flags += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    return flags
+    from vinolm.server.cli import batching_args
+
+    return [arg for name, value in batching_args(args).items() for arg in (f"--{name.replace('_', '-')}", str(value))]
 
 
 def llama_speculation(args: argparse.Namespace) -> list[str]:
