@@ -239,7 +239,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InvalidRequest("--drain-timeout must be >= 0 seconds")
     for name, low in (("max_concurrency", 1), ("max_queue", 0), ("max_tokens_limit", 1), ("max_request_bytes", 1),
                       ("kv_cache_gb", 0), ("max_batched_tokens", 1)):
-        if (getattr(args, name) if getattr(args, name) is not None else low) < low:
+        value = getattr(args, name)
+        if value is not None and value < low:  # None: the engine's default
             raise InvalidRequest(f"--{name.replace('_', '-')} must be >= {low}")
     if args.kv_cache_gb is not None and args.kv_cache_gb > memory_gb():
         raise InvalidRequest(f"--kv-cache-gb {args.kv_cache_gb} is more than this machine's memory "
