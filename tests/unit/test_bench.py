@@ -366,6 +366,26 @@ def test_profile_breaks_a_decode_step_down_by_node_type() -> None:
 
 
 @pytest.mark.slow
+def test_profile_paged_times_the_model_as_openvino_genai_runs_it() -> None:
+    """genai's checking pass runs another attention kernel than its steps: ``--paged`` times and
+    compares that form of the model, not the stateful one the native engine runs."""
+    cmd = [sys.executable, "-m", "vinolm.bench.profile", "--paged", "--prompt-tokens", "40", "--steps", "3",
+           "--step-tokens", "3", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    types = {r["node_type"] for r in result["rows"]}
+    assert result["paged"] and "PagedAttentionExtension" in types and not any("ScaledDot" in t for t in types), types
+    assert any(t.startswith("FullyConnected") for t in types) and 0 < result["counted_ms"] <= result["step_ms"] * 1.2
+    parity = result["parity"]  # each of the pass's rows against a step at its position
+    assert len(parity["max_abs_diff"]) == 3 and parity["bitwise"] == (max(parity["max_abs_diff"]) == 0)
+    assert max(parity["max_abs_diff"]) < 50 and result["miss"] is None  # logits of the same tokens; no native engine
+    refused = subprocess.run([sys.executable, "-m", "vinolm.bench.profile", "--paged", "--batch", "4"],
+                             capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+    assert refused.returncode == 2 and "--paged times one sequence" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.slow
 def test_profile_decodes_a_batch_of_sequences_a_step() -> None:
     cmd = [sys.executable, "-m", "vinolm.bench.profile", "--prompt-tokens", "16", "--steps", "3", "--batch", "4"]
     proc = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=900, cwd=REPO, check=False)

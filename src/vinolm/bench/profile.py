@@ -1,7 +1,7 @@
 """Where a decode step's time goes: OpenVINO's per-node counters for one model.
 
     python -m vinolm.bench.profile [--model M] [--weight-format int8] [--prompt-tokens 256] \\
-        [--steps 32] [--step-tokens 1] [--batch 1] [--ov-config KEY=VALUE ...] [--json]
+        [--steps 32] [--step-tokens 1] [--batch 1] [--paged] [--ov-config KEY=VALUE ...] [--json]
 
 Compiles the stateful IR with ``PERF_COUNT`` (vinolm's default properties, then the
 overrides), prefills a prompt, then runs single-token steps and sums each node type's time
@@ -21,7 +21,10 @@ flip a token). It also times what surrounds a pass in the native engine's prompt
 and the token step after the pass, which OpenVINO's plugin slows, cut or not, by preparing
 every node again for the input shape going back from k+1 tokens to one. ``--batch B`` decodes
 B sequences a step, as a server does at concurrency B: whether the weight kernel's time grows
-with the rows it multiplies (compute-bound) or stays (memory-bound).
+with the rows it multiplies (compute-bound) or stays (memory-bound). ``--paged`` profiles
+the model as openvino-genai's pipelines run it, its attention paged: their token step, and
+the pass that checks genai's own prompt lookup proposals, which runs another attention kernel
+than a step and so answers as plain decoding only where the parity line says so.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import math
 import re
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from vinolm.bench.report import run_tool
@@ -50,16 +54,24 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     model = prepare(args.model, args.weight_format, progress=lambda _: None)
     props = {**compile_properties("CPU", parse_ov_config(args.ov_config), None, export=model.weights), "PERF_COUNT": True}
-    compiled = ov.Core().compile_model(model.path / "openvino_model.xml", "CPU", props)
-    request = compiled.create_infer_request()
+    core = ov.Core()
+    xml = model.path / "openvino_model.xml"
+    capacity = args.prompt_tokens + args.steps * args.step_tokens
+    if args.paged:
+        compiled = core.compile_model(paged_model(core, xml), "CPU", props)
+        request = compiled.create_infer_request()
+        logits = paged_feed(compiled, request, capacity)
+    else:
+        compiled = core.compile_model(xml, "CPU", props)
+        request = compiled.create_infer_request()
 
-    def logits(tokens: list[int], start: int) -> Any:
-        rows = args.batch
-        ids = np.array([tokens] * rows, dtype=np.int64)
-        request.infer({"input_ids": ids, "attention_mask": np.ones((rows, start + len(tokens)), dtype=np.int64),
-                       "position_ids": np.tile(np.arange(start, start + len(tokens)), (rows, 1)),
-                       "beam_idx": np.arange(rows, dtype=np.int32)})  # fmt: skip
-        return request.get_tensor("logits").data[0]  # a view until the next inference
+        def logits(tokens: list[int], start: int) -> Any:
+            rows = args.batch
+            ids = np.array([tokens] * rows, dtype=np.int64)
+            request.infer({"input_ids": ids, "attention_mask": np.ones((rows, start + len(tokens)), dtype=np.int64),
+                           "position_ids": np.tile(np.arange(start, start + len(tokens)), (rows, 1)),
+                           "beam_idx": np.arange(rows, dtype=np.int32)})  # fmt: skip
+            return request.get_tensor("logits").data[0]  # a view until the next inference
 
     def step(tokens: list[int], start: int) -> int:
         return int(logits(tokens, start)[-1].argmax())
@@ -97,7 +109,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         diff = np.abs(checked.astype(np.float64) - singles).max(axis=1)
         parity = {"max_abs_diff": [float(d) for d in diff], "bitwise": bool((checked == singles).all()),
                   "argmax_same": bool((checked.argmax(axis=1) == singles.argmax(axis=1)).all())}
-    miss = miss_cost(model.path, props, prompt, args.step_tokens, args.steps) if args.step_tokens > 1 else None
+    miss = miss_cost(model.path, props, prompt, args.step_tokens, args.steps) if args.step_tokens > 1 and not args.paged else None
     weights = folder_weight_bytes(model.path)
     weight_s = sum(t for node, t in seconds.items() if node.startswith(WEIGHT_NODES)) / args.steps
     rows = [{"node_type": node, "ms_per_step": round(s / args.steps * 1000, 3), "share": round(s / counted, 4),
@@ -105,11 +117,56 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for node, s in sorted(seconds.items(), key=lambda kv: -kv[1])]  # fmt: skip
     return {"model": str(model.path), "properties": {k: str(v) for k, v in props.items()},
             "prompt_tokens": args.prompt_tokens, "steps": args.steps, "step_tokens": args.step_tokens,
-            "batch": args.batch,
+            "batch": args.batch, "paged": args.paged,
             "step_ms": round(wall / args.steps * 1000, 3), "counted_ms": round(counted / args.steps * 1000, 3),
             "weight_mb": round(weights / 1e6, 1), "weight_gbps": round(weights / weight_s / 1e9, 1) if weight_s else None,
             "parity": parity, "miss": miss, "rows": rows,
             "matmuls": matmul_rows(weight_matrices(compiled), per_node, args.steps)}  # fmt: skip
+
+
+def paged_model(core: Any, xml: Any) -> Any:
+    """The model as openvino-genai's pipelines compile it: its attention rewritten to read
+    and write a paged KV cache through block tables (openvino's own transformation)."""
+    from openvino._offline_transformations import paged_attention_transformation
+
+    model = core.read_model(xml)
+    paged_attention_transformation(model, False, False)
+    return model
+
+
+#: The paged model's inputs besides the caches, as one sequence fills them.
+PAGED_INPUTS = frozenset({"input_ids", "position_ids", "past_lens", "subsequence_begins", "block_indices",
+                          "block_indices_begins", "max_context_len"})
+
+
+def paged_feed(compiled: Any, request: Any, capacity: int) -> Callable[[list[int], int], Any]:
+    """``logits(tokens, start)`` for one sequence in the paged model: its caches hold
+    ``capacity`` tokens in consecutive blocks, and writing at ``start`` again overwrites
+    what a previous call left there (the stateful model's ``reset_state``)."""
+    import numpy as np
+    import openvino as ov
+
+    names = {i.get_any_name() for i in compiled.inputs}
+    unknown = {n for n in names - PAGED_INPUTS if not n.startswith(("key_cache.", "value_cache."))}
+    if unknown:
+        raise SystemExit(f"--paged: this OpenVINO's paged model wants inputs this tool does not fill: {sorted(unknown)}")
+    caches = [(p.get_any_name(), p.get_element_type(), [d.get_length() for d in list(p.get_partial_shape())[1:]])
+              for p in compiled.inputs if p.get_any_name().startswith(("key_cache.", "value_cache."))]
+    block = next(dims[1] for name, _, dims in caches if name.startswith("value_cache."))  # [heads, block, size]
+    for name, kind, dims in caches:
+        request.set_tensor(name, ov.Tensor(kind, [-(-capacity // block), *dims]))
+
+    def logits(tokens: list[int], start: int) -> Any:
+        end = start + len(tokens)
+        used = -(-end // block)
+        request.infer({"input_ids": np.array(tokens, dtype=np.int64), "position_ids": np.arange(start, end),
+                       "past_lens": np.array([start], np.int32), "subsequence_begins": np.array([0, len(tokens)], np.int32),
+                       "block_indices": np.arange(used, dtype=np.int32),
+                       "block_indices_begins": np.array([0, used], np.int32), "max_context_len": np.array(end, np.int32)})
+        out = request.get_tensor("logits").data
+        return out.reshape(-1, out.shape[-1])
+
+    return logits
 
 
 def weight_matrices(compiled: Any) -> dict[str, tuple[str, int, int]]:
@@ -195,6 +252,7 @@ def miss_cost(folder: Any, props: dict[str, Any], prompt: list[int], tokens: int
 
 def markdown(result: dict[str, Any]) -> str:
     rows = f" of {result['batch']} sequences" if result.get("batch", 1) > 1 else ""
+    rows += " (paged attention, as openvino-genai runs the model)" if result.get("paged") else ""
     lines = [(f"Decode step{rows}: {result['step_ms']} ms on the caller's clock, {result['counted_ms']} ms in nodes; "
              f"weights {result['weight_mb']} MB streamed by FullyConnected at {result['weight_gbps']} GB/s."), "",
              "| node type | ms per step | share of node time | kernels (nodes per step) |",
@@ -233,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="tokens per step: 1 is decoding, k+1 the pass that checks k speculated tokens")
     p.add_argument("--batch", type=int, default=1,
                    help="sequences decoded together each step, as a server at that concurrency")
+    p.add_argument("--paged", action="store_true",
+                   help="the model as openvino-genai runs it (paged attention) instead of the native engine's")
     p.add_argument("--ov-config", action="append", default=[], metavar="KEY=VALUE")
     return run_tool(p, argv, _problem, measure, markdown)
 
@@ -242,6 +302,8 @@ def _problem(args: argparse.Namespace) -> str | None:
         return "--prompt-tokens, --steps, --step-tokens and --batch must be >= 1"
     if args.batch > 1 and args.step_tokens > 1:
         return "--batch times decode steps; a checking pass (--step-tokens > 1) is one sequence's"
+    if args.batch > 1 and args.paged:
+        return "--paged times one sequence; --batch is the stateful model's"
     return None
 
 
