@@ -70,10 +70,21 @@ def test_native_joins_the_default_variants_only_when_it_exists(monkeypatch: pyte
         chat_turns.parse_args(["--turns", "0"])
 
 
+def test_ov_config_is_parsed_for_the_in_process_engines_only(capsys: pytest.CaptureFixture[str]) -> None:
+    args = chat_turns.parse_args(["--engine", "genai", "--ov-config", "KV_CACHE_PRECISION=u8",
+                                  "--ov-config", "DYNAMIC_QUANTIZATION_GROUP_SIZE=32"])
+    assert args.ov_config == {"KV_CACHE_PRECISION": "u8", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 32}
+    for argv, said in ((["--ov-config", "KV_CACHE_PRECISION"], "KEY=VALUE"),
+                       (["--url", "http://127.0.0.1:1", "--ov-config", "A=1"], "--ov-config set up in-process")):
+        with pytest.raises(SystemExit) as exit_:
+            chat_turns.parse_args(argv)
+        assert exit_.value.code == 2 and said in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_a_tiny_real_run_prints_a_row_per_turn() -> None:
     command = [sys.executable, "-m", "vinolm.bench.chat_turns", "--turns", "2", "--turn-tokens", "16",
-               "--new-tokens", "4", "--engine", "genai", "--json"]
+               "--new-tokens", "4", "--engine", "genai", "--ov-config", "KV_CACHE_PRECISION=u8", "--json"]
     done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -82,6 +93,7 @@ def test_a_tiny_real_run_prints_a_row_per_turn() -> None:
     assert report["rows"][1]["prompt_tokens"] > report["rows"][0]["prompt_tokens"] >= 16
     assert all(set(row["ttft"]) == labels and min(row["ttft"].values()) > 0 for row in report["rows"])
     assert set(report["ratios"]) == labels and report["target_ratio"] == 1.5
+    assert report["ov_config"] == {"KV_CACHE_PRECISION": "u8"}
 
 
 def _sse(*events: object) -> bytes:

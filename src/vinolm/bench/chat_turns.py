@@ -7,7 +7,7 @@ This runs one conversation with long, deterministic user turns through every var
 interleaved turn by turn so machine noise hits them alike, and prints the TTFT per turn.
 
     python -m vinolm.bench.chat_turns [--model M] [--turns 10] [--turn-tokens 150]
-        [--new-tokens 64] [--repeats 1] [--engine genai|native] [--json]
+        [--new-tokens 64] [--repeats 1] [--engine genai|native] [--ov-config KEY=VALUE ...] [--json]
 
 The re-encoding variant is genai's ``LLMPipeline`` on the stateful SDPA model, which
 starts from an empty KV cache on every call like the tutorials' ``model.generate``. (Its
@@ -15,7 +15,9 @@ default paged-attention backend keeps a prefix cache of its own, so it would not
 tutorials' cost.) It is given the reference variant's exact history each turn (same
 prompts, same lengths), and its answer is cut after the first piece since nobody reads it.
 With ``--repeats`` the conversation runs again with other filler text and each cell is the
-median, which tames a busy machine.
+median, which tames a busy machine. ``--ov-config`` compiles the cache-reusing engines with
+those OpenVINO properties over vinolm's defaults (what a turn's attention over the history
+costs in another arithmetic or KV cache precision); the re-encoding variant keeps its own.
 
     python -m vinolm.bench.chat_turns --url URL [--conversations 4] [--turns 5] ...
 
@@ -43,6 +45,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
+from typing import Any
 
 import httpx
 
@@ -51,6 +54,8 @@ from vinolm.client.common import SESSION_HEADER
 from vinolm.deploy.ray_serve import REPLICA_HEADER
 from vinolm.engines import load_engine
 from vinolm.engines.base import Engine, EngineOptions
+from vinolm.engines.ovconfig import parse_ov_config
+from vinolm.errors import InvalidRequest
 from vinolm.models import PreparedModel, prepare
 from vinolm.types import GenerationParams, Request
 
@@ -90,6 +95,8 @@ class Report:
     new_tokens: int
     repeats: int
     rows: list[Row]
+    #: OpenVINO properties over vinolm's defaults for the cache-reusing engines
+    ov_config: dict[str, Any] = field(default_factory=dict)
     url: str | None = None
     conversations: int = 1
     #: per variant, where its turns went (server runs)
@@ -185,11 +192,13 @@ def native_available() -> bool:
     return importlib.util.find_spec("vinolm.engines.native") is not None
 
 
-def load_variants(model: PreparedModel, engines: Sequence[str], params: GenerationParams) -> list[Variant]:
+def load_variants(model: PreparedModel, engines: Sequence[str], params: GenerationParams,
+                  ov_config: dict[str, Any]) -> list[Variant]:
     """The cache-reusing variants first (the first is the reference), re-encoding last."""
     variants = []
     for name in engines:
-        engine = load_engine(name, model, EngineOptions(batching=name == "genai", max_concurrency=1))
+        options = EngineOptions(batching=name == "genai", max_concurrency=1, ov_config=dict(ov_config))
+        engine = load_engine(name, model, options)
         label = "genai prefix cache" if name == "genai" else name
         variants.append(Variant(label, engine, Chat(engine, params=params), reuses_cache=True))
     reencode = load_engine("genai", model, EngineOptions(batching=False, ov_config=dict(REENCODE_CONFIG)))
@@ -201,13 +210,13 @@ def load_variants(model: PreparedModel, engines: Sequence[str], params: Generati
 
 def run(
     model_ref: str | None, engines: Sequence[str], turns: int, turn_tokens: int, new_tokens: int,
-    repeats: int = 1,
+    repeats: int = 1, ov_config: dict[str, Any] | None = None,
 ) -> Report:
     model = prepare(model_ref, None, progress=lambda message: print(f"vinolm: {message}", file=sys.stderr))
-    variants = load_variants(model, engines, GenerationParams(max_new_tokens=new_tokens))
+    variants = load_variants(model, engines, GenerationParams(max_new_tokens=new_tokens), ov_config or {})
     try:
         runs = [run_conversation(variants, turns, turn_tokens, seed=1000 * r) for r in range(repeats)]
-        return Report(model.name, turn_tokens, new_tokens, repeats, median_rows(runs))
+        return Report(model.name, turn_tokens, new_tokens, repeats, median_rows(runs), ov_config=ov_config or {})
     finally:
         for variant in variants:
             variant.engine.close()
@@ -324,6 +333,9 @@ def markdown(report: Report) -> str:
         lines.append(f"| {row.turn} | {row.prompt_tokens} | {cells} |")
     last = report.rows[-1].turn if report.rows else 0
     lines.append("")
+    if report.ov_config:
+        config = ", ".join(f"{k}={v}" for k, v in report.ov_config.items())
+        lines.append(f"- the cache-reusing engines compiled with {config} over vinolm's defaults")
     for label, ratio in report.ratios().items():
         verdict = "meets" if ratio <= TARGET_RATIO else "misses"
         target = "" if label == REENCODE else f" ({verdict} the {TARGET_RATIO}x target)"
@@ -348,12 +360,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="a running server (e.g. vinolm serve --replicas 2): chats with and without "
                              "x-session-id instead of the in-process engines")
     parser.add_argument("--conversations", type=int, default=4, help="with --url: chats at once")
+    parser.add_argument("--ov-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="OpenVINO properties over vinolm's defaults for the cache-reusing engines")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
     args = parser.parse_args(argv)
     if min(args.turns, args.turn_tokens, args.new_tokens, args.repeats, args.conversations) < 1:
         parser.error("--turns, --turn-tokens, --new-tokens, --repeats and --conversations must be positive")
-    if args.url and args.engine:
-        parser.error("--engine picks in-process engines; with --url the server's engine answers")
+    if args.url and (args.engine or args.ov_config):
+        parser.error("--engine and --ov-config set up in-process engines; with --url the server's engine answers")
+    try:
+        args.ov_config = parse_ov_config(args.ov_config)
+    except InvalidRequest as exc:
+        parser.error(str(exc))
     args.engine = list(dict.fromkeys(args.engine or ["genai", *(["native"] if native_available() else [])]))
     return args
 
@@ -364,7 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = run_server(args.url, args.model, args.turns, args.turn_tokens, args.new_tokens, args.repeats,
                             args.conversations)
     else:
-        report = run(args.model, args.engine, args.turns, args.turn_tokens, args.new_tokens, args.repeats)
+        report = run(args.model, args.engine, args.turns, args.turn_tokens, args.new_tokens, args.repeats,
+                     args.ov_config)
     print(json.dumps(report.to_dict(), indent=2) if args.json else markdown(report))
     return 0
 
