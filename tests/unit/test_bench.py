@@ -251,6 +251,12 @@ def test_interleave_copy_task_compares_speculative_rows_with_plain() -> None:
         refused = subprocess.run([sys.executable, "-m", "vinolm.bench.interleave", *args],
                                  capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
         assert refused.returncode == 2 and error in refused.stderr
+    # A row whose properties the engine cannot load with: one line, the vinolm command's exit code.
+    unloadable = subprocess.run([sys.executable, "-m", "vinolm.bench.interleave", "--row", "genai@NO_SUCH_PROPERTY=1",
+                                 "--runs", "1", "--prompt-tokens", "16", "--new-tokens", "2"],
+                                capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
+    assert unloadable.returncode == 1 and "Traceback" not in unloadable.stderr
+    assert unloadable.stderr.startswith("python -m vinolm.bench.interleave: error: openvino-genai cannot load ")
 
 
 @pytest.mark.slow
@@ -363,6 +369,11 @@ def test_profile_breaks_a_decode_step_down_by_node_type() -> None:
     both = subprocess.run([sys.executable, "-m", "vinolm.bench.profile", "--batch", "4", "--step-tokens", "3"],
                           capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
     assert both.returncode == 2 and "checking pass" in both.stderr and "Traceback" not in both.stderr
+    # A property OpenVINO refuses: its one useful line, not a traceback of the compile.
+    unknown = subprocess.run([sys.executable, "-m", "vinolm.bench.profile", "--steps", "1", "--ov-config",
+                              "NO_SUCH_PROPERTY=1"], capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
+    assert unknown.returncode == 1 and unknown.stderr.startswith("python -m vinolm.bench.profile: error: OpenVINO: ")
+    assert "NO_SUCH_PROPERTY" in unknown.stderr and len(unknown.stderr.splitlines()) == 1, unknown.stderr
 
 
 @pytest.mark.slow

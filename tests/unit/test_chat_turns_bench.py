@@ -96,6 +96,17 @@ def test_a_tiny_real_run_prints_a_row_per_turn() -> None:
     assert report["ov_config"] == {"KV_CACHE_PRECISION": "u8"}
 
 
+@pytest.mark.slow
+def test_a_property_openvino_refuses_is_one_line_not_a_traceback() -> None:
+    command = [sys.executable, "-m", "vinolm.bench.chat_turns", "--turns", "1", "--turn-tokens", "16",
+               "--new-tokens", "4", "--engine", "genai", "--ov-config", "NO_SUCH_PROPERTY=1"]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and done.stdout == ""
+    error = [line for line in done.stderr.splitlines() if not line.startswith("vinolm: ")]  # prepare's progress
+    assert len(error) == 1 and error[0].startswith("python -m vinolm.bench.chat_turns: error: ")
+    assert "NO_SUCH_PROPERTY" in error[0]
+
+
 def _sse(*events: object) -> bytes:
     return b"".join(f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n".encode() for e in events)
 
@@ -116,6 +127,23 @@ def test_a_served_turn_is_timed_at_its_first_text_and_names_its_replica() -> Non
     with httpx.Client(base_url="http://server", transport=httpx.MockTransport(answer)) as http:
         turn, reply = stream_turn(http, "m", [{"role": "user", "content": "hi"}], 8)
     assert reply == "Hello" and turn.prompt_tokens == 42 and turn.replica == "r1" and turn.ttft > 0
+
+
+@pytest.mark.parametrize(("status", "events", "said"), [
+    (200, _sse({"choices": [{"delta": {"role": "assistant"}}]}, {"choices": [{"delta": {"content": ""}}]}, "[DONE]"),
+     "http://server answered a turn with no text"),
+    (503, b'{"error": {"message": "busy"}}', "http://server answered HTTP 503"),
+])
+def test_a_served_turn_without_text_is_an_error_not_a_zero(status: int, events: bytes, said: str) -> None:
+    import httpx
+
+    from vinolm.bench.chat_turns import stream_turn
+    from vinolm.errors import EngineError
+
+    transport = httpx.MockTransport(lambda _: httpx.Response(status, content=events))
+    with httpx.Client(base_url="http://server", transport=transport) as http, pytest.raises(EngineError) as error:
+        stream_turn(http, "m", [{"role": "user", "content": "hi"}], 8)
+    assert error.value.message.startswith(said)
 
 
 def test_placement_counts_follow_ups_on_the_same_replica() -> None:

@@ -49,13 +49,14 @@ from typing import Any
 
 import httpx
 
+from vinolm.bench.report import one_line_errors
 from vinolm.chat.session import Chat, Response
 from vinolm.client.common import SESSION_HEADER
 from vinolm.deploy.ray_serve import REPLICA_HEADER
 from vinolm.engines import load_engine
 from vinolm.engines.base import Engine, EngineOptions
 from vinolm.engines.ovconfig import parse_ov_config
-from vinolm.errors import InvalidRequest
+from vinolm.errors import EngineError, InvalidRequest
 from vinolm.models import PreparedModel, prepare
 from vinolm.types import GenerationParams, Request
 
@@ -156,6 +157,9 @@ def run_turn(variants: Sequence[Variant], turn: int, text: str) -> Row:
             variant.chat.history = list(history)
         response = variant.chat.send(text)
         row.ttft[variant.label] = time_to_first_piece(response, drain=variant.reuses_cache)
+        if not row.ttft[variant.label]:
+            raise EngineError(f"{variant.label} answered turn {turn} with no text, so it has no time to first "
+                              "token (do its properties break the model?)")
         if variant is reference:
             row.prompt_tokens = response.metrics.input_tokens
     return row
@@ -239,7 +243,7 @@ def stream_turn(http: httpx.Client, model: str, messages: list[dict[str, str]],
     started, ttft, reply, prompt_tokens = time.perf_counter(), 0.0, "", 0
     with http.stream("POST", "/v1/chat/completions", json=body) as response:
         if response.status_code != 200:
-            raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:300]!r}")
+            raise EngineError(f"{base_of(http)} answered HTTP {response.status_code}: {response.read()[:300]!r}")
         replica = response.headers.get(REPLICA_HEADER, "")
         for line in response.iter_lines():
             if not line.startswith("data:") or line.endswith("[DONE]"):
@@ -250,7 +254,13 @@ def stream_turn(http: httpx.Client, model: str, messages: list[dict[str, str]],
                 ttft = time.perf_counter() - started
             reply += text
             prompt_tokens = (event.get("usage") or {}).get("prompt_tokens", prompt_tokens)
+    if not ttft:
+        raise EngineError(f"{base_of(http)} answered a turn with no text, so it has no time to first token")
     return ServedTurn(ttft, prompt_tokens, replica), reply
+
+
+def base_of(http: httpx.Client) -> str:
+    return str(http.base_url).rstrip("/")
 
 
 def served_conversation(base: str, model: str, texts: Sequence[str], session: str | None,
@@ -344,9 +354,12 @@ def markdown(report: Report) -> str:
     return "\n".join(lines)
 
 
+PROG = "python -m vinolm.bench.chat_turns"
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m vinolm.bench.chat_turns", description=__doc__.split("\n\n")[0]
+        prog=PROG, description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--model", default=None, help="model reference (default: smollm2-135m)")
     parser.add_argument("--turns", type=int, default=10)
@@ -378,12 +391,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.url:
-        report = run_server(args.url, args.model, args.turns, args.turn_tokens, args.new_tokens, args.repeats,
-                            args.conversations)
-    else:
-        report = run(args.model, args.engine, args.turns, args.turn_tokens, args.new_tokens, args.repeats,
-                     args.ov_config)
+    with one_line_errors(PROG):
+        if args.url:
+            try:
+                report = run_server(args.url, args.model, args.turns, args.turn_tokens, args.new_tokens,
+                                    args.repeats, args.conversations)
+            except httpx.TransportError as exc:
+                raise EngineError(f"cannot reach {args.url}: {exc}") from exc
+        else:
+            report = run(args.model, args.engine, args.turns, args.turn_tokens, args.new_tokens, args.repeats,
+                         args.ov_config)
     print(json.dumps(report.to_dict(), indent=2) if args.json else markdown(report))
     return 0
 

@@ -11,9 +11,13 @@ import argparse
 import json
 import os
 import platform
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from vinolm.errors import EngineError, VinolmError
 
 Row = dict[str, Any]
 #: The llama.cpp rows a single-stream row is compared with, the C++ one first.
@@ -437,6 +441,27 @@ def run_tool(parser: argparse.ArgumentParser, argv: list[str] | None, problem: C
     args = parser.parse_args(argv)
     if (message := problem(args)) is not None:
         parser.error(message)
-    result = {**measure(args), "machine": machine()}
+    with one_line_errors(parser.prog):
+        result = {**measure(args), "machine": machine()}
     print(json.dumps(result) if args.json else f"{isa_line(result['machine'])}\n\n{markdown(result)}")
     return 0
+
+
+@contextmanager
+def one_line_errors(prog: str) -> Iterator[None]:
+    """vinolm's own errors met while measuring (a property OpenVINO refuses, a model that does
+    not load), and OpenVINO's where a tool compiles a model itself, as one line and the
+    ``vinolm`` command's exit codes, not a traceback: a sweep tries properties that some CPU
+    or engine does not take."""
+    from vinolm.engines.common import first_line
+
+    try:
+        yield
+    except VinolmError as exc:
+        print(f"{prog}: error: {exc.message}", file=sys.stderr)
+        raise SystemExit(1 if isinstance(exc, EngineError) else 2) from None
+    except RuntimeError as exc:
+        if not str(exc).startswith("Exception from"):  # not OpenVINO's: a bug, keep its traceback
+            raise
+        print(f"{prog}: error: OpenVINO: {first_line(exc)}", file=sys.stderr)
+        raise SystemExit(1) from None
