@@ -17,10 +17,11 @@ from typing import Any
 
 from vinolm.engines import compile_cache
 from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
-from vinolm.engines.common import finish_reason_for, finish_sequence
+from vinolm.engines.common import finish_reason_for, finish_sequence, first_line
 from vinolm.engines.constraints import compile_constraint
 from vinolm.engines.lookup import f32_checks, proposed_tokens
 from vinolm.engines.native_tokenizer import VocabLookup
+from vinolm.engines.ovconfig import device_base, optimization_capabilities
 from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import EngineError
 from vinolm.models import PreparedModel
@@ -63,13 +64,15 @@ class GenaiEngine(Engine):
         paged = opts.batching or spec is not None or not sdpa
         if paged:
             self.properties = compile_cache.for_paged_attention(self.properties, opts.device)
+        if paged and (problem := _paged_f16_problem(self.properties, opts.device)) is not None:
+            raise EngineError(problem)
         props = {**self.properties, **self._speculation_properties()}
         started = time.perf_counter()
         try:
             with compile_cache.watching_paged_loads(self.properties, opts.device) if paged else nullcontext():
                 self._load(model, props)
         except RuntimeError as exc:
-            raise EngineError(f"openvino-genai cannot load {model.path}: {_first_line(exc)}") from exc
+            raise EngineError(f"openvino-genai cannot load {model.path}: {first_line(exc)}") from exc
         self.load_seconds = time.perf_counter() - started
         self._lock = threading.Lock()
         # Streaming detokenizes once or twice per token: a Python lookup where the graph
@@ -288,6 +291,20 @@ def _tokens_per_gb(model: PreparedModel, props: dict[str, Any]) -> int | None:
     return 2**30 // (values * width) if values else None
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip() and "Exception from" not in line]
-    return lines[-1].strip() if lines else type(exc).__name__
+def _paged_f16_problem(props: dict[str, Any], device: str) -> str | None:
+    """Why these properties would make OpenVINO's paged attention answer garbage, if they
+    would: on a CPU that computes f16 (AVX512-FP16, Xeons since Sapphire Rapids), f16 math over
+    a KV cache whose keys and values share an f16 or u8 type (OpenVINO's u8 default included)
+    gave token 0 at every step on the default model, and other tokens than f32 at 1.1B; mixed
+    or f32 caches answered right (OpenVINO 2026.4.1 on an AMX Xeon, docs/benchmarks.md section
+    25). The stateful model the other engines run is not affected."""
+    if device_base(device) != "CPU" or str(props.get("INFERENCE_PRECISION_HINT", "")).lower() != "f16":
+        return None
+    kv = str(props.get("KV_CACHE_PRECISION", "u8")).lower()
+    key, value = (str(props.get(f"{part}_CACHE_PRECISION", kv)).lower() for part in ("KEY", "VALUE"))
+    if key != value or key == "f32" or "FP16" not in optimization_capabilities(device):
+        return None
+    article = "an" if key.startswith(("f", "i")) else "a"
+    return (f"INFERENCE_PRECISION_HINT=f16 with {article} {key} KV cache makes openvino-genai's paged attention answer "
+            "garbage on this CPU; add KV_CACHE_PRECISION=f32 (f16 math ran at 0.4x the speed of vinolm's "
+            "defaults on an AMX Xeon) or leave the precision to vinolm")
