@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vinolm.errors import InvalidRequest
+from vinolm.types import SPECULATION_LIMIT
 
 if TYPE_CHECKING:
     from vinolm.chat.session import Response
@@ -61,8 +62,8 @@ def speculation_from_args(args: argparse.Namespace) -> Speculation | None:
     if not getattr(args, "prompt_lookup", False) and not getattr(args, "draft_model", None):
         return None
     for flag in ("num_assistant_tokens", "max_ngram_size"):
-        if getattr(args, flag) is not None and not 1 <= getattr(args, flag) <= 64:
-            raise InvalidRequest(f"--{flag.replace('_', '-')} must be between 1 and 64", param=flag)
+        if getattr(args, flag) is not None and not 1 <= getattr(args, flag) <= SPECULATION_LIMIT:
+            raise InvalidRequest(f"--{flag.replace('_', '-')} must be between 1 and {SPECULATION_LIMIT}", param=flag)
     return Speculation(draft=args.draft_model, num_assistant_tokens=args.num_assistant_tokens,
                        max_ngram_size=args.max_ngram_size or MAX_NGRAM)
 

@@ -17,6 +17,9 @@ FinishReason = Literal["stop", "length", "cancelled"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 #: OpenAI's rule for function names, which chat templates and tool parsers rely on.
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: The most tokens speculative decoding may propose a step, and the longest n-gram prompt
+#: lookup may match, wherever a request, a flag or a bench row sets them.
+SPECULATION_LIMIT = 64
 
 
 @dataclass(frozen=True)

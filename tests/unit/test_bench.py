@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from vinolm.bench.schema import (
     round_record,
     timed_record,
 )
+from vinolm.errors import InvalidRequest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -132,6 +134,33 @@ def test_every_single_stream_job_refuses_empty_sizes(module: str, sizes: list[st
     assert done.returncode == 2, done.stderr
     assert "--prompt-tokens, --new-tokens and --runs must be >= 1, --warmup >= 0" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.parametrize(("sleep", "timeout", "outcome"), [(120, 2.0, "timed out after 2 s"), (0, 60.0, "exit 0")])
+def test_nothing_a_job_started_outlives_it(tmp_path: Path, sleep: int, timeout: float, outcome: str) -> None:
+    """A server a bench job starts must not keep taking CPU from the rows after it, whether the
+    job times out (and is killed before it can stop its children) or forgets them."""
+    from vinolm.bench.runner import Job, run_job
+
+    pid_file = tmp_path / "child.pid"
+    script = ("import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', 'import time; "
+              f"time.sleep(300)'], stdout=subprocess.DEVNULL); open({str(pid_file)!r}, 'w').write(str(child.pid)); "
+              f"time.sleep({sleep})")
+    line = run_job(Job("leaves a child", "single", [sys.executable, "-c", script]), timeout, log=lambda _: None)
+    assert line["error"].startswith(outcome)
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)
 
 
 def test_report_ratios_against_llama_cpp() -> None:
@@ -285,8 +314,8 @@ def test_a_row_names_its_kind_model_and_exact_properties() -> None:
     assert (both.kind, both.proposed, both.ngram) == ("native-lookup", 3, 6)
     assert parse_row("genai-draft/4").proposed == 4 and parse_row("genai-lookup").ngram is None
     for bad in ("genai:", "llama:/x", "gen@A=1", "genai/3", "native-lookup/0", "genai-lookup/x", "genai-lookup/3/0",
-                "genai-lookup/3/6/2", "genai-draft/3/6", "native/3/6"):
-        with pytest.raises(SystemExit):
+                "genai-lookup/3/6/2", "genai-draft/3/6", "native/3/6", "genai-lookup/65", "direct:/nonexistent.gguf"):
+        with pytest.raises(InvalidRequest, match=f"--row {bad!r}: "):
             parse_row(bad)
 
 
@@ -526,6 +555,23 @@ def test_server_bench_names_the_speculation_of_either_server() -> None:
     for wrong in (["--draft-model", "d", "--url", "http://127.0.0.1:9"], ["--draft-model", "d", "--prompt-lookup"]):
         with pytest.raises(SystemExit):
             parse_args(wrong)
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--concurrency", "abc"], "--concurrency takes levels like 1,4,8, got 'abc'"),
+    (["--concurrency", "-1"], "--concurrency takes levels like 1,4,8"),
+    (["--concurrency", "none"], "needs at least one level"),
+    (["--rounds", "0"], "--rounds"),
+    (["--new-tokens", "0"], "--new-tokens"),
+    (["--llama-server", "m.gguf", "--threads", "0"], "--threads"),
+])
+def test_server_bench_refuses_sizes_it_cannot_measure(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                      said: str) -> None:
+    from vinolm.bench.server import parse_args
+
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(argv)
+    assert exit_.value.code == 2 and said in capsys.readouterr().err
 
 
 def test_server_bench_starts_vinolm_serve_with_its_batching_settings() -> None:

@@ -120,6 +120,29 @@ def test_bad_ov_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert_one_line_error(code, err, "KEY=VALUE")
 
 
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["--engine", "foo"], ["--engine 'foo'", "unknown engine", "native-hybrid"]),
+        (["--engine", "genai@KV_CACHE_PRECISION"], ["--engine 'genai@KV_CACHE_PRECISION'", "KEY=VALUE"]),
+        (["--ov-config", "FOO"], ["--ov-config", "KEY=VALUE"]),
+        (["--url", "http://127.0.0.1:1", "--protocol", "grpc"], ["gRPC address"]),
+        (["--timeout", "0"], ["--timeout"]),
+        (["--threads", "0"], ["--threads"]),
+        (["--shape", "dolly-v2-3b"], ["--shape goes with --shapes"]),
+        (["--shape-format", "int4"], ["--shape-format goes with --shapes"]),
+        (["--url-label", "mine"], ["--url-label goes with --url"]),
+        (["--no-single", "--concurrency", "none"], ["nothing to measure"]),
+    ],
+)
+def test_bench_refuses_what_it_would_ignore_or_fail_on_per_row(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], needles: list[str]) -> None:
+    """Refused before any job runs, not an error row per job under exit code 0."""
+    code, err = run(capsys, "bench", *argv, "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, *needles)
+    assert not (tmp_path / "out").exists()
+
+
 def test_invalid_export_numbers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, err = run(capsys, "export", "smollm2-135m", "-o", str(tmp_path / "o"), "--weight-format", "int4",
                     "--ratio", "1.5")

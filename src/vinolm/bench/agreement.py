@@ -31,6 +31,7 @@ import numpy as np
 
 from vinolm.bench.interleave import parse_row
 from vinolm.bench.report import run_tool
+from vinolm.errors import InvalidRequest
 
 #: ``--text-tokens`` scores the start of these docs, as every KL number in docs/benchmarks.md did.
 DOCS = Path(__file__).resolve().parents[3] / "docs"
@@ -70,8 +71,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     results: list[list[list[int]]] = []
     for spec in args.row:  # a row given twice is loaded twice: that measures determinism
         row = parse_row(spec)
-        if row.kind not in ("genai", "native"):
-            raise SystemExit(f"--row {spec!r}: agreement compares the genai and native engines")
         folder = prepare(row.model, progress=lambda _: None) if row.model else model
         options = EngineOptions(ov_config=row.properties or {}, vinolm_defaults=row.properties is None)
         with load_engine(row.kind, folder, options) as engine:
@@ -158,6 +157,13 @@ def _problem(args: argparse.Namespace) -> str | None:
         return "give at least two --row (the first is the reference) and --new-tokens >= 1"
     if not 0 <= args.text_tokens <= 4096:
         return "--text-tokens must be between 0 (off) and 4096"
+    for spec in args.row:
+        try:
+            kind = parse_row(spec).kind
+        except InvalidRequest as exc:
+            return exc.message
+        if kind not in ("genai", "native"):
+            return f"--row {spec!r}: agreement compares the genai and native engines"
     return None
 
 

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from vinolm.bench.report import run_tool
-from vinolm.bench.schema import prompt_text
+from vinolm.bench.schema import check_context, prompt_text
 from vinolm.bench.worker import timed_generation
 
 MODES = {"yield": True, "no-yield": False}
@@ -54,6 +54,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from vinolm.models import prepare
 
     model = prepare(args.model, args.weight_format, progress=lambda _: None)
+    check_context(model, args.prompt_tokens + args.new_tokens, "--prompt-tokens and --new-tokens")
     engine = load_engine("genai", model, EngineOptions(batching=True, max_concurrency=args.requests))
     variants = itertools.count()
 

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from vinolm.bench.constrained import DEFAULT
-from vinolm.bench.runner import DEFAULT_ENGINES, PEERS
+from vinolm.bench.runner import DEFAULT_ENGINES, ENGINE_PRESETS, PEERS
 from vinolm.bench.server import PROTOCOLS
 from vinolm.errors import InvalidRequest
 
@@ -110,10 +110,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if min(args.prompt_tokens, args.new_tokens, args.runs, args.repeat) < 1 or args.warmup < 0:
         raise InvalidRequest("--prompt-tokens, --new-tokens, --runs and --repeat must be >= 1, --warmup >= 0")
+    if args.timeout <= 0 or (args.threads is not None and args.threads < 1):
+        raise InvalidRequest("--timeout must be above 0 and --threads at least 1")
     try:
         levels = parse_levels(args.concurrency)
     except ValueError:
         raise InvalidRequest(f"--concurrency takes levels like 1,4,8, got {args.concurrency!r}") from None
+    check_sections(args, levels)
+    check_engines(args.engine or [], args.ov_config)
     from vinolm.bench.shapes import SHAPES
 
     unknown = sorted(set(args.shape) - set(SHAPES))
@@ -137,6 +141,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(report.markdown(results))
     status("wrote " + ", ".join(str(f) for f in files))
     return 0
+
+
+def check_sections(args: argparse.Namespace, levels: list[int]) -> None:
+    """Refuse flags that would be ignored, and a run with nothing to measure, before anything starts."""
+    for flag, value, needs, given in (("--shape", args.shape, "--shapes", args.shapes),
+                                      ("--shape-format", args.shape_format, "--shapes", args.shapes),
+                                      ("--url-label", args.url_label, "--url", args.url)):
+        if value and not given:
+            raise InvalidRequest(f"{flag} goes with {needs}")
+    if args.url and "grpc" in (args.protocol or []):
+        raise InvalidRequest("--protocol grpc needs the server's gRPC address, which --url does not give: measure "
+                             "it with python -m vinolm.bench.server --url URL --grpc HOST:PORT")
+    if args.no_single and not levels and not args.cold_start:
+        raise InvalidRequest("--no-single with --concurrency none leaves nothing to measure")
+
+
+def check_engines(specs: list[str], ov_config: list[str]) -> None:
+    """Each ``--engine`` an engine vinolm has, with well-formed properties: refused here (exit 2),
+    not as an error row per job."""
+    from vinolm.bench.runner import engine_variant
+    from vinolm.engines import ENGINES
+    from vinolm.engines.ovconfig import parse_ov_config
+
+    parse_ov_config(ov_config)
+    for spec in specs:
+        name, props = engine_variant(spec)
+        if name not in ENGINES:
+            raise InvalidRequest(f"--engine {spec!r}: unknown engine {name!r}; use one of {', '.join(ENGINES)}, "
+                                 f"{', '.join(ENGINE_PRESETS)} or ENGINE@KEY=V,KEY=V")
+        parse_ov_config(props, source=f"--engine {spec!r}")
 
 
 def checked_schema(spec: str) -> str:

@@ -52,12 +52,16 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vinolm.bench.report import run_tool
-from vinolm.bench.schema import prompt_text
+from vinolm.bench.schema import check_context, prompt_text
 from vinolm.bench.tasks import TASKS, task_prompts
 from vinolm.bench.worker import request
+from vinolm.engines.common import first_line
+from vinolm.errors import EngineError, InvalidRequest
+from vinolm.types import SPECULATION_LIMIT
 
 Timed = tuple[float, float, str | None]  # (ttft_s, tpot_s, the answer; None: a direct row keeps none)
 Run = Callable[[list[int], str, int], Timed]  # (prompt ids, the same as text, new tokens)
@@ -96,15 +100,19 @@ def parse_row(spec: str) -> RowSpec:
     kind, slash, counts = kind.partition("/")
     numbers = counts.split("/") if slash else []
     if kind not in KINDS:
-        raise SystemExit(f"--row {spec!r}: the kind must be one of {', '.join(KINDS)}")
-    if numbers and (kind not in SPECULATIVE or len(numbers) > 2 or not all(n.isdigit() and int(n) >= 1 for n in numbers)
+        raise InvalidRequest(f"--row {spec!r}: the kind must be one of {', '.join(KINDS)}")
+    if numbers and (kind not in SPECULATIVE or len(numbers) > 2
+                    or not all(n.isdigit() and 1 <= int(n) <= SPECULATION_LIMIT for n in numbers)
                     or (len(numbers) == 2 and kind == "genai-draft")):
-        raise SystemExit(f"--row {spec!r}: only a speculative kind ({', '.join(SPECULATIVE)}) takes /N, "
-                         "N >= 1 tokens proposed per step, and a lookup kind /N/G, G >= 1 the longest n-gram")
+        raise InvalidRequest(f"--row {spec!r}: only a speculative kind ({', '.join(SPECULATIVE)}) takes /N, "
+                             f"1 to {SPECULATION_LIMIT} tokens proposed per step, and a lookup kind /N/G, G from 1 to "
+                             f"{SPECULATION_LIMIT} the longest n-gram")
     if colon and not model:
-        raise SystemExit(f"--row {spec!r}: name the model after ':' (a folder made by vinolm export)")
+        raise InvalidRequest(f"--row {spec!r}: name the model after ':' (a folder made by vinolm export)")
+    if model.endswith(".gguf") and not Path(model).is_file():
+        raise InvalidRequest(f"--row {spec!r}: no GGUF file {model}")
     proposed, ngram = ([int(n) for n in numbers] + [None, None])[:2]
-    return RowSpec(kind, model or None, parse_ov_config([p for p in props.split(",") if p]) if at else None,
+    return RowSpec(kind, model or None, parse_ov_config([p for p in props.split(",") if p], f"--row {spec!r}") if at else None,
                    proposed, ngram)
 
 
@@ -169,7 +177,10 @@ def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple
             gguf = row.model if row.model and row.model.endswith(".gguf") else None
             folder = None if gguf else prepare(row.model, progress=lambda _: None) if row.model else model
             props = compile_properties("CPU", user or {}, None, user is None, folder.weights if folder else None)
-            pipe = ov_genai.LLMPipeline(gguf or str(folder.path), "CPU", **props)
+            try:
+                pipe = ov_genai.LLMPipeline(gguf or str(folder.path), "CPU", **props)
+            except RuntimeError as exc:
+                raise EngineError(f"openvino-genai cannot load {gguf or folder.path}: {first_line(exc)}") from exc
             rows.append(Row(spec, direct_run(pipe, row.kind == "direct-stream"), props))
         else:
             folder = prepare(row.model, progress=lambda _: None) if row.model else model
@@ -192,6 +203,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from vinolm.models import prepare
 
     model = prepare(args.model, args.weight_format, progress=lambda _: None)
+    if args.task == "filler":  # the tasks' prompts are whole paragraphs, as many as fit
+        check_context(model, args.prompt_tokens + args.new_tokens, "--prompt-tokens and --new-tokens")
     rows = build_rows(args.row, model, args.task, (args.num_assistant_tokens, args.max_ngram_size), args.draft_model)
     tok = TokenizerIR(ov.Core(), model.path)
     message = None if args.task == "filler" else task_prompts(args.task, args.prompt_tokens)
@@ -278,6 +291,13 @@ def _problem(args: argparse.Namespace) -> str | None:
     proposed = 1 if args.num_assistant_tokens is None else args.num_assistant_tokens
     if min(args.prompt_tokens, args.runs, proposed, args.max_ngram_size or 1) < 1 or args.new_tokens < 2:
         return "--prompt-tokens, --runs, --num-assistant-tokens and --max-ngram-size must be >= 1, --new-tokens >= 2"
+    if max(proposed, args.max_ngram_size or 1) > SPECULATION_LIMIT:
+        return f"--num-assistant-tokens and --max-ngram-size must be at most {SPECULATION_LIMIT}"
+    for spec in args.row:
+        try:
+            parse_row(spec)
+        except InvalidRequest as exc:
+            return exc.message
     if any(row.startswith("genai-draft") for row in args.row) != (args.draft_model is not None):
         return "genai-draft rows and --draft-model go together"
     if args.task != "filler" and any(row.startswith("direct") for row in args.row):

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vinolm.bench.report import run_tool
+from vinolm.bench.schema import check_context
 
 #: Node types that stream the weights (``FullyConnectedCompressed`` where OpenVINO
 #: decompresses INT8/INT4 inside the kernel).
@@ -53,10 +54,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from vinolm.models import prepare
 
     model = prepare(args.model, args.weight_format, progress=lambda _: None)
+    capacity = args.prompt_tokens + args.steps * args.step_tokens
+    check_context(model, capacity, "--prompt-tokens and --steps x --step-tokens")
     props = {**compile_properties("CPU", parse_ov_config(args.ov_config), None, export=model.weights), "PERF_COUNT": True}
     core = ov.Core()
     xml = model.path / "openvino_model.xml"
-    capacity = args.prompt_tokens + args.steps * args.step_tokens
     if args.paged:
         compiled = core.compile_model(paged_model(core, xml), "CPU", props)
         request = compiled.create_infer_request()

@@ -23,9 +23,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -337,11 +339,8 @@ def run_job(job: Job, timeout_s: float, log: Any = print) -> dict[str, Any]:
     before = loadavg()
     started = time.perf_counter()
     try:
-        proc = subprocess.run(job.command, capture_output=True, text=True, timeout=timeout_s,
-                              env=subprocess_env(), stdin=subprocess.DEVNULL, check=False)  # fmt: skip
-        line = parse_line(proc.stdout) or error_line(
-            job.label, f"exit {proc.returncode}: {proc.stderr[-1500:]}"
-        )
+        returncode, stdout, stderr = run_alone(job.command, timeout_s)
+        line = parse_line(stdout) or error_line(job.label, f"exit {returncode}: {stderr[-1500:]}")
     except subprocess.TimeoutExpired:
         line = error_line(job.label, f"timed out after {timeout_s:.0f} s")
     except OSError as exc:
@@ -352,6 +351,32 @@ def run_job(job: Job, timeout_s: float, log: Any = print) -> dict[str, Any]:
                 wall_s=round(time.perf_counter() - started, 2), **job.meta)  # fmt: skip
     log(f"bench: {job.label}: {_outcome(line)}")
     return line
+
+
+def run_alone(command: list[str], timeout_s: float) -> tuple[int, str, str]:
+    """Run a job in a process group of its own and end the whole group when it returns or
+    times out: a server a job started (``vinolm serve``, ``llama-server``, llama-cpp-python's)
+    must not outlive it, or it would take CPU from every later row (a killed job cannot stop
+    its children itself). Output goes to files, which a leftover child holding them open
+    does not keep the job waiting on as it would a pipe."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True,
+                                env=subprocess_env(), start_new_session=True)  # fmt: skip
+        try:
+            proc.wait(timeout=timeout_s)
+        finally:
+            _end_group(proc.pid)
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return proc.returncode, out.read(), err.read()
+
+
+def _end_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:  # nothing of the job left
+        pass
 
 
 def _outcome(line: dict[str, Any]) -> str:

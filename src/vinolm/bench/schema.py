@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vinolm.bench.peers.llamacpp import FILLER, lead, loadavg, peak_rss_mb
+from vinolm.errors import InvalidRequest
 
 RUN_KEYS = ("ttft_s", "tpot_s", "decode_tps", "prefill_tps", "total_s")
 Tokenize = Callable[[str], list[int]]
@@ -153,6 +154,15 @@ def prompt_text(tokenize: Tokenize, detokenize: Detokenize, n: int, variant: int
         if len(tokenize(text)) == n:
             return text
     raise ValueError(f"no cut of the filler text tokenizes to exactly {n} tokens")
+
+
+def check_context(model: Any, tokens: int, what: str) -> None:
+    """Refuse a run whose prompt and answer outgrow ``model``'s context before anything loads:
+    past it every request is refused (a table of errors), and cutting a filler text of that many
+    tokens alone takes minutes."""
+    if tokens > model.context_length:
+        raise InvalidRequest(f"{what} make {tokens} tokens, more than {model.name}'s context of "
+                             f"{model.context_length}")
 
 
 def new_prompts(tokenize: Tokenize, detokenize: Detokenize, n: int) -> Prompts:

@@ -458,7 +458,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--kv-cache-gb and --max-batched-tokens start vinolm serve with them; not with --url or --llama-server")
     if args.task != "filler" and (args.protocol != "openai" or args.json_schema):
         p.error(f"--task {args.task} asks chat work through the OpenAI protocol, without --json-schema")
-    args.levels = parse_levels(args.concurrency) or [1]
+    if min(args.prompt_tokens, args.new_tokens, args.rounds) < 1 or (args.threads is not None and args.threads < 1):
+        p.error("--prompt-tokens, --new-tokens, --rounds and --threads must be >= 1")
+    try:
+        args.levels = parse_levels(args.concurrency)
+    except ValueError:
+        p.error(f"--concurrency takes levels like 1,4,8, got {args.concurrency!r}")
+    if not args.levels:
+        p.error("--concurrency needs at least one level: this tool measures throughput")
     if args.url and args.protocol == "grpc" and not args.grpc:
         p.error("--protocol grpc with --url needs --grpc HOST:PORT")
     try:

@@ -13,13 +13,14 @@ from vinolm.cpu import BF16_FLAGS, INT8_DOT_FLAGS, cpu_flags, cpu_kind, isa_cap
 from vinolm.errors import InvalidRequest
 
 
-def parse_ov_config(pairs: list[str] | None) -> dict[str, Any]:
-    """``["KEY=VALUE", ...]`` -> dict, with a clear error for a malformed pair."""
+def parse_ov_config(pairs: list[str] | None, source: str = "--ov-config") -> dict[str, Any]:
+    """``["KEY=VALUE", ...]`` -> dict, with a clear error for a malformed pair that names
+    where it was written (``source``: the flag, or a bench row's spec)."""
     config: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise InvalidRequest(f"--ov-config takes KEY=VALUE, got {pair!r}")
+            raise InvalidRequest(f"{source} takes KEY=VALUE, got {pair!r}")
         try:
             parsed: Any = json.loads(value)
         except ValueError:

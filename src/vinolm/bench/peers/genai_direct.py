@@ -20,6 +20,8 @@ from typing import Any
 
 from vinolm.bench.peers.llamacpp import job_arguments, parse_job
 from vinolm.bench.schema import emit, error_line, prompt_ids, result_line, run_record, skip_line
+from vinolm.engines.ovconfig import parse_ov_config
+from vinolm.errors import EngineError, InvalidRequest
 
 PEER = "openvino-genai direct"
 
@@ -29,10 +31,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import openvino as ov
     import openvino_genai as ov_genai
 
-    from vinolm.engines.ovconfig import cap_properties, parse_ov_config
+    from vinolm.engines.common import first_line
+    from vinolm.engines.ovconfig import cap_properties
 
     started = time.perf_counter()
-    pipe = ov_genai.LLMPipeline(args.model, args.device, **{**cap_properties(), **parse_ov_config(args.ov_config)})
+    try:
+        pipe = ov_genai.LLMPipeline(args.model, args.device, **{**cap_properties(), **args.properties})
+    except RuntimeError as exc:
+        raise EngineError(f"openvino-genai cannot load {args.model}: {first_line(exc)}") from exc
     load_s = time.perf_counter() - started
     tokenizer = pipe.get_tokenizer()
 
@@ -70,7 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="CPU")
     p.add_argument("--ov-config", action="append", default=[], metavar="KEY=VALUE")
     job_arguments(p)
-    return parse_job(p, argv)
+    args = parse_job(p, argv)
+    try:
+        args.properties = parse_ov_config(args.ov_config)
+    except InvalidRequest as exc:
+        p.error(exc.message)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

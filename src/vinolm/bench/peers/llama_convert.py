@@ -82,6 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--convert-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.gguf and not args.quant:
+        p.error("--gguf is requantized to each --quant: give at least one")
+    source = args.gguf or args.hf
+    if not source.exists():
+        p.error(f"{source} does not exist")
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {args.out} is a file, not a folder")
+    if args.threads < 1:
+        p.error("--threads must be >= 1")
     args.out.mkdir(parents=True, exist_ok=True)
     f16 = args.out / "f16.gguf"
     if args.convert_only:  # the converter exits the process on some errors: keep it in a child

@@ -302,8 +302,8 @@ def parse_job(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Na
     """``p``'s arguments, the job's sizes checked before anything loads: a job with nothing to
     time would load its model and report a row without a number."""
     args = p.parse_args(argv)
-    if min(args.prompt_tokens, args.new_tokens, args.runs) < 1 or args.warmup < 0:
-        p.error("--prompt-tokens, --new-tokens and --runs must be >= 1, --warmup >= 0")
+    if min(args.prompt_tokens, args.new_tokens, args.runs, getattr(args, "threads", 1)) < 1 or args.warmup < 0:
+        p.error("--prompt-tokens, --new-tokens, --runs and --threads must be >= 1, --warmup >= 0")
     return args
 
 
@@ -320,8 +320,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flash-attn", action="store_true", help="enable flash attention")
     p.add_argument("--build", default=None, help="describe the build (default: recorded)")
     args = parse_job(p, argv)
-    if args.threads < 1:
-        p.error("--threads must be >= 1")
+    if min(args.batch_size, args.ubatch_size) < 1:
+        p.error("--batch-size and --ubatch-size must be >= 1")
     return args
 
 
@@ -339,17 +339,21 @@ def main(argv: list[str] | None = None) -> int:
     n_ctx = context_size(args.prompt_tokens, args.new_tokens)
     n_batch = max(512, min(args.batch_size, n_ctx))
     t0 = time.perf_counter()
-    llm = llama_cpp.Llama(
-        model_path=args.model,
-        n_ctx=n_ctx,
-        n_batch=n_batch,
-        n_ubatch=min(args.ubatch_size, n_batch),
-        n_threads=args.threads,
-        n_threads_batch=args.threads,
-        flash_attn=args.flash_attn,
-        n_gpu_layers=0,
-        verbose=False,
-    )
+    try:
+        llm = llama_cpp.Llama(
+            model_path=args.model,
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_ubatch=min(args.ubatch_size, n_batch),
+            n_threads=args.threads,
+            n_threads_batch=args.threads,
+            flash_attn=args.flash_attn,
+            n_gpu_layers=0,
+            verbose=False,
+        )
+    except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
+        print(json.dumps({"peer": PEER, "error": f"llama.cpp cannot load {args.model}: {exc}"}), flush=True)
+        return 1
     load_s = time.perf_counter() - t0
 
     prompts = [filler_tokens(llm, args.prompt_tokens, v) for v in range(args.warmup + args.runs)]

@@ -286,7 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # The client side only needs the tokenizer: prompt texts and the EOG ids to bias.
-    vocab = llama_cpp.Llama(model_path=args.model, vocab_only=True, verbose=False)
+    try:
+        vocab = llama_cpp.Llama(model_path=args.model, vocab_only=True, verbose=False)
+    except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
+        print(json.dumps({"peer": PEER, "mode": "server", "error": f"llama.cpp cannot load {args.model}: {exc}"}))
+        return 1
     eog = eog_token_ids(llama_cpp, vocab)
     max_level = max(args.levels)
     n_prompts = max_level + 1 if args.distinct_prompts else 1

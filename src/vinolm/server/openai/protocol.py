@@ -35,7 +35,7 @@ from vinolm.server.openai.structured import (
     Wire,
     unsupported,
 )
-from vinolm.types import Constraint, GenerationParams, Message, Request, Tool, ToolCall
+from vinolm.types import SPECULATION_LIMIT, Constraint, GenerationParams, Message, Request, Tool, ToolCall
 
 OPENAI_DEFAULT_TEMPERATURE = 1.0
 #: OpenAI's legacy completions endpoint answers 16 tokens unless told otherwise.
@@ -55,10 +55,10 @@ class VinolmExtensions(Wire):
     repetition_penalty: float = Field(1.0, gt=0.0,
                                       description="vinolm extension: > 1 discourages repeating tokens already seen; 1 = off.")
     ignore_eos: bool = Field(False, description="vinolm extension: keep generating past end-of-sequence (benchmarks).")
-    num_assistant_tokens: int = Field(0, ge=0, le=64, description=(
+    num_assistant_tokens: int = Field(0, ge=0, le=SPECULATION_LIMIT, description=(
         "vinolm extension: tokens proposed per step on a server started with --prompt-lookup or "
         "--draft-model; 0 = the server's setting."))
-    max_ngram_size: int = Field(0, ge=0, le=64, description=(
+    max_ngram_size: int = Field(0, ge=0, le=SPECULATION_LIMIT, description=(
         "vinolm extension: longest prompt n-gram matched on a server started with --prompt-lookup; "
         "0 = the server's setting."))
 
