@@ -722,6 +722,9 @@ def test_llama_quantize_requantizes_the_shipped_gguf(tmp_path: Path) -> None:
     broken = subprocess.run(elsewhere, capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
     assert broken.returncode == 1 and "none.gguf" in json.loads(broken.stdout.splitlines()[-1])["error"]
     assert "Traceback" not in broken.stderr
+    for wrong, said in ((cmd[:7], "give at least one"), ([*cmd[:6], str(made), *cmd[7:]], "is a file, not a folder")):
+        refused = subprocess.run(wrong, capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
+        assert refused.returncode == 2 and said in refused.stderr and "Traceback" not in refused.stderr
     # A quantizer that fails after it began writing (here: told the 4-bit file is a fresh f16 one,
     # it refuses to requantize at the first tensor) leaves nothing behind.
     from vinolm.bench.peers.llama_convert import requantized

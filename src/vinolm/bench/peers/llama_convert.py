@@ -84,9 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.gguf and not args.quant:
         p.error("--gguf is requantized to each --quant: give at least one")
-    source = args.gguf or args.hf
-    if not source.exists():
-        p.error(f"{source} does not exist")
     if args.out.exists() and not args.out.is_dir():
         p.error(f"--out {args.out} is a file, not a folder")
     if args.threads < 1:
