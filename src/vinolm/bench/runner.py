@@ -359,8 +359,8 @@ def run_alone(command: list[str], timeout_s: float) -> tuple[int, str, str]:
     must not outlive it, or it would take CPU from every later row (a killed job cannot stop
     its children itself). Output goes to files, which a leftover child holding them open
     does not keep the job waiting on as it would a pipe."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True,
+    with tempfile.TemporaryFile("w+", errors="replace") as out, tempfile.TemporaryFile("w+", errors="replace") as err:
+        proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 env=subprocess_env(), start_new_session=True)  # fmt: skip
         try:
             proc.wait(timeout=timeout_s)

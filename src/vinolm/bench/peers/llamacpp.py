@@ -302,8 +302,10 @@ def parse_job(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Na
     """``p``'s arguments, the job's sizes checked before anything loads: a job with nothing to
     time would load its model and report a row without a number."""
     args = p.parse_args(argv)
-    if min(args.prompt_tokens, args.new_tokens, args.runs, getattr(args, "threads", 1)) < 1 or args.warmup < 0:
-        p.error("--prompt-tokens, --new-tokens, --runs and --threads must be >= 1, --warmup >= 0")
+    if min(args.prompt_tokens, args.new_tokens, args.runs) < 1 or args.warmup < 0:
+        p.error("--prompt-tokens, --new-tokens and --runs must be >= 1, --warmup >= 0")
+    if getattr(args, "threads", 1) < 1:  # the llama.cpp peers'
+        p.error("--threads must be >= 1")
     return args
 
 
