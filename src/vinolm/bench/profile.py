@@ -39,6 +39,7 @@ from typing import Any
 
 from vinolm.bench.report import run_tool
 from vinolm.bench.schema import check_context
+from vinolm.errors import EngineError
 
 #: Node types that stream the weights (``FullyConnectedCompressed`` where OpenVINO
 #: decompresses INT8/INT4 inside the kernel).
@@ -151,7 +152,7 @@ def paged_feed(compiled: Any, request: Any, capacity: int) -> Callable[[list[int
     names = {i.get_any_name() for i in compiled.inputs}
     unknown = {n for n in names - PAGED_INPUTS if not n.startswith(("key_cache.", "value_cache."))}
     if unknown:
-        raise SystemExit(f"--paged: this OpenVINO's paged model wants inputs this tool does not fill: {sorted(unknown)}")
+        raise EngineError(f"--paged: this OpenVINO's paged model wants inputs this tool does not fill: {sorted(unknown)}")
     caches = [(p.get_any_name(), p.get_element_type(), [d.get_length() for d in list(p.get_partial_shape())[1:]])
               for p in compiled.inputs if p.get_any_name().startswith(("key_cache.", "value_cache."))]
     block = next(dims[1] for name, _, dims in caches if name.startswith("value_cache."))  # [heads, block, size]
