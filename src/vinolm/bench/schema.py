@@ -145,12 +145,16 @@ def prompt_ids(tokenize: Tokenize, n: int, variant: int = 0) -> list[int]:
 def prompt_text(tokenize: Tokenize, detokenize: Detokenize, n: int, variant: int = 0) -> str:
     """A text that ``tokenize`` turns into exactly ``n`` tokens, for engines that take text.
 
-    Cutting the filler's ids and decoding them nearly always round-trips; when a cut
-    falls inside a multi-token word it does not, so nearby cuts are tried.
+    Cutting the filler's ids and decoding them nearly always round-trips; when the cut
+    falls inside a multi-token word its last pieces merge into one token, so nearby cuts,
+    then the ids with one of the last tokens left out, are tried (the filler's words are
+    arbitrary; only the lead words and the length matter).
     """
     ids = prompt_ids(tokenize, n + 16, variant)
-    for cut in sorted(range(max(1, n - 8), n + 9), key=lambda c: abs(c - n)):
-        text = detokenize(ids[:cut])
+    cuts = [ids[:cut] for cut in sorted(range(max(1, n - 8), n + 9), key=lambda c: abs(c - n))]
+    drops = [ids[:drop] + ids[drop + 1:n + 1] for drop in range(n - 1, max(0, n - 17), -1)]
+    for candidate in cuts + drops:
+        text = detokenize(candidate)
         if len(tokenize(text)) == n:
             return text
     raise ValueError(f"no cut of the filler text tokenizes to exactly {n} tokens")
