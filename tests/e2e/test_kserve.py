@@ -257,5 +257,7 @@ def test_vinolm_client_errors_are_one_line() -> None:
         done = vinolm_client("--protocol", protocol, "--url", "127.0.0.1:1", "-p", "hi")
         assert done.returncode == 1 and done.stderr.startswith("vinolm: error: cannot connect"), done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
-    done = vinolm_client("--protocol", "grpc", "--url", "not a url", "-p", "hi")
-    assert done.returncode == 1 and "bad --url" in done.stderr
+    for protocol, url in (("grpc", "not a url"), ("openai", "ftp://127.0.0.1:8000"),
+                          ("kserve-rest", "http://[::1"), ("openai", "127.0.0.1:99999")):
+        done = vinolm_client("--protocol", protocol, "--url", url, "-p", "hi")
+        assert done.returncode == 2 and done.stderr.startswith("vinolm: error: bad --url"), (url, done.stderr)

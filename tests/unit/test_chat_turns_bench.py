@@ -75,10 +75,12 @@ def test_ov_config_is_parsed_for_the_in_process_engines_only(capsys: pytest.Capt
                                   "--ov-config", "DYNAMIC_QUANTIZATION_GROUP_SIZE=32"])
     assert args.ov_config == {"KV_CACHE_PRECISION": "u8", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 32}
     for argv, said in ((["--ov-config", "KV_CACHE_PRECISION"], "KEY=VALUE"),
-                       (["--url", "http://127.0.0.1:1", "--ov-config", "A=1"], "--ov-config set up in-process")):
+                       (["--url", "http://127.0.0.1:1", "--ov-config", "A=1"], "--ov-config set up in-process"),
+                       (["--url", "notaurl:99999"], "bad --url 'notaurl:99999'")):
         with pytest.raises(SystemExit) as exit_:
             chat_turns.parse_args(argv)
         assert exit_.value.code == 2 and said in capsys.readouterr().err
+    assert chat_turns.parse_args(["--url", "127.0.0.1:8000/"]).url == "http://127.0.0.1:8000"
 
 
 @pytest.mark.slow

@@ -132,6 +132,7 @@ def test_bad_ov_config(capsys: pytest.CaptureFixture[str]) -> None:
         (["--shape", "dolly-v2-3b"], ["--shape goes with --shapes"]),
         (["--shape-format", "int4"], ["--shape-format goes with --shapes"]),
         (["--url-label", "mine"], ["--url-label goes with --url"]),
+        (["--url", "ftp://127.0.0.1:8000"], ["bad --url 'ftp://127.0.0.1:8000'", "http(s)://HOST"]),
         (["--no-single", "--concurrency", "none"], ["nothing to measure"]),
     ],
 )

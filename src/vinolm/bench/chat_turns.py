@@ -51,7 +51,7 @@ import httpx
 
 from vinolm.bench.report import one_line_errors
 from vinolm.chat.session import Chat, Response
-from vinolm.client.common import SESSION_HEADER
+from vinolm.client.common import SESSION_HEADER, http_base
 from vinolm.deploy.ray_serve import REPLICA_HEADER
 from vinolm.engines import load_engine
 from vinolm.engines.base import Engine, EngineOptions
@@ -383,6 +383,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--engine and --ov-config set up in-process engines; with --url the server's engine answers")
     try:
         args.ov_config = parse_ov_config(args.ov_config)
+        args.url = http_base(args.url) if args.url else None
     except InvalidRequest as exc:
         parser.error(str(exc))
     args.engine = list(dict.fromkeys(args.engine or ["genai", *(["native"] if native_available() else [])]))

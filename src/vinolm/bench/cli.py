@@ -106,6 +106,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from vinolm.bench import report, runner
     from vinolm.bench.schema import parse_levels
+    from vinolm.client.common import http_base
     from vinolm.cliutil import status
 
     if min(args.prompt_tokens, args.new_tokens, args.runs, args.repeat) < 1 or args.warmup < 0:
@@ -130,7 +131,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cfg = runner.BenchConfig(
         model=args.model, weight_format=args.weight_format, engines=args.engine or list(DEFAULT_ENGINES),
         peers=peers, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, runs=args.runs,
-        warmup=args.warmup, levels=levels, url=args.url, url_label=args.url_label, protocols=args.protocol or ["openai"],
+        warmup=args.warmup, levels=levels, url=http_base(args.url) if args.url else None, url_label=args.url_label,
+        protocols=args.protocol or ["openai"],
         single=not args.no_single, shapes=args.shapes, ov_config=list(args.ov_config),
         threads=args.threads or os.cpu_count() or 1, timeout_s=args.timeout, repeat=args.repeat,
         cold_start=args.cold_start, llama_flash_attn=list(dict.fromkeys(args.llama_flash_attn)),

@@ -70,6 +70,7 @@ from vinolm.bench.schema import (
     round_record,
 )
 from vinolm.bench.tasks import TASKS, task_prompts
+from vinolm.client.common import http_base
 from vinolm.errors import InvalidRequest
 
 PROTOCOLS = ("openai", "kserve-rest", "grpc")
@@ -469,6 +470,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.url and args.protocol == "grpc" and not args.grpc:
         p.error("--protocol grpc with --url needs --grpc HOST:PORT")
     try:
+        args.url = http_base(args.url) if args.url else None
+    except InvalidRequest as exc:
+        p.error(str(exc))
+    try:
         args.schema = load_schema(args.json_schema) if args.json_schema else None
     except InvalidRequest as exc:
         p.error(str(exc))
@@ -480,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     label = label_of(args)
     try:
         if args.url:
-            line = measure(args, args.url.rstrip("/"), args.grpc or "", None)
+            line = measure(args, args.url, args.grpc or "", None)
         elif args.llama_server:
             threads = args.threads or os.cpu_count() or 1
             with llama_server(args.llama_server, max(args.levels), args.prompt_tokens + args.new_tokens + 64,

@@ -6,11 +6,12 @@ import asyncio
 import json
 import random
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from vinolm.errors import EngineError
+from vinolm.errors import EngineError, InvalidRequest
 
 #: Called with (prompt index, new text) as streamed text arrives.
 OnText = Callable[[int, str], None]
@@ -131,8 +132,21 @@ class Stopwatch:
 
 
 def http_base(url: str) -> str:
-    """``HOST:PORT`` or a full ``http(s)://`` URL -> a base URL without trailing slash."""
-    return (url if "://" in url else f"http://{url}").rstrip("/")
+    """``HOST:PORT`` or a full ``http(s)://`` URL -> a base URL without trailing slash.
+
+    Checked here, before any request: a mistyped URL is the caller's to fix (exit 2), where
+    an unreachable server is a failure at run time (exit 1).
+    """
+    base = (url if "://" in url else f"http://{url}").rstrip("/")
+    try:
+        parts = urllib.parse.urlsplit(base)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port out of range, a broken IPv6 literal
+        usable = False
+    if not usable:
+        raise InvalidRequest(f"bad --url {url!r}: give http(s)://HOST[:PORT] or HOST:PORT, "
+                             "e.g. http://127.0.0.1:8000")
+    return base
 
 
 def auth_headers(api_key: str | None) -> dict[str, str]:

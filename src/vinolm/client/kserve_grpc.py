@@ -23,6 +23,7 @@ from vinolm.client.common import (
     Target,
     retrying,
 )
+from vinolm.errors import InvalidRequest
 from vinolm.server.kserve.tensors import COMPLETION, END_SIGNAL, INPUT, TOKEN_COUNTS, pack_bytes, unpack_bytes
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def run(target: Target, prompts: list[str], stream: bool, on_text: OnText | None
 
     address = target.url.removeprefix("grpc://")
     if not _ADDRESS.match(address):
-        raise ClientError(f"bad --url {target.url!r}: gRPC needs HOST:PORT, e.g. 127.0.0.1:9000")
+        raise InvalidRequest(f"bad --url {target.url!r}: gRPC needs HOST:PORT, e.g. 127.0.0.1:9000")
     metadata = [("authorization", f"Bearer {target.api_key}")] if target.api_key else []
     metadata += [(SESSION_METADATA, target.session)] if target.session else []
     request = infer_request(target, prompts)

@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 
 from vinolm.client.common import (
-    ClientError,
     Retryable,
     RunResult,
     Stopwatch,
@@ -50,8 +49,6 @@ def run(target: Target, prompts: list[str], stream: bool = False) -> RunResult:
             raise Retryable(f"cannot connect to {base}: {exc}; is `vinolm serve` running there?") from None
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:  # no answer: nothing was seen
             raise Retryable(f"the connection closed before the answer: {exc}") from None
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            raise ClientError(f"bad --url {target.url!r}: {exc}") from None
         raise_for_status(response.status_code, response.content, response.headers.get("retry-after"))
         return response
 

@@ -48,11 +48,8 @@ async def _run(target: Target, prompts: list[str], stream: bool, on_text: OnText
 
         await aretrying(target.retry, once)
 
-    try:
-        async with httpx.AsyncClient(base_url=base, headers=request_headers(target), timeout=TIMEOUT) as http:
-            await asyncio.gather(*(ask(http, i) for i in range(len(prompts))))
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        raise ClientError(f"bad --url {target.url!r}: {exc}") from None
+    async with httpx.AsyncClient(base_url=base, headers=request_headers(target), timeout=TIMEOUT) as http:
+        await asyncio.gather(*(ask(http, i) for i in range(len(prompts))))
     result.total_time = watch.elapsed()
     result.response_times = watch.gaps
     return result
