@@ -163,6 +163,14 @@ def test_one_grammar_text_for_both_libraries() -> None:
     (Constraint("grammar", grammar='root ::= item\n'), "grammar", "'item' not found"),
     (Constraint("grammar", grammar='item ::= "a"\n'), "grammar", "root"),
     (Constraint("grammar", grammar='root ::= "a\n'), "grammar", "does not compile"),
+    # llguidance reads these; xgrammar (genai's) refuses them inside a batch step
+    (Constraint("grammar", grammar='root ::= \n'), "grammar", "empty alternative (nothing after '::=')"),
+    (Constraint("grammar", grammar='root ::= "a" | \n'), "grammar", "empty alternative (nothing after '|')"),
+    (Constraint("grammar", grammar='root ::= "a" ( | "b")\n'), "grammar", "empty alternative (nothing after '(')"),
+    (Constraint("grammar", grammar='root ::= x |\nx ::= "a"\n'), "grammar", "rule 'root' has an empty alternative"),
+    (Constraint("grammar", grammar='root ::= "a"\nroot ::= "b"\n'), "grammar", "defined twice"),
+    (Constraint("grammar", grammar='root ::= "a" .\n'), "grammar", "'.' (any character)"),
+    (Constraint("grammar", grammar='root ::= "a"{3,1}\n'), "grammar", "{3,1}"),
 ])
 def test_bad_constraints_name_their_field(constraint: Constraint, param: str, words: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
@@ -351,3 +359,9 @@ def test_auto_constraint_compiles_for_every_family() -> None:
         assert compiled.kind == "tool_calls" and compiled.gbnf is not None and compiled.gbnf.startswith("root ::= free")
     with pytest.raises(InvalidRequest, match="unknown tool format"):
         compile_constraint(Constraint("tool_calls", schema={"type": "object"}, tool_format="pythonic"))
+
+
+@pytest.mark.parametrize("grammar", ['root ::= "a" | ""', 'root ::= "a" ( "|" | [|(] )', 'root ::= ( ) "a"',
+                                     'root ::= "a"{1,3} # not | an alternative', 'root ::= x\nx ::= "a"{2,}'])
+def test_what_looks_like_an_empty_alternative_but_is_not(grammar: str) -> None:
+    assert compile_constraint(Constraint("grammar", grammar=grammar + "\n")).gbnf == grammar + "\n"

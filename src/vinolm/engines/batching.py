@@ -16,6 +16,7 @@ GIL straight back and eight requests sent at once reached the batch over several
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -24,9 +25,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vinolm.engines.base import KV_CACHE_GB, MAX_BATCHED_TOKENS, Emit, PreparedInput
+from vinolm.engines.common import first_line
 from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import EngineError, InvalidRequest
 from vinolm.types import Chunk, FinishReason, Metrics
+
+log = logging.getLogger("vinolm.engines")
 
 
 @dataclass
@@ -81,13 +85,15 @@ class BatchScheduler:
         config.num_kv_blocks = kv_cache_blocks
         config.max_num_batched_tokens = max_batched_tokens
         config.dynamic_split_fuse = True
-        self.pipe = ov_genai.ContinuousBatchingPipeline(str(path), config, device, props)
+        self._build = lambda: ov_genai.ContinuousBatchingPipeline(str(path), config, device, props)
+        self.pipe = self._build()
         self.tokenizer = self.pipe.get_tokenizer()
         self._ids = itertools.count()
         self._pending: list[_Active] = []
         self._active: list[_Active] = []
         self._wake = threading.Condition()
         self._closed = False
+        self._shut = "the engine is shut down"
         #: Fraction (0..1) of the KV-cache blocks in use after the last step: the gauge
         #: inference gateways route on. Written by the scheduler thread only.
         self.kv_cache_usage = 0.0
@@ -102,7 +108,7 @@ class BatchScheduler:
         item = _Active(prepared, config, streamer, emit, cancelled, metrics)
         with self._wake:
             if self._closed:
-                raise EngineError("the engine is shut down")
+                raise EngineError(self._shut)
             self._pending.append(item)
             self._wake.notify()
         while not item.done.wait(0.05):
@@ -158,6 +164,7 @@ class BatchScheduler:
             failed, self._active = self._active, []
             for item in failed:
                 item.finish(exc)  # Generation logs the library's words and tells the caller
+            self._restart()
             return
         still = []
         for item in self._active:
@@ -172,6 +179,20 @@ class BatchScheduler:
                 still.append(item)
         with self._wake:
             self._active = still
+
+    def _restart(self) -> None:
+        """A fresh pipeline after a failed step. genai leaves the one whose step threw mid-schedule
+        (every later step fails its "already in scheduling phase" check): kept, one bad request
+        would fail every request after it until the server restarts. The prefix cache goes with it."""
+        log.warning("openvino-genai failed a batch step; reloading the model's pipeline")
+        self.pipe = None
+        try:
+            self.pipe = self._build()
+        except Exception as exc:  # noqa: BLE001 - the reason goes to every request from now on
+            log.error("reloading the pipeline failed: %s", exc)
+            with self._wake:
+                self._closed = True
+                self._shut = f"the engine failed and could not reload its pipeline: {first_line(exc)}"
 
     def _poll(self, item: _Active) -> bool:
         """Emit what ``item`` produced in the last step; True when it is over."""

@@ -126,8 +126,44 @@ def _check_regex(pattern: str) -> None:
             raise InvalidRequest(f"the regex uses {what}, which vinolm does not support", param="regex")
 
 
+#: GBNF's pieces, as far as telling rules and alternatives apart needs: xgrammar's rule names
+#: take dots and dashes (``a.b``), so a lone ``.`` is a reference, not llguidance's any-character.
+_GBNF_TOKEN = re.compile(r"""(?P<skip>\#[^\n]*|\s+)|(?P<element>"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\])
+    |(?P<define>::=)|(?P<name>[A-Za-z0-9_.-]+)|(?P<op>.)""", re.VERBOSE)
+
+
+def _xgrammar_refusal(gbnf: str) -> str | None:
+    """What in a user's GBNF llguidance reads but xgrammar (genai's) refuses. xgrammar refuses
+    it inside a batch step, where it failed every request in the batch: so it is a 400 here,
+    for every engine alike."""
+    tokens = [(m.lastgroup, m.group()) for m in _GBNF_TOKEN.finditer(gbnf) if m.lastgroup != "skip"]
+    tokens.append(("end", ""))
+    defined: list[str] = []
+    rule, last = "", ""
+    for i, (group, text) in enumerate(tokens):
+        starts_rule = group == "name" and tokens[i + 1][0] == "define"
+        if ((text == "|" and last in ("::=", "|", "(")) or (text == ")" and last == "|")
+                or ((starts_rule or group == "end") and last in ("::=", "|"))):
+            return f"rule {rule!r} has an empty alternative (nothing after '{last}'); write \"\" for the empty string"
+        if starts_rule:
+            rule = text
+            if rule in defined:
+                return f"rule {rule!r} is defined twice; join its alternatives with '|'"
+            defined.append(rule)
+        elif group == "name" and set(text) == {"."}:
+            return "'.' (any character) is not in the grammar language; use a class such as [^\\n]"
+        elif text == "{" and re.fullmatch(r"(\d+),(\d+)}", "".join(t for _, t in tokens[i + 1:i + 5])):
+            low, high = int(tokens[i + 1][1]), int(tokens[i + 3][1])
+            if low > high:
+                return f"the repetition {{{low},{high}}} in rule {rule!r} has its bounds the wrong way round"
+        last = text
+    return None
+
+
 def _compiled(kind: str, gbnf: str | None, regex: str | None, param: str) -> CompiledConstraint:
     import llguidance
+    if param == "grammar" and (refusal := _xgrammar_refusal(gbnf or "")):
+        raise InvalidRequest(f"the grammar does not compile: {refusal}", param=param)
     try:
         if regex is not None:  # \d \w \s as ASCII classes, as xgrammar reads them
             lark = f"start: /{llguidance.regex_to_lark(regex, 'dws')}/"
