@@ -227,7 +227,7 @@ class GenerationParams:
         _check_int(self.max_new_tokens, "max_new_tokens", low=1)
         _check_num(self.temperature, "temperature", low=0.0)
         _check_num(self.top_p, "top_p", low=0.0, low_open=True, high=1.0)
-        _check_int(self.top_k, "top_k", low=0)
+        _check_int(self.top_k, "top_k", low=0, high=2**31 - 1)
         _check_num(self.min_p, "min_p", low=0.0, high=1.0)
         _check_num(self.repetition_penalty, "repetition_penalty", low=0.0, low_open=True)
         _check_num(self.presence_penalty, "presence_penalty", low=-2.0, high=2.0)
@@ -240,7 +240,7 @@ class GenerationParams:
         _check_int(self.num_assistant_tokens, "num_assistant_tokens", low=0, high=64)
         _check_int(self.max_ngram_size, "max_ngram_size", low=0, high=64)
         if self.seed is not None:
-            _check_int(self.seed, "seed", low=0)
+            _check_int(self.seed, "seed", low=0, high=2**64 - 1)
         if self.num_beams > 1 and self.do_sample:
             raise InvalidRequest(
                 "beam search is deterministic: use num_beams > 1 with temperature 0",

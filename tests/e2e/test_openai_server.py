@@ -86,6 +86,22 @@ def test_n_choices_and_stop(server: RunningServer) -> None:
     assert all("\n\n" not in c.text for c in answer.choices)
 
 
+def test_unseeded_samples_differ_and_a_seed_repeats(server: RunningServer) -> None:
+    """genai's own seed is fixed: unseeded requests, and n choices, drew the same sample."""
+    def texts(**extra: Any) -> list[str]:
+        answer = sdk(server).completions.create(model=MODEL, prompt="Once upon a time", temperature=1.0,
+                                                max_tokens=24, **extra)
+        return [choice.text for choice in answer.choices]
+
+    assert len(set(texts(n=3))) > 1
+    assert len({texts()[0] for _ in range(3)}) > 1
+    assert texts(seed=11) == texts(seed=11)
+    for field, value in (("seed", 2**64), ("top_k", 2**70)):
+        r = httpx.post(f"{server.openai_url}/completions", json={"prompt": "hi", "max_tokens": 2,
+                                                                 "temperature": 1.0, field: value})
+        assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
+
+
 async def _timed_stream(client: openai.AsyncOpenAI, index: int, tokens: int) -> tuple[float, float, int]:
     stream = await client.completions.create(
         model=MODEL, prompt=f"Story number {index}. Once upon a time", max_tokens=tokens, temperature=0,

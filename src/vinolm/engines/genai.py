@@ -10,6 +10,7 @@ engine.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from contextlib import nullcontext
@@ -164,8 +165,9 @@ class GenaiEngine(Engine):
             if params.top_k:
                 cfg.top_k = params.top_k
             cfg.min_p = params.min_p
-            if params.seed is not None:
-                cfg.rng_seed = params.seed
+            # genai's seed is fixed (0) unless set: every unseeded request, and each of n choices
+            # (separate requests), would draw the same sample
+            cfg.rng_seed = params.seed if params.seed is not None else random.getrandbits(63)
         elif params.num_beams > 1:
             cfg.num_beams = params.num_beams
             cfg.num_beam_groups = 1
