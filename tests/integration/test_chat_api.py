@@ -21,7 +21,7 @@ import pytest
 
 import vinolm
 from vinolm import Message, Model
-from vinolm.types import Request
+from vinolm.types import GenerationParams, Request
 
 pytestmark = pytest.mark.slow
 
@@ -143,3 +143,16 @@ def test_overflowing_history_is_trimmed_keeping_the_system_message(
     prepared = model.engine.prepare_input(request)
     prompt = model.engine.detokenize(prepared.ids, skip_special_tokens=False)
     assert system in prompt and "rivers" not in prompt and "And oceans?" in prompt
+
+
+def test_a_message_past_half_the_context_is_answered_in_what_is_left(model: Model) -> None:
+    """A chat request without max_tokens asks for the server's limit (4096, half this context),
+    which was reserved for the answer: a 5,000-token message was a 400 on every chat API. It
+    is kept, the answer capped at what the context has left, as a raw prompt's is."""
+    context = model.engine.context_length
+    message = "A long text to read. " * (context // 7)
+    request = Request(messages=[Message("user", "Summarise: " + message)],
+                      params=GenerationParams(max_new_tokens=4096))
+    prepared = model.engine.prepare_input(request)
+    assert context // 2 < len(prepared.ids) < context
+    assert prepared.max_new_tokens == context - len(prepared.ids)

@@ -482,9 +482,17 @@ def test_system_and_last_user_message_survive_a_small_window() -> None:
     assert (len(ids), dropped) == (6, 4)
 
 
+def test_a_last_message_past_the_reserve_is_kept_and_the_answer_gets_the_rest() -> None:
+    """As with a raw prompt: what is left of the context caps the answer (the caller's job)."""
+    kept, ids, dropped = fit_messages(SPECS["plain"], LONG_CHAT, word_ids, context_length=8, max_new_tokens=4)
+    assert kept == [LONG_CHAT[0], LONG_CHAT[5]]
+    assert (len(ids), dropped) == (6, 4)
+
+
 def test_too_small_a_window_names_the_sizes() -> None:
-    with pytest.raises(InvalidRequest, match=r"needs 6 tokens.*context of 8 tokens.*max_new_tokens 4.*leaves 4"):
-        fit_messages(SPECS["plain"], LONG_CHAT, word_ids, context_length=8, max_new_tokens=4)
+    with pytest.raises(InvalidRequest, match=r"needs 6 tokens.*context is 6 tokens") as caught:
+        fit_messages(SPECS["plain"], LONG_CHAT, word_ids, context_length=6, max_new_tokens=1)
+    assert caught.value.param == "messages"
 
 
 def test_max_new_tokens_filling_the_context_is_rejected() -> None:

@@ -25,8 +25,10 @@ def fit_messages(
     """Return (kept messages, their input ids, number of messages dropped).
 
     The oldest exchanges (a user message through the assistant's reply) go first, until
-    the prompt plus ``max_new_tokens`` fits in ``context_length``. Raises InvalidRequest,
-    naming the sizes, when even the system message and the last user message do not fit.
+    the prompt plus ``max_new_tokens`` fits in ``context_length``. When even the system
+    message and the last user message leave less than that, they are kept alone and the
+    answer gets what the context has left (the caller caps it), as for a raw prompt. Raises
+    InvalidRequest, naming the sizes, when they leave nothing.
     """
     conversation = check_conversation(messages)
     budget = context_length - max_new_tokens
@@ -46,13 +48,14 @@ def fit_messages(
     if len(ids) <= budget:
         return conversation, ids, 0
     minimal = encode(len(exchanges))
-    if len(minimal) > budget:
+    if len(minimal) >= context_length:
         raise InvalidRequest(
             f"the prompt needs {len(minimal)} tokens even with only the system message and the last user "
-            f"message, but a context of {context_length} tokens minus max_new_tokens {max_new_tokens} leaves "
-            f"{budget}; shorten the message or lower max_new_tokens",
+            f"message, but the model's context is {context_length} tokens; shorten the message",
             param="messages",
         )
+    if len(minimal) > budget:
+        return head + last, minimal, len(conversation) - len(head) - len(last)
     dropped = _fewest_drops(encode, len(exchanges), budget)
     kept = head + [m for exchange in exchanges[dropped:] for m in exchange] + last
     return kept, encode(dropped), len(conversation) - len(kept)
