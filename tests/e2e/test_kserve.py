@@ -89,6 +89,9 @@ def test_demo_curl_call_and_metadata(server: RunningServer) -> None:
     bad = httpx.post(f"{server.base_url}/v2/models/{MODEL}/infer", timeout=10,
                      json={"inputs": [{**body["inputs"][0], "datatype": "FP32"}]})
     assert bad.status_code == 400 and "BYTES" in bad.json()["error"]
+    many = {"inputs": [{**body["inputs"][0], "shape": [80], "data": [FRANCE] * 80}]}
+    too_many = httpx.post(f"{server.base_url}/v2/models/{MODEL}/infer", json=many, timeout=10)
+    assert too_many.status_code == 400 and "80 answers at once" in too_many.json()["error"]
 
 
 def test_tritonclient_http_binary_tensors(server: RunningServer) -> None:
@@ -169,6 +172,8 @@ def test_grpc_errors_become_status_codes(server: RunningServer) -> None:
          "StatusCode.INVALID_ARGUMENT", "max_tokenz"),
         (lambda: client.infer("nope", [triton_input([FRANCE], triton_grpc)]), "StatusCode.NOT_FOUND", "nope"),
         (lambda: client.is_model_ready("nope"), "StatusCode.NOT_FOUND", "nope"),
+        (lambda: client.infer(MODEL, [triton_input([FRANCE] * 80, triton_grpc)]), "StatusCode.INVALID_ARGUMENT",
+         "80 answers at once"),  # more than the server holds: no retry of a RESOURCE_EXHAUSTED would do
     ]
     for call, status, text in cases:
         with pytest.raises(InferenceServerException) as caught:

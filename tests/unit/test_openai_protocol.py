@@ -401,6 +401,18 @@ def test_full_queue_is_429_with_retry_after(engine: FakeEngine, metrics: Recordi
     assert metrics.requests("openai", "429") == 1 and metrics.requests("openai", "200") == 1
 
 
+def test_more_answers_than_the_server_holds_is_a_400_not_a_429(engine: FakeEngine, metrics: RecordingMetrics) -> None:
+    """A 429 says "retry shortly", and SDKs do, but no retry gets 4 answers from a server of 3."""
+    limits = Limits(max_concurrency=1, max_queue=2, max_tokens_limit=100)
+    with TestClient(make_app(engine, metrics, limits)) as c:
+        for body, param in (({"prompt": "x", "n": 4, "temperature": 1.0}, "n"),
+                            ({"prompt": ["a", "b", "c", "d"]}, "prompt")):
+            error = assert_openai_error(c.post("/v1/completions", json=body), 400, "4 answers at once", param)
+            assert "(3: --max-concurrency plus --max-queue)" in error["message"]
+        assert c.post("/v1/completions", json={"prompt": "x", "n": 3, "temperature": 1.0}).status_code == 200
+    assert metrics.requests("openai", "400") == 2 and metrics.requests("openai", "429") == 0
+
+
 # -- cancellation (raw ASGI, so the disconnect is an exact event) -------------------------------------
 async def _call(app: FastAPI, body: dict[str, Any], disconnect: asyncio.Event,
                 on_send: Callable[[dict[str, Any]], None], path: str = "/v1/chat/completions") -> None:

@@ -200,6 +200,24 @@ class ModelService:
             self.engine = new
         threading.Thread(target=_retire, args=(old,), name="vinolm-retire", daemon=True).start()
 
+    def submit_all(self, requests: list[Request], protocol: str, param: str) -> list[Ticket]:
+        """Admit every request of one call (n choices, a batch of prompts) or none: a refusal
+        gives back the ones already admitted. More than the server ever holds at once is the
+        caller's 400 naming ``param``, not a 429 that no retry could get past."""
+        capacity = self.limits.max_concurrency + self.limits.max_queue
+        if len(requests) > capacity:  # counted by the protocol layer, as before any submit
+            raise InvalidRequest(f"the request asks for {len(requests)} answers at once, more than this server "
+                                 f"holds ({capacity}: --max-concurrency plus --max-queue)", param=param)
+        tickets: list[Ticket] = []
+        try:
+            for request in requests:
+                tickets.append(self.submit(request, protocol))
+        except VinolmError as exc:
+            for ticket in tickets:
+                self.abandon(ticket, str(exc.http_status))
+            raise
+        return tickets
+
     def submit(self, request: Request, protocol: str) -> Ticket:
         """Validate and admit ``request``; raise Overloaded when the queue is full.
 

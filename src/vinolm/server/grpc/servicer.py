@@ -36,6 +36,7 @@ from vinolm.server.kserve.protocol import server_metadata_of
 from vinolm.server.kserve.tensors import (
     COMPLETION,
     END_SIGNAL,
+    INPUT,
     TOKEN_COUNT,
     TOKEN_COUNTS,
     OutputTensor,
@@ -119,7 +120,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         prompts = decode_prompts(convert.input_tensors(request))
         settings = settings_from(convert.parameters(request.parameters))
         names = requested_outputs([output.name for output in request.outputs])
-        tickets = serving.submit_all(service, serving.to_requests(prompts, settings), PROTOCOL)
+        tickets = service.submit_all(serving.to_requests(prompts, settings), PROTOCOL, INPUT)
         live[:] = tickets
         return service, model, names, tickets
 

@@ -22,7 +22,13 @@ from vinolm.server.kserve.protocol import (
     render,
     server_metadata_of,
 )
-from vinolm.server.kserve.tensors import build_outputs, decode_prompts, requested_outputs, settings_from
+from vinolm.server.kserve.tensors import (
+    INPUT,
+    build_outputs,
+    decode_prompts,
+    requested_outputs,
+    settings_from,
+)
 from vinolm.server.registry import Registry, registry_of
 
 router = APIRouter(tags=["KServe v2"])
@@ -111,7 +117,7 @@ async def infer(name: str, request: Request) -> Response:
     prompts = decode_prompts(tensors)
     settings = settings_from(parsed.parameters)
     names = requested_outputs([output.name for output in parsed.outputs])
-    tickets = serving.submit_all(service, serving.to_requests(prompts, settings), "kserve")
+    tickets = service.submit_all(serving.to_requests(prompts, settings), "kserve", INPUT)
     done = await _unless_disconnected(request, serving.complete(service, tickets))
     return _rendered(*render(parsed, model, build_outputs(done.completions, done.token_counts, names)))
 

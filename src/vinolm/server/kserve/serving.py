@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from vinolm.errors import VinolmError
 from vinolm.server.kserve.tensors import Settings
 from vinolm.server.service import ModelService, Ticket
 from vinolm.types import Message, Request
@@ -31,19 +30,6 @@ def to_requests(prompts: list[str], settings: Settings) -> list[Request]:
     if settings.chat:
         return [Request(messages=[Message("user", p)], params=settings.params) for p in prompts]
     return [Request(prompt=p, params=settings.params) for p in prompts]
-
-
-def submit_all(service: ModelService, requests: list[Request], protocol: str) -> list[Ticket]:
-    """Admit every request or none: if one is refused, the ones admitted are released."""
-    tickets: list[Ticket] = []
-    try:
-        for request in requests:
-            tickets.append(service.submit(request, protocol))
-    except VinolmError as exc:
-        for ticket in tickets:
-            service.abandon(ticket, str(exc.http_status))
-        raise
-    return tickets
 
 
 async def merged_chunks(service: ModelService, tickets: list[Ticket]) -> AsyncIterator[tuple[int, str]]:

@@ -276,7 +276,8 @@ class OpenAIServing:
 
     async def _serve(self, plan: _Plan, raw: HTTPRequest) -> Response:
         try:
-            merged = MergedStream(self.service, self._submit_all(plan.requests))
+            merged = MergedStream(self.service, self.service.submit_all(
+                plan.requests, PROTOCOL, "n" if plan.body.n > 1 else "prompt"))
             if not plan.body.stream:
                 answer = await _unless_disconnected(raw, self._unary(plan, merged), merged.close)
                 return answer if answer is not None else Response(status_code=499)
@@ -289,18 +290,6 @@ class OpenAIServing:
                 exc.param = "logprobs"  # a completion's logprobs N asks for N alternatives
             raise
         return EventStreamResponse(self._sse(plan, merged), on_close=merged.close)
-
-    def _submit_all(self, requests: list[Request]) -> list[Ticket]:
-        """Admit every choice or none: a refusal gives back the ones already admitted."""
-        tickets: list[Ticket] = []
-        try:
-            for request in requests:
-                tickets.append(self.service.submit(request, PROTOCOL))
-        except VinolmError as exc:
-            for ticket in tickets:
-                self.service.abandon(ticket, str(exc.http_status))
-            raise
-        return tickets
 
     # -- unary --------------------------------------------------------------------------------
     async def _unary(self, plan: _Plan, merged: MergedStream) -> JSONResponse:
