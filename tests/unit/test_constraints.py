@@ -146,6 +146,20 @@ def test_one_grammar_text_for_both_libraries() -> None:
     assert compile_constraint(Constraint("regex", pattern="a+")).regex == "a+"
 
 
+def _nested(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels - 1):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+def test_a_schema_as_deep_as_allowed_compiles_and_a_deeper_one_is_a_400_not_a_recursion_error() -> None:
+    assert compile_constraint(Constraint("json_schema", schema=_nested(100))).gbnf
+    for levels in (101, 2000):
+        with pytest.raises(InvalidRequest, match="nests deeper than 100 levels"):
+            compile_constraint(Constraint("json_schema", schema=_nested(levels)))
+
+
 @pytest.mark.parametrize(("constraint", "param", "words"), [
     (Constraint("json_schema", schema={"type": "strin"}), "json_schema", "invalid at type"),
     (Constraint("json_schema", schema={"type": "string", "pattern": "^a"}), "json_schema", "'pattern'"),

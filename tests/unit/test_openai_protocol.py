@@ -77,6 +77,7 @@ def test_models_lists_every_served_name(client: TestClient) -> None:
     assert data["object"] == "list" and [m["id"] for m in data["data"]] == ["fake-model", "alias"]
     assert client.get("/v1/models/alias").json()["id"] == "alias"
     assert_openai_error(client.get("/v1/models/gpt-4"), 404, "gpt-4", param="model")
+    assert_openai_error(client.get("/v1/models/"), 404, "model '' is not served here", param="model")
 
 
 def test_chat_unary_uses_chat_messages_and_openai_defaults(client: TestClient, engine: FakeEngine) -> None:

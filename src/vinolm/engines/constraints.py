@@ -30,6 +30,7 @@ import numpy as np
 
 from vinolm.engines.json_grammar import (
     JSON_RULES,
+    check_depth,
     gbnf_literal,
     is_lexeme,
     schema_grammar,
@@ -83,6 +84,7 @@ def check_params(params: GenerationParams, sequences: bool = True) -> CompiledCo
 
 def compile_constraint(constraint: Constraint) -> CompiledConstraint:
     """The grammar of ``constraint``; InvalidRequest naming the field when it does not compile."""
+    check_depth(constraint.schema)
     try:
         schema = json.dumps(constraint.schema, allow_nan=False) if constraint.schema is not None else None
     except (TypeError, ValueError) as exc:

@@ -99,11 +99,32 @@ def schema_grammar(schema: Any) -> str:
     return "\n".join(rules) + "\n" + JSON_RULES
 
 
+#: Deeper schemas are refused before anything walks them recursively (the meta-schema check and
+#: the grammar builder both recurse: at ~150 levels Python's stack ran out, a 500).
+MAX_SCHEMA_DEPTH = 100
+
+
+def _depth(value: Any) -> int:
+    """How many objects and arrays deep ``value`` nests, counted without recursion."""
+    deepest, level = 0, [value]
+    while level and deepest <= MAX_SCHEMA_DEPTH:
+        level = [item for item in level if isinstance(item, dict | list)]
+        deepest += bool(level)
+        level = [v for item in level for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
+def check_depth(schema: Any) -> None:
+    if _depth(schema) > MAX_SCHEMA_DEPTH:
+        raise InvalidRequest(f"the JSON schema nests deeper than {MAX_SCHEMA_DEPTH} levels", param="json_schema")
+
+
 def _check_meta(schema: Any) -> None:
     import jsonschema
 
     if not isinstance(schema, dict):
         raise InvalidRequest("a JSON schema must be an object", param="json_schema")
+    check_depth(schema)
     try:
         jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
     except jsonschema.SchemaError as exc:

@@ -132,9 +132,11 @@ class Registry:
         """The model a request names (None: the first one); unknown names are a 404 listing all."""
         slot = self._by_name.get(name or self.default)
         if slot is None:
-            raise UnknownModel(f"model {name!r} is not served here; available: {', '.join(self.names)}",
-                               param="model")
+            raise self.unknown(name)
         return slot.model
+
+    def unknown(self, name: str | None) -> UnknownModel:
+        return UnknownModel(f"model {name!r} is not served here; available: {', '.join(self.names)}", param="model")
 
     def states(self) -> list[dict[str, Any]]:
         """Per configured model: names, state, the last load error, load time, idle seconds."""

@@ -41,8 +41,10 @@ async def list_models(request: Request) -> ModelList:
 @router.get("/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS)
 async def get_model(model_id: str, request: Request) -> ModelCard:
     registry = registry_of(request)
-    registry.resolve(model_id)  # 404 naming the served models
-    return next(card for card in model_list(registry).data if card.id == model_id)
+    card = next((card for card in model_list(registry).data if card.id == model_id), None)
+    if card is None:
+        raise registry.unknown(model_id)  # 404 naming the served models
+    return card
 
 
 @router.post("/completions", response_model=CompletionResponse, responses={**_ERRORS, **_SSE})
