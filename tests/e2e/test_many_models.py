@@ -6,6 +6,7 @@ Anthropic has no embeddings API, so that client only chats); loading on demand, 
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -108,6 +109,14 @@ def test_ollama_and_anthropic_clients_chat_with_both_models_and_ollama_embeds(ma
     legacy = httpx.post(f"{many.base_url}/api/embeddings", json={"model": EMBED, "prompt": "A cat sits on the mat."},
                         timeout=30).json()["embedding"]
     assert np.allclose(legacy, vectors[0], atol=1e-5)
+    for path, field in (("/api/embed", "input"), ("/api/embeddings", "prompt")):
+        body = json.dumps({"model": EMBED, field: "a \ud800 b"})  # escaped: a JSON text may carry one
+        surrogate = httpx.post(f"{many.base_url}{path}", content=body, timeout=30,
+                               headers={"content-type": "application/json"})
+        assert surrogate.status_code == 400 and "lone UTF-16 surrogate" in surrogate.json()["error"], surrogate.text
+    out_of_vocabulary = httpx.post(f"{many.base_url}/v1/embeddings", json={"model": EMBED, "input": [[101, 2**70]]},
+                                   timeout=30)
+    assert out_of_vocabulary.status_code == 400 and "token id 1180591620717411303424" in out_of_vocabulary.text
     with pytest.raises(ollama.ResponseError) as wrong:
         local.embed(model=CHAT, input="hello")
     assert wrong.value.status_code == 400 and f"models that embed here: {EMBED}" in wrong.value.error

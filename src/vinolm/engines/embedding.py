@@ -19,6 +19,7 @@ from vinolm.engines.base import EngineOptions
 from vinolm.engines.ovconfig import check_device, compile_properties
 from vinolm.errors import EngineError, InvalidRequest
 from vinolm.models import PreparedModel
+from vinolm.types import check_text
 
 #: Inputs per forward pass: padding grows with the longest input, so big batches of short
 #: texts are cheap and one long text does not make a thousand short ones expensive.
@@ -121,10 +122,13 @@ class EmbeddingEngine:
         if not inputs:
             raise InvalidRequest("input is empty", param="input")
         if isinstance(inputs[0], str):
+            for i, text in enumerate(inputs):
+                check_text(text, f"input.{i}")  # type: ignore[arg-type]
             prefix = self.pooling.query_prefix if kind == "query" else self.pooling.document_prefix
             rows = self.tokenize([prefix + text for text in inputs])  # type: ignore[operator]
         else:
             rows = [list(row) for row in inputs]  # type: ignore[arg-type]
+            self._check_ids(rows)
         too_long = next((i for i, row in enumerate(rows) if len(row) > self.pooling.max_length), None)
         if too_long is not None:
             raise InvalidRequest(f"input {too_long} has {len(rows[too_long])} tokens; {self.model.name} takes at "
@@ -132,6 +136,17 @@ class EmbeddingEngine:
         vectors = [self._forward(rows[i : i + BATCH]) for i in range(0, len(rows), BATCH)]
         return Embeddings(finish(np.concatenate(vectors), self.pooling.normalize, dimensions),
                           [len(row) for row in rows])
+
+    def _check_ids(self, rows: list[list[int]]) -> None:
+        """Ids the model has no row for: OpenVINO's gather answers them with some vector (or
+        overflows on ids past int64), so they are refused by name."""
+        vocabulary = int(self.model.config.get("vocab_size") or 0)
+        for i, row in enumerate(rows):
+            bad = next((t for t in row if t < 0 or (vocabulary and t >= vocabulary) or t >= 2**63), None)
+            if bad is not None:
+                known = f"0 to {vocabulary - 1}" if vocabulary else "non-negative"
+                raise InvalidRequest(f"input {i} has token id {bad}; {self.model.name}'s token ids are {known}",
+                                     param="input")
 
     def _forward(self, rows: list[list[int]]) -> np.ndarray:
         width = max(len(row) for row in rows)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from vinolm.errors import InvalidRequest, VinolmError
 from vinolm.server.answer import refuse_unsupported, tool_plan, unique_tools, with_tools
 from vinolm.server.openai.structured import ToolPlan
-from vinolm.types import Constraint, GenerationParams, Message, Request, Tool, ToolCall
+from vinolm.types import Constraint, GenerationParams, Message, Request, Tool, ToolCall, check_text
 
 API = "Ollama API"
 #: Ollama's documented defaults for the options vinolm implements.
@@ -250,8 +250,9 @@ class EmbedRequest(ModelRequest):
             raise InvalidRequest(f"{field}: give a non-empty text" + ("" if legacy else " or list of texts"),
                                  param=field)
         for i, text in enumerate(texts):
+            where = field if isinstance(value, str) else f"{field}.{i}"
+            check_text(text, where)
             if not text.strip():
-                where = field if isinstance(value, str) else f"{field}.{i}"
                 raise InvalidRequest(f"{where} is empty", param=where)
         return texts
 
