@@ -37,6 +37,9 @@ class Tool:
             )
         if not isinstance(self.parameters, dict):
             raise InvalidRequest(f"tool {self.name!r}: parameters must be a JSON Schema object", param="tools")
+        if self.parameters.get("type", "object") != "object":  # a call's arguments are a JSON object
+            raise InvalidRequest(f"tool {self.name!r}: parameters must describe an object (the call's "
+                                 f"arguments), not type {self.parameters['type']!r}", param="tools")
         check_text(self.description, "tools")
         check_text(json.dumps(self.parameters, ensure_ascii=False), "tools")
 

@@ -213,3 +213,11 @@ def test_lone_surrogates_in_tools_and_calls_are_refused() -> None:
         ToolCall("call_1", "f", '{"a": "\\ud800"}')
     with pytest.raises(InvalidRequest, match="surrogate"):
         Tool("f", "bad \ud800 text")
+
+
+@pytest.mark.parametrize("kind", ["string", "array", "integer"])
+def test_parameters_that_are_not_an_object_are_refused(kind: str) -> None:
+    """A forced call's arguments were parsed as an object only: a string schema's call came back as text."""
+    with pytest.raises(InvalidRequest, match=f"must describe an object .*not type '{kind}'"):
+        Tool("f", parameters={"type": kind})
+    assert Tool("f", parameters={"properties": {"a": {"type": "string"}}}).name == "f"  # type left out: an object
