@@ -355,8 +355,14 @@ def test_engine_failure_is_a_500_or_an_error_event(client: TestClient, engine: F
     error = assert_openai_error(client.post("/v1/completions", json={"prompt": "x"}), 500, "failed on purpose")
     assert error["type"] == "engine_error"
     chunks = client.post("/v1/completions", json={"prompt": "x", "stream": True}).text.split("\n\n")
-    last = json.loads(chunks[-2].removeprefix("data: "))
-    assert last["error"]["message"] == "the fake engine failed on purpose"
+    error_event = json.loads(chunks[-3].removeprefix("data: "))
+    assert error_event["error"]["message"] == "the fake engine failed on purpose"
+    assert chunks[-2:] == ["data: [DONE]", ""]  # the stream still ends as streams do
+    responses = client.post("/v1/responses", json={"input": "x", "stream": True}).text
+    events = [json.loads(line.removeprefix("data: ")) for line in responses.splitlines() if line.startswith("data: ")]
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    assert events[-1]["response"]["status"] == "failed"
+    assert events[-1]["response"]["error"]["message"] == "the fake engine failed on purpose"
     engine.fail_after = None
     assert client.post("/v1/completions", json={"prompt": "x"}).status_code == 200
 

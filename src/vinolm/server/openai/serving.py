@@ -330,12 +330,12 @@ class OpenAIServing:
             if plan.body.include_usage:
                 yield _data(self._usage_chunk(plan, merged.usage(plan.prompt_groups)))
             yield "data: [DONE]\n\n"
-        except VinolmError as exc:
+        except VinolmError as exc:  # the error, then the stream's usual end (as vLLM's)
             log.warning("%s stream %s failed: %s", plan.kind, plan.id, exc.message)
-            yield _data(error_response(exc))
+            yield _data(error_response(exc)) + "data: [DONE]\n\n"
         except Exception as exc:  # a bug of ours: say so in the stream rather than cut it
             log.exception("%s stream %s failed", plan.kind, plan.id)
-            yield _data(error_response(EngineError(f"internal error: {type(exc).__name__}")))
+            yield _data(error_response(EngineError(f"internal error: {type(exc).__name__}"))) + "data: [DONE]\n\n"
         finally:
             merged.close()
 

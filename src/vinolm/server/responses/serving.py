@@ -133,13 +133,22 @@ async def _events(frame: ResponseObject, answer: Answer, lazy_message: bool = Fa
         yield seq.event(f"response.{done.status}", response=done.model_dump(mode="json"))
     except VinolmError as exc:
         log.warning("response stream %s failed: %s", frame.id, exc.message)
-        yield seq.event("error", code=exc.code or exc.kind, message=exc.message, param=exc.param)
+        for event in _failed(seq, frame, exc):
+            yield event
     except Exception as exc:  # a bug of ours: say so in the stream rather than cut it
         log.exception("response stream %s failed", frame.id)
-        error = EngineError(f"internal error: {type(exc).__name__}")
-        yield seq.event("error", code=error.kind, message=error.message, param=None)
+        for event in _failed(seq, frame, EngineError(f"internal error: {type(exc).__name__}")):
+            yield event
     finally:
         answer.close()
+
+
+def _failed(seq: _Sequence, frame: ResponseObject, error: VinolmError) -> list[str]:
+    """The ``error`` event, then the response's own end (``response.failed``), as OpenAI ends one."""
+    code = error.code or error.kind
+    failed = frame.model_copy(update={"status": "failed", "error": {"code": code, "message": error.message}})
+    return [seq.event("error", code=code, message=error.message, param=error.param),
+            seq.event("response.failed", response=failed.model_dump(mode="json"))]
 
 
 class _Items:
