@@ -5,11 +5,13 @@ shape for bad bodies, an unknown model, embeddings refused, and the API key."""
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 
 import httpx
 import ollama
 import pytest
-from tests.e2e.conftest import API_KEY, RunningServer
+from tests.e2e.conftest import API_KEY, RunningServer, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +97,40 @@ def test_errors_are_ollamas_shape(server: RunningServer) -> None:
     r = httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == 400 and "JSON" in r.json()["error"], r.text
     assert "Paris" in (client(server).chat(model=MODEL, messages=CHAT, options=GREEDY).message.content or "")
+
+
+def test_ollamas_own_curl_examples_and_the_latest_tag(server: RunningServer) -> None:
+    """Ollama's docs send ``curl .../api/generate -d '{...}'`` (a form's Content-Type) and name
+    models with tags; ``:latest`` is the default tag."""
+    body = json.dumps({"model": f"{MODEL}:latest", "prompt": QUESTION, "stream": False, "options": GREEDY})
+    r = httpx.post(f"{server.base_url}/api/generate", content=body, timeout=60,
+                   headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200 and "Paris" in r.json()["response"], r.text
+    assert r.json()["model"] == MODEL
+    assert client(server).show(f"{MODEL}:latest").capabilities == ["completion", "tools"]
+    with pytest.raises(ollama.ResponseError) as other_tag:
+        client(server).chat(model=f"{MODEL}:7b", messages=CHAT)
+    assert other_tag.value.status_code == 404
+
+
+def test_keep_alive_keeps_unloads_and_is_checked() -> None:
+    with start_server("--no-ui", "--keep-alive", "3600") as server:
+        local = client(server)
+        local.generate(model=MODEL, prompt="Hi", options=GREEDY, keep_alive="1h30m")
+        expires = local.ps().models[0].expires_at
+        assert expires is not None and 5300 < (expires - datetime.now(UTC)).total_seconds() <= 5400
+        local.chat(model=MODEL, messages=CHAT, options=GREEDY, keep_alive=-1)
+        assert local.ps().models[0].expires_at is None  # for ever
+        unloaded = local.generate(model=MODEL, keep_alive=0)
+        assert unloaded.done and unloaded.done_reason == "unload" and local.ps().models == []
+        local.chat(model=MODEL, messages=CHAT, options=GREEDY, keep_alive=0)  # loads, answers, then unloads
+        deadline = time.monotonic() + 10
+        while local.ps().models and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert local.ps().models == []
+        with pytest.raises(ollama.ResponseError) as bad:
+            local.generate(model=MODEL, prompt="Hi", keep_alive="a while")
+        assert bad.value.status_code == 400 and "keep_alive" in bad.value.error
 
 
 WEATHER = {"type": "function", "function": {

@@ -35,6 +35,7 @@ from vinolm.errors import Overloaded, Unavailable, UnknownModel, VinolmError
 from vinolm.server.anthropic.protocol import error_body as anthropic_error_body
 from vinolm.server.anthropic.routes import router as anthropic_router
 from vinolm.server.metrics import CONTENT_TYPE, ServerMetrics
+from vinolm.server.ollama.routes import JsonBodies
 from vinolm.server.ollama.routes import router as ollama_router
 from vinolm.server.openai.routes import router as openai_router
 from vinolm.server.registry import Registry
@@ -76,7 +77,8 @@ def build_app(models: ModelService | Registry, api_key: str | None = None, *, ui
     if mount_ui is not None:
         mount_ui(app, registry)  # the one place the web UI joins the server
     app.state.ui = mount_ui is not None
-    # Middleware runs outermost last-added: access log, then API key, then the size limit.
+    # Middleware runs outermost last-added: access log, API key, size limit, Ollama's bodies.
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodyLimitMiddleware, max_bytes=service.limits.max_request_bytes, metrics=service.metrics)
     if api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=api_key, metrics=service.metrics)

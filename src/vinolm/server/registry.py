@@ -82,6 +82,8 @@ class _Slot:
     loaded_at: float = 0.0
     load_seconds: float = 0.0
     ready: threading.Event = field(default_factory=threading.Event)
+    #: The last request's own keep-alive (Ollama's ``keep_alive``), over the model's and the server's.
+    keep_alive: float | None = None
 
 
 Loader = Callable[[ServedModel], ModelService]
@@ -224,7 +226,7 @@ class Registry:
 
     def _unload(self, slot: _Slot, why: str) -> None:
         """Close a loaded model's engine (lock held; nothing is in flight on it)."""
-        service, slot.service, slot.state = slot.service, None, "unloaded"
+        service, slot.service, slot.state, slot.keep_alive = slot.service, None, "unloaded", None
         log.info("unloading %s (%s)", slot.model.name, why)
         if service is not None:
             service.engine.close()
@@ -235,13 +237,29 @@ class Registry:
             listener(model, event)
 
     # -- housekeeping ---------------------------------------------------------------------
+    def keep(self, name: str, seconds: float) -> None:
+        """Keep ``name`` loaded ``seconds`` after its last use (:data:`FOREVER`: never unload),
+        over the model's and the server's setting, until another request says otherwise."""
+        slot = self._by_name[self.resolve(name).names[0]]
+        with self._lock:
+            slot.keep_alive = seconds
+
+    def keep_alive_of(self, name: str) -> float:
+        slot = self._by_name[self.resolve(name).names[0]]
+        return self._keep_alive(slot)
+
+    def _keep_alive(self, slot: _Slot) -> float:
+        if slot.keep_alive is not None:
+            return slot.keep_alive
+        return self.keep_alive if slot.model.keep_alive is None else slot.model.keep_alive
+
     def sweep(self, now: float | None = None) -> list[str]:
         """Unload idle models whose keep-alive ran out; returns their names."""
         now = time.monotonic() if now is None else now
         done = []
         with self._lock:
             for slot in self._slots.values():
-                keep = self.keep_alive if slot.model.keep_alive is None else slot.model.keep_alive
+                keep = self._keep_alive(slot)
                 service = slot.service
                 if slot.state != "loaded" or service is None or keep < 0 or service.in_flight:
                     continue

@@ -3,9 +3,10 @@
 Sampling settings travel in ``options`` as in Ollama, with Ollama's defaults when absent
 (temperature 0.8, top_k 40, top_p 0.9, repeat_penalty 1.1; ``num_predict`` -1 = up to the
 server's limit). Fields vinolm does not act on are a 400 naming them, except those that
-change nothing for a server that keeps its one model loaded (:data:`INERT`: ``keep_alive``
-is accepted; the server's ``--keep-alive`` decides). The requests own their translation to
-:mod:`vinolm.types`.
+change nothing here (:data:`INERT`). ``keep_alive`` is Ollama's: how long the model stays
+loaded after this request (seconds, or a duration such as ``"5m"``; negative: for ever; 0 with
+no prompt unloads it now), over the server's ``--keep-alive``. The requests own their
+translation to :mod:`vinolm.types`.
 
 Tools are Ollama's: ``tools`` (OpenAI's function shape) offered through the model's chat
 template, the model free to answer or call (Ollama has no ``tool_choice``); an assistant
@@ -16,6 +17,7 @@ that follow answer them in order (``tool_name``, when given, must match).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from vinolm.errors import InvalidRequest, VinolmError
 from vinolm.server.answer import refuse_unsupported, tool_plan, unique_tools, with_tools
 from vinolm.server.openai.structured import ToolPlan
+from vinolm.server.registry import FOREVER
 from vinolm.types import Constraint, GenerationParams, Message, Request, Tool, ToolCall, check_text
 
 API = "Ollama API"
@@ -31,7 +34,7 @@ DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "repeat_penalty": 1.1
 
 #: Top-level fields that change nothing here, with the values accepted as no-ops.
 INERT: dict[str, tuple[Any, ...]] = {
-    "keep_alive": (), "think": (False,), "logprobs": (False,), "top_logprobs": (0,), "images": (),
+    "think": (False,), "logprobs": (False,), "top_logprobs": (0,), "images": (),
     "suffix": (), "template": (), "context": (), "truncate": (True,), "shift": (True,),
 }
 #: Options that change nothing at their default value; the rest of Ollama's options
@@ -44,6 +47,37 @@ _MESSAGE_INERT: dict[str, tuple[Any, ...]] = {"images": (), "thinking": ()}
 
 class _Wire(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
+
+
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(-?)((?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+)")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+class _KeepAlive(_Wire):
+    keep_alive: int | float | str | None = Field(
+        None, description='How long the model stays loaded after this request: seconds or a duration ("5m", '
+                          '"1h30m"); negative: for ever; 0: unload it when the request ends.')
+
+    def keep_alive_seconds(self) -> float | None:
+        """Seconds (:data:`~vinolm.server.registry.FOREVER` when negative), as Ollama reads them:
+        a number is seconds, a string a Go duration; None when the request does not say."""
+        value = self.keep_alive
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            text = value.strip()
+            if re.fullmatch(r"-?\d+(?:\.\d+)?", text):
+                seconds = float(text)
+            elif match := _DURATION.fullmatch(text):
+                seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(match.group(2)))
+                seconds = -seconds if match.group(1) else seconds
+            else:
+                raise InvalidRequest(f"keep_alive takes seconds or a duration such as \"5m\" or \"1h30m\", got "
+                                     f"{value[:40]!r}", param="keep_alive")
+        else:
+            seconds = float(value)
+        return FOREVER if seconds < 0 else seconds
 
 
 class Options(_Wire):
@@ -75,7 +109,7 @@ class Options(_Wire):
         ).validated()
 
 
-class _Generating(_Wire):
+class _Generating(_KeepAlive):
     """What /api/generate and /api/chat share."""
 
     model: str = Field(..., min_length=1, description="A served model name (GET /api/tags).")
@@ -226,10 +260,10 @@ class ModelRequest(_Wire):
 
 
 #: Embedding fields that change nothing here (inputs longer than the model are cut anyway).
-_EMBED_INERT: dict[str, tuple[Any, ...]] = {"keep_alive": (), "truncate": (True,), "options": ()}
+_EMBED_INERT: dict[str, tuple[Any, ...]] = {"truncate": (True,), "options": ()}
 
 
-class EmbedRequest(ModelRequest):
+class EmbedRequest(ModelRequest, _KeepAlive):
     """POST /api/embed (``input``: a text or texts) and the older /api/embeddings (``prompt``)."""
 
     input: str | list[str] | None = None

@@ -143,8 +143,7 @@ class OllamaModels:
             service: ModelService | None = model["service"]
             if model["state"] != "loaded" or service is None:
                 continue
-            served = self.registry.resolve(model["name"])
-            keep = self.registry.keep_alive if served.keep_alive is None else served.keep_alive
+            keep = self.registry.keep_alive_of(model["name"])
             expires = None if keep == FOREVER or keep < 0 else _rfc3339(
                 datetime.now(UTC) + timedelta(seconds=max(keep - (model["idle_seconds"] or 0.0), 0.0)))
             context = getattr(service.engine, "context_length", None)
@@ -172,18 +171,40 @@ class OllamaModels:
             capabilities=_capabilities(model), modified_at=_folder_facts(Path(model.path))[2])
 
 
+def served_name(registry: Registry, name: str) -> str:
+    """Ollama names a model's default tag ``:latest``: ``smollm2-135m:latest`` is ``smollm2-135m``."""
+    bare = name.removesuffix(":latest")
+    return bare if name not in registry.names and bare in registry.names else name
+
+
+def unloaded(body: GenerateRequest | ChatRequest) -> JSONResponse:
+    """The answer to Ollama's unload request (no prompt, ``keep_alive`` 0)."""
+    if isinstance(body, GenerateRequest):
+        answer: GenerateResponse | ChatResponse = GenerateResponse(
+            model=body.model, created_at=now(), response="", done=True, done_reason="unload")
+    else:
+        answer = ChatResponse(model=body.model, created_at=now(), message=AssistantMessage(content=""), done=True,
+                              done_reason="unload")
+    return JSONResponse(answer.model_dump(exclude_none=True))
+
+
 async def embed(request: HTTPRequest, body: EmbedRequest, legacy: bool) -> EmbedResponse | LegacyEmbedResponse:
     """/api/embed (or /api/embeddings with ``legacy``) through ModelService.embed; a chat
     model is a 400 naming the served models that embed."""
     texts = body.texts(legacy)
+    keep = body.keep_alive_seconds()
+    registry = registry_of(request)
+    name = served_name(registry, body.model_name)
     started = time.perf_counter()
-    service = await _embedding_service(request, body.model_name)
+    service = await _embedding_service(request, name)
+    if keep is not None:
+        registry.keep(name, keep)
     load_s = time.perf_counter() - started
     result = await service.embed(texts, PROTOCOL, body.dimensions)
     vectors = [[float(x) for x in vector] for vector in result.vectors]
     if legacy:
         return LegacyEmbedResponse(embedding=vectors[0])
-    return EmbedResponse(model=service.check_model(body.model_name), embeddings=vectors,
+    return EmbedResponse(model=service.check_model(name), embeddings=vectors,
                          total_duration=int((time.perf_counter() - started) * _NS), load_duration=int(load_s * _NS),
                          prompt_eval_count=result.total_tokens)
 
