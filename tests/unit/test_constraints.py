@@ -85,6 +85,15 @@ def test_schema_grammar_refuses(vocabulary: GrammarVocabulary, text: str, why: s
     assert not accepts(vocabulary, Constraint("json_schema", schema=PET), text), why
 
 
+def test_recursion_through_an_object_or_array_is_kept(vocabulary: GrammarVocabulary) -> None:
+    """Only a reference back to itself with nothing in between has no JSON text; a linked list has."""
+    node = {"$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}}}},
+            "$ref": "#/$defs/node"}
+    assert accepts(vocabulary, Constraint("json_schema", schema=node), '{"next": {"next": {}}}')
+    nested = Constraint("json_schema", schema={"type": "array", "items": {"$ref": "#"}})
+    assert accepts(vocabulary, nested, "[[], [[]]]") and not accepts(vocabulary, nested, "[1]")
+
+
 def test_json_object_is_any_object_in_the_layout(vocabulary: GrammarVocabulary) -> None:
     any_object = Constraint("json_object")
     assert accepts(vocabulary, any_object, '{"a": [1, 2.5e3, null, {"b": false}], "c": "d"}')
@@ -166,6 +175,10 @@ def test_a_schema_as_deep_as_allowed_compiles_and_a_deeper_one_is_a_400_not_a_re
     (Constraint("json_schema", schema={"type": "integer", "minimum": 3}), "json_schema", "'minimum'"),
     (Constraint("json_schema", schema={"$ref": "#/$defs/nothing"}), "json_schema", "points to nothing"),
     (Constraint("json_schema", schema={"$ref": "https://example.com/s.json"}), "json_schema", "same schema"),
+    (Constraint("json_schema", schema={"$ref": "#"}), "json_schema", "refers back to itself"),
+    (Constraint("json_schema", schema={"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}},
+                                       "$ref": "#/$defs/a"}), "json_schema", "refers back to itself"),
+    (Constraint("json_schema", schema={"enum": []}), "json_schema", "empty enum"),
     (Constraint("json_schema", schema={"type": "object", "properties": {"a": {}}, "required": ["b"]}),
      "json_schema", "'b'"),
     (Constraint("json_schema", schema={"enum": [float("nan")]}), "json_schema", "not plain JSON"),

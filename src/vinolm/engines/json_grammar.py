@@ -140,6 +140,10 @@ class _SchemaGrammar:
         self.root = root
         self.rules: dict[str, str] = {}
         self._refs: dict[str, str] = {}
+        #: References being resolved with no object or array entered since: met again, the
+        #: schema asks for a value that is itself (no finite JSON text; the sampler then had
+        #: no token but the end of text to offer).
+        self._direct: set[str] = set()
 
     def _new_rule(self, body: str | None = None, prefix: str = "r") -> str:
         name = f"{prefix}{len(self.rules) + 1}"
@@ -167,6 +171,9 @@ class _SchemaGrammar:
         if "const" in schema:
             return gbnf_literal(_dumps(schema["const"]))
         if "enum" in schema:
+            if not schema["enum"]:
+                raise InvalidRequest(f"the JSON schema at {path} has an empty enum: no value satisfies it",
+                                     param="json_schema")
             return "( " + " | ".join(gbnf_literal(_dumps(v)) for v in schema["enum"]) + " )"
         kind = schema.get("type")
         if kind is None:
@@ -187,6 +194,9 @@ class _SchemaGrammar:
         return "( " + " | ".join(parts) + " )"
 
     def _ref(self, ref: str, path: str) -> str:
+        if ref in self._direct:
+            raise InvalidRequest(f"$ref {ref!r} at {path} refers back to itself before any object or array: "
+                                 "no JSON value satisfies it", param="json_schema")
         if ref in self._refs:
             return self._refs[ref]
         if not ref.startswith("#"):
@@ -199,14 +209,17 @@ class _SchemaGrammar:
                 raise InvalidRequest(f"$ref {ref!r} at {path} points to nothing", param="json_schema")
             target = target[part]
         name = self._refs[ref] = self._new_rule()
+        self._direct.add(ref)
         self.rules[name] = self.value(target, ref)
+        self._direct.discard(ref)
         return name
 
     def _typed(self, kind: str, schema: dict[str, Any], path: str) -> str:
-        if kind == "object":
-            return self._object(schema, path)
-        if kind == "array":
-            return self._array(schema, path)
+        if kind in ("object", "array"):  # a reference met inside one is recursion with a base
+            direct, self._direct = self._direct, set()
+            rule = self._object(schema, path) if kind == "object" else self._array(schema, path)
+            self._direct = direct
+            return rule
         if kind == "string":
             return self._string(schema, path)
         if kind in ("number", "integer"):
