@@ -231,6 +231,18 @@ def test_fields_vinolm_does_not_act_on_are_400_naming_them(client: TestClient, f
     assert error["code"] == "unsupported_parameter"
 
 
+@pytest.mark.parametrize(("fields", "param", "words"), [
+    ({"stream_options": {"include_usage": True}}, "stream_options", "only allowed when stream is true"),
+    ({"parallel_tool_calls": False}, "parallel_tool_calls", "only allowed when tools are given"),
+    ({"response_format": {"type": "text", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
+     "response_format.json_schema", "goes with type json_schema"),
+])
+def test_fields_that_would_change_nothing_in_this_request_are_400(client: TestClient, fields: dict[str, Any],
+                                                                 param: str, words: str) -> None:
+    """As OpenAI answers them: each only acts together with another field the request lacks."""
+    assert_openai_error(client.post("/v1/chat/completions", json={"messages": USER, **fields}), 400, words, param)
+
+
 def test_completions_refuse_what_they_cannot_do(client: TestClient) -> None:
     for fields, param in (({"echo": True}, "echo"), ({"best_of": 3}, "best_of"), ({"suffix": "end"}, "suffix"),
                           ({"tools": []}, "tools")):

@@ -90,6 +90,8 @@ class _SamplingRequest(VinolmExtensions, GuidedDecoding):
                 raise unsupported(name, f"the only value accepted is {shown}" if len(accepted) == 1
                                   else f"the values accepted (as no-ops) are {shown}")
         super().check_supported(where, inert)
+        if self.stream_options is not None and not self.stream:  # as OpenAI: it would change nothing
+            raise InvalidRequest("stream_options is only allowed when stream is true", param="stream_options")
 
     def constraint(self, tool_constraint: Constraint | None = None) -> tuple[str, Constraint] | None:
         """The one output constraint (with the field it came from); two at once are a 400,
@@ -263,6 +265,9 @@ class ChatCompletionRequest(_SamplingRequest):
         mode = choice or ("auto" if tools else "none")
         if mode != "none" and not tools:
             raise InvalidRequest(f"tool_choice {mode!r} needs tools", param="tool_choice")
+        if self.parallel_tool_calls is not None and not tools:
+            raise InvalidRequest("parallel_tool_calls is only allowed when tools are given",
+                                 param="parallel_tool_calls")
         parallel = self.parallel_tool_calls is not False
         return ToolPlan(tools, mode, parallel=parallel) if mode != "none" else ToolPlan()  # type: ignore[arg-type]
 

@@ -90,6 +90,9 @@ class GuidedDecoding(Wire):
         """Every constraint the request gives, each with the field it came from."""
         found: list[tuple[str, Constraint]] = []
         fmt = self.response_format
+        if fmt is not None and fmt.type != "json_schema" and fmt.json_schema is not None:
+            raise InvalidRequest(f"response_format.json_schema goes with type json_schema, not {fmt.type!r}",
+                                 param="response_format.json_schema")
         if fmt is not None and fmt.type == "json_object":
             found.append(("response_format", Constraint("json_object")))
         if fmt is not None and fmt.type == "json_schema":
