@@ -86,6 +86,10 @@ def test_max_tokens_and_stop_sequences(server: RunningServer) -> None:
 def test_count_tokens_matches_the_prompt(server: RunningServer) -> None:
     counted = sdk(server).messages.count_tokens(model=MODEL, messages=QUESTION)  # type: ignore[arg-type]
     assert counted.input_tokens == greedy(server, max_tokens=1).usage.input_tokens
+    bad_tool = {"name": "f", "input_schema": {"type": "object", "properties": {"a": {"type": "bogus"}}}}
+    with pytest.raises(anthropic.BadRequestError) as refused:  # as /v1/messages refuses it
+        sdk(server).messages.count_tokens(model=MODEL, messages=QUESTION, tools=[bad_tool])  # type: ignore[arg-type,list-item]
+    assert "tools.0: tool 'f': the JSON schema is invalid at properties/a/type" in str(refused.value)
 
 
 def test_bad_requests_are_anthropic_errors(server: RunningServer) -> None:

@@ -91,7 +91,10 @@ def test_errors_are_ollamas_shape(server: RunningServer) -> None:
     for body, fragment in (({"model": MODEL, "messages": CHAT, "options": {"num_ctx": 4096}}, "options.num_ctx"),
                            ({"model": MODEL, "messages": CHAT, "options": {"temperature": "hot"}}, "temperature"),
                            ({"model": MODEL, "messages": [{"role": "user"}]}, "content"),
-                           ({"model": MODEL, "messages": CHAT, "tools": [{"type": "function"}]}, "tools")):
+                           ({"model": MODEL, "messages": CHAT, "tools": [{"type": "function"}]}, "tools"),
+                           ({"model": MODEL, "messages": CHAT, "tools": [{"type": "function", "function": {
+                               "name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "bogus"}}}}}]},
+                            "tools.0: tool 'f': the JSON schema is invalid at properties/a/type")):
         r = httpx.post(url, json=body, timeout=30)
         assert r.status_code == 400 and set(r.json()) == {"error"} and fragment in r.json()["error"], r.text
     r = httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}, timeout=30)

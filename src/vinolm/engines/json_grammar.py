@@ -86,7 +86,7 @@ def schema_grammar(schema: Any) -> str:
     the schema allows, so the answer still validates); an object without ``properties``
     takes any keys with values of ``additionalProperties``.
     """
-    _check_meta(schema)
+    check_schema(schema)
     builder = _SchemaGrammar(schema)
     root = builder.value(schema, "#")
     reached, todo = set(), [root]
@@ -119,7 +119,8 @@ def check_depth(schema: Any) -> None:
         raise InvalidRequest(f"the JSON schema nests deeper than {MAX_SCHEMA_DEPTH} levels", param="json_schema")
 
 
-def _check_meta(schema: Any) -> None:
+def check_schema(schema: Any) -> None:
+    """InvalidRequest (``json_schema``) for a schema the meta-schema refuses, or nested too deep."""
     import jsonschema
 
     if not isinstance(schema, dict):

@@ -69,16 +69,6 @@ def tool_plan(tools: Sequence[Tool], mode: Literal["none", "auto", "required", "
     return ToolPlan(tuple(tools), mode, parallel=parallel) if mode != "none" and tools else ToolPlan()
 
 
-def unique_tools(tools: Sequence[Tool], param: str = "tools") -> list[Tool]:
-    """The tools as given, refusing a second tool of the same name (which call would it be?)."""
-    seen: set[str] = set()
-    for i, tool in enumerate(tools):
-        if tool.name in seen:
-            raise InvalidRequest(f"{param}.{i}: a second tool named {tool.name!r}", param=f"{param}.{i}.name")
-        seen.add(tool.name)
-    return list(tools)
-
-
 def with_tools(messages: list[Message], plan: ToolPlan) -> list[Message]:
     """The conversation checked for tool turns, and the offered tools on its first system
     message (a new, empty one if there is none), where every chat format reads them."""

@@ -20,8 +20,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from vinolm.errors import InvalidRequest, VinolmError
-from vinolm.server.answer import ANY, refuse_unsupported, tool_plan, unique_tools, with_tools
-from vinolm.server.openai.structured import ToolPlan
+from vinolm.server.answer import ANY, refuse_unsupported, tool_plan, with_tools
+from vinolm.server.openai.structured import ToolPlan, unique_tools
 from vinolm.types import Constraint, GenerationParams, Message, Request, Tool, ToolCall
 
 API = "Anthropic Messages API"

@@ -23,8 +23,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from vinolm.errors import InvalidRequest, VinolmError
-from vinolm.server.answer import refuse_unsupported, tool_plan, unique_tools, with_tools
-from vinolm.server.openai.structured import ToolPlan
+from vinolm.server.answer import refuse_unsupported, tool_plan, with_tools
+from vinolm.server.openai.structured import ToolPlan, unique_tools
 from vinolm.server.registry import FOREVER
 from vinolm.types import Constraint, GenerationParams, Message, Request, Tool, ToolCall, check_text
 
@@ -233,13 +233,15 @@ class ChatRequest(_Generating):
         return not self.messages
 
     def tool_plan(self) -> ToolPlan:
-        tools = unique_tools([t.to_tool(f"tools.{i}") for i, t in enumerate(self.tools or [])])
+        tools = unique_tools([t.to_tool(f"tools.{i}") for i, t in enumerate(self.tools or [])], inner="function.")
         return tool_plan(tools, "auto" if tools else "none")
 
     def to_request(self, max_tokens_limit: int, plan: ToolPlan) -> Request:
         params = self._params(max_tokens_limit)
         if plan.offered and params.constraint is not None:
             raise InvalidRequest("format cannot be combined with tools", param="format")
+        if plan.offered:  # calls in the model's own format, constrained as on every API
+            params = params.with_(constraint=plan.constraint())
         pending: list[ToolCall] = []
         messages = [m.to_message(f"messages.{i}", pending) for i, m in enumerate(self.messages or [])]
         return Request(messages=with_tools(messages, plan), params=params)

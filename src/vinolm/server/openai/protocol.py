@@ -33,6 +33,7 @@ from vinolm.server.openai.structured import (
     ToolDefinition,
     ToolPlan,
     Wire,
+    unique_tools,
     unsupported,
 )
 from vinolm.types import SPECULATION_LIMIT, Constraint, GenerationParams, Message, Request, Tool, ToolCall
@@ -281,10 +282,8 @@ class ChatCompletionRequest(_SamplingRequest):
             except VinolmError as exc:
                 exc.param = f"tools.{i}.function"
                 raise
-            if any(t.name == tool.name for t in tools):
-                raise InvalidRequest(f"tools.{i}: a second tool named {tool.name!r}", param=f"tools.{i}.function.name")
             tools.append(tool)
-        return tools
+        return unique_tools(tools, inner="function.")
 
     def to_request(self, default_max_tokens: int, plan: ToolPlan) -> Request:
         messages = [m.to_message(f"messages.{i}") for i, m in enumerate(self.messages)]

@@ -7,6 +7,7 @@ not act on, and the structured-answer fields - ``response_format``, vLLM's ``gui
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -208,3 +209,22 @@ class ToolPlan:
         if self.mode == "required":
             return Constraint("json_schema", schema=calls_schema(self.tools, self.parallel))
         return None
+
+
+def unique_tools(tools: Sequence[Tool], param: str = "tools", inner: str = "") -> list[Tool]:
+    """The tools as given, refusing a second tool of the same name (which call would it be?)
+    and parameters that are no JSON schema, named where the API keeps them (``inner``: the
+    path inside an item, ``function.`` in OpenAI's and Ollama's), whether or not this request
+    gets as far as compiling a grammar from them (Anthropic's count_tokens does not)."""
+    from vinolm.engines.json_grammar import check_schema
+
+    seen: set[str] = set()
+    for i, tool in enumerate(tools):
+        if tool.name in seen:
+            raise InvalidRequest(f"{param}.{i}: a second tool named {tool.name!r}", param=f"{param}.{i}.{inner}name")
+        seen.add(tool.name)
+        try:
+            check_schema(tool.parameters)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"{param}.{i}: tool {tool.name!r}: {exc.message}", param=f"{param}.{i}") from None
+    return list(tools)
