@@ -89,6 +89,9 @@ def test_demo_curl_call_and_metadata(server: RunningServer) -> None:
     bad = httpx.post(f"{server.base_url}/v2/models/{MODEL}/infer", timeout=10,
                      json={"inputs": [{**body["inputs"][0], "datatype": "FP32"}]})
     assert bad.status_code == 400 and "BYTES" in bad.json()["error"]
+    for extra in ({"priority": 1}, {"inputs": [{**body["inputs"][0], "contents": {}}]}):
+        unknown = httpx.post(f"{server.base_url}/v2/models/{MODEL}/infer", json={**body, **extra}, timeout=10)
+        assert unknown.status_code == 400 and "is not a field of a KServe v2" in unknown.json()["error"], unknown.text
     many = {"inputs": [{**body["inputs"][0], "shape": [80], "data": [FRANCE] * 80}]}
     too_many = httpx.post(f"{server.base_url}/v2/models/{MODEL}/infer", json=many, timeout=10)
     assert too_many.status_code == 400 and "80 answers at once" in too_many.json()["error"]

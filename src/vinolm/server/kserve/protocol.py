@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vinolm import __version__
 from vinolm.errors import InvalidRequest
@@ -33,6 +33,8 @@ EXTENSIONS = ["binary_tensor_data", "parameters", "model_stream_infer"]
 
 
 class RequestInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # an unknown field is a 400, never ignored
+
     name: str
     shape: list[int]
     datatype: str
@@ -41,12 +43,16 @@ class RequestInput(BaseModel):
 
 
 class RequestOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # an unknown field is a 400, never ignored
+
     name: str
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
 class InferRequest(BaseModel):
     """``POST /v2/models/{name}/infer``; generation settings go in ``parameters``."""
+
+    model_config = ConfigDict(extra="forbid")
 
     id: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
@@ -136,6 +142,8 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 def _first_problem(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"{where} is not a field of a KServe v2 inference request"
     return f"{where}: {error['msg']}" if where else str(error["msg"])
 
 
