@@ -97,6 +97,9 @@ def test_errors_are_ollamas_shape(server: RunningServer) -> None:
                             "tools.0: tool 'f': the JSON schema is invalid at properties/a/type")):
         r = httpx.post(url, json=body, timeout=30)
         assert r.status_code == 400 and set(r.json()) == {"error"} and fragment in r.json()["error"], r.text
+    for body, fragment in (({"model": MODEL, "foo": 1}, "foo"), ({"model": MODEL, "verbose": True}, "verbose")):
+        r = httpx.post(f"{server.base_url}/api/show", json=body, timeout=30)
+        assert r.status_code == 400 and fragment in r.json()["error"], r.text
     r = httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == 400 and "JSON" in r.json()["error"], r.text
     assert "Paris" in (client(server).chat(model=MODEL, messages=CHAT, options=GREEDY).message.content or "")

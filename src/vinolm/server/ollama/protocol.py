@@ -260,6 +260,12 @@ class ModelRequest(_Wire):
             raise InvalidRequest("model: Field required", param="model")
         return self.model or self.name  # type: ignore[return-value]
 
+    def show_name(self) -> str:
+        """The model /api/show describes; its other fields refused by name (``verbose``'s extra
+        tokenizer and tensor details are not served here)."""
+        refuse_unsupported({**(self.model_extra or {}), "verbose": self.verbose}, {"verbose": (False,)}, API)
+        return self.model_name
+
 
 #: Embedding fields that change nothing here (inputs longer than the model are cut anyway).
 _EMBED_INERT: dict[str, tuple[Any, ...]] = {"truncate": (True,), "options": ()}
@@ -274,7 +280,8 @@ class EmbedRequest(ModelRequest, _KeepAlive):
 
     def texts(self, legacy: bool) -> list[str]:
         """The texts, checked: one ``prompt`` on /api/embeddings, ``input`` on /api/embed."""
-        refuse_unsupported(self.model_extra or {}, _EMBED_INERT, API)
+        refuse_unsupported({**(self.model_extra or {}), **({"verbose": self.verbose} if self.verbose is not None else {})},
+                           _EMBED_INERT, API)
         field = "prompt" if legacy else "input"
         value = self.prompt if legacy else self.input
         other = self.input if legacy else self.prompt

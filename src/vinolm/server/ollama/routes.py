@@ -95,7 +95,7 @@ async def ps(request: Request) -> ModelList:
 
 @router.post("/show", response_model=ShowResponse, responses=_ERRORS)
 async def show(body: ModelRequest, request: Request) -> ShowResponse:
-    return _models(request).show(served_name(registry_of(request), body.model_name))
+    return _models(request).show(served_name(registry_of(request), body.show_name()))
 
 
 @router.post("/generate", response_model=GenerateResponse, responses={**_ERRORS, **_NDJSON})
