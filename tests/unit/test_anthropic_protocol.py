@@ -69,3 +69,14 @@ def test_unsupported_fields_with_a_value_are_400_naming_them(fields: dict[str, A
     with pytest.raises(InvalidRequest, match="not supported by vinolm's Anthropic Messages API") as refused:
         to_request(**fields)
     assert refused.value.param == param
+
+
+@pytest.mark.parametrize(("block", "param"), [
+    ({"type": "text", "text": "Hi", "id": "x"}, "messages.0.content.0.id"),
+    ({"type": "text", "text": "Hi", "name": "ann"}, "messages.0.content.0.name"),
+    ({"type": "tool_result", "tool_use_id": "t", "content": "ok", "input": {}}, "messages.0.content.0.input"),
+])
+def test_another_block_types_field_is_400_not_ignored(block: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequest, match="is not a field of a") as refused:
+        to_request(messages=[{"role": "user", "content": [block]}])
+    assert refused.value.param == param

@@ -243,6 +243,17 @@ def test_fields_that_would_change_nothing_in_this_request_are_400(client: TestCl
     assert_openai_error(client.post("/v1/chat/completions", json={"messages": USER, **fields}), 400, words, param)
 
 
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"input": [{"role": "user", "content": "hi", "call_id": "c1"}]}, "input.0.call_id"),
+    ({"input": [{"type": "function_call_output", "call_id": "c1", "output": "x", "role": "user"}]}, "input.0.role"),
+    ({"text": {"format": {"type": "text", "schema": {"type": "object"}}}}, "text.format.schema"),
+])
+def test_responses_refuse_fields_of_another_item_or_format_type(client: TestClient, fields: dict[str, Any],
+                                                                param: str) -> None:
+    r = client.post("/v1/responses", json={"input": "hi", **fields})
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
 def test_completions_refuse_what_they_cannot_do(client: TestClient) -> None:
     for fields, param in (({"echo": True}, "echo"), ({"best_of": 3}, "best_of"), ({"suffix": "end"}, "suffix"),
                           ({"tools": []}, "tools")):

@@ -61,7 +61,9 @@ class _Wire(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
 
-_BLOCK_TYPES = ("text", "tool_use", "tool_result")
+#: Each block type's own fields (the model holds all of them): another type's is a 400, not ignored.
+_BLOCK_FIELDS = {"text": ("text",), "tool_use": ("id", "name", "input"),
+                 "tool_result": ("tool_use_id", "content", "is_error")}
 
 
 class TextBlock(_Wire):
@@ -78,10 +80,14 @@ class TextBlock(_Wire):
     is_error: bool | None = Field(None, description="tool_result: accepted; the result text says what went wrong.")
 
     def kind(self, where: str) -> str:
-        if self.type not in _BLOCK_TYPES:
+        if self.type not in _BLOCK_FIELDS:
             raise InvalidRequest(f"{where}.type {self.type!r} is not supported: vinolm serves text, tool_use and "
                                  "tool_result blocks", param=f"{where}.type")
         refuse_unsupported(self.model_extra or {}, _BLOCK_INERT, API, f"{where}.")
+        stray = next((name for fields in _BLOCK_FIELDS.values() for name in fields
+                      if getattr(self, name) is not None and name not in _BLOCK_FIELDS[self.type]), None)
+        if stray is not None:
+            raise InvalidRequest(f"{where}.{stray} is not a field of a {self.type} block", param=f"{where}.{stray}")
         return self.type
 
     def to_text(self, where: str) -> str:

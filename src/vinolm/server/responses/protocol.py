@@ -61,7 +61,9 @@ class ContentPart(_Wire):
         return self.text
 
 
-_ITEM_TYPES = ("message", "function_call", "function_call_output")
+#: Each item type's own fields (the model holds all of them): another type's is a 400, not ignored.
+_ITEM_FIELDS = {"message": ("role", "content"), "function_call": ("call_id", "name", "arguments"),
+                "function_call_output": ("call_id", "output")}
 
 
 class InputItem(_Wire):
@@ -77,9 +79,13 @@ class InputItem(_Wire):
     output: str | None = Field(None, description="function_call_output: the call's result.")
 
     def to_message(self, where: str) -> Message:
-        if self.type not in _ITEM_TYPES:
+        if self.type not in _ITEM_FIELDS:
             raise InvalidRequest(f"{where}.type {self.type!r} is not supported: vinolm serves message, "
                                  "function_call and function_call_output items", param=f"{where}.type")
+        stray = next((name for name in ("role", "content", "call_id", "name", "arguments", "output")
+                      if getattr(self, name) is not None and name not in _ITEM_FIELDS[self.type]), None)
+        if stray is not None:
+            raise InvalidRequest(f"{where}.{stray} is not a field of a {self.type} item", param=f"{where}.{stray}")
         if self.type != "message":
             return self._tool_turn(where)
         if self.role is None or self.content is None:
@@ -145,6 +151,13 @@ class TextFormat(_Wire):
     description: str | None = None
 
     def to_constraint(self) -> Constraint | None:
+        if self.type != "json_schema":
+            stray = next((name for name in ("name", "schema_", "strict", "description")
+                          if getattr(self, name) is not None), None)
+            if stray is not None:
+                field = stray.rstrip("_")
+                raise InvalidRequest(f"text.format.{field} goes with type json_schema, not {self.type!r}",
+                                     param=f"text.format.{field}")
         if self.type == "json_object":
             return Constraint("json_object")
         if self.type == "json_schema":
