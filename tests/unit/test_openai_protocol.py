@@ -254,6 +254,16 @@ def test_responses_refuse_fields_of_another_item_or_format_type(client: TestClie
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
 
 
+def test_an_answer_over_the_limit_is_named_as_each_api_names_it(client: TestClient) -> None:
+    for path, body, param in (("/v1/chat/completions", {"messages": USER, "max_tokens": 101}, "max_tokens"),
+                              ("/v1/responses", {"input": "hi", "max_output_tokens": 101}, "max_output_tokens")):
+        error = assert_openai_error(client.post(path, json=body), 400, f"{param} 101 is over", param)
+        assert "limit of 100" in error["message"]
+    r = client.post("/api/chat", json={"model": "fake-model", "messages": USER, "stream": False,
+                                       "options": {"num_predict": 101}})
+    assert r.status_code == 400 and r.json()["error"].startswith("options.num_predict 101 is over"), r.text
+
+
 def test_completions_refuse_what_they_cannot_do(client: TestClient) -> None:
     for fields, param in (({"echo": True}, "echo"), ({"best_of": 3}, "best_of"), ({"suffix": "end"}, "suffix"),
                           ({"tools": []}, "tools")):

@@ -91,13 +91,21 @@ class Answer:
     cancelled then.
     """
 
-    def __init__(self, service: ModelService, request: Request, protocol: str, tools: ToolPlan | None = None) -> None:
+    def __init__(self, service: ModelService, request: Request, protocol: str, tools: ToolPlan | None = None,
+                 max_tokens: str = "max_tokens") -> None:
+        """``max_tokens``: the API's name for the answer's length, named when it is over the limit."""
         self.service = service
         self.request = request
         self.created = int(time.time())
         plan = tools or ToolPlan()
         self.output = ToolOutput(plan, plan.tool_format or DEFAULT_TOOL_FORMAT)
-        self._merged = MergedStream(service, [service.submit(request, protocol)])
+        try:
+            self._merged = MergedStream(service, [service.submit(request, protocol)])
+        except InvalidRequest as exc:
+            if exc.param == "max_tokens" and max_tokens != "max_tokens":
+                exc.message = exc.message.replace("max_tokens", max_tokens, 1)
+                exc.args, exc.param = (exc.message,), max_tokens
+            raise
         self._parts: list[str] = []
         self._content: list[str] = []
         self._token_ids: list[int] = []

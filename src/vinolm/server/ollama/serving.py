@@ -239,7 +239,7 @@ class OllamaServing:
                                     done_reason=done_reason(answer) if done else None).model_dump(exclude_none=True)
 
         request = body.to_request(self.service.limits.max_tokens_limit)
-        return await self._serve(Answer(self.service, request, PROTOCOL), body.stream, line, raw)
+        return await self._serve(Answer(self.service, request, PROTOCOL, max_tokens="options.num_predict"), body.stream, line, raw)
 
     async def chat(self, body: ChatRequest, raw: HTTPRequest) -> Response:
         model = self.service.check_model(body.model)
@@ -255,7 +255,7 @@ class OllamaServing:
 
         plan = served_plan(body.tool_plan(), self.service)
         request = body.to_request(self.service.limits.max_tokens_limit, plan)
-        return await self._serve(Answer(self.service, request, PROTOCOL, plan), body.stream, line, raw)
+        return await self._serve(Answer(self.service, request, PROTOCOL, plan, max_tokens="options.num_predict"), body.stream, line, raw)
 
     async def _serve(self, answer: Answer, stream: bool, line: Line, raw: HTTPRequest) -> Response:
         if not stream:

@@ -65,7 +65,7 @@ class ResponsesServing:
             else body.tool_choice or "auto", parallel_tool_calls=body.parallel_tool_calls is not False,
             text={"format": body.text.format.model_dump(by_alias=True, exclude_none=True)}
             if body.text is not None and body.text.format is not None else {"format": {"type": "text"}})
-        answer = Answer(self.service, request, PROTOCOL, plan)
+        answer = Answer(self.service, request, PROTOCOL, plan, max_tokens="max_output_tokens")
         if not body.stream:
             if not await answer.complete(raw):
                 return Response(status_code=499)
