@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default=None, help="calibration set: a name or a .txt/.jsonl file")
     p.add_argument("--num-samples", type=int, default=None)
     p.add_argument("--trust-remote-code", action="store_true")
-    p.add_argument("--force", action="store_true", help="export again even if the folder is complete")
+    p.add_argument("--force", action="store_true", help="export again even if the folder holds a complete export (it is replaced)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -226,3 +227,41 @@ def test_an_export_that_fills_the_disk_says_so_and_leaves_nothing_behind(small_d
     assert last.startswith(f"vinolm: error: the disk holding {small_disk} filled up during the export"), last
     assert "Traceback" not in done.stderr and "iostream" not in done.stderr
     assert list(small_disk.iterdir()) == []
+
+
+def test_an_export_terminated_midway_leaves_no_folder_a_server_would_serve(tmp_path: Path,
+                                                                             vinolm_command: list[str]) -> None:
+    """SIGTERM killed the process where it stood: the temporary folder beside the output held
+    openvino_model.xml without a tokenizer, and ``serve --models-dir`` served it (500s)."""
+    out = tmp_path / "models" / "tiny"
+    export = subprocess.Popen([*vinolm_command, "export", str(hf_folder("llama")), "-o", str(out),
+                               "--weight-format", "int8"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.parent.glob(".tiny.tmp-*")) and export.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if export.poll() is not None:
+        pytest.skip("the export finished before it could be terminated")
+    export.terminate()
+    _, err = export.communicate(timeout=120)
+    assert export.returncode == 143 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == "vinolm: terminated"
+    assert list(out.parent.iterdir()) == []
+
+
+def test_an_export_never_replaces_what_is_not_an_export(tmp_path: Path, vinolm: Cli,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-o . --force`` put the temporary folder inside ``.``, then deleted ``.`` with all in it."""
+    (tmp_path / "canary.txt").write_text("keep me")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for args in (["-o", ".", "--force"], ["-o", str(tmp_path), "--force"], ["-o", "canary.txt"],
+                 ["-o", str(tmp_path.parent), "--force"]):
+        done = vinolm("export", str(hf_folder("llama")), *args, "--weight-format", "int8", timeout=120)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, (args, done.stderr[-2000:])
+    other = tmp_path / "sub" / "notes"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    done = vinolm("export", str(hf_folder("llama")), "-o", str(other), "--force", timeout=120)
+    assert done.returncode == 2 and "holds files that are not a vinolm export" in done.stderr
+    assert (tmp_path / "canary.txt").read_text() == "keep me" and (other / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["canary.txt", "sub"]

@@ -222,3 +222,12 @@ def test_kserve_repository_loads_and_unloads_on_request() -> None:
         assert missing.status_code == 404 and "available: a, alias-a, b, c" in missing.json()["error"]
         cards = {c["id"]: c for c in client.get("/v1/models").json()["data"]}
         assert cards["b"]["loads"] == 1 and cards["b"]["load_seconds"] >= 0 and cards["c"]["load_seconds"] is None
+
+
+def test_models_dir_skips_the_hidden_folders_of_exports_in_progress(tmp_path: Path) -> None:
+    from vinolm.server.cli import _model_folders
+
+    for name in ("smol", ".smol.tmp-123-abc"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "openvino_model.xml").write_text("<net/>")
+    assert _model_folders(tmp_path) == [tmp_path / "smol"]

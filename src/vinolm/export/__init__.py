@@ -159,7 +159,7 @@ def export_model(
     """Export ``source`` (HF folder, hub id or .gguf path) to ``output``; reuse a complete
     one made with the same compression settings. ``preset``: the catalog's INT4 settings."""
     options = options.validated().with_defaults(preset)
-    output = Path(output)
+    output = _checked_output(Path(output))
     if is_complete(output) and not options.force:
         made = json.loads((output / "vinolm.json").read_text())
         wanted = options.for_task(export_task(output)).compression()
@@ -167,12 +167,16 @@ def export_model(
             return ExportResult(output, reused=True, info=made)
         progress(f"{output} holds {describe(made)} weights; exporting {describe(wanted)} instead")
         options = replace(options, force=True)
-    if output.exists() and not options.force and any(output.iterdir()) and not is_complete(output):
-        raise ExportError(f"{output} exists and is not a vinolm export; choose another folder or add --force")
+    if output.exists() and any(output.iterdir()) and not is_complete(output):
+        raise ExportError(f"{output} holds files that are not a vinolm export; choose another folder (--force "
+                          "replaces only an export)")
     task = _preflight(source, source_kind, options)
     options = options.for_task(task)
     started = time.perf_counter()
-    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create {output.parent}: {exc.strerror or exc}") from None
     _remove_stale_temps(output)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-{os.getpid()}-", dir=output.parent))
     try:
@@ -308,6 +312,18 @@ def check_architecture(model_type: str, source: str) -> str:
         f"the architecture {model_type!r} of {source} is not supported: it is neither a text-generation "
         "nor a text-embedding model that optimum-intel can export to OpenVINO"
     )
+
+
+def _checked_output(output: Path) -> Path:
+    """``output`` as an absolute path, refused where an export cannot go. The temporary
+    folder lives beside ``output`` and replaces it at the end: for ``.`` (whose parent is
+    itself) it lived inside the folder it then deleted, with everything else in it."""
+    resolved = output.expanduser().resolve()
+    if resolved == Path(resolved.anchor) or Path.cwd().resolve().is_relative_to(resolved):
+        raise ExportError(f"{output} is the current folder or holds it; export into a new folder (-o NAME)")
+    if resolved.exists() and not resolved.is_dir():
+        raise ExportError(f"{output} is a file, not a folder")
+    return resolved
 
 
 def _remove_stale_temps(output: Path) -> None:

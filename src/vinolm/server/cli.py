@@ -164,7 +164,8 @@ def served_models(args: argparse.Namespace) -> list[ServedModel]:
 def _model_folders(root: Path) -> list[Path]:
     if not root.is_dir():
         raise InvalidRequest(f"--models-dir {root} is not a folder")
-    found = sorted(xml.parent for xml in root.glob("*/openvino_model.xml"))
+    # not the hidden temporary folders of exports in progress (or killed midway)
+    found = sorted(xml.parent for xml in root.glob("*/openvino_model.xml") if not xml.parent.name.startswith("."))
     if not found:
         raise InvalidRequest(f"--models-dir {root} holds no OpenVINO model folder (DIR/NAME/openvino_model.xml)")
     return found
