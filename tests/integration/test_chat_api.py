@@ -105,6 +105,17 @@ def test_loading_a_file_that_is_not_a_chat_fails_clearly(model: Model, tmp_path:
         model.chat().load(broken)
 
 
+def test_saving_or_loading_where_it_cannot_is_a_clear_error_and_leaves_no_temp_file(model: Model,
+                                                                                   tmp_path: Path) -> None:
+    chat = model.chat()
+    for target in (tmp_path, tmp_path / "missing" / "chat.json"):  # a folder; a folder that is not there
+        with pytest.raises(vinolm.InvalidRequest, match=f"cannot save to {target}"):
+            chat.save(target)
+    with pytest.raises(vinolm.InvalidRequest, match=f"cannot read {tmp_path}"):
+        chat.load(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_instruct_returns_only_the_response(model: Model) -> None:
     instruction = "Name three colours."
     answer = model.instruct(instruction, max_new_tokens=24).text()

@@ -4,6 +4,7 @@ no output folder left behind. These fail before any model is loaded, so they are
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +162,11 @@ def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("vinolm: error: unknown model 'definitely-not-a-model'")
+
+
+def test_chat_with_standard_input_closed_is_one_line() -> None:
+    proc = subprocess.run([sys.executable, "-m", "vinolm.cli", "chat"], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60, check=False,
+                          preexec_fn=lambda: os.close(0))
+    assert proc.returncode == 2 and proc.stderr == "vinolm: error: vinolm chat reads your messages from " \
+        "standard input, which is closed\n", proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from vinolm.cliutil import (
     add_generation_args,
@@ -11,6 +12,7 @@ from vinolm.cliutil import (
     params_from_args,
     print_response,
 )
+from vinolm.errors import InvalidRequest
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +33,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from vinolm.chat.repl import ChatRepl
     from vinolm.chat.session import Chat
 
+    if sys.stdin is None or sys.stdin.closed:  # checked before the model loads for nothing
+        raise InvalidRequest("vinolm chat reads your messages from standard input, which is closed")
     params = params_from_args(args)
     # Prefix caching (genai's batching pipeline) lets each turn reuse the KV cache of the
     # history instead of re-encoding it; the native engine reuses its cache itself.

@@ -168,18 +168,27 @@ class Chat:
         self.history = messages
 
     def save(self, path: str | Path) -> None:
-        """Write the conversation as JSON, atomically (temp file + rename)."""
+        """Write the conversation as JSON, atomically (temp file + rename; the temp file goes
+        when the write fails, and a place that cannot be written is an InvalidRequest)."""
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(self.to_dict(), out, ensure_ascii=False, indent=2)
-        os.replace(tmp, path)
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(self.to_dict(), out, ensure_ascii=False, indent=2)
+            os.replace(tmp, path)
+        except OSError as exc:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            raise InvalidRequest(f"cannot save to {path}: {exc.strerror or exc}") from None
 
     def load(self, path: str | Path) -> None:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise InvalidRequest(f"no such file: {path}") from exc
+        except OSError as exc:
+            raise InvalidRequest(f"cannot read {path}: {exc.strerror or exc}") from None
         except ValueError as exc:
             raise InvalidRequest(f"{path} is not a saved chat (invalid JSON: {exc})") from exc
         if not isinstance(data, dict):
