@@ -49,7 +49,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def prepared() -> list[dict[str, Any]]:
     """Every complete export under ``$VINOLM_HOME/models``, with what its record says."""
-    from vinolm.export import export_task, folder_weight_bytes, is_complete
+    from vinolm.export import export_task, folder_weight_bytes, is_complete, read_record
     from vinolm.models import vinolm_home
 
     root = vinolm_home() / "models"
@@ -58,7 +58,7 @@ def prepared() -> list[dict[str, Any]]:
         folder = record.parent
         if not is_complete(folder):
             continue
-        info = json.loads(record.read_text())
+        info = read_record(folder)
         name = info.get("catalog") or str(folder.parent.relative_to(root))
         rows.append({"name": name, "format": info.get("weight_format", folder.name), "path": str(folder),
                      "size_mb": round(folder_weight_bytes(folder) / 1e6, 1), "source": info.get("source"),
@@ -86,6 +86,9 @@ def cmd_rm(args: argparse.Namespace) -> int:
     rows = [r for r in prepared() if r["name"] == args.model
             and (args.weight_format is None or r["format"] == args.weight_format)]
     if not rows:
+        formats = sorted(r["format"] for r in prepared() if r["name"] == args.model)
+        if formats:
+            raise InvalidRequest(f"{args.model!r} is prepared as {', '.join(formats)} only, not {args.weight_format}")
         names = sorted({r["name"] for r in prepared()}) or ["none"]
         raise InvalidRequest(f"{args.model!r} is not prepared here; prepared: {', '.join(names)}")
     for row in rows:

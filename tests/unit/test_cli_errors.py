@@ -170,3 +170,18 @@ def test_chat_with_standard_input_closed_is_one_line() -> None:
                           preexec_fn=lambda: os.close(0))
     assert proc.returncode == 2 and proc.stderr == "vinolm: error: vinolm chat reads your messages from " \
         "standard input, which is closed\n", proc.stderr
+
+
+@pytest.mark.parametrize("record", ['{"catalog": "foo", "weight_format": "in', "[1, 2]"])
+def test_ls_and_rm_survive_a_damaged_record(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch, record: str) -> None:
+    folder = tmp_path / "models" / "foo" / "int8"
+    folder.mkdir(parents=True)
+    for name in ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml"):
+        (folder / name).write_text("x")
+    (folder / "vinolm.json").write_text(record)
+    monkeypatch.setenv("VINOLM_HOME", str(tmp_path))
+    assert main(["ls"]) == 0 and "foo" in capsys.readouterr().out
+    code, err = run(capsys, "rm", "foo", "--weight-format", "int4")
+    assert_one_line_error(code, err, "'foo' is prepared as int8 only, not int4")
+    assert main(["rm", "foo"]) == 0 and not folder.exists()

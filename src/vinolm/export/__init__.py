@@ -140,10 +140,18 @@ def is_complete(folder: Path) -> bool:
 
 def export_task(folder: Path) -> str:
     """What an export is for, from its ``vinolm.json`` (exports before embeddings: LLMs)."""
+    record = read_record(folder)
+    return str(record.get("task") or GENERATION_TASK)
+
+
+def read_record(folder: Path) -> dict[str, Any]:
+    """An export's ``vinolm.json``; {} when it is missing or damaged (the folder stays usable
+    by what it holds, and ``vinolm rm`` can still delete it)."""
     try:
-        return str(json.loads((folder / "vinolm.json").read_text()).get("task") or GENERATION_TASK)
+        data = json.loads((folder / "vinolm.json").read_text())
     except (OSError, ValueError):
-        return GENERATION_TASK
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def export_model(
@@ -161,7 +169,7 @@ def export_model(
     options = options.validated().with_defaults(preset)
     output = _checked_output(Path(output))
     if is_complete(output) and not options.force:
-        made = json.loads((output / "vinolm.json").read_text())
+        made = read_record(output)
         wanted = options.for_task(export_task(output)).compression()
         if _settings(made) == _settings(wanted):
             return ExportResult(output, reused=True, info=made)
