@@ -29,8 +29,8 @@ _HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encodin
 
 
 @contextmanager
-def breaking_server(broken: int) -> Iterator[tuple[str, list[int]]]:
-    """Answers ``broken`` streams with one token then a cut connection, then whole ones."""
+def breaking_server(broken: int, tail: bytes = b"") -> Iterator[tuple[str, list[int]]]:
+    """Answers ``broken`` streams with one token then a cut connection (after ``tail``), then whole ones."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.1)
     served: list[int] = []
@@ -53,7 +53,7 @@ def breaking_server(broken: int) -> Iterator[tuple[str, list[int]]]:
                 while len(body) < length:
                     body += conn.recv(65536)
                 served.append(len(served))
-                conn.sendall(_HEAD + _event(_chunk("Par")))
+                conn.sendall(_HEAD + _event(_chunk("Par")) + tail)
                 if len(served) > broken:
                     usage = {"choices": [], "usage": {"completion_tokens": 2}}
                     conn.sendall(_event(_chunk("is")) + _event(usage) + _event("[DONE]") + b"0\r\n\r\n")
@@ -85,3 +85,27 @@ def test_a_stream_cut_after_shown_text_is_an_error() -> None:
         openai_client.run(target(url), ["capital of France?"], stream=True, on_text=lambda _, t: shown.append(t))
     assert "closed after 3 characters, before its end" in str(caught.value)
     assert shown == ["Par"] and len(served) == 1
+
+
+def test_an_error_event_midway_is_an_error_though_the_stream_ends_properly() -> None:
+    """vinolm's server sends the error, then ``[DONE]``: the client took that for a whole answer."""
+    error = _event({"error": {"message": "the engine failed", "type": "engine_error"}}) + _event("[DONE]")
+    with breaking_server(broken=1, tail=error + b"0\r\n\r\n") as (url, _), pytest.raises(ClientError) as caught:
+        openai_client.run(target(url), ["capital of France?"], stream=True)
+    assert "failed midway: the engine failed" in str(caught.value)
+
+
+def test_a_server_that_never_answers_is_an_error_line_not_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    from vinolm.client import kserve_rest
+
+    silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody ever answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        for module, stream in ((openai_client, True), (openai_client, False), (kserve_rest, False)):
+            monkeypatch.setattr(module, "TIMEOUT", httpx.Timeout(0.5, connect=5.0))
+            with pytest.raises(ClientError, match=f"{url} sent nothing for 0 s"):
+                module.run(target(url), ["hi"], stream)
+    finally:
+        silent.close()

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from vinolm.client.common import (
+    ClientError,
     Retryable,
     RunResult,
     Stopwatch,
@@ -49,6 +50,8 @@ def run(target: Target, prompts: list[str], stream: bool = False) -> RunResult:
             raise Retryable(f"cannot connect to {base}: {exc}; is `vinolm serve` running there?") from None
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:  # no answer: nothing was seen
             raise Retryable(f"the connection closed before the answer: {exc}") from None
+        except httpx.TimeoutException:
+            raise ClientError(f"{base} sent nothing for {TIMEOUT.read:.0f} s") from None
         raise_for_status(response.status_code, response.content, response.headers.get("retry-after"))
         return response
 

@@ -45,6 +45,8 @@ async def _run(target: Target, prompts: list[str], stream: bool, on_text: OnText
                 await one(http, target, index, result, watch, on_text)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 raise Retryable(f"cannot connect to {base}: {exc}; is `vinolm serve` running there?") from None
+            except httpx.TimeoutException:
+                raise ClientError(f"{base} sent nothing for {TIMEOUT.read:.0f} s") from None
 
         await aretrying(target.retry, once)
 
@@ -95,6 +97,8 @@ async def _streamed(http: httpx.AsyncClient, target: Target, index: int, result:
                 if not line.startswith("data:") or done:
                     continue
                 event = json.loads(line.removeprefix("data:"))
+                if isinstance(event.get("error"), dict):  # the server failed midway, then ended the stream
+                    raise ClientError(f"the answer to prompt {index} failed midway: {event['error'].get('message')}")
                 if event.get("usage"):
                     result.token_counts[index] = event["usage"]["completion_tokens"]
                 text = "".join((c.get("delta") or {}).get("content") or "" for c in event.get("choices", []))
