@@ -8,13 +8,15 @@ stay cheap.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -188,7 +190,8 @@ def export_model(
     _remove_stale_temps(output)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-{os.getpid()}-", dir=output.parent))
     try:
-        hf_source = _export_into(source, tmp, options, source_kind, task, progress)
+        with _output_to_stderr():
+            hf_source = _export_into(source, tmp, options, source_kind, task, progress)
         info = {
             "source": source,
             "source_kind": source_kind,
@@ -320,6 +323,23 @@ def check_architecture(model_type: str, source: str) -> str:
         f"the architecture {model_type!r} of {source} is not supported: it is neither a text-generation "
         "nor a text-embedding model that optimum-intel can export to OpenVINO"
     )
+
+
+@contextlib.contextmanager
+def _output_to_stderr() -> Iterator[None]:
+    """What the exporting libraries print goes to stderr: NNCF logs and draws its progress on
+    stdout, which ``vinolm embed`` keeps for its JSON lines. Both levels: Python's
+    ``sys.stdout`` and file descriptor 1 (native code, and loggers holding the stream)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()  # what a logger holding the real stream buffered goes out while 1 is stderr
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _checked_output(output: Path) -> Path:
