@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import re
+import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -597,3 +598,11 @@ def test_serve_rejects_bad_limits_before_loading(capsys: pytest.CaptureFixture[s
                          (["--kv-cache-gb", "100000"], "--kv-cache-gb 100000 is more than this machine's memory")):
         assert main(["serve", *argv]) == 2
         assert needle in capsys.readouterr().err
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        for argv, flag in ((["--port", port, "--grpc-port", "0"], "--port"), (["--port", "0", "--grpc-port", port],
+                                                                              "--grpc-port")):
+            assert main(["serve", *argv]) == 2
+            assert capsys.readouterr().err == f"vinolm: error: {flag} {port}: cannot listen on 127.0.0.1:{port} (in use)\n"
+    assert main(["serve", "--served-model-name", ""]) == 2
+    assert "--served-model-name takes non-empty names" in capsys.readouterr().err

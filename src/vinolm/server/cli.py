@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -255,6 +256,25 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("port", "grpc_port"):
         if not 0 <= getattr(args, name) <= 65535:
             raise InvalidRequest(f"--{name.replace('_', '-')} must be a port number (0-65535)")
+        if getattr(args, name):
+            _check_free(args.host, getattr(args, name), f"--{name.replace('_', '-')}")
+    if args.served_model_name is not None and not all(name.strip() for name in args.served_model_name):
+        raise InvalidRequest("--served-model-name takes non-empty names")
+
+
+def _check_free(host: str, port: int, flag: str) -> None:
+    """Refuse a port another process listens on before any model loads (uvicorn found it
+    after the load and exited 3 with a log line; gRPC printed its C-core's)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+            probe.bind(address)
+    except OSError as exc:
+        reason = "in use" if getattr(exc, "errno", None) == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise InvalidRequest(f"{flag} {port}: cannot listen on {host}:{port} ({reason})") from None
 
 
 def _configure_logging(level: str) -> None:
