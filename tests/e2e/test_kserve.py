@@ -141,6 +141,12 @@ def test_stub_model_stream_infer(server: RunningServer) -> None:
     assert [o.name for o in responses[-2].infer_response.outputs] == ["token_count", "token_counts"]
     assert all(0 < c <= 20 for c in counts) and total.tolist() == [counts.sum()]
     assert responses[-1].infer_response.parameters["end_of_sequence"].bool_param
+    only_counts = stub_request(PROMPTS[:1], 8)
+    only_counts.outputs.add(name="token_counts")  # asked for: the counts alone, then the end signal
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        asked = list(stub.ModelStreamInfer(iter([only_counts]), timeout=60))
+    assert [[o.name for o in r.infer_response.outputs] for r in asked] == [["token_counts"], ["end_signal"]]
 
 
 def test_tritonclient_grpc_stream_like_the_ovms_demo(server: RunningServer) -> None:

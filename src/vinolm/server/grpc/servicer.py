@@ -105,8 +105,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         live = _cancel_when_done(context)
         async for request in requests:
             try:
-                service, model, _, tickets = await self._submit(request, live)
-                async with aclosing(self._stream(service, model, request.id, tickets)) as responses:
+                service, model, names, tickets = await self._submit(request, live)
+                async with aclosing(self._stream(service, model, request.id, tickets, names)) as responses:
                     async for response in responses:
                         yield pb.ModelStreamInferResponse(infer_response=response)
             except VinolmError as exc:
@@ -124,16 +124,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         live[:] = tickets
         return service, model, names, tickets
 
-    async def _stream(self, service: ModelService, model: str, request_id: str, tickets: list[Ticket]
-                      ) -> AsyncIterator[pb.ModelInferResponse]:
+    async def _stream(self, service: ModelService, model: str, request_id: str, tickets: list[Ticket],
+                      names: list[str]) -> AsyncIterator[pb.ModelInferResponse]:
+        """The text as it grows, then the counts, each only if asked for (all by default); the
+        end signal always, since the stream's clients wait for it."""
         texts = [""] * len(tickets)
         async with aclosing(serving.merged_chunks(service, tickets)) as chunks:
             async for index, text in chunks:
                 texts[index] = text
-                yield convert.infer_response(model, request_id, [OutputTensor(COMPLETION, "BYTES", list(texts))])
+                if COMPLETION in names:
+                    yield convert.infer_response(model, request_id, [OutputTensor(COMPLETION, "BYTES", list(texts))])
                 texts[index] = ""
-        counts = build_outputs([], serving.token_counts(tickets), [TOKEN_COUNT, TOKEN_COUNTS])
-        yield convert.infer_response(model, request_id, counts)
+        counts = [name for name in names if name in (TOKEN_COUNT, TOKEN_COUNTS)]
+        if counts:
+            yield convert.infer_response(model, request_id, build_outputs([], serving.token_counts(tickets), counts))
         end = [OutputTensor(END_SIGNAL, "BYTES", [""])]
         yield convert.infer_response(model, request_id, end, END_PARAMETERS)
 
