@@ -97,6 +97,18 @@ def test_demo_curl_call_and_metadata(server: RunningServer) -> None:
     assert too_many.status_code == 400 and "80 answers at once" in too_many.json()["error"]
 
 
+def test_versioned_routes_serve_version_1_only(server: RunningServer) -> None:
+    rest = triton_http.InferenceServerClient(server.base_url.removeprefix("http://"))
+    assert rest.is_model_ready(MODEL, model_version="1") and rest.get_model_metadata(MODEL, "1")["name"] == MODEL
+    answer = rest.infer(MODEL, [triton_input([FRANCE], triton_http)], model_version="1",
+                        parameters={"max_tokens": 8})
+    assert answer.as_numpy("completion")[0]
+    with pytest.raises(InferenceServerException) as other:
+        rest.infer(MODEL, [triton_input([FRANCE], triton_http)], model_version="2")
+    assert "version 1 only, not '2'" in other.value.message()
+    assert triton_grpc.InferenceServerClient(server.grpc_target).get_model_metadata("").name == MODEL
+
+
 def test_tritonclient_http_binary_tensors(server: RunningServer) -> None:
     client = triton_http.InferenceServerClient(server.host_port)
     assert client.is_server_ready() and client.is_model_ready(MODEL)
@@ -183,6 +195,10 @@ def test_grpc_errors_become_status_codes(server: RunningServer) -> None:
         (lambda: client.is_model_ready("nope"), "StatusCode.NOT_FOUND", "nope"),
         (lambda: client.infer(MODEL, [triton_input([FRANCE] * 80, triton_grpc)]), "StatusCode.INVALID_ARGUMENT",
          "80 answers at once"),  # more than the server holds: no retry of a RESOURCE_EXHAUSTED would do
+        (lambda: client.infer(MODEL, [triton_input([FRANCE], triton_grpc)], model_version="2"),
+         "StatusCode.NOT_FOUND", "version 1 only, not '2'"),
+        (lambda: client.get_model_metadata(MODEL, model_version="2"), "StatusCode.NOT_FOUND", "version 1 only"),
+        (lambda: client.is_model_ready(MODEL, model_version="2"), "StatusCode.NOT_FOUND", "version 1 only"),
     ]
     for call, status, text in cases:
         with pytest.raises(InferenceServerException) as caught:

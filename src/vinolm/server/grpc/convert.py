@@ -12,6 +12,7 @@ from typing import Any
 
 from vinolm.errors import InvalidRequest
 from vinolm.server.grpc._proto import grpc_predict_v2_pb2 as pb
+from vinolm.server.kserve.protocol import VERSION
 from vinolm.server.kserve.tensors import InputTensor, OutputTensor, unpack_bytes
 
 
@@ -61,7 +62,7 @@ def infer_response(
     model: str, request_id: str, outputs: list[OutputTensor],
     params: Mapping[str, bool | int | str] | None = None,
 ) -> pb.ModelInferResponse:
-    response = pb.ModelInferResponse(model_name=model, model_version="1", id=request_id)
+    response = pb.ModelInferResponse(model_name=model, model_version=VERSION, id=request_id)
     for tensor in outputs:
         response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         response.raw_output_contents.append(tensor.raw())

@@ -32,7 +32,7 @@ from vinolm.server.grpc._proto import grpc_predict_v2_pb2 as pb
 from vinolm.server.grpc._proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from vinolm.server.grpc.interceptor import status_of
 from vinolm.server.kserve import embeddings, serving
-from vinolm.server.kserve.protocol import server_metadata_of
+from vinolm.server.kserve.protocol import check_version, server_metadata_of
 from vinolm.server.kserve.tensors import (
     COMPLETION,
     END_SIGNAL,
@@ -71,6 +71,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
                          ) -> pb.ModelReadyResponse:
         self.registry.resolve(request.name)
+        check_version(request.name, request.version)
         return pb.ModelReadyResponse(ready=self._ready(request.name))
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
@@ -80,6 +81,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
                             ) -> pb.ModelMetadataResponse:
+        check_version(request.name, request.version)
         meta = embeddings.metadata_for(self.registry, request.name)
         response = pb.ModelMetadataResponse(name=meta.name, versions=meta.versions, platform=meta.platform)
         for target, tensors in ((response.inputs, meta.inputs), (response.outputs, meta.outputs)):
@@ -89,6 +91,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
                          ) -> pb.ModelInferResponse:
+        check_version(request.model_name, request.model_version)
         embedder = await self.registry.aservice(request.model_name)
         if embedder.embeds:  # an embedding model: text_input in, embedding out
             model = embedder.check_model(request.model_name or None)
@@ -115,6 +118,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _submit(self, request: pb.ModelInferRequest, live: list[Ticket]
                       ) -> tuple[ModelService, str, list[str], list[Ticket]]:
         """Check and admit one request; its tickets become the RPC's live generations."""
+        check_version(request.model_name, request.model_version)
         service = (await self.registry.aservice(request.model_name)).require("generate")
         model = service.check_model(request.model_name or None)
         prompts = decode_prompts(convert.input_tensors(request))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from vinolm.errors import InvalidRequest
-from vinolm.server.kserve.protocol import ModelMetadata, TensorMetadata, model_metadata_of
+from vinolm.server.kserve.protocol import VERSION, ModelMetadata, TensorMetadata, model_metadata_of
 from vinolm.server.kserve.tensors import TRANSPORT_KEYS, InputTensor, decode_prompts
 from vinolm.server.registry import Registry, ServedModel
 from vinolm.server.service import ModelService
@@ -45,7 +45,7 @@ class MatrixTensor:
 
 
 def embedding_metadata(name: str, dimensions: int) -> ModelMetadata:
-    return ModelMetadata(name=name, versions=["1"], platform="openvino",
+    return ModelMetadata(name=name, versions=[VERSION], platform="openvino",
                          inputs=[TensorMetadata(name=TEXT_INPUT, datatype="BYTES", shape=[-1])],
                          outputs=[TensorMetadata(name=EMBEDDING, datatype="FP32", shape=[-1, dimensions or -1])])
 
@@ -55,6 +55,7 @@ def metadata_for(registry: Registry, name: str) -> ModelMetadata:
     ``ModelMetadata``): clients read it before their first request, which is what loads the
     model, so an embedding model must not describe itself as a chat model until then."""
     served = registry.resolve(name)
+    name = name or served.name  # no name: the default model, named as it is
     service = registry.loaded(name)
     if service is not None:
         return embedding_metadata(name, service.engine.dimensions) if service.embeds else model_metadata_of(name)

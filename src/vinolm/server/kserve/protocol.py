@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vinolm import __version__
-from vinolm.errors import InvalidRequest
+from vinolm.errors import InvalidRequest, UnknownModel
 from vinolm.server.kserve.tensors import (
     INPUT,
     OUTPUT_SHAPES,
@@ -95,6 +95,16 @@ class ServerMetadata(BaseModel):
     extensions: list[str]
 
 
+#: Every served model's one version (KServe's versions list, the versioned routes).
+VERSION = "1"
+
+
+def check_version(name: str, version: str | None) -> None:
+    """A version other than the one a model has is unknown (404 / NOT_FOUND), never ignored."""
+    if version not in (None, "", VERSION):
+        raise UnknownModel(f"model {name!r} has version {VERSION} only, not {version!r}", param="model_version")
+
+
 def server_metadata_of() -> ServerMetadata:
     return ServerMetadata(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
 
@@ -102,7 +112,7 @@ def server_metadata_of() -> ServerMetadata:
 def model_metadata_of(name: str) -> ModelMetadata:
     """The demo's signature: ``pre_prompt`` BYTES [-1] in, ``completion`` and ``token_count`` out."""
     return ModelMetadata(
-        name=name, versions=["1"], platform="openvino",
+        name=name, versions=[VERSION], platform="openvino",
         inputs=[TensorMetadata(name=INPUT, datatype="BYTES", shape=[-1])],
         outputs=[TensorMetadata(name=n, datatype=d, shape=OUTPUT_SHAPES[n]) for n, d in OUTPUTS.items()],
     )

@@ -18,6 +18,7 @@ from vinolm.server.kserve.protocol import (
     HEADER_LENGTH,
     ModelMetadata,
     ServerMetadata,
+    check_version,
     parse_body,
     render,
     server_metadata_of,
@@ -89,22 +90,28 @@ async def repository_unload(name: str, request: Request) -> dict[str, str]:
 
 
 @router.get("/v2/models/{name}")
-async def model_metadata(name: str, request: Request) -> ModelMetadata:
+@router.get("/v2/models/{name}/versions/{version}")
+async def model_metadata(name: str, request: Request, version: str | None = None) -> ModelMetadata:
     """The generation signature, or for an embedding model (loaded or not) its embedding signature."""
+    check_version(name, version)
     return embeddings.metadata_for(registry_of(request), name)
 
 
 @router.get("/v2/models/{name}/ready")
-async def model_ready(name: str, request: Request) -> Response:
+@router.get("/v2/models/{name}/versions/{version}/ready")
+async def model_ready(name: str, request: Request, version: str | None = None) -> Response:
     registry = registry_of(request)
     registry.resolve(name)
+    check_version(name, version)
     return Response(status_code=200 if _ready(registry, name) else 503)
 
 
 @router.post("/v2/models/{name}/infer")
-async def infer(name: str, request: Request) -> Response:
+@router.post("/v2/models/{name}/versions/{version}/infer")
+async def infer(name: str, request: Request, version: str | None = None) -> Response:
     """N prompts in ``pre_prompt`` answered together (or, on an embedding model, N texts in
     ``text_input`` embedded); JSON or binary tensors both ways."""
+    check_version(name, version)
     service = await registry_of(request).aservice(name)
     model = service.check_model(name)
     if request.headers.get("content-encoding", "identity") != "identity":
