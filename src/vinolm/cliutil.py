@@ -60,6 +60,10 @@ def speculation_from_args(args: argparse.Namespace) -> Speculation | None:
     from vinolm.engines.base import MAX_NGRAM, Speculation
 
     if not getattr(args, "prompt_lookup", False) and not getattr(args, "draft_model", None):
+        given = [flag for flag in ("num_assistant_tokens", "max_ngram_size") if getattr(args, flag, None) is not None]
+        if given:
+            raise InvalidRequest(f"--{given[0].replace('_', '-')} tunes speculative decoding: add --prompt-lookup "
+                                 "or --draft-model", param=given[0])
         return None
     for flag in ("num_assistant_tokens", "max_ngram_size"):
         if getattr(args, flag) is not None and not 1 <= getattr(args, flag) <= SPECULATION_LIMIT:
@@ -95,6 +99,9 @@ def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int = 2
 def params_from_args(args: argparse.Namespace) -> GenerationParams:
     from vinolm.types import GenerationParams
 
+    if args.num_beams > 1 and args.temperature:
+        raise InvalidRequest("--num-beams is beam search, which does not sample: drop --temperature",
+                             param="num_beams")
     temperature = 0.0 if args.greedy or args.num_beams > 1 else (
         0.7 if args.temperature is None else args.temperature
     )

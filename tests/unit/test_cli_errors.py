@@ -185,3 +185,16 @@ def test_ls_and_rm_survive_a_damaged_record(capsys: pytest.CaptureFixture[str], 
     code, err = run(capsys, "rm", "foo", "--weight-format", "int4")
     assert_one_line_error(code, err, "'foo' is prepared as int8 only, not int4")
     assert main(["rm", "foo"]) == 0 and not folder.exists()
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["generate", "hi", "--num-assistant-tokens", "3"], "--num-assistant-tokens tunes speculative decoding"),
+    (["serve", "--max-ngram-size", "3"], "--max-ngram-size tunes speculative decoding"),
+    (["generate", "hi", "--num-beams", "3", "--temperature", "0.5"], "beam search, which does not sample"),
+    (["export", "smollm2-135m", "-o", "unused", "--dataset", "wikitext"], "calibrate AWQ: add --awq"),
+    (["export", "smollm2-135m", "-o", "unused", "--num-samples", "5"], "calibrate AWQ: add --awq"),
+])
+def test_flags_that_would_change_nothing_are_refused(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                     needle: str) -> None:
+    code, err = run(capsys, *argv)
+    assert_one_line_error(code, err, needle)

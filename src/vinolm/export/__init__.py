@@ -73,6 +73,8 @@ class ExportOptions:
             raise InvalidRequest("AWQ applies to int4 weights: add --weight-format int4")
         if self.awq and not self.dataset:
             raise InvalidRequest("AWQ needs a calibration set: add --dataset NAME|FILE")
+        if not self.awq and (self.dataset or self.num_samples):
+            raise InvalidRequest("--dataset and --num-samples calibrate AWQ: add --awq")
         if self.weight_format != "int4" and (self.group_size or self.ratio):
             raise InvalidRequest("--group-size and --ratio apply to int4 only")
         if self.weight_format == "fp16" and self.sym is not None:
