@@ -92,6 +92,17 @@ def test_demo_curl_call_and_metadata(server: RunningServer) -> None:
     for extra in ({"priority": 1}, {"inputs": [{**body["inputs"][0], "contents": {}}]}):
         unknown = httpx.post(f"{server.base_url}/v2/models/{MODEL}/infer", json={**body, **extra}, timeout=10)
         assert unknown.status_code == 400 and "is not a field of a KServe v2" in unknown.json()["error"], unknown.text
+    tensor = body["inputs"][0]
+    for extra, words in (({"inputs": [{**tensor, "parameters": {"foo": 1}}]}, "input 'pre_prompt' parameter 'foo'"),
+                         ({"outputs": [{"name": "completion", "parameters": {"classification": 3}}]},
+                          "output 'completion' parameter 'classification'"),
+                         ({"outputs": [{"name": "completion", "parameters": {"binary_data": "yes"}}]},
+                          "binary_data must be true or false"),
+                         ({"parameters": {"binary_data_output": "yes"}}, "binary_data_output must be true or false"),
+                         ({"parameters": {"priority": -5}}, "priority must be an integer >= 0"),
+                         ({"parameters": {"timeout": "abc"}}, "timeout must be an integer >= 0")):
+        ignored = httpx.post(f"{server.base_url}/v2/models/{MODEL}/infer", json={**body, **extra}, timeout=10)
+        assert ignored.status_code == 400 and words in ignored.json()["error"], ignored.text
     many = {"inputs": [{**body["inputs"][0], "shape": [80], "data": [FRANCE] * 80}]}
     too_many = httpx.post(f"{server.base_url}/v2/models/{MODEL}/infer", json=many, timeout=10)
     assert too_many.status_code == 400 and "80 answers at once" in too_many.json()["error"]
@@ -211,6 +222,13 @@ def test_grpc_errors_become_status_codes(server: RunningServer) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             stub.ModelInfer(request, timeout=10)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "claims 9 bytes" in caught.value.details()
+        typed = pb.ModelInferRequest(model_name=MODEL)
+        typed.inputs.add(name="pre_prompt", datatype="BYTES", shape=[1])
+        typed.inputs[0].contents.bytes_contents.append(FRANCE.encode())
+        typed.inputs[0].contents.int_contents.append(7)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(typed, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "int_contents" in caught.value.details()
 
 
 def test_api_key_is_required(server_with_key: RunningServer) -> None:

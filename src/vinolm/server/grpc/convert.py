@@ -13,7 +13,7 @@ from typing import Any
 from vinolm.errors import InvalidRequest
 from vinolm.server.grpc._proto import grpc_predict_v2_pb2 as pb
 from vinolm.server.kserve.protocol import VERSION
-from vinolm.server.kserve.tensors import InputTensor, OutputTensor, unpack_bytes
+from vinolm.server.kserve.tensors import InputTensor, OutputTensor, check_tensor_parameters, unpack_bytes
 
 
 def input_tensors(request: pb.ModelInferRequest) -> list[InputTensor]:
@@ -24,8 +24,15 @@ def input_tensors(request: pb.ModelInferRequest) -> list[InputTensor]:
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; "
             "use it for every input or for none"
         )
+    for output in request.outputs:
+        check_tensor_parameters(f"output {output.name!r}", parameters(output.parameters), "binary_data")
     tensors = []
     for index, tensor in enumerate(request.inputs):
+        check_tensor_parameters(f"input {tensor.name!r}", parameters(tensor.parameters), "binary_data_size")
+        typed = [field.name for field, _ in tensor.contents.ListFields() if field.name != "bytes_contents"]
+        if typed:
+            raise InvalidRequest(f"input {tensor.name!r} has {typed[0]}: its text goes in bytes_contents "
+                                 "(or raw_input_contents)", param=tensor.name)
         if raw:
             if tensor.HasField("contents"):
                 raise InvalidRequest(f"input {tensor.name!r} has both contents and raw_input_contents")

@@ -16,7 +16,7 @@ import numpy as np
 
 from vinolm.errors import InvalidRequest
 from vinolm.server.kserve.protocol import VERSION, ModelMetadata, TensorMetadata, model_metadata_of
-from vinolm.server.kserve.tensors import TRANSPORT_KEYS, InputTensor, decode_prompts
+from vinolm.server.kserve.tensors import TRANSPORT_KEYS, InputTensor, check_transport, decode_prompts
 from vinolm.server.registry import Registry, ServedModel
 from vinolm.server.service import ModelService
 
@@ -81,6 +81,7 @@ def _dimensions(parameters: Mapping[str, Any]) -> int | None:
     if unknown:
         raise InvalidRequest(f"unknown parameter(s) for an embedding model: {', '.join(unknown)}; "
                              "supported: dimensions", param="parameters")
+    check_transport(parameters)
     value = parameters.get("dimensions")
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise InvalidRequest(f"dimensions must be a positive integer, got {value!r}", param="dimensions")

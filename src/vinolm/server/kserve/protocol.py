@@ -22,6 +22,7 @@ from vinolm.server.kserve.tensors import (
     OUTPUTS,
     InputTensor,
     OutputTensor,
+    check_tensor_parameters,
     encode_text,
     unpack_bytes,
 )
@@ -125,9 +126,15 @@ def parse_body(body: bytes, header_length: str | None) -> tuple[InferRequest, li
         request = InferRequest.model_validate_json(json_part)
     except ValidationError as exc:
         raise InvalidRequest(f"malformed inference request: {_first_problem(exc)}") from None
+    for output in request.outputs:
+        check_tensor_parameters(f"output {output.name!r}", output.parameters, "binary_data")
+        if not isinstance(output.parameters.get("binary_data", False), bool):
+            raise InvalidRequest(f"output {output.name!r} binary_data must be true or false, got "
+                                 f"{output.parameters['binary_data']!r}", param="parameters")
     tensors = []
     offset = 0
     for item in request.inputs:
+        check_tensor_parameters(f"input {item.name!r}", item.parameters, BINARY_SIZE)
         elements, offset = _elements(item, binary, offset)
         tensors.append(InputTensor(item.name, item.datatype, list(item.shape), elements))
     if offset != len(binary):

@@ -49,6 +49,31 @@ GENERATION_KEYS: dict[str, str] = {
 }
 #: Parameters standard clients send about the transport; accepted and not acted on.
 TRANSPORT_KEYS = frozenset({"binary_data_output", "priority", "timeout", "triton_enable_empty_final_response"})
+#: What each transport key (sent by tritonclient, changing nothing here but the output layout) must hold.
+_TRANSPORT_TYPES: dict[str, tuple[type, str]] = {
+    "binary_data_output": (bool, "true or false"), "triton_enable_empty_final_response": (bool, "true or false"),
+    "priority": (int, "an integer >= 0"), "timeout": (int, "an integer >= 0"),
+}
+
+
+def check_transport(parameters: Mapping[str, Any]) -> None:
+    """Transport keys hold what tritonclient sends, or the request is a 400: a value that is
+    none (``binary_data_output: "yes"``) would otherwise be read as false, silently."""
+    for key, (kind, what) in _TRANSPORT_TYPES.items():
+        if key not in parameters:
+            continue
+        value = parameters[key]
+        wrong = not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0))
+        if wrong:
+            raise InvalidRequest(f"{key} must be {what}, got {value!r}", param=key)
+
+
+def check_tensor_parameters(where: str, parameters: Mapping[str, Any], allowed: str) -> None:
+    """An input's or output's parameters: the one binary-data key it may carry, nothing else."""
+    unknown = sorted(set(parameters) - {allowed})
+    if unknown:
+        raise InvalidRequest(f"{where} parameter {unknown[0]!r} is not supported (only {allowed})",
+                             param="parameters")
 #: ``chat: false`` sends the prompt to the model as is instead of as a user message.
 CHAT_KEY = "chat"
 #: Output constraints, at most one per request: ``json_schema`` (a JSON Schema, as an object
@@ -159,6 +184,7 @@ def settings_from(parameters: Mapping[str, Any]) -> Settings:
             f"{CHAT_KEY}, {', '.join(CONSTRAINT_KEYS)}",
             param="parameters",
         )
+    check_transport(parameters)
     if "max_tokens" in parameters and "max_new_tokens" in parameters:
         raise InvalidRequest("give max_tokens or max_new_tokens, not both", param="max_tokens")
     values = {GENERATION_KEYS[key]: value for key, value in parameters.items() if key in GENERATION_KEYS}
