@@ -88,6 +88,12 @@ def test_models_load_on_demand_and_each_answers(many: RunningServer) -> None:
     assert states(many) == {CHAT: "loaded", INT4: "loaded", EMBED: "loaded", "broken": "unloaded"}
     index = httpx.post(f"{many.base_url}/v2/repository/index", timeout=10).json()
     assert {entry["name"]: entry["state"] for entry in index}[INT4] == "READY"
+    ready = httpx.post(f"{many.base_url}/v2/repository/index", json={"ready": True}, timeout=10).json()
+    assert {entry["name"] for entry in ready} == {CHAT, INT4, EMBED}  # not "broken", never loaded
+    for path, body, words in (("index", {"ready": "yes"}, "ready"), ("index", {"shiny": 1}, "shiny"),
+                              (f"models/{INT4}/load", {"parameters": {"config": "{}"}}, "load parameters")):
+        refused = httpx.post(f"{many.base_url}/v2/repository/{path}", json=body, timeout=10)
+        assert refused.status_code == 400 and words in refused.json()["error"], refused.text
     assert httpx.post(f"{many.base_url}/v2/repository/models/{INT4}/unload", timeout=30).status_code == 200
     assert states(many)[INT4] == "unloaded"  # and the next test's requests load it again
 

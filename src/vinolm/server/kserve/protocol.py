@@ -10,7 +10,7 @@ on an output, or ``binary_data_output`` on the request), as tritonclient does by
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,6 +28,7 @@ from vinolm.server.kserve.tensors import (
 )
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+T = TypeVar("T", bound="BaseModel")
 BINARY_SIZE = "binary_data_size"
 SERVER_NAME = "vinolm"
 EXTENSIONS = ["binary_tensor_data", "parameters", "model_stream_infer"]
@@ -59,6 +60,33 @@ class InferRequest(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     inputs: list[RequestInput]
     outputs: list[RequestOutput] = Field(default_factory=list)
+
+
+class RepositoryIndex(BaseModel):
+    """The body of ``POST /v2/repository/index`` (all optional)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    repository_name: str = ""
+    ready: bool = False
+
+
+class RepositoryLoad(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class RepositoryUnload(RepositoryLoad):
+    pass
+
+
+def parse_repository_body(body: bytes, model: type[T]) -> T:
+    """A repository request's JSON body; an empty one is all defaults (tritonclient sends none)."""
+    if not body.strip():
+        return model()
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise InvalidRequest(f"malformed repository request: {_first_problem(exc)}") from None
 
 
 class ResponseOutput(BaseModel):

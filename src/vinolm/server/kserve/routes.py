@@ -16,10 +16,15 @@ from vinolm.errors import InvalidRequest, VinolmError
 from vinolm.server.kserve import embeddings, serving
 from vinolm.server.kserve.protocol import (
     HEADER_LENGTH,
+    VERSION,
     ModelMetadata,
+    RepositoryIndex,
+    RepositoryLoad,
+    RepositoryUnload,
     ServerMetadata,
     check_version,
     parse_body,
+    parse_repository_body,
     render,
     server_metadata_of,
 )
@@ -68,15 +73,23 @@ async def server_metadata() -> ServerMetadata:
 
 @router.post("/v2/repository/index")
 async def repository_index(request: Request) -> list[dict[str, str]]:
-    """KServe's model repository extension: every served name and its model's state."""
+    """KServe's model repository extension: every served name and its model's state
+    (``ready: true`` in the body: the loaded ones only)."""
+    body = parse_repository_body(await request.body(), RepositoryIndex)
     states = {"loaded": "READY", "loading": "LOADING", "unloaded": "UNAVAILABLE", "failed": "UNAVAILABLE"}
-    return [{"name": name, "version": "1", "state": states[model["state"]], "reason": model["error"] or ""}
-            for model in registry_of(request).states() for name in model["names"]]
+    return [{"name": name, "version": VERSION, "state": states[model["state"]], "reason": model["error"] or ""}
+            for model in registry_of(request).states() for name in model["names"]
+            if not body.ready or model["state"] == "loaded"]
 
 
 @router.post("/v2/repository/models/{name}/load")
 async def repository_load(name: str, request: Request) -> dict[str, str]:
-    """Load a model now rather than on its first request (a 503 with the reason if it fails)."""
+    """Load a model now rather than on its first request (a 503 with the reason if it fails);
+    a load that overrides its configuration or files is a 400, never ignored."""
+    body = parse_repository_body(await request.body(), RepositoryLoad)
+    if body.parameters:
+        raise InvalidRequest(f"load parameters are not supported ({', '.join(sorted(body.parameters))}): vinolm "
+                             "loads a served model as it was configured", param="parameters")
     await registry_of(request).aservice(name)
     return {}
 
@@ -85,6 +98,9 @@ async def repository_load(name: str, request: Request) -> dict[str, str]:
 async def repository_unload(name: str, request: Request) -> dict[str, str]:
     """Unload a model now (its next request loads it again); one already unloaded stays so,
     one loading or answering is a 429 rather than an answer cut off."""
+    body = parse_repository_body(await request.body(), RepositoryUnload)
+    if set(body.parameters) - {"unload_dependents"}:  # no model here has dependents: that one is a no-op
+        raise InvalidRequest("unload parameters other than unload_dependents are not supported", param="parameters")
     registry_of(request).unload(name)
     return {}
 
