@@ -198,6 +198,9 @@ def test_a_schema_as_deep_as_allowed_compiles_and_a_deeper_one_is_a_400_not_a_re
     (Constraint("grammar", grammar='root ::= "a"\nroot ::= "b"\n'), "grammar", "defined twice"),
     (Constraint("grammar", grammar='root ::= "a" .\n'), "grammar", "'.' (any character)"),
     (Constraint("grammar", grammar='root ::= "a"{3,1}\n'), "grammar", "{3,1}"),
+    (Constraint("grammar", grammar='root ::= root\n'), "grammar", "accepts no text: rule(s) 'root' can never finish"),
+    (Constraint("grammar", grammar='root ::= x\nx ::= "a" x\n'), "grammar", "rule(s) 'root', 'x' can never finish"),
+    (Constraint("grammar", grammar='root ::= [a-z]+ root\n'), "grammar", "accepts no text"),
 ])
 def test_bad_constraints_name_their_field(constraint: Constraint, param: str, words: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
@@ -389,6 +392,8 @@ def test_auto_constraint_compiles_for_every_family() -> None:
 
 
 @pytest.mark.parametrize("grammar", ['root ::= "a" | ""', 'root ::= "a" ( "|" | [|(] )', 'root ::= ( ) "a"',
-                                     'root ::= "a"{1,3} # not | an alternative', 'root ::= x\nx ::= "a"{2,}'])
+                                     'root ::= "a"{1,3} # not | an alternative', 'root ::= x\nx ::= "a"{2,}',
+                                     'root ::= x\nx ::= "a" x | "b"', 'root ::= ( "(" root ")" | "x" )',
+                                     'root ::= x{0,3} "a"\nx ::= x'])
 def test_what_looks_like_an_empty_alternative_but_is_not(grammar: str) -> None:
     assert compile_constraint(Constraint("grammar", grammar=grammar + "\n")).gbnf == grammar + "\n"

@@ -162,6 +162,78 @@ def _xgrammar_refusal(gbnf: str) -> str | None:
     return None
 
 
+def _endless(gbnf: str) -> str | None:
+    """Rules that can never finish (``root ::= root``, ``x ::= "a" x``): a grammar whose root is
+    one accepts no text, and xgrammar then let the model write nothing but end-of-text tokens.
+    A rule finishes when one of its alternatives has only items that finish: text, rules that
+    finish, or a repeat that may be empty."""
+    tokens = [(m.lastgroup, m.group()) for m in _GBNF_TOKEN.finditer(gbnf) if m.lastgroup != "skip"]
+    tokens.append(("end", ""))
+    bodies: dict[str, list[str]] = {}
+    body: list[str] = []
+    for i, (group, text) in enumerate(tokens):
+        if group == "name" and tokens[i + 1][0] == "define":
+            body = bodies.setdefault(text, [])
+        elif group not in ("define", "end"):
+            body.append('""' if group == "element" else text)
+    finishing: set[str] = set()
+    while True:
+        more = {name for name, body in bodies.items() if name not in finishing and _finishes(body, finishing)}
+        if not more:
+            break
+        finishing |= more
+    if "root" not in bodies or "root" in finishing:
+        return None
+    stuck = ", ".join(repr(name) for name in bodies if name not in finishing)
+    return f"it accepts no text: rule(s) {stuck} can never finish (every alternative needs the rule again)"
+
+
+def _finishes(body: list[str], finishing: set[str]) -> bool:
+    """Whether a rule body (its tokens, text as ``""``) can derive a finite string."""
+    position = 0
+
+    def expression() -> bool:
+        nonlocal position
+        any_alternative = sequence()
+        while position < len(body) and body[position] == "|":
+            position += 1
+            any_alternative = sequence() or any_alternative
+        return any_alternative
+
+    def sequence() -> bool:
+        nonlocal position
+        every = True
+        while position < len(body) and body[position] not in ("|", ")"):
+            every = item() and every
+        return every
+
+    def item() -> bool:
+        nonlocal position
+        token = body[position]
+        position += 1
+        if token == "(":
+            done = expression()
+            position += 1  # ")"
+        else:
+            done = token == '""' or token in finishing
+        if position < len(body) and body[position] in ("*", "?"):
+            position += 1
+            return True
+        if position < len(body) and body[position] == "+":
+            position += 1
+        elif position < len(body) and body[position] == "{":
+            close = body.index("}", position)
+            optional = body[position + 1] == "0"
+            position = close + 1
+            return done or optional
+        return done
+
+    try:
+        return expression()
+    except (IndexError, ValueError):  # malformed: llguidance names the problem
+        return True
+
+
 def _compiled(kind: str, gbnf: str | None, regex: str | None, param: str) -> CompiledConstraint:
     import llguidance
     if param == "grammar" and (refusal := _xgrammar_refusal(gbnf or "")):
@@ -180,6 +252,8 @@ def _compiled(kind: str, gbnf: str | None, regex: str | None, param: str) -> Com
     if failed:
         what = {"regex": "the regex", "grammar": "the grammar"}.get(param, f"the {param} grammar")
         raise InvalidRequest(f"{what} does not compile: {_summary(messages[0])}", param=param)
+    if param == "grammar" and (endless := _endless(gbnf or "")):  # well formed, yet no text ends it
+        raise InvalidRequest(f"the grammar {endless}", param=param)
     return CompiledConstraint(kind, gbnf, regex, grammar)
 
 
