@@ -280,12 +280,13 @@ def test_interleave_copy_task_compares_speculative_rows_with_plain() -> None:
         refused = subprocess.run([sys.executable, "-m", "vinolm.bench.interleave", *args],
                                  capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
         assert refused.returncode == 2 and error in refused.stderr
-    # A row whose properties the engine cannot load with: one line, the vinolm command's exit code.
+    # A row with a property OpenVINO does not have: one line, exit 2 as for the vinolm command.
     unloadable = subprocess.run([sys.executable, "-m", "vinolm.bench.interleave", "--row", "genai@NO_SUCH_PROPERTY=1",
                                  "--runs", "1", "--prompt-tokens", "16", "--new-tokens", "2"],
                                 capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
-    assert unloadable.returncode == 1 and "Traceback" not in unloadable.stderr
-    assert unloadable.stderr.startswith("python -m vinolm.bench.interleave: error: openvino-genai cannot load ")
+    assert unloadable.returncode == 2 and "Traceback" not in unloadable.stderr
+    assert unloadable.stderr.startswith("python -m vinolm.bench.interleave: error: OpenVINO's CPU plugin has no "
+                                        "property NO_SUCH_PROPERTY")
 
 
 @pytest.mark.slow

@@ -198,3 +198,10 @@ def test_flags_that_would_change_nothing_are_refused(capsys: pytest.CaptureFixtu
                                                      needle: str) -> None:
     code, err = run(capsys, *argv)
     assert_one_line_error(code, err, needle)
+
+
+@pytest.mark.slow
+def test_a_property_openvino_does_not_have_is_the_users_mistake(capsys: pytest.CaptureFixture[str]) -> None:
+    for engine in ("genai", "native"):
+        code, err = run(capsys, "generate", "hi", "-n", "1", "--engine", engine, "--ov-config", "NO_SUCH_PROPERTY=1")
+        assert_one_line_error(code, err, "OpenVINO's CPU plugin has no property NO_SUCH_PROPERTY")

@@ -606,3 +606,6 @@ def test_serve_rejects_bad_limits_before_loading(capsys: pytest.CaptureFixture[s
             assert capsys.readouterr().err == f"vinolm: error: {flag} {port}: cannot listen on 127.0.0.1:{port} (in use)\n"
     assert main(["serve", "--served-model-name", ""]) == 2
     assert "--served-model-name takes non-empty names" in capsys.readouterr().err
+    for ref, words in (("nope", "unknown model 'nope'"), ("./nofolder", "no such file or folder: ./nofolder")):
+        assert main(["serve", "--model", "smollm2-135m", "--model", ref, "--port", "0", "--grpc-port", "0"]) == 2
+        assert capsys.readouterr().err.startswith(f"vinolm: error: {words}")  # before any model loads

@@ -3,8 +3,12 @@ for the same reason, with the same text, whichever engine produced it."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from vinolm.engines.base import PreparedInput
 from vinolm.engines.streaming import TextStreamer
+from vinolm.errors import EngineError, InvalidRequest, VinolmError
 from vinolm.types import FinishReason
 
 
@@ -34,3 +38,14 @@ def first_line(exc: BaseException) -> str:
     """The useful line of an OpenVINO error (they start with C++ source locations)."""
     lines = [line for line in str(exc).splitlines() if line.strip() and "Exception from" not in line]
     return lines[-1].strip() if lines else type(exc).__name__
+
+
+def load_error(library: str, path: Path, exc: BaseException) -> VinolmError:
+    """The error for a model ``library`` could not load: the caller's (exit 2, a 400) when
+    OpenVINO names a property of theirs it does not have, else the engine's (exit 1)."""
+    line = first_line(exc)
+    unknown = re.search(r"Unsupported property (\S+) by (\S+) plugin", line)
+    if unknown:
+        return InvalidRequest(f"OpenVINO's {unknown.group(2)} plugin has no property {unknown.group(1)} "
+                              "(from --ov-config or the model's settings)", param="ov_config")
+    return EngineError(f"{library} cannot load {path}: {line}")

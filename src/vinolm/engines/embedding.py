@@ -16,8 +16,9 @@ import numpy as np
 
 from vinolm.engines import compile_cache
 from vinolm.engines.base import EngineOptions
+from vinolm.engines.common import load_error
 from vinolm.engines.ovconfig import check_device, compile_properties
-from vinolm.errors import EngineError, InvalidRequest
+from vinolm.errors import InvalidRequest
 from vinolm.models import PreparedModel
 from vinolm.types import check_text
 
@@ -98,7 +99,7 @@ class EmbeddingEngine:
             self._model = core.compile_model(model.path / "openvino_model.xml", opts.device, props)
             self._tokenizer = core.compile_model(model.path / "openvino_tokenizer.xml", "CPU")
         except RuntimeError as exc:
-            raise EngineError(f"OpenVINO cannot load {model.path}: {str(exc).strip().splitlines()[-1]}") from exc
+            raise load_error("OpenVINO", model.path, exc) from exc
         self._inputs = {name for port in self._model.inputs for name in port.get_names()}
         self.pooling = Pooling.of(model)
         self.pad_id = int(model.config.get("pad_token_id") or 0)

@@ -18,7 +18,7 @@ from typing import Any
 
 from vinolm.engines import compile_cache
 from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
-from vinolm.engines.common import finish_reason_for, finish_sequence, first_line
+from vinolm.engines.common import finish_reason_for, finish_sequence, load_error
 from vinolm.engines.constraints import compile_constraint
 from vinolm.engines.lookup import f32_checks, proposed_tokens
 from vinolm.engines.native_tokenizer import VocabLookup
@@ -73,7 +73,7 @@ class GenaiEngine(Engine):
             with compile_cache.watching_paged_loads(self.properties, opts.device) if paged else nullcontext():
                 self._load(model, props)
         except RuntimeError as exc:
-            raise EngineError(f"openvino-genai cannot load {model.path}: {first_line(exc)}") from exc
+            raise load_error("openvino-genai", model.path, exc) from exc
         self.load_seconds = time.perf_counter() - started
         self._lock = threading.Lock()
         # Streaming detokenizes once or twice per token: a Python lookup where the graph

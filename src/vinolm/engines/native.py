@@ -26,14 +26,14 @@ import numpy as np
 import openvino as ov
 
 from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
-from vinolm.engines.common import finish_reason_for, finish_sequence, first_line
+from vinolm.engines.common import finish_reason_for, finish_sequence, load_error
 from vinolm.engines.constraints import TokenMask, compile_constraint, vocabulary_for
 from vinolm.engines.lookup import next_count, propose, proposed_tokens
 from vinolm.engines.native_model import StatefulLM
 from vinolm.engines.native_tokenizer import TokenizerIR
 from vinolm.engines.sampling import BeamSearch, Sampler, TokenHistory, log_softmax, top_logprobs
 from vinolm.engines.streaming import TextStreamer
-from vinolm.errors import EngineError, InvalidRequest
+from vinolm.errors import InvalidRequest
 from vinolm.models import PreparedModel
 from vinolm.types import Chunk, GenerationParams, Metrics, Request
 
@@ -116,7 +116,7 @@ class NativeEngine(Engine):
             self.lm = StatefulLM(core, model.path / "openvino_model.xml", opts.device, props, model.context_length,
                                  mirror=opts.speculation is not None)
         except RuntimeError as exc:
-            raise EngineError(f"OpenVINO cannot load {model.path}: {first_line(exc)}") from exc
+            raise load_error("OpenVINO", model.path, exc) from exc
         spec = opts.speculation
         self._proposals = proposed_tokens(spec, opts.device) if spec else 0
         if spec is not None and (why := self.lm.inexact_checks()) is not None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
-from vinolm.engines.common import finish_reason_for, finish_sequence, first_line
+from vinolm.engines.common import finish_reason_for, finish_sequence, load_error
 from vinolm.engines.constraints import TokenMask, compile_constraint, vocabulary_for
 from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import EngineError
@@ -220,7 +220,7 @@ class OptimumEngine(Engine):
             )
             self._tokenizer = AutoTokenizer.from_pretrained(model.path, local_files_only=True)
         except (RuntimeError, OSError, ValueError) as exc:
-            raise EngineError(f"optimum-intel cannot load {model.path}: {first_line(exc)}") from exc
+            raise load_error("optimum-intel", model.path, exc) from exc
         # GenerationParams are the whole truth about decoding: the model's own defaults
         # (a sampling temperature, say) must not fill in what a request left unset.
         self._pad_id = self._pad_token_id()

@@ -21,7 +21,7 @@ from vinolm.cliutil import add_model_args, add_speculation_args, speculation_fro
 from vinolm.cpu import memory_gb
 from vinolm.engines.base import KV_CACHE_GB, MAX_BATCHED_TOKENS
 from vinolm.errors import InvalidRequest
-from vinolm.models import DEFAULT_MODEL
+from vinolm.models import DEFAULT_MODEL, locate_source
 
 if TYPE_CHECKING:
     from vinolm.server.metrics import ServerMetrics
@@ -151,6 +151,7 @@ def served_models(args: argparse.Namespace) -> list[ServedModel]:
         name, sep, location = ref.partition("=")
         if not sep or not name or "/" in name:
             name, location = _name_of(ref), ref
+        locate_source(location)  # a reference that is no model: one line and exit 2, before any load
         models.append(ServedModel(location, [name], engine=args.engine, device=args.device, ov_config=ov_config,
                                   weight_format=args.weight_format, max_concurrency=args.max_concurrency))
     if args.served_model_name:
