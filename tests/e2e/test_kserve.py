@@ -306,6 +306,10 @@ def test_vinolm_client_errors_are_one_line() -> None:
         assert done.returncode == 1 and done.stderr.startswith("vinolm: error: cannot connect"), done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     for protocol, url in (("grpc", "not a url"), ("openai", "ftp://127.0.0.1:8000"),
-                          ("kserve-rest", "http://[::1"), ("openai", "127.0.0.1:99999")):
+                          ("kserve-rest", "http://[::1"), ("openai", "127.0.0.1:99999"), ("grpc", "127.0.0.1:99999")):
         done = vinolm_client("--protocol", protocol, "--url", url, "-p", "hi")
         assert done.returncode == 2 and done.stderr.startswith("vinolm: error: bad --url"), (url, done.stderr)
+    for args, words in ((["--protocol", "kserve-rest", "--stream"], "KServe REST does not stream"),
+                        (["--max-tokens", "0"], "--max-tokens must be >= 1")):
+        done = vinolm_client(*args, "-p", "hi")
+        assert done.returncode == 2 and done.stdout == "" and words in done.stderr, done

@@ -50,6 +50,10 @@ def cmd_client(args: argparse.Namespace) -> int:
 
     if args.retries < 0:
         raise InvalidRequest("--retries must be >= 0")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise InvalidRequest("--max-tokens must be >= 1")
+    if args.stream and args.protocol == "kserve-rest":  # before anything is printed
+        raise InvalidRequest("KServe REST does not stream; use --protocol grpc or openai with --stream")
     target = Target(url=args.url or DEFAULT_URLS[args.protocol], model=args.model or DEFAULT_MODEL,
                     api_key=args.api_key, max_tokens=args.max_tokens, retry=RetryPolicy(attempts=args.retries + 1),
                     session=args.session)

@@ -29,14 +29,15 @@ from vinolm.server.kserve.tensors import COMPLETION, END_SIGNAL, INPUT, TOKEN_CO
 if TYPE_CHECKING:
     from vinolm.server.grpc._proto import grpc_predict_v2_pb2 as pb
 
-_ADDRESS = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[\w.-]+):\d{1,5}$")
+_ADDRESS = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[\w.-]+):(\d{1,5})$")
 
 
 def run(target: Target, prompts: list[str], stream: bool, on_text: OnText | None = None) -> RunResult:
     from vinolm.server.grpc._proto import grpc_predict_v2_pb2_grpc as pb_grpc
 
     address = target.url.removeprefix("grpc://")
-    if not _ADDRESS.match(address):
+    match = _ADDRESS.match(address)
+    if not match or not 0 < int(match.group(2)) <= 65535:
         raise InvalidRequest(f"bad --url {target.url!r}: gRPC needs HOST:PORT, e.g. 127.0.0.1:9000")
     metadata = [("authorization", f"Bearer {target.api_key}")] if target.api_key else []
     metadata += [(SESSION_METADATA, target.session)] if target.session else []
