@@ -122,6 +122,7 @@ def test_dimensions_cut_and_renormalise(tiny: tuple[Path, PreparedModel]) -> Non
     (["x"], {"dimensions": 65}, "dimensions must be between 1 and 64"),
     (["x"], {"dimensions": 0}, "dimensions must be between 1 and 64"),
     ([[2] * 200], {}, "input 0 has 200 tokens"),
+    (["x", " "], {}, "input 1 is empty"),
     ([[2], [2, 10**6]], {}, r"input 1 has token id 1000000; .*'s token ids are 0 to \d+"),
     ([[2, -1]], {}, "input 0 has token id -1"),
     ([[2**70]], {}, "input 0 has token id 1180591620717411303424"),

@@ -125,6 +125,8 @@ class EmbeddingEngine:
         if isinstance(inputs[0], str):
             for i, text in enumerate(inputs):
                 check_text(text, f"input.{i}")  # type: ignore[arg-type]
+                if not text.strip():  # type: ignore[union-attr]
+                    raise InvalidRequest(f"input {i} is empty: there is nothing to embed", param="input")
             prefix = self.pooling.query_prefix if kind == "query" else self.pooling.document_prefix
             rows = self.tokenize([prefix + text for text in inputs])  # type: ignore[operator]
         else:
