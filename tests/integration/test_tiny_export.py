@@ -246,7 +246,7 @@ def test_an_export_terminated_midway_leaves_no_folder_a_server_would_serve(tmp_p
     _, err = export.communicate(timeout=120)
     assert export.returncode == 143 and "Traceback" not in err, err[-2000:]
     assert err.strip().splitlines()[-1] == "vinolm: terminated"
-    assert list(out.parent.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # nor the folder made for it
 
 
 def test_an_export_never_replaces_what_is_not_an_export(tmp_path: Path, vinolm: Cli,

@@ -185,6 +185,7 @@ def export_model(
     task = _preflight(source, source_kind, options)
     options = options.for_task(task)
     started = time.perf_counter()
+    made = [folder for folder in (output.parent, *output.parent.parents) if not folder.exists()]
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -222,6 +223,9 @@ def export_model(
     except BaseException as exc:
         full = _disk_filled(exc, output.parent)
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:  # the folders made for this export go with it (a failed pull left them empty)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         if full:
             raise ExportError(f"the disk holding {output.parent} filled up during the export (the partial "
                               "export is removed): free some space, or export to another disk (-o, or "
