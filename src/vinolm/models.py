@@ -52,7 +52,9 @@ class PreparedModel:
             from vinolm.catalog import find
 
             entry = find(info["catalog"])
-        return cls(path=path, name=name or (entry.name if entry else path.name), entry=entry, info=info)
+        # an embedding model's record names its catalog entry, which the chat catalog does not hold
+        named = entry.name if entry else info.get("catalog") or path.name
+        return cls(path=path, name=name or named, entry=entry, info=info)
 
     @property
     def is_embedding(self) -> bool:
