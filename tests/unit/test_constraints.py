@@ -179,6 +179,8 @@ def test_a_schema_as_deep_as_allowed_compiles_and_a_deeper_one_is_a_400_not_a_re
     (Constraint("json_schema", schema={"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}},
                                        "$ref": "#/$defs/a"}), "json_schema", "refers back to itself"),
     (Constraint("json_schema", schema={"enum": []}), "json_schema", "empty enum"),
+    (Constraint("json_schema", schema={"type": "string", "minLength": 10**12}), "json_schema",
+     "minLength at # is 1000000000000; vinolm enforces bounds up to 100000"),
     (Constraint("json_schema", schema={"type": "object", "properties": {"a": {}}, "required": ["b"]}),
      "json_schema", "'b'"),
     (Constraint("json_schema", schema={"enum": [float("nan")]}), "json_schema", "not plain JSON"),
@@ -199,6 +201,9 @@ def test_a_schema_as_deep_as_allowed_compiles_and_a_deeper_one_is_a_400_not_a_re
     (Constraint("grammar", grammar='root ::= "a" .\n'), "grammar", "'.' (any character)"),
     (Constraint("grammar", grammar='root ::= "a"{3,1}\n'), "grammar", "{3,1}"),
     (Constraint("grammar", grammar='root ::= root\n'), "grammar", "accepts no text: rule(s) 'root' can never finish"),
+    (Constraint("regex", pattern="a\ud800"), "regex", "lone UTF-16 surrogate"),
+    (Constraint("choice", choices=["a", "b\ud800"]), "choice", "lone UTF-16 surrogate"),
+    (Constraint("json_schema", schema={"enum": ["\ud800"]}), "json_schema", "lone UTF-16 surrogate"),
     (Constraint("grammar", grammar='root ::= x\nx ::= "a" x\n'), "grammar", "rule(s) 'root', 'x' can never finish"),
     (Constraint("grammar", grammar='root ::= [a-z]+ root\n'), "grammar", "accepts no text"),
 ])

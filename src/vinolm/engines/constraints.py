@@ -37,7 +37,7 @@ from vinolm.engines.json_grammar import (
     tool_calls_grammar,
 )
 from vinolm.errors import EngineError, InvalidRequest
-from vinolm.types import Constraint, GenerationParams
+from vinolm.types import Constraint, GenerationParams, check_text
 
 _LARK_OPTIONS = '%llguidance {"no_forcing": true}\n'
 
@@ -89,6 +89,12 @@ def compile_constraint(constraint: Constraint) -> CompiledConstraint:
         schema = json.dumps(constraint.schema, allow_nan=False) if constraint.schema is not None else None
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"the JSON schema is not plain JSON: {exc}", param="json_schema") from None
+    texts = [(constraint.pattern, "regex"), (constraint.grammar, "grammar"),
+             *((choice, "choice") for choice in constraint.choices or ()),
+             (json.dumps(constraint.schema, ensure_ascii=False) if schema is not None else None, "json_schema")]
+    for text, param in texts:  # a lone surrogate reached the grammar libraries as Python's codec error
+        if isinstance(text, str):
+            check_text(text, param)
     return _compile((constraint.kind, schema, constraint.pattern, constraint.grammar, constraint.choices,
                      constraint.tool_format))
 

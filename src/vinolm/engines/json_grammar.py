@@ -267,7 +267,7 @@ class _SchemaGrammar:
 
     def _array(self, schema: dict[str, Any], path: str) -> str:
         item = self.value(schema.get("items", True), f"{path}/items")
-        low, high = int(schema.get("minItems", 0)), schema.get("maxItems")
+        low, high = _bound(schema, "minItems", path) or 0, _bound(schema, "maxItems", path)
         if high is not None and int(high) < low:
             raise InvalidRequest(f"maxItems at {path} is below minItems", param="json_schema")
         if high == 0:
@@ -277,13 +277,26 @@ class _SchemaGrammar:
         return self._new_rule(f'"[" ( {items} )? "]"' if low == 0 else f'"[" {items} "]"')
 
     def _string(self, schema: dict[str, Any], path: str) -> str:
-        low, high = int(schema.get("minLength", 0)), schema.get("maxLength")
+        low, high = _bound(schema, "minLength", path) or 0, _bound(schema, "maxLength", path)
         if low == 0 and high is None:
             return "string"
         if high is not None and int(high) < low:
             raise InvalidRequest(f"maxLength at {path} is below minLength", param="json_schema")
         chars = _repeat("char", low, None if high is None else int(high))
         return self._new_rule(f'"\\"" {chars} "\\""' if chars else '"\\"\\""', prefix="s")
+
+
+#: The largest length or count bound a schema may set: past it the grammar libraries' integers
+#: overflow (10**12 reached the user as a parser's position and "error parsing signed integer").
+MAX_BOUND = 100_000
+
+
+def _bound(schema: dict[str, Any], keyword: str, path: str) -> int | None:
+    value = schema.get(keyword)
+    if value is not None and int(value) > MAX_BOUND:
+        raise InvalidRequest(f"{keyword} at {path} is {value}; vinolm enforces bounds up to {MAX_BOUND}",
+                             param="json_schema")
+    return None if value is None else int(value)
 
 
 def _guess_type(schema: dict[str, Any], path: str) -> str:

@@ -194,8 +194,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = describe_validation_errors(list(exc.errors()))
-        return _error_response(request, 400, message, "invalid_request_error", param)
+        errors = list(exc.errors())
+        message, param = describe_validation_errors(errors)
+        code = "unsupported_parameter" if errors and errors[0].get("type") == "extra_forbidden" else None
+        return _error_response(request, 400, message, "invalid_request_error", param, code)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -229,7 +231,10 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, str |
         if param is None:
             return _body_problem(error), None
         params.append(param)
-        parts.append(f"{param}: {error.get('msg', 'invalid')}{_got(error)}")
+        if error.get("type") == "extra_forbidden":
+            parts.append(f"{param} is not supported by vinolm")
+        else:
+            parts.append(f"{param}: {error.get('msg', 'invalid')}{_got(error)}")
     return "; ".join(dict.fromkeys(parts)), params[0]
 
 

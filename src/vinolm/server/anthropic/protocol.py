@@ -58,7 +58,7 @@ def error_body(status: int, message: str) -> dict[str, Any]:
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow")
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")
 
 
 #: Each block type's own fields (the model holds all of them): another type's is a 400, not ignored.
@@ -91,7 +91,9 @@ class TextBlock(_Wire):
         return self.type
 
     def to_text(self, where: str) -> str:
-        if self.kind(where) != "text" or self.text is None:
+        if self.kind(where) == "text" and self.text is None:
+            raise InvalidRequest(f"{where}.text: Field required", param=f"{where}.text")
+        if self.kind(where) != "text":
             raise InvalidRequest(f"{where}.type {self.type!r} is not supported here: only text blocks",
                                  param=f"{where}.type")
         return self.text

@@ -46,7 +46,7 @@ _MESSAGE_INERT: dict[str, tuple[Any, ...]] = {"images": (), "thinking": ()}
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow")
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")
 
 
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}

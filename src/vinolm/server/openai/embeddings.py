@@ -24,7 +24,7 @@ PROTOCOL = "openai"
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid")
 
     input: str | list[str] | list[int] | list[list[int]] = Field(
         ..., description="Text, texts, a token array or token arrays to embed.")

@@ -224,7 +224,9 @@ class ChatMessage(Wire):
             return self.content
         texts = []
         for j, part in enumerate(self.content):
-            if part.type != "text" or part.text is None:
+            if part.type == "text" and part.text is None:
+                raise InvalidRequest(f"{where}.content.{j}.text: Field required", param=f"{where}.content.{j}.text")
+            if part.type != "text":
                 raise InvalidRequest(
                     f"{where}.content.{j} has type {part.type!r}; only text content is supported",
                     param=f"{where}.content.{j}.type")

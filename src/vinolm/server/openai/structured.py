@@ -36,7 +36,7 @@ def unsupported(field: str, why: str = "") -> InvalidRequest:
 class Wire(BaseModel):
     """Wire models: strict types, and fields nobody declared kept aside to be refused by name."""
 
-    model_config = ConfigDict(strict=True, extra="allow")
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")
 
     def check_supported(self, where: str = "", inert: frozenset[str] = frozenset()) -> None:
         """Refuse undeclared fields here and in every nested model, naming the first one;

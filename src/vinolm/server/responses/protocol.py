@@ -46,7 +46,7 @@ _TEXT_PARTS = ("input_text", "output_text")
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow", populate_by_name=True)
 
 
 class ContentPart(_Wire):

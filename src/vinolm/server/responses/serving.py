@@ -50,7 +50,7 @@ class ResponsesServing:
     @staticmethod
     def not_stored(response_id: str) -> UnknownModel:
         return UnknownModel(f"response {response_id!r} was not stored: vinolm keeps no state (store is false)",
-                            param="response_id")
+                            param="response_id", code="response_not_found")
 
     async def create(self, body: ResponsesRequest, raw: HTTPRequest) -> Response:
         model = self.service.check_model(body.model)
