@@ -103,7 +103,7 @@ def test_a_property_openvino_refuses_is_one_line_not_a_traceback() -> None:
     command = [sys.executable, "-m", "vinolm.bench.chat_turns", "--turns", "1", "--turn-tokens", "16",
                "--new-tokens", "4", "--engine", "genai", "--ov-config", "NO_SUCH_PROPERTY=1"]
     done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 1 and done.stdout == ""
+    assert done.returncode == 2 and done.stdout == ""  # the user's property: exit 2, as for vinolm
     error = [line for line in done.stderr.splitlines() if not line.startswith("vinolm: ")]  # prepare's progress
     assert len(error) == 1 and error[0].startswith("python -m vinolm.bench.chat_turns: error: ")
     assert "NO_SUCH_PROPERTY" in error[0]
