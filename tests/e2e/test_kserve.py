@@ -100,7 +100,9 @@ def test_demo_curl_call_and_metadata(server: RunningServer) -> None:
                           "binary_data must be true or false"),
                          ({"parameters": {"binary_data_output": "yes"}}, "binary_data_output must be true or false"),
                          ({"parameters": {"priority": -5}}, "priority must be an integer >= 0"),
-                         ({"parameters": {"timeout": "abc"}}, "timeout must be an integer >= 0")):
+                         ({"parameters": {"timeout": "abc"}}, "timeout must be an integer >= 0"),
+                         ({"inputs": [{"name": "pre_prompt", "shape": [1], "datatype": "BYTES",
+                                       "parameters": {"binary_data_size": True}}]}, "must be a byte count")):
         ignored = httpx.post(f"{server.base_url}/v2/models/{MODEL}/infer", json={**body, **extra}, timeout=10)
         assert ignored.status_code == 400 and words in ignored.json()["error"], ignored.text
     many = {"inputs": [{**body["inputs"][0], "shape": [80], "data": [FRANCE] * 80}]}

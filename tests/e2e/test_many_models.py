@@ -68,6 +68,7 @@ def ask(client: OpenAI, model: str) -> str:
 
 def test_models_load_on_demand_and_each_answers(many: RunningServer) -> None:
     assert states(many) == {CHAT: "loaded", INT4: "unloaded", EMBED: "unloaded", "broken": "unloaded"}
+    assert httpx.get(f"{many.base_url}/health", timeout=10).json()["models"] == states(many)  # all, not the first
     cards = {card["id"]: card["task"] for card in httpx.get(f"{many.openai_url}/models", timeout=10).json()["data"]}
     # known before they load, from the folders (the broken one claims to be a chat model until it loads)
     assert cards == {CHAT: "chat", INT4: "chat", EMBED: "embedding", "broken": "chat"}

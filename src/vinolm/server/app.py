@@ -124,9 +124,11 @@ def _add_plain_routes(app: FastAPI, service: ModelService) -> None:
 
     @app.get("/health", tags=["server"])
     async def health() -> JSONResponse:
-        """200 once the model is loaded and the server takes requests; never needs the API key."""
+        """200 once the first model is loaded and the server takes requests; never needs the API
+        key. ``models``: every served name with its state (the others load on demand)."""
         ready = service.ready()
-        return JSONResponse({"status": "ok" if ready else "loading", "models": service.served_names},
+        models = {name: model["state"] for model in app.state.registry.states() for name in model["names"]}
+        return JSONResponse({"status": "ok" if ready else "loading", "models": models},
                             status_code=200 if ready else 503)
 
     @app.get("/", include_in_schema=False)

@@ -203,7 +203,10 @@ def _elements(item: RequestInput, binary: bytes, offset: int) -> tuple[list[byte
         return [encode_text(value, f"{item.name}[{i}]") for i, value in enumerate(item.data)], offset
     if item.data is not None:
         raise InvalidRequest(f"input {item.name!r} has both data and {BINARY_SIZE}", param=item.name)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0 or offset + size > len(binary):
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise InvalidRequest(f"input {item.name!r}: {BINARY_SIZE} must be a byte count, got {size!r}",
+                             param=item.name)
+    if offset + size > len(binary):
         raise InvalidRequest(
             f"input {item.name!r}: {BINARY_SIZE} {size!r} does not fit the {len(binary) - offset} "
             "binary byte(s) left", param=item.name,
