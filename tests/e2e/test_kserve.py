@@ -302,6 +302,13 @@ def test_vinolm_client_sends_the_api_key(server_with_key: RunningServer) -> None
     assert vinolm_client(*args, "--api-key", API_KEY).returncode == 0
 
 
+def test_vinolm_client_at_the_wrong_port_says_which_is_which(server: RunningServer) -> None:
+    http_port = server.base_url.removeprefix("http://")
+    done = vinolm_client("--protocol", "grpc", "--url", http_port, "--retries", "0", "-p", "hi")
+    assert done.returncode == 1 and done.stderr == (f"vinolm: error: {http_port} answers HTTP/1, not gRPC: vinolm "
+                                                    "serve's gRPC port is its --grpc-port (9000 by default)\n")
+
+
 def test_vinolm_client_errors_are_one_line() -> None:
     for protocol in ("openai", "kserve-rest", "grpc"):
         done = vinolm_client("--protocol", protocol, "--url", "127.0.0.1:1", "-p", "hi")

@@ -86,3 +86,9 @@ def test_a_500_in_vinolms_own_error_shape_is_final(body: bytes) -> None:
     with pytest.raises(ClientError) as caught:
         raise_for_status(500, body)
     assert not isinstance(caught.value, Retryable) and "boom" in caught.value.message
+
+
+def test_a_page_of_html_is_one_line_of_error() -> None:
+    with pytest.raises(ClientError) as caught:
+        raise_for_status(501, b"<html>\n  <body>\n    <h1>Error</h1>\n</body></html>")
+    assert caught.value.message == "the server answered 501: <html> <body> <h1>Error</h1> </body></html>"

@@ -167,7 +167,7 @@ def raise_for_status(status: int, content: bytes, retry_after: str | None = None
         error = json.loads(content).get("error")
         message = error.get("message") if isinstance(error, dict) else error
     except (ValueError, AttributeError):
-        error, message = None, content.decode(errors="replace")[:200]
+        error, message = None, " ".join(content.decode(errors="replace").split())[:200]  # one line
     if status in RETRY_STATUSES or (status == PROXY_FAILURE and error is None):
         raise Retryable(f"the server answered {status}: {message}", _seconds(retry_after))
     raise ClientError(f"the server answered {status}: {message}")

@@ -137,6 +137,9 @@ def _client_error(exc: grpc.RpcError, address: str) -> ClientError:
     """Raised before any text arrived (a stream's later failures come as error_message)."""
     code = exc.code()  # type: ignore[attr-defined]
     details = exc.details()  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.UNAVAILABLE and "Failed parsing HTTP/2" in details:
+        return ClientError(f"{address} answers HTTP/1, not gRPC: vinolm serve's gRPC port is its --grpc-port "
+                           "(9000 by default)")
     if code == grpc.StatusCode.UNAVAILABLE:
         return Retryable(f"cannot connect to {address}: {details}; is `vinolm serve` running there?")
     if code.name in _RETRY_CODES:
