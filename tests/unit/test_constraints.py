@@ -192,6 +192,7 @@ def test_a_schema_as_deep_as_allowed_compiles_and_a_deeper_one_is_a_400_not_a_re
     (Constraint("grammar", grammar='root ::= item\n'), "grammar", "'item' not found"),
     (Constraint("grammar", grammar='item ::= "a"\n'), "grammar", "root"),
     (Constraint("grammar", grammar='root ::= "a\n'), "grammar", "does not compile"),
+    (Constraint("grammar", grammar='root ::= [a-z]{0}\n'), "grammar", "does not compile: End number in range"),
     # llguidance reads these; xgrammar (genai's) refuses them inside a batch step
     (Constraint("grammar", grammar='root ::= \n'), "grammar", "empty alternative (nothing after '::=')"),
     (Constraint("grammar", grammar='root ::= "a" | \n'), "grammar", "empty alternative (nothing after '|')"),

@@ -285,7 +285,8 @@ def _summary(message: str) -> str:
     """The library's reason in one short line (its messages repeat the grammar with carets)."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     reason = next((line for line in lines if line.startswith("error:")), lines[0] if lines else "invalid")
-    return reason.removeprefix("error:").strip()[:200]
+    # "2(20): ..." is a place in llguidance's own translation of the grammar, not in the caller's
+    return re.sub(r"^\d+\(\d+\):\s*", "", reason.removeprefix("error:").strip())[:200]
 
 
 # -- the token mask (native and optimum engines) --------------------------------------------------
