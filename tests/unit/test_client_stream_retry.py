@@ -103,9 +103,11 @@ def test_a_server_that_never_answers_is_an_error_line_not_a_hang(monkeypatch: py
     silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody ever answers
     url = f"http://127.0.0.1:{silent.getsockname()[1]}"
     try:
-        for module, stream in ((openai_client, True), (openai_client, False), (kserve_rest, False)):
+        for run, module in ((lambda: openai_client.run(target(url), ["hi"], True), openai_client),
+                            (lambda: openai_client.run(target(url), ["hi"], False), openai_client),
+                            (lambda: kserve_rest.run(target(url), ["hi"]), kserve_rest)):
             monkeypatch.setattr(module, "TIMEOUT", httpx.Timeout(0.5, connect=5.0))
             with pytest.raises(ClientError, match=f"{url} sent nothing for 0 s"):
-                module.run(target(url), ["hi"], stream)
+                run()
     finally:
         silent.close()

@@ -82,7 +82,7 @@ def _run(protocol: str, target: Target, prompts: list[str], stream: bool, on_tex
     if protocol == "kserve-rest":
         from vinolm.client import kserve_rest
 
-        return kserve_rest.run(target, prompts, stream)
+        return kserve_rest.run(target, prompts)
     from vinolm.client import kserve_grpc
 
     return kserve_grpc.run(target, prompts, stream, on_text)

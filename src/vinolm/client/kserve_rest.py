@@ -20,7 +20,6 @@ from vinolm.client.common import (
     request_headers,
     retrying,
 )
-from vinolm.errors import InvalidRequest
 
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 
@@ -35,9 +34,8 @@ def infer_body(prompts: list[str], max_tokens: int | None) -> dict[str, Any]:
     return body
 
 
-def run(target: Target, prompts: list[str], stream: bool = False) -> RunResult:
-    if stream:
-        raise InvalidRequest("KServe REST does not stream; use --protocol grpc or openai with --stream")
+def run(target: Target, prompts: list[str]) -> RunResult:
+    """The prompts in one infer request (KServe REST does not stream: the CLI refuses --stream)."""
     base = http_base(target.url)
     url = f"{base}/v2/models/{target.model}/infer"
     watch = Stopwatch()

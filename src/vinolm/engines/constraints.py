@@ -140,12 +140,16 @@ _GBNF_TOKEN = re.compile(r"""(?P<skip>\#[^\n]*|\s+)|(?P<element>"(?:\\.|[^"\\])*
     |(?P<define>::=)|(?P<name>[A-Za-z0-9_.-]+)|(?P<op>.)""", re.VERBOSE)
 
 
+def _gbnf_tokens(gbnf: str) -> list[tuple[str | None, str]]:
+    """(group, text) of each piece but comments and spaces, then ("end", "")."""
+    return [(m.lastgroup, m.group()) for m in _GBNF_TOKEN.finditer(gbnf) if m.lastgroup != "skip"] + [("end", "")]
+
+
 def _xgrammar_refusal(gbnf: str) -> str | None:
     """What in a user's GBNF llguidance reads but xgrammar (genai's) refuses. xgrammar refuses
     it inside a batch step, where it failed every request in the batch: so it is a 400 here,
     for every engine alike."""
-    tokens = [(m.lastgroup, m.group()) for m in _GBNF_TOKEN.finditer(gbnf) if m.lastgroup != "skip"]
-    tokens.append(("end", ""))
+    tokens = _gbnf_tokens(gbnf)
     defined: list[str] = []
     rule, last = "", ""
     for i, (group, text) in enumerate(tokens):
@@ -173,8 +177,7 @@ def _endless(gbnf: str) -> str | None:
     one accepts no text, and xgrammar then let the model write nothing but end-of-text tokens.
     A rule finishes when one of its alternatives has only items that finish: text, rules that
     finish, or a repeat that may be empty."""
-    tokens = [(m.lastgroup, m.group()) for m in _GBNF_TOKEN.finditer(gbnf) if m.lastgroup != "skip"]
-    tokens.append(("end", ""))
+    tokens = _gbnf_tokens(gbnf)
     bodies: dict[str, list[str]] = {}
     body: list[str] = []
     for i, (group, text) in enumerate(tokens):

@@ -48,12 +48,13 @@ GENERATION_KEYS: dict[str, str] = {
     "max_ngram_size": "max_ngram_size",
 }
 #: Parameters standard clients send about the transport; accepted and not acted on.
-TRANSPORT_KEYS = frozenset({"binary_data_output", "priority", "timeout", "triton_enable_empty_final_response"})
-#: What each transport key (sent by tritonclient, changing nothing here but the output layout) must hold.
+#: The transport keys tritonclient sends (changing nothing here but the output layout), with
+#: what each must hold.
 _TRANSPORT_TYPES: dict[str, tuple[type, str]] = {
     "binary_data_output": (bool, "true or false"), "triton_enable_empty_final_response": (bool, "true or false"),
     "priority": (int, "an integer >= 0"), "timeout": (int, "an integer >= 0"),
 }
+TRANSPORT_KEYS = frozenset(_TRANSPORT_TYPES)
 
 
 def check_transport(parameters: Mapping[str, Any]) -> None:
