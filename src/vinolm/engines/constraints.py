@@ -85,13 +85,13 @@ def check_params(params: GenerationParams, sequences: bool = True) -> CompiledCo
 def compile_constraint(constraint: Constraint) -> CompiledConstraint:
     """The grammar of ``constraint``; InvalidRequest naming the field when it does not compile."""
     check_depth(constraint.schema)
-    try:
-        schema = json.dumps(constraint.schema, allow_nan=False) if constraint.schema is not None else None
+    try:  # not ASCII-escaped, so the surrogate check below sees what the schema holds
+        schema = json.dumps(constraint.schema, allow_nan=False, ensure_ascii=False) \
+            if constraint.schema is not None else None
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"the JSON schema is not plain JSON: {exc}", param="json_schema") from None
-    texts = [(constraint.pattern, "regex"), (constraint.grammar, "grammar"),
-             *((choice, "choice") for choice in constraint.choices or ()),
-             (json.dumps(constraint.schema, ensure_ascii=False) if schema is not None else None, "json_schema")]
+    texts = [(constraint.pattern, "regex"), (constraint.grammar, "grammar"), (schema, "json_schema"),
+             *((choice, "choice") for choice in constraint.choices or ())]
     for text, param in texts:  # a lone surrogate reached the grammar libraries as Python's codec error
         if isinstance(text, str):
             check_text(text, param)

@@ -185,7 +185,7 @@ def export_model(
     task = _preflight(source, source_kind, options)
     options = options.for_task(task)
     started = time.perf_counter()
-    made = [folder for folder in (output.parent, *output.parent.parents) if not folder.exists()]
+    new_folders = [folder for folder in (output.parent, *output.parent.parents) if not folder.exists()]
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -223,7 +223,7 @@ def export_model(
     except BaseException as exc:
         full = _disk_filled(exc, output.parent)
         shutil.rmtree(tmp, ignore_errors=True)
-        for folder in made:  # the folders made for this export go with it (a failed pull left them empty)
+        for folder in new_folders:  # the folders made for this export go with it (a failed pull left them empty)
             with contextlib.suppress(OSError):
                 folder.rmdir()
         if full:
@@ -353,7 +353,7 @@ def _checked_output(output: Path) -> Path:
     folder lives beside ``output`` and replaces it at the end: for ``.`` (whose parent is
     itself) it lived inside the folder it then deleted, with everything else in it."""
     resolved = output.expanduser().resolve()
-    if resolved == Path(resolved.anchor) or Path.cwd().resolve().is_relative_to(resolved):
+    if Path.cwd().resolve().is_relative_to(resolved):  # "/" too
         raise ExportError(f"{output} is the current folder or holds it; export into a new folder (-o NAME)")
     if resolved.exists() and not resolved.is_dir():
         raise ExportError(f"{output} is a file, not a folder")

@@ -91,9 +91,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
                          ) -> pb.ModelInferResponse:
-        check_version(request.model_name, request.model_version)
         embedder = await self.registry.aservice(request.model_name)
         if embedder.embeds:  # an embedding model: text_input in, embedding out
+            check_version(request.model_name, request.model_version)
             model = embedder.check_model(request.model_name or None)
             vectors = await embeddings.embed(embedder, convert.input_tensors(request),
                                              convert.parameters(request.parameters),

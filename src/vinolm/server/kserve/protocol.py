@@ -70,13 +70,11 @@ class RepositoryIndex(BaseModel):
     ready: bool = False
 
 
-class RepositoryLoad(BaseModel):
+class RepositoryModel(BaseModel):
+    """The body of a model's ``load`` or ``unload``."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
     parameters: dict[str, Any] = Field(default_factory=dict)
-
-
-class RepositoryUnload(RepositoryLoad):
-    pass
 
 
 def parse_repository_body(body: bytes, model: type[T]) -> T:

@@ -19,8 +19,7 @@ from vinolm.server.kserve.protocol import (
     VERSION,
     ModelMetadata,
     RepositoryIndex,
-    RepositoryLoad,
-    RepositoryUnload,
+    RepositoryModel,
     ServerMetadata,
     check_version,
     parse_body,
@@ -86,7 +85,7 @@ async def repository_index(request: Request) -> list[dict[str, str]]:
 async def repository_load(name: str, request: Request) -> dict[str, str]:
     """Load a model now rather than on its first request (a 503 with the reason if it fails);
     a load that overrides its configuration or files is a 400, never ignored."""
-    body = parse_repository_body(await request.body(), RepositoryLoad)
+    body = parse_repository_body(await request.body(), RepositoryModel)
     if body.parameters:
         raise InvalidRequest(f"load parameters are not supported ({', '.join(sorted(body.parameters))}): vinolm "
                              "loads a served model as it was configured", param="parameters")
@@ -98,7 +97,7 @@ async def repository_load(name: str, request: Request) -> dict[str, str]:
 async def repository_unload(name: str, request: Request) -> dict[str, str]:
     """Unload a model now (its next request loads it again); one already unloaded stays so,
     one loading or answering is a 429 rather than an answer cut off."""
-    body = parse_repository_body(await request.body(), RepositoryUnload)
+    body = parse_repository_body(await request.body(), RepositoryModel)
     if set(body.parameters) - {"unload_dependents"}:  # no model here has dependents: that one is a no-op
         raise InvalidRequest("unload parameters other than unload_dependents are not supported", param="parameters")
     registry_of(request).unload(name)

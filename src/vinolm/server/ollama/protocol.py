@@ -252,7 +252,6 @@ class ModelRequest(_Wire):
 
     model: str | None = None
     name: str | None = None
-    verbose: bool | None = None
 
     @property
     def model_name(self) -> str:
@@ -263,7 +262,7 @@ class ModelRequest(_Wire):
     def show_name(self) -> str:
         """The model /api/show describes; its other fields refused by name (``verbose``'s extra
         tokenizer and tensor details are not served here)."""
-        refuse_unsupported({**(self.model_extra or {}), "verbose": self.verbose}, {"verbose": (False,)}, API)
+        refuse_unsupported(self.model_extra or {}, {"verbose": (False,)}, API)
         return self.model_name
 
 
@@ -280,8 +279,7 @@ class EmbedRequest(ModelRequest, _KeepAlive):
 
     def texts(self, legacy: bool) -> list[str]:
         """The texts, checked: one ``prompt`` on /api/embeddings, ``input`` on /api/embed."""
-        refuse_unsupported({**(self.model_extra or {}), **({"verbose": self.verbose} if self.verbose is not None else {})},
-                           _EMBED_INERT, API)
+        refuse_unsupported(self.model_extra or {}, _EMBED_INERT, API)
         field = "prompt" if legacy else "input"
         value = self.prompt if legacy else self.input
         other = self.input if legacy else self.prompt
