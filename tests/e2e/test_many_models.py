@@ -20,6 +20,7 @@ import ollama
 import pytest
 from openai import BadRequestError, NotFoundError, OpenAI
 from tests.e2e.conftest import RunningServer, start_server
+from tritonclient.utils import InferenceServerException
 
 from vinolm.models import prepare
 
@@ -78,6 +79,13 @@ def test_models_load_on_demand_and_each_answers(many: RunningServer) -> None:
 
     grpc_meta = triton_grpc.InferenceServerClient(many.grpc_target).get_model_metadata(EMBED, as_json=True)
     assert grpc_meta["outputs"] == [{**embedding, "shape": ["-1", "384"]}] and states(many)[EMBED] == "unloaded"
+    grpc = triton_grpc.InferenceServerClient(many.grpc_target)
+    for name in (EMBED, INT4):  # a version it does not have is refused before the model loads
+        text = triton_grpc.InferInput("text_input", [1], "BYTES")
+        text.set_data_from_numpy(np.array([b"hi"], dtype=object))
+        with pytest.raises(InferenceServerException, match="version 1 only"):
+            grpc.infer(name, [text], model_version="2")
+    assert states(many)[EMBED] == "unloaded" and states(many)[INT4] == "unloaded"
     client = OpenAI(base_url=many.openai_url, api_key="unused")
     assert "Paris" in ask(client, CHAT)
     assert ask(client, INT4)  # int4 of a 135M model: an answer, not a promise of Paris

@@ -91,9 +91,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
                          ) -> pb.ModelInferResponse:
+        check_version(request.model_name, request.model_version)  # before a load, which takes seconds
         embedder = await self.registry.aservice(request.model_name)
         if embedder.embeds:  # an embedding model: text_input in, embedding out
-            check_version(request.model_name, request.model_version)
             model = embedder.check_model(request.model_name or None)
             vectors = await embeddings.embed(embedder, convert.input_tensors(request),
                                              convert.parameters(request.parameters),
@@ -108,6 +108,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         live = _cancel_when_done(context)
         async for request in requests:
             try:
+                check_version(request.model_name, request.model_version)
                 service, model, names, tickets = await self._submit(request, live)
                 async with aclosing(self._stream(service, model, request.id, tickets, names)) as responses:
                     async for response in responses:
@@ -117,8 +118,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _submit(self, request: pb.ModelInferRequest, live: list[Ticket]
                       ) -> tuple[ModelService, str, list[str], list[Ticket]]:
-        """Check and admit one request; its tickets become the RPC's live generations."""
-        check_version(request.model_name, request.model_version)
+        """Check and admit one request (its version checked by the caller); its tickets become the
+        RPC's live generations."""
         service = (await self.registry.aservice(request.model_name)).require("generate")
         model = service.check_model(request.model_name or None)
         prompts = decode_prompts(convert.input_tensors(request))
