@@ -265,10 +265,12 @@ class GenerationParams:
         return self
 
 
-def check_text(text: str, param: str) -> None:
+def check_text(text: str, param: str) -> str:
     """Refuse text no tokenizer can take: a JSON string may carry lone UTF-16 surrogates
     (``"\\ud800"``), which Python keeps in a ``str`` but UTF-8 cannot encode. Every request
-    is built through here, so each protocol turns this into its own 4xx naming ``param``."""
+    is built through here, so each protocol turns this into its own 4xx naming ``param``;
+    a protocol whose fields are not the request's messages one for one checks them itself
+    first, so the error names its own field."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -277,6 +279,7 @@ def check_text(text: str, param: str) -> None:
             f"{exc.start} (a lone UTF-16 surrogate)",
             param=param,
         ) from None
+    return text
 
 
 def _check_int(value: Any, name: str, low: int | None = None, high: int | None = None) -> None:

@@ -64,6 +64,34 @@ def test_openai_streamed_request_is_refused_before_the_stream(server: RunningSer
     assert_openai_400(post(server, "/v1/chat/completions", body), "messages.0.content")
 
 
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"instructions": LONE, "input": "Hi"}, "instructions"),
+        ({"instructions": "Be brief.", "input": [{"role": "user", "content": LONE}]}, "input.0.content"),
+        ({"input": [{"role": "user", "content": [{"type": "input_text", "text": LONE}]}]}, "input.0.content.0.text"),
+    ],
+    ids=["instructions", "item", "part"],
+)
+def test_responses_names_its_own_field(server: RunningServer, body: dict[str, Any], param: str) -> None:
+    """Its instructions become a system message before the items: the error still says where."""
+    assert_openai_400(post(server, "/v1/responses", {"model": MODEL, "max_output_tokens": 16, **body}), param)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"system": LONE, "messages": [{"role": "user", "content": "Hi"}]}, "system"),
+     ({"system": "Be brief.", "messages": [{"role": "user", "content": LONE}]}, "messages.0.content")],
+    ids=["system", "message"],
+)
+def test_anthropic_names_its_own_field(server: RunningServer, body: dict[str, Any], field: str) -> None:
+    response = post(server, "/v1/messages", {"model": MODEL, "max_tokens": 4, **body})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"].startswith(f"{field} is not valid text")
+    assert not any(leak in response.text for leak in LEAKS)
+
+
 def test_kserve_rest(server: RunningServer) -> None:
     tensor = {"name": "pre_prompt", "shape": [1], "datatype": "BYTES", "data": [LONE]}
     for body in ({"inputs": [tensor]},

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from vinolm.errors import InvalidRequest, VinolmError
 from vinolm.server.answer import ANY, refuse_unsupported, tool_plan, with_tools
 from vinolm.server.openai.structured import ToolPlan, unique_tools
-from vinolm.types import Constraint, GenerationParams, Message, Request, Tool, ToolCall
+from vinolm.types import Constraint, GenerationParams, Message, Request, Tool, ToolCall, check_text
 
 API = "Anthropic Messages API"
 ANTHROPIC_DEFAULT_TEMPERATURE = 1.0
@@ -96,7 +96,7 @@ class TextBlock(_Wire):
         if self.kind(where) != "text":
             raise InvalidRequest(f"{where}.type {self.type!r} is not supported here: only text blocks",
                                  param=f"{where}.type")
-        return self.text
+        return check_text(self.text, f"{where}.text")
 
     def to_call(self, where: str) -> ToolCall:
         if self.id is None or self.name is None:
@@ -112,7 +112,7 @@ class TextBlock(_Wire):
         if self.tool_use_id is None:
             raise InvalidRequest(f"{where}.tool_use_id: Field required", param=f"{where}.tool_use_id")
         content = self.content or ""
-        text = content if isinstance(content, str) else "".join(
+        text = check_text(content, f"{where}.content") if isinstance(content, str) else "".join(
             b.to_text(f"{where}.content.{j}") for j, b in enumerate(content))
         return Message("tool", text, tool_call_id=self.tool_use_id)
 
@@ -125,7 +125,7 @@ class InputMessage(_Wire):
         """One turn, or for a user turn with tool results one tool turn per result first."""
         refuse_unsupported(self.model_extra or {}, {}, API, f"{where}.")
         if isinstance(self.content, str):
-            return [Message(self.role, self.content)]
+            return [Message(self.role, check_text(self.content, f"{where}.content"))]
         texts: list[str] = []
         calls: list[ToolCall] = []
         results: list[Message] = []
@@ -230,7 +230,7 @@ class MessagesRequest(_Wire):
     def to_messages(self, plan: ToolPlan | None = None) -> list[Message]:
         messages = []
         if isinstance(self.system, str) and self.system:
-            messages.append(Message("system", self.system))
+            messages.append(Message("system", check_text(self.system, "system")))
         elif isinstance(self.system, list) and self.system:
             messages.append(Message("system", "".join(b.to_text(f"system.{j}") for j, b in enumerate(self.system))))
         for i, m in enumerate(self.messages):

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from vinolm.errors import InvalidRequest, VinolmError
 from vinolm.server.answer import ANY, refuse_unsupported, tool_plan, with_tools
 from vinolm.server.openai.structured import ToolPlan, unique_tools
-from vinolm.types import Constraint, GenerationParams, Message, Request, Tool, ToolCall
+from vinolm.types import Constraint, GenerationParams, Message, Request, Tool, ToolCall, check_text
 
 API = "Responses API"
 OPENAI_DEFAULT_TEMPERATURE = 1.0
@@ -58,7 +58,7 @@ class ContentPart(_Wire):
             raise InvalidRequest(f"{where}.type {self.type!r} is not supported: vinolm serves input_text "
                                  "and output_text parts only", param=f"{where}.type")
         refuse_unsupported(self.model_extra or {}, _PART_INERT, API, f"{where}.")
-        return self.text
+        return check_text(self.text, f"{where}.text")
 
 
 #: Each item type's own fields (the model holds all of them): another type's is a 400, not ignored.
@@ -94,7 +94,7 @@ class InputItem(_Wire):
         refuse_unsupported(self.model_extra or {}, _ITEM_INERT, API, f"{where}.")
         role = "system" if self.role == "developer" else self.role
         if isinstance(self.content, str):
-            return Message(role, self.content)
+            return Message(role, check_text(self.content, f"{where}.content"))
         return Message(role, "".join(p.to_text(f"{where}.content.{j}") for j, p in enumerate(self.content)))
 
     def _tool_turn(self, where: str) -> Message:
@@ -106,7 +106,7 @@ class InputItem(_Wire):
         refuse_unsupported(self.model_extra or {}, _ITEM_INERT, API, f"{where}.")
         assert self.call_id is not None
         if self.type == "function_call_output":
-            return Message("tool", self.output or "", tool_call_id=self.call_id)
+            return Message("tool", check_text(self.output or "", f"{where}.output"), tool_call_id=self.call_id)
         try:
             return Message("assistant", "", tool_calls=[ToolCall(self.call_id, self.name or "", self.arguments or "")])
         except VinolmError as exc:
@@ -216,9 +216,9 @@ class ResponsesRequest(_Wire):
         return tool_plan(tools, choice or ("auto" if tools else "none"), parallel=self.parallel_tool_calls is not False)
 
     def to_messages(self, plan: ToolPlan) -> list[Message]:
-        messages = [Message("system", self.instructions)] if self.instructions else []
+        messages = [Message("system", check_text(self.instructions, "instructions"))] if self.instructions else []
         if isinstance(self.input, str):
-            return with_tools([*messages, Message("user", self.input)], plan)
+            return with_tools([*messages, Message("user", check_text(self.input, "input"))], plan)
         if not self.input:
             raise InvalidRequest("input is an empty list", param="input")
         items = [item.to_message(f"input.{i}") for i, item in enumerate(self.input)]
