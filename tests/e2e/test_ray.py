@@ -126,6 +126,12 @@ def replica_processes(server: RunningServer) -> list[psutil.Process]:
             if _cmdline_has(child, REPLICA_CMDLINE)]
 
 
+def _cpu_percent(process: psutil.Process) -> float:
+    with contextlib.suppress(psutil.Error):
+        return process.cpu_percent(interval=0.3)
+    return 0.0
+
+
 def _cmdline_has(process: psutil.Process, needle: str) -> bool:
     with contextlib.suppress(psutil.Error):
         return needle in " ".join(process.cmdline())
@@ -153,12 +159,20 @@ def wait_for_replicas(server: RunningServer, count: int, timeout: float = RESTOR
 
 
 def kill_one_replica_after(server: RunningServer, delay: float) -> threading.Thread:
-    """SIGKILL one replica's worker process ``delay`` seconds from now (mid-load)."""
+    """SIGKILL one replica's worker process ``delay`` seconds from now (mid-load), choosing one
+    that is busy generating: the first process listed was once idle (a Zen 4 run saw the
+    retrying client's 80 streams all pass through the kill), and a kill that breaks nothing
+    tests nothing."""
     def kill() -> None:
         time.sleep(delay)
-        victims = replica_processes(server)
+        deadline = time.monotonic() + 15.0
+        while True:
+            victims = replica_processes(server)
+            busy = [process for process in victims if _cpu_percent(process) > 30.0]
+            if busy or time.monotonic() > deadline:
+                break
         assert victims, "no replica process to kill"
-        victims[0].kill()
+        (busy or victims)[0].kill()
 
     killer = threading.Thread(target=kill)
     killer.start()
