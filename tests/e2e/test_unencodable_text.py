@@ -99,6 +99,7 @@ def test_kserve_rest(server: RunningServer) -> None:
         response = post(server, f"/v2/models/{MODEL}/infer", body)
         assert response.status_code == 400, response.text
         assert set(response.json()) == {"error"} and not any(leak in response.text for leak in LEAKS)
+        assert "lone UTF-16 surrogate" in response.json()["error"], response.text  # not the parser's "hex escape"
 
 
 def test_grpc(server: RunningServer) -> None:

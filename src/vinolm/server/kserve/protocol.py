@@ -187,6 +187,9 @@ def _first_problem(exc: ValidationError) -> str:
     where = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         return f"{where} is not a field of a KServe v2 inference request"
+    if error["type"] == "json_invalid" and "hex escape" in error["msg"]:  # the JSON parser's words for it
+        position = error["msg"].rpartition(" at ")[2]
+        return f"a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is not text, at {position}"
     return f"{where}: {error['msg']}" if where else str(error["msg"])
 
 
