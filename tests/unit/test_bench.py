@@ -136,6 +136,20 @@ def test_every_single_stream_job_refuses_empty_sizes(module: str, sizes: list[st
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(("module", "threads"), [("vinolm.bench.peers.optimum_peer", []),
+                                                ("vinolm.bench.peers.torch_peer", []),
+                                                ("vinolm.bench.peers.torch_peer", ["--threads", "0"])])
+def test_the_transformers_peers_run_with_the_bench_defaults(module: str, threads: list[str], tmp_path: Path) -> None:
+    """As ``vinolm bench --peers`` starts them (no --threads: the library's default), they get
+    past their checks to the model: a --threads check meant for llama.cpp once made both rows
+    an argparse error."""
+    done = subprocess.run([sys.executable, "-m", module, "--model", str(tmp_path / "missing"), "--runs", "1",
+                           "--new-tokens", "2", "--prompt-tokens", "8", *threads],
+                          capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
+    assert done.returncode == 1 and "error:" not in done.stderr, done.stderr
+    assert parse_line(done.stdout)["error"], done.stdout
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie waiting for its reaper does not)."""
     try:

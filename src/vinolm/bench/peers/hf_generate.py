@@ -73,7 +73,7 @@ def parse_args(prog: str, description: str, argv: list[str] | None) -> argparse.
     p.add_argument("--model", required=True)
     job_arguments(p)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
-    return parse_job(p, argv)
+    return parse_job(p, argv, least_threads=0)
 
 
 def run_peer(peer: str, needs: tuple[str, ...], load: Loader, args: argparse.Namespace) -> int:

@@ -298,14 +298,15 @@ def job_arguments(p: argparse.ArgumentParser, warmup_help: str = "untimed runs f
     p.add_argument("--warmup", type=int, default=1, help=warmup_help)
 
 
-def parse_job(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+def parse_job(p: argparse.ArgumentParser, argv: list[str] | None, least_threads: int = 1) -> argparse.Namespace:
     """``p``'s arguments, the job's sizes checked before anything loads: a job with nothing to
-    time would load its model and report a row without a number."""
+    time would load its model and report a row without a number. ``least_threads``: 1 for
+    llama.cpp's thread count, 0 where 0 means the library's own default (torch)."""
     args = p.parse_args(argv)
     if min(args.prompt_tokens, args.new_tokens, args.runs) < 1 or args.warmup < 0:
         p.error("--prompt-tokens, --new-tokens and --runs must be >= 1, --warmup >= 0")
-    if getattr(args, "threads", 1) < 1:  # the llama.cpp peers'
-        p.error("--threads must be >= 1")
+    if getattr(args, "threads", least_threads) < least_threads:
+        p.error(f"--threads must be >= {least_threads}")
     return args
 
 
