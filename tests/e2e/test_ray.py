@@ -160,9 +160,8 @@ def wait_for_replicas(server: RunningServer, count: int, timeout: float = RESTOR
 
 def kill_one_replica_after(server: RunningServer, delay: float) -> threading.Thread:
     """SIGKILL one replica's worker process ``delay`` seconds from now (mid-load), choosing one
-    that is busy generating: the first process listed was once idle (a Zen 4 run saw the
-    retrying client's 80 streams all pass through the kill), and a kill that breaks nothing
-    tests nothing."""
+    that is busy generating: a kill of the first one listed once broke none of the retrying
+    client's 80 streams (Zen 4), and a kill that breaks nothing tests nothing."""
     def kill() -> None:
         time.sleep(delay)
         deadline = time.monotonic() + 15.0
