@@ -290,7 +290,8 @@ def test_interleave_copy_task_compares_speculative_rows_with_plain() -> None:
     assert alone.returncode == 0, alone.stderr[-3000:]
     assert json.loads(alone.stdout.splitlines()[-1])["rows"][f"native{exact}"]["runs"][0][2] == answers[3]
     for args, error in ((["--row", "direct", "--task", "story"], "the direct rows take --task filler"),
-                        (["--row", "genai-draft"], "genai-draft rows and --draft-model go together")):
+                        (["--row", "genai-draft"], "genai-draft rows and --draft-model go together"),
+                        (["--row", "genai", "--row", "native", "--row", "genai"], "--row 'genai' is given twice")):
         refused = subprocess.run([sys.executable, "-m", "vinolm.bench.interleave", *args],
                                  capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
         assert refused.returncode == 2 and error in refused.stderr

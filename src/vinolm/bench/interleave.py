@@ -298,6 +298,10 @@ def _problem(args: argparse.Namespace) -> str | None:
             parse_row(spec)
         except InvalidRequest as exc:
             return exc.message
+    twice = next((spec for spec in args.row if args.row.count(spec) > 1), None)
+    if twice:
+        return (f"--row {twice!r} is given twice; rows are told apart by how they are written, so spell the "
+                "twin otherwise (vinolm's defaults written out after @, or a folder with a trailing /)")
     if any(row.startswith("genai-draft") for row in args.row) != (args.draft_model is not None):
         return "genai-draft rows and --draft-model go together"
     if args.task != "filler" and any(row.startswith("direct") for row in args.row):
