@@ -377,6 +377,34 @@ def test_agreement_of_a_configuration_with_itself_is_total() -> None:
     assert 0.5 < genai["top1_same"] <= 1 and genai["kl_divergence"] >= 0 and genai["perplexity"] > 1
 
 
+def test_agreement_scores_llama_cpp_on_the_same_tokens() -> None:
+    from vinolm.bench.runner import peers_python
+    from vinolm.models import locate_source
+
+    shipped = locate_source("smollm2-135m").location
+    for args, said in ((["--row", f"llama.cpp:{shipped}", "--row", "genai", "--text-tokens", "8"], "the reference"),
+                       (["--row", "genai", "--row", f"llama.cpp:{shipped}"], "add --text-tokens"),
+                       (["--row", "genai", "--row", "llama.cpp:/nowhere/m.gguf", "--text-tokens", "8"], "no such GGUF")):
+        refused = subprocess.run([sys.executable, "-m", "vinolm.bench.agreement", *args], capture_output=True,
+                                 text=True, timeout=120, cwd=REPO, check=False)
+        assert refused.returncode == 2 and said in refused.stderr and "Traceback" not in refused.stderr
+    has_llama = subprocess.run([peers_python(), "-c", "import llama_cpp"], capture_output=True, check=False)
+    if has_llama.returncode:
+        pytest.skip("llama-cpp-python is not installed (make peers)")
+    cmd = [sys.executable, "-m", "vinolm.bench.agreement", "--row", "genai", "--row", f"llama.cpp:{shipped}",
+           "--new-tokens", "2", "--text-tokens", "64", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    _, llama = result["rows"]
+    # The GGUF vinolm's INT8 was made from: the same model on the same ids, near but not at it.
+    assert llama["identical"] is None and 0.7 < llama["top1_same"] < 1 and 0 < llama["kl_divergence"] < 0.1
+    assert llama["perplexity"] > 1
+    from vinolm.bench.agreement import markdown
+
+    assert f"| `llama.cpp:{shipped}` | – | – | – |" in markdown(result)
+
+
 @pytest.mark.slow
 def test_profile_breaks_a_decode_step_down_by_node_type() -> None:
     cmd = [sys.executable, "-m", "vinolm.bench.profile", "--prompt-tokens", "16", "--steps", "3", "--step-tokens", "2",

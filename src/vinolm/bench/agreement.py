@@ -18,12 +18,18 @@ what each row would have said at every position of N tokens of this repository's
 (teacher forcing, one forward pass of the IR with the row's properties): perplexity, how
 often its most likely next token is the reference's, and the mean KL divergence from the
 reference's distribution (llama.cpp's ``llama-perplexity --kl-divergence`` measures).
+A row ``llama.cpp:FILE.gguf`` scores llama.cpp itself on the same token ids (llama-cpp-python,
+in the bench's peers interpreter): where its quants stand against vinolm's weight formats of
+about the same size, measured from the same FP16 model. Such rows give no answers to compare.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,8 @@ from vinolm.bench.interleave import parse_row
 from vinolm.bench.report import run_tool
 from vinolm.errors import InvalidRequest
 
+#: Rows of this kind score a GGUF with llama.cpp (``--text-tokens`` only).
+LLAMA_ROW = "llama.cpp:"
 #: ``--text-tokens`` scores the start of these docs, as every KL number in docs/benchmarks.md did.
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 PROMPTS = (
@@ -68,15 +76,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from vinolm.models import prepare
 
     model = prepare(args.model, args.weight_format, progress=lambda _: None)
-    results: list[list[list[int]]] = []
+    results: list[list[list[int]] | None] = []
     for spec in args.row:  # a row given twice is loaded twice: that measures determinism
+        if spec.startswith(LLAMA_ROW):
+            results.append(None)
+            continue
         row = parse_row(spec)
         folder = prepare(row.model, progress=lambda _: None) if row.model else model
         options = EngineOptions(ov_config=row.properties or {}, vinolm_defaults=row.properties is None)
         with load_engine(row.kind, folder, options) as engine:
             results.append(answers(engine, args.new_tokens))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec, ids in zip(args.row, results, strict=True):
+        if ids is None or results[0] is None:
+            rows.append({"row": spec, "identical": None})
+            continue
         lengths = [common_prefix(a, b) for a, b in zip(ids, results[0], strict=True)]
         rows.append({"row": spec, "identical": sum(n == args.new_tokens for n in lengths), "prompts": len(lengths),
                      "median_tokens_equal": statistics.median(lengths),
@@ -101,15 +115,18 @@ def text_scores(specs: list[str], model: Any, tokens: int) -> list[dict[str, flo
     ids = np.array([TokenizerIR(core, model.path).encode(text)[:tokens]], dtype=np.int64)
     reference: Any = None
     scores = []
+    n = ids.shape[1]
     for spec in specs:
-        row = parse_row(spec)
-        folder = prepare(row.model, progress=lambda _: None) if row.model else model
-        props = compile_properties("CPU", row.properties or {}, None, row.properties is None, folder.weights)
-        request = core.compile_model(folder.path / "openvino_model.xml", "CPU", props).create_infer_request()
-        n = ids.shape[1]
-        request.infer({"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(n)[None],
-                       "beam_idx": np.zeros(1, dtype=np.int32)})
-        logits = request.get_tensor("logits").data[0, :-1].astype(np.float64)
+        if spec.startswith(LLAMA_ROW):
+            logits = llama_logits(spec.removeprefix(LLAMA_ROW), ids[0])[:-1].astype(np.float64)
+        else:
+            row = parse_row(spec)
+            folder = prepare(row.model, progress=lambda _: None) if row.model else model
+            props = compile_properties("CPU", row.properties or {}, None, row.properties is None, folder.weights)
+            request = core.compile_model(folder.path / "openvino_model.xml", "CPU", props).create_infer_request()
+            request.infer({"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(n)[None],
+                           "beam_idx": np.zeros(1, dtype=np.int32)})
+            logits = request.get_tensor("logits").data[0, :-1].astype(np.float64)
         logp = logits - _logsumexp(logits)
         if reference is None:
             reference = logp
@@ -119,6 +136,23 @@ def text_scores(specs: list[str], model: Any, tokens: int) -> list[dict[str, flo
             "kl_divergence": round(float((np.exp(reference) * (reference - logp)).sum(-1).mean()), 5),
         })  # fmt: skip
     return scores
+
+
+def llama_logits(gguf: str, ids: np.ndarray) -> np.ndarray:
+    """llama.cpp's logits at every position of ``ids``, from the peers' interpreter (which has
+    llama-cpp-python; vinolm's need not)."""
+    from vinolm.bench.runner import peers_python, subprocess_env
+
+    with tempfile.TemporaryDirectory(prefix="vinolm-agreement-") as tmp:
+        np.save(f"{tmp}/ids.npy", ids)
+        cmd = [peers_python(), "-m", "vinolm.bench.peers.llamacpp", "--model", gguf, "--score", f"{tmp}/ids.npy",
+               "--logits-out", f"{tmp}/logits.npy"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), check=False)
+        line = next((json.loads(x) for x in reversed(proc.stdout.splitlines()) if x.startswith("{")), {})
+        if "logits" not in line:
+            why = line.get("error") or line.get("skipped") or (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise InvalidRequest(f"--row {LLAMA_ROW}{gguf}: {why}")
+        return np.load(f"{tmp}/logits.npy")
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:
@@ -134,7 +168,11 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [head + "| tokens before the first difference, median | mean |" + (text if scored else ""),
              "|---|---:|---:|---:|" + ("---:|---:|---:|" if scored else "")]
     for r in result["rows"]:
-        line = f"| `{r['row']}` | {r['identical']}/{r['prompts']} | {r['median_tokens_equal']:g} | {r['mean_tokens_equal']} |"
+        if r["identical"] is None:  # a llama.cpp row: scored on the text only
+            line = f"| `{r['row']}` | – | – | – |"
+        else:
+            line = (f"| `{r['row']}` | {r['identical']}/{r['prompts']} | {r['median_tokens_equal']:g} "
+                    f"| {r['mean_tokens_equal']} |")
         if scored:
             line += f" {r['perplexity']:.2f} | {r['top1_same']:.1%} | {r['kl_divergence']:.4f} |"
         lines.append(line)
@@ -143,7 +181,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vinolm.bench.agreement", description=__doc__.splitlines()[0])
-    p.add_argument("--row", action="append", required=True, metavar="KIND[:MODEL][@K=V,...]")
+    p.add_argument("--row", action="append", required=True, metavar="KIND[:MODEL][@K=V,...] | llama.cpp:FILE.gguf")
     p.add_argument("--model", default=None)
     p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int8")
     p.add_argument("--new-tokens", type=int, default=64)
@@ -157,13 +195,21 @@ def _problem(args: argparse.Namespace) -> str | None:
         return "give at least two --row (the first is the reference) and --new-tokens >= 1"
     if not 0 <= args.text_tokens <= 4096:
         return "--text-tokens must be between 0 (off) and 4096"
+    if args.row[0].startswith(LLAMA_ROW):
+        return "the first --row is the reference: make it a vinolm row (genai or native)"
     for spec in args.row:
+        if spec.startswith(LLAMA_ROW):
+            if not args.text_tokens:
+                return f"--row {spec!r} is scored on text only: add --text-tokens N"
+            if not Path(spec.removeprefix(LLAMA_ROW)).is_file():
+                return f"--row {spec!r}: no such GGUF file"
+            continue
         try:
             kind = parse_row(spec).kind
         except InvalidRequest as exc:
             return exc.message
         if kind not in ("genai", "native"):
-            return f"--row {spec!r}: agreement compares the genai and native engines"
+            return f"--row {spec!r}: agreement compares the genai and native engines (and {LLAMA_ROW}FILE.gguf)"
     return None
 
 

@@ -31,6 +31,12 @@ The loop is the low-level one (``Llama.eval`` + the logits of the last position)
 same work ``create_completion`` does minus its per-token sampler-chain rebuild and
 detokenization, so it measures the engine rather than Python glue.
 
+With ``--score IDS.npy --logits-out OUT.npy`` it times nothing: it runs those token ids
+through the model in one pass (teacher forcing) and saves every position's logits, which
+``vinolm.bench.agreement --text-tokens`` scores against vinolm's rows (how far a llama.cpp
+quant's next-token distribution is from the FP16 model's, as ``llama-perplexity
+--kl-divergence`` measures). Its JSON line then names the file and the number of tokens.
+
 If ``llama_cpp`` is not importable it prints a ``skipped`` line and exits 0.
 
 Building the peer (llama-cpp-python 0.3.36, 5-20 minutes of compiling on 2 cores):
@@ -322,7 +328,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ubatch-size", type=int, default=512, help="n_ubatch (physical batch)")
     p.add_argument("--flash-attn", action="store_true", help="enable flash attention")
     p.add_argument("--build", default=None, help="describe the build (default: recorded)")
+    p.add_argument("--score", default=None, metavar="IDS.npy",
+                   help="instead of timing: run these token ids in one pass and save the logits")
+    p.add_argument("--logits-out", default=None, metavar="OUT.npy", help="where --score writes the logits")
     args = parse_job(p, argv)
+    if (args.score is None) != (args.logits_out is None):
+        p.error("--score and --logits-out go together")
     if min(args.batch_size, args.ubatch_size) < 1:
         p.error("--batch-size and --ubatch-size must be >= 1")
     return args
@@ -338,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"peer": PEER, "error": f"model not found: {args.model}"}))
         return 2
 
+    if args.score:
+        return score(llama_cpp, args)
     load_before = loadavg()
     n_ctx = context_size(args.prompt_tokens, args.new_tokens)
     n_batch = max(512, min(args.batch_size, n_ctx))
@@ -390,6 +403,33 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_after": loadavg(),
     }
     print(json.dumps(out), flush=True)
+    return 0
+
+
+def score(llama_cpp, args: argparse.Namespace) -> int:
+    """Every position's logits for the ids in ``args.score``, in one batch: the whole text
+    is one ubatch, so each position sees the same kernels a prompt would."""
+    import numpy as np
+
+    ids = np.load(args.score).astype(np.int64).reshape(-1).tolist()
+    try:
+        llm = llama_cpp.Llama(model_path=args.model, n_ctx=len(ids) + 8, n_batch=len(ids), n_ubatch=len(ids),
+                              logits_all=True, n_threads=args.threads, n_threads_batch=args.threads,
+                              flash_attn=args.flash_attn, n_gpu_layers=0, verbose=False)
+    except ValueError as exc:
+        print(json.dumps({"peer": PEER, "error": f"llama.cpp cannot load {args.model}: {exc}"}), flush=True)
+        return 1
+    if max(ids) >= llm.n_vocab():
+        print(json.dumps({"peer": PEER, "error": f"{args.model} has {llm.n_vocab()} tokens; the ids to score "
+                          f"reach {max(ids)}: another tokenizer's"}), flush=True)
+        return 1
+    llm.eval(ids)
+    logits = np.asarray(llm.scores[: len(ids)], dtype=np.float32)
+    partial = f"{args.logits_out}.partial.npy"
+    np.save(partial, logits)
+    os.replace(partial, args.logits_out)
+    print(json.dumps({"peer": PEER, "model": os.path.abspath(args.model), "tokens": len(ids),
+                      "logits": args.logits_out, "build": build_description(args.build)}), flush=True)
     return 0
 
 
