@@ -391,7 +391,7 @@ def measure(args: argparse.Namespace, base: str, grpc_address: str, pid: int | N
                        protocol=args.protocol, url=base, model=str(folder), prompt_tokens=args.prompt_tokens,
                        new_tokens=args.new_tokens, server_peak_rss_mb=peak_rss_mb(pid) if pid else None,
                        json_schema=args.json_schema, task=args.task, prompt_lookup=args.prompt_lookup,
-                       draft_model=args.draft_model)  # fmt: skip
+                       draft_model=args.draft_model, gguf=args.llama_server)  # fmt: skip
 
 
 def task_source(task: str, tokens: int) -> Prompts:
