@@ -637,13 +637,16 @@ def test_llama_server_is_the_throughput_peer_once_built(tmp_path: Path, monkeypa
 
     cfg = BenchConfig(peers=["llama.cpp"], levels=[1, 4, 8], protocols=["openai"])
     monkeypatch.setenv(LLAMA_BIN_ENV, str(tmp_path))
+    monkeypatch.setenv("VINOLM_HOME", str(tmp_path / "home"))
     jobs = {job.label: job for job in throughput_jobs(cfg, "/ir", "/m.gguf")}
     assert "make peers" in jobs["llama-server -np 8 (openai)"].meta["skip"]
     assert "--distinct-prompts" in jobs["llama-cpp-python server (serialises requests)"].command
 
     (tmp_path / "llama-server").write_text("")  # where make peers puts the program
-    server = {job.label: job for job in throughput_jobs(cfg, "/ir", "/m.gguf")}["llama-server -np 8 (openai)"]
+    servers = {job.label: job for job in throughput_jobs(cfg, "/ir", "/m.gguf")}
+    server = servers["llama-server -np 8 (openai)"]
     assert not server.meta.get("skip")
+    assert "was not made" in servers["llama-server -np 8 Q4_0 (requantized) (openai)"].meta["skip"]
     assert server.command[server.command.index("--llama-server") + 1] == "/m.gguf"
     assert server.command[server.command.index("--concurrency") + 1] == "1,4,8"
     # The OpenVINO properties of the run reach the vinolm serve it starts, not the peer.
@@ -662,7 +665,8 @@ def test_llama_server_alone_needs_no_llama_cpp_python(tmp_path: Path, monkeypatc
     cfg = BenchConfig(engines=["genai"], peers=["llama-bench", "llama-server"], levels=[8], protocols=["openai"])
     assert [job.label for job in single_jobs(cfg, "/ir", "/m.gguf")] == ["vinolm genai", "llama-bench"]
     assert [job.label for job in throughput_jobs(cfg, "/ir", "/m.gguf")] == [
-        "vinolm genai in-process", "vinolm serve (openai)", "llama-server -np 8 (openai)"]
+        "vinolm genai in-process", "vinolm serve (openai)", "llama-server -np 8 (openai)",
+        "llama-server -np 8 Q4_0 (requantized) (openai)"]
 
 
 def test_throughput_ratio_prefers_llama_server_over_the_serialising_one() -> None:
@@ -691,7 +695,8 @@ def test_llama_server_rows_per_flash_attention_setting(tmp_path: Path, monkeypat
     cfg = BenchConfig(engines=[], peers=["llama-server"], levels=[8], llama_flash_attn=["auto", "off"])
     jobs = {job.label: job.command for job in throughput_jobs(cfg, "/ir", "/m.gguf")}
     assert list(jobs) == ["vinolm serve (openai)", "llama-server -np 8 -fa auto (openai)",
-                          "llama-server -np 8 -fa off (openai)"]
+                          "llama-server -np 8 -fa off (openai)", "llama-server -np 8 Q4_0 (requantized) -fa auto (openai)",
+                          "llama-server -np 8 Q4_0 (requantized) -fa off (openai)"]
     off = jobs["llama-server -np 8 -fa off (openai)"]
     assert off[off.index("--llama-flash-attn") + 1] == "off"
     assert "--llama-flash-attn" not in jobs["vinolm serve (openai)"]
@@ -722,7 +727,7 @@ def test_llama_bench_keeps_the_faster_flash_attention_setting_by_median() -> Non
 
 def test_llama_bench_also_measures_the_shipped_gguf_requantized(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vinolm.bench.peers.llamacpp import LLAMA_BIN_ENV
-    from vinolm.bench.runner import REQUANTS, requant_jobs
+    from vinolm.bench.runner import REQUANTS, SERVER_REQUANTS, requant_jobs
 
     monkeypatch.setenv("VINOLM_HOME", str(tmp_path / "home"))
     monkeypatch.setenv(LLAMA_BIN_ENV, str(tmp_path))
@@ -740,8 +745,10 @@ def test_llama_bench_also_measures_the_shipped_gguf_requantized(tmp_path: Path, 
     assert measures[0].command[measures[0].command.index("--model") + 1] == str(out / "Q8_0.gguf")
     # Not the reference of the single-stream table (the shipped file's row is), but a column of the ratios.
     assert all(job.meta["peer"] not in report.SINGLE_PEERS for job in measures)
-    # Nothing without llama-bench among the peers, without a GGUF, or without single-stream rows.
-    assert requant_jobs(BenchConfig(peers=["llama-server"]), "/m.gguf") == ([], [])
+    # llama-server alone: only the format it also serves, and no single-stream rows.
+    served, rows = requant_jobs(BenchConfig(peers=["llama-server"]), "/m.gguf")
+    assert rows == [] and served[0].command[-2:] == ["--quant", "Q4_0"] == ["--quant", *SERVER_REQUANTS]
+    # Nothing without a GGUF, or with llama-bench and no single-stream rows nor server levels.
     assert requant_jobs(cfg, None) == ([], [])
     assert requant_jobs(BenchConfig(peers=["llama-bench"], single=False), "/m.gguf") == ([], [])
 

@@ -60,6 +60,9 @@ BATCHING_ENGINES = ("genai",)  # engines that serve concurrent requests together
 #: Q4_0 is the 4-bit peer of vinolm's INT4 export: about its size (92 against 95 MB at 135M)
 #: and further from the FP16 model than it (KL divergence 0.28 against 0.22, section 28).
 REQUANTS = ("Q8_0", "Q4_0", "F16")
+#: Of those, what ``llama-server`` also serves when it is a peer: on Zen 4 it served Q4_0 twice
+#: as fast as the shipped Q4_1 (section 28), and the server table compares with its fastest row.
+SERVER_REQUANTS = ("Q4_0",)
 
 
 @dataclass
@@ -176,27 +179,36 @@ def single_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
     return jobs
 
 
-def requant_jobs(cfg: BenchConfig, gguf: str | None) -> tuple[list[Job], list[Job]]:
-    """(build, measure jobs): the model's GGUF in ``REQUANTS`` (made once, kept in
-    ``$VINOLM_HOME/bench/gguf``), each a ``llama-bench`` row beside the shipped file's."""
-    from vinolm.bench.peers.llamacpp import llama_tool
+def requant_dir(gguf: str) -> Path:
     from vinolm.models import vinolm_home
 
-    if not (cfg.single and gguf and "llama-bench" in cfg.peers):
+    return vinolm_home() / "bench" / "gguf" / Path(gguf).stem
+
+
+def requant_jobs(cfg: BenchConfig, gguf: str | None) -> tuple[list[Job], list[Job]]:
+    """(build, measure jobs): the model's GGUF in ``REQUANTS`` (made once, kept in
+    ``$VINOLM_HOME/bench/gguf``), each a ``llama-bench`` row beside the shipped file's; only
+    ``SERVER_REQUANTS``, and no rows here, when llama.cpp is a server peer alone."""
+    from vinolm.bench.peers.llamacpp import llama_tool
+
+    single = cfg.single and "llama-bench" in cfg.peers
+    served = bool(cfg.levels) and bool({"llama.cpp", "llama-server"} & set(cfg.peers))
+    if not (gguf and (single or served)):
         return [], []
-    out = vinolm_home() / "bench" / "gguf" / Path(gguf).stem
-    label = f"build {Path(gguf).name} in {', '.join(REQUANTS)}"
+    quants = REQUANTS if single else SERVER_REQUANTS
+    out = requant_dir(gguf)
+    label = f"build {Path(gguf).name} in {', '.join(quants)}"
     try:
         llama_tool("llama-quantize")
     except FileNotFoundError as exc:
         return [Job(label, "build", [], meta={"skip": str(exc)})], []
     build = _module("vinolm.bench.peers.llama_convert", "--gguf", gguf, "--out", out,
-                    *[a for quant in REQUANTS for a in ("--quant", quant)])  # fmt: skip
+                    *[a for quant in quants for a in ("--quant", quant)])  # fmt: skip
     measures = [Job(f"llama-bench {quant} (requantized)", "single",
                     _module("vinolm.bench.peers.llama_bench", "--model", out / f"{quant}.gguf",
                             "--threads", cfg.threads, *_sizes(cfg), "--warmup", cfg.warmup),
                     meta={"peer": "llama-bench (requantized)", "format": quant})
-                for quant in REQUANTS]  # fmt: skip
+                for quant in REQUANTS if single]  # fmt: skip
     return [Job(label, "build", build)], measures
 
 
@@ -213,7 +225,9 @@ def throughput_jobs(cfg: BenchConfig, ir: str, gguf: str | None) -> list[Job]:
     for protocol in cfg.protocols:
         jobs += with_twin(cfg, functools.partial(server_job, cfg, ir, protocol, levels), f"{server} ({protocol})")
     if {"llama.cpp", "llama-server"} & set(cfg.peers) and gguf:
-        jobs += [llama_server_job(cfg, ir, gguf, levels, flash) for flash in cfg.llama_flash_attn or [None]]
+        served = [(gguf, None), *[(str(requant_dir(gguf) / f"{q}.gguf"), q) for q in SERVER_REQUANTS]]
+        jobs += [llama_server_job(cfg, ir, path, levels, flash, quant)
+                 for path, quant in served for flash in cfg.llama_flash_attn or [None]]
     if "llama.cpp" in cfg.peers and gguf:
         cmd = _module("vinolm.bench.peers.llamacpp_server", "--model", gguf, "--concurrency", levels,
                       "--prompt-tokens", cfg.prompt_tokens, "--new-tokens", cfg.new_tokens,
@@ -232,17 +246,22 @@ def server_job(cfg: BenchConfig, ir: str, protocol: str, levels: str, extra: lis
     return Job(label, "throughput", cmd, meta={"protocol": protocol})
 
 
-def llama_server_job(cfg: BenchConfig, ir: str, gguf: str, levels: str, flash: str | None = None) -> Job:
+def llama_server_job(cfg: BenchConfig, ir: str, gguf: str, levels: str, flash: str | None = None,
+                     requant: str | None = None) -> Job:
     """llama.cpp's C++ server with a slot per client of the highest level: the peer as its
     users (and Ollama) run it, at its default flash attention unless ``flash`` says; skipped
-    until ``make peers`` has built it."""
+    until ``make peers`` has built it. ``requant``: ``gguf`` is the model's file in that
+    format, made by the run's build job (skipped where that could not be made)."""
     from vinolm.bench.peers.llamacpp import llama_tool
 
-    label = f"llama-server -np {max(cfg.levels)}{f' -fa {flash}' if flash else ''} (openai)"
+    made = f" {requant} (requantized)" if requant else ""
+    label = f"llama-server -np {max(cfg.levels)}{made}{f' -fa {flash}' if flash else ''} (openai)"
     try:
         llama_tool("llama-server")
     except FileNotFoundError as exc:
         return Job(label, "throughput", [], meta={"peer": "llama-server", "skip": str(exc)})
+    if requant and not Path(gguf).is_file():
+        return Job(label, "throughput", [], meta={"peer": "llama-server", "skip": f"{gguf} was not made (see the build line)"})
     cmd = _module("vinolm.bench.server", "--llama-server", gguf, "--model", ir, "--concurrency", levels,
                   "--prompt-tokens", cfg.prompt_tokens, "--new-tokens", cfg.new_tokens, "--rounds", cfg.runs,
                   "--threads", cfg.threads, *(["--llama-flash-attn", flash] if flash else []))  # fmt: skip
