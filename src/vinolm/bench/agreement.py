@@ -88,7 +88,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             results.append(answers(engine, args.new_tokens))
     rows: list[dict[str, Any]] = []
     for spec, ids in zip(args.row, results, strict=True):
-        if ids is None or results[0] is None:
+        if ids is None:  # a llama.cpp row (never the reference: _problem)
             rows.append({"row": spec, "identical": None})
             continue
         lengths = [common_prefix(a, b) for a, b in zip(ids, results[0], strict=True)]
