@@ -117,3 +117,27 @@ def test_tiny_run_json_shape_and_token_count():
     assert run["new_tokens"] == 4
     for key in ("ttft_s", "prefill_tps", "decode_tps", "tpot_s"):
         assert isinstance(run[key], float) and run[key] > 0, key
+
+
+def test_peak_rss_is_the_jobs_own_not_its_spawners():
+    """A job's peak RSS must not inherit the bench process's: ru_maxrss does across exec,
+    so a bench that had exported a model in-process put 1.5 GB on every row."""
+    from vinolm.bench.peers.llamacpp import peak_rss_mb
+
+    ballast = bytearray(256 * 1024 * 1024)
+    ballast[:: 4096] = b"\x01" * len(range(0, len(ballast), 4096))  # touch every page
+    own = peak_rss_mb()
+    assert own is not None and own >= 256
+    code = "from vinolm.bench.peers.llamacpp import peak_rss_mb; print(peak_rss_mb())"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert float(child.stdout) < 128, child.stdout
+    assert peak_rss_mb(os.getpid()) == pytest.approx(own, abs=4)  # by pid, as for a server
+    del ballast
+
+
+def test_peak_rss_of_a_gone_process_is_none():
+    from vinolm.bench.peers.llamacpp import peak_rss_mb
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    assert peak_rss_mb(int(done.stdout)) is None

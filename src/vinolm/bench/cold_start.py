@@ -140,7 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     import httpx
 
-    from vinolm.bench.server import peak_rss_mb
+    from vinolm.bench.peers.llamacpp import peak_rss_mb
     from vinolm.bench.worker import versions
 
     args = parse_args(argv)

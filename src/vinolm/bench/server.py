@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from vinolm.bench.constrained import DEFAULT, SUFFIX, check_prefix, load_schema, short_run
+from vinolm.bench.peers.llamacpp import peak_rss_mb
 from vinolm.bench.schema import (
     Prompts,
     emit,
@@ -162,16 +163,6 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> s
             raise RuntimeError(f"vinolm serve exited with {proc.returncode}: {text[-1500:]}")
         time.sleep(0.2)
     raise RuntimeError(f"vinolm serve not ready after {timeout_s:.0f} s")
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024.0, 1)
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def served_name(base: str) -> str:

@@ -205,9 +205,22 @@ def loadavg() -> list[float] | None:
         return None
 
 
-def peak_rss_mb() -> float:
-    # ru_maxrss is in KiB on Linux.
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+def peak_rss_mb(pid: int | None = None) -> float | None:
+    """Peak resident memory of a process (None: this one), from its ``VmHWM``.
+
+    Not ``getrusage``'s ``ru_maxrss``: after ``exec`` that still holds the peak of the process
+    that spawned the job, so every job of a bench that had just exported a model in-process
+    reported the export's 1.5 GB. ``ru_maxrss`` only where ``/proc`` is missing (not Linux).
+    """
+    try:
+        for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024.0, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    if pid is None:  # ru_maxrss is in KiB on Linux, bytes on macOS: good enough for a hint
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+    return None
 
 
 def eog_token_ids(llama_cpp, llm) -> list[int]:

@@ -49,6 +49,7 @@ from vinolm.bench.peers.llamacpp import (
     import_llama_cpp,
     lead,
     loadavg,
+    peak_rss_mb,
     skip_line,
     system_info,
 )
@@ -129,13 +130,7 @@ class Server:
         raise RuntimeError(f"server not ready after {timeout_s}s: {self.tail()}")
 
     def peak_rss_mb(self) -> float | None:
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024.0, 1)
-        except (OSError, ValueError, IndexError):
-            return None
-        return None
+        return peak_rss_mb(self.proc.pid)
 
     def tail(self, n: int = 1500) -> str:
         try:
