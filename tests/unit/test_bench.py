@@ -184,6 +184,18 @@ def test_report_ratios_against_llama_cpp() -> None:
     assert "1.20x" in table and "4.00x" in table
     assert "skipped: torch is not installed" in table
     assert "1.20x / 4.00x" in report.ratio_table(rows)
+    assert "at its fastest" not in report.ratio_table(rows)  # one llama.cpp row: nothing to pick
+
+
+def test_report_ratios_against_llama_cpp_at_its_fastest() -> None:
+    """Decode and prefill each against the llama.cpp row fastest at it, named."""
+    rows = [_row("vinolm genai", 120.0, 2000.0), _row("llama-bench", 100.0, 200.0, peer="llama-bench"),
+            _row("llama-bench Q4_0 (requantized)", 150.0, 400.0, peer="llama-bench (requantized)"),
+            _row("llama-bench F16 (requantized)", 50.0, 500.0, peer="llama-bench (requantized)")]  # fmt: skip
+    table = report.ratio_table(rows)
+    assert "| llama.cpp at its fastest |" in table.splitlines()[0]
+    assert table.splitlines()[2].endswith(
+        "| 0.80x (llama-bench Q4_0 (requantized)) / 4.00x (llama-bench F16 (requantized)) |")
 
 
 def test_markdown_has_every_section() -> None:
