@@ -210,7 +210,7 @@ def peak_rss_mb(pid: int | None = None) -> float | None:
 
     Not ``getrusage``'s ``ru_maxrss``: after ``exec`` that still holds the peak of the process
     that spawned the job, so every job of a bench that had just exported a model in-process
-    reported the export's 1.5 GB. ``ru_maxrss`` only where ``/proc`` is missing (not Linux).
+    reported the export's 1.5 GB. ``ru_maxrss`` only where ``/proc`` is missing (macOS).
     """
     try:
         for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():
@@ -218,8 +218,9 @@ def peak_rss_mb(pid: int | None = None) -> float | None:
                 return round(int(line.split()[1]) / 1024.0, 1)
     except (OSError, ValueError, IndexError):
         pass
-    if pid is None:  # ru_maxrss is in KiB on Linux, bytes on macOS: good enough for a hint
-        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+    if pid is None:  # ru_maxrss is in KiB on Linux, in bytes on macOS
+        unit = 1024.0 * (1024.0 if sys.platform == "darwin" else 1.0)
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / unit, 1)
     return None
 
 
