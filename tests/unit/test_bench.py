@@ -753,7 +753,8 @@ def test_llama_bench_also_measures_the_shipped_gguf_requantized(tmp_path: Path, 
     out = Path(build[build.index("--out") + 1])
     assert out == tmp_path / "home" / "bench" / "gguf" / "m.Q4_1"
     assert [job.label for job in measures] == [f"llama-bench {q} (requantized)" for q in REQUANTS] == [
-        "llama-bench Q8_0 (requantized)", "llama-bench Q4_0 (requantized)", "llama-bench F16 (requantized)"]
+        "llama-bench Q8_0 (requantized)", "llama-bench Q4_0 (requantized)", "llama-bench Q4_K_M (requantized)",
+        "llama-bench F16 (requantized)"]
     assert measures[0].command[measures[0].command.index("--model") + 1] == str(out / "Q8_0.gguf")
     # Not the reference of the single-stream table (the shipped file's row is), but a column of the ratios.
     assert all(job.meta["peer"] not in report.SINGLE_PEERS for job in measures)

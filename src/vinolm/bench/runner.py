@@ -58,8 +58,9 @@ BATCHING_ENGINES = ("genai",)  # engines that serve concurrent requests together
 #: Zen 3 the default model's shipped Q4_1 prompts at 0.6x its Q8_0), so a lead over the shipped
 #: file alone can be a lead over llama.cpp's slowest format (docs/benchmarks.md, section 16).
 #: Q4_0 is the 4-bit peer of vinolm's INT4 export: about its size (92 against 95 MB at 135M)
-#: and further from the FP16 model than it (KL divergence 0.28 against 0.22, section 28).
-REQUANTS = ("Q8_0", "Q4_0", "F16")
+#: and further from the FP16 model than it (KL divergence 0.28 against 0.22, section 28);
+#: Q4_K_M is the 4-bit format Ollama's library ships and issue 16's peer rows name.
+REQUANTS = ("Q8_0", "Q4_0", "Q4_K_M", "F16")
 #: Of those, what ``llama-server`` also serves when it is a peer: on Zen 4 it served Q4_0 twice
 #: as fast as the shipped Q4_1 (section 28), and the server table compares with its fastest row.
 SERVER_REQUANTS = ("Q4_0",)
