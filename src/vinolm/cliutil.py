@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vinolm.errors import InvalidRequest
+from vinolm.export import WEIGHT_FORMATS
 from vinolm.types import SPECULATION_LIMIT
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def add_model_args(parser: argparse.ArgumentParser, engine: bool = True, several
     else:
         group.add_argument("--model", "-m", default=None,
                            help="catalog name, OpenVINO folder, HF folder, .gguf file or hub id (default: smollm2-135m)")
-    group.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default=None,
+    group.add_argument("--weight-format", choices=WEIGHT_FORMATS, default=None,
                        help="weights to prepare when the model must be exported first")
     group.add_argument("--device", default="CPU", help="OpenVINO device (see 'vinolm devices')")
     group.add_argument("--ov-config", action="append", metavar="KEY=VALUE", default=[],

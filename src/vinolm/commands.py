@@ -15,6 +15,7 @@ from vinolm.cliutil import (
     print_response,
     status,
 )
+from vinolm.export import WEIGHT_FORMATS
 from vinolm.export.layouts import TARGETS
 
 
@@ -38,13 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("prepare", help="export a model into the cache ($VINOLM_HOME) if needed")
     p.add_argument("model", nargs="?", default=None, help="default: smollm2-135m")
-    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default=None)
+    p.add_argument("--weight-format", choices=WEIGHT_FORMATS, default=None)
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("export", help="export a model to an OpenVINO folder with compressed weights")
     p.add_argument("source", help="catalog name, HF folder, .gguf file or hub id")
     p.add_argument("-o", "--output", type=Path, default=None, help="output folder (default: ./<name>-<format>)")
-    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int4")
+    p.add_argument("--weight-format", choices=WEIGHT_FORMATS, default="int4")
     p.add_argument("--group-size", type=int, default=None, help="int4 group size (catalog preset or 128)")
     p.add_argument("--ratio", type=float, default=None, help="share of int4 layers, the rest int8")
     sym = p.add_mutually_exclusive_group()

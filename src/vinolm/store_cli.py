@@ -15,12 +15,13 @@ from typing import Any
 
 from vinolm.cliutil import status
 from vinolm.errors import InvalidRequest
+from vinolm.export import WEIGHT_FORMATS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pull", help="prepare a model in $VINOLM_HOME (export it once), like 'ollama pull'")
     p.add_argument("model", help="catalog name, hub id, HF folder or .gguf file")
-    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default=None)
+    p.add_argument("--weight-format", choices=WEIGHT_FORMATS, default=None)
     p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser("ls", help="list the models prepared in $VINOLM_HOME")
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("rm", help="delete a prepared model from $VINOLM_HOME")
     p.add_argument("model", help="a name as 'vinolm ls' shows it")
-    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default=None,
+    p.add_argument("--weight-format", choices=WEIGHT_FORMATS, default=None,
                    help="only this export (default: every format of the model)")
     p.set_defaults(func=cmd_rm)
 

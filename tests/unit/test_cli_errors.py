@@ -193,6 +193,8 @@ def test_ls_and_rm_survive_a_damaged_record(capsys: pytest.CaptureFixture[str], 
     (["generate", "hi", "--num-beams", "3", "--temperature", "0.5"], "beam search, which does not sample"),
     (["export", "smollm2-135m", "-o", "unused", "--dataset", "wikitext"], "calibrate AWQ: add --awq"),
     (["export", "smollm2-135m", "-o", "unused", "--num-samples", "5"], "calibrate AWQ: add --awq"),
+    (["export", "smollm2-135m", "-o", "unused", "--weight-format", "q4_1", "--sym"], "not q4_1"),
+    (["export", "smollm2-135m", "-o", "unused", "--weight-format", "q4_1", "--group-size", "64"], "int4 only"),
 ])
 def test_flags_that_would_change_nothing_are_refused(capsys: pytest.CaptureFixture[str], argv: list[str],
                                                      needle: str) -> None:

@@ -38,6 +38,7 @@ import numpy as np
 from vinolm.bench.interleave import parse_row
 from vinolm.bench.report import run_tool
 from vinolm.errors import InvalidRequest
+from vinolm.export import WEIGHT_FORMATS
 
 #: Rows of this kind score a GGUF with llama.cpp (``--text-tokens`` only).
 LLAMA_ROW = "llama.cpp:"
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vinolm.bench.agreement", description=__doc__.splitlines()[0])
     p.add_argument("--row", action="append", required=True, metavar="KIND[:MODEL][@K=V,...] | llama.cpp:FILE.gguf")
     p.add_argument("--model", default=None)
-    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int8")
+    p.add_argument("--weight-format", choices=WEIGHT_FORMATS, default="int8")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--text-tokens", type=int, default=0,
                    help="also score this many tokens of the docs under teacher forcing (0: off)")

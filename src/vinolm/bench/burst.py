@@ -23,6 +23,7 @@ from typing import Any
 from vinolm.bench.report import run_tool
 from vinolm.bench.schema import check_context, prompt_text
 from vinolm.bench.worker import timed_generation
+from vinolm.export import WEIGHT_FORMATS
 
 MODES = {"yield": True, "no-yield": False}
 
@@ -90,7 +91,7 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vinolm.bench.burst", description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
-    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int4")
+    p.add_argument("--weight-format", choices=WEIGHT_FORMATS, default="int4")
     p.add_argument("--requests", type=int, default=8)
     p.add_argument("--prompt-tokens", type=int, default=16)
     p.add_argument("--new-tokens", type=int, default=24)

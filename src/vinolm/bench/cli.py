@@ -13,6 +13,7 @@ from vinolm.bench.constrained import DEFAULT
 from vinolm.bench.runner import DEFAULT_ENGINES, ENGINE_PRESETS, PEERS
 from vinolm.bench.server import PROTOCOLS
 from vinolm.errors import InvalidRequest
+from vinolm.export import WEIGHT_FORMATS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", "-m", default=None, help="model reference (default: smollm2-135m)")
     p.add_argument(
         "--weight-format",
-        choices=["fp16", "int8", "int4"],
+        choices=WEIGHT_FORMATS,
         default=None,
         help="which export of the model to measure (default: the model's default)",
     )
@@ -91,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shape", action="append", default=[], metavar="NAME",
                    help="with --shapes: only this shape, repeatable (tiny-llama-1b-chat, dolly-v2-3b, "
                         "smollm2-135m-wide)")
-    p.add_argument("--shape-format", action="append", default=[], choices=["fp16", "int8", "int4"],
+    p.add_argument("--shape-format", action="append", default=[], choices=WEIGHT_FORMATS,
                    help="with --shapes: only this weight format, repeatable")
     p.add_argument("--threads", type=int, default=None, help="threads for llama.cpp (default: all cores)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per job before it is abandoned")

@@ -61,6 +61,7 @@ from vinolm.bench.tasks import TASKS, task_prompts
 from vinolm.bench.worker import request
 from vinolm.engines.common import first_line
 from vinolm.errors import EngineError, InvalidRequest
+from vinolm.export import WEIGHT_FORMATS
 from vinolm.types import SPECULATION_LIMIT
 
 Timed = tuple[float, float, str | None]  # (ttft_s, tpot_s, the answer; None: a direct row keeps none)
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vinolm.bench.interleave", description=__doc__.splitlines()[0])
     p.add_argument("--row", action="append", required=True, metavar="KIND[/N[/G]][:MODEL][@K=V,...]")
     p.add_argument("--model", default=None)
-    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int4")
+    p.add_argument("--weight-format", choices=WEIGHT_FORMATS, default="int4")
     p.add_argument("--prompt-tokens", type=int, default=990)
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--runs", type=int, default=9)

@@ -40,6 +40,7 @@ from typing import Any
 from vinolm.bench.report import run_tool
 from vinolm.bench.schema import check_context
 from vinolm.errors import EngineError
+from vinolm.export import WEIGHT_FORMATS
 
 #: Node types that stream the weights (``FullyConnectedCompressed`` where OpenVINO
 #: decompresses INT8/INT4 inside the kernel).
@@ -287,7 +288,7 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vinolm.bench.profile", description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
-    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default="int8")
+    p.add_argument("--weight-format", choices=WEIGHT_FORMATS, default="int8")
     p.add_argument("--prompt-tokens", type=int, default=256)
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--step-tokens", type=int, default=1,

@@ -73,6 +73,7 @@ from vinolm.bench.schema import (
 from vinolm.bench.tasks import TASKS, task_prompts
 from vinolm.client.common import http_base
 from vinolm.errors import InvalidRequest
+from vinolm.export import WEIGHT_FORMATS
 
 PROTOCOLS = ("openai", "kserve-rest", "grpc")
 READY = "vinolm: ready: "
@@ -404,7 +405,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grpc", default=None, help="its gRPC HOST:PORT (with --url and --protocol grpc)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="openai")
     p.add_argument("--model", default=None, help="model to serve, and whose tokenizer builds the prompt")
-    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default=None)
+    p.add_argument("--weight-format", choices=WEIGHT_FORMATS, default=None)
     p.add_argument("--concurrency", default="1,4,8")
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--new-tokens", type=int, default=64)

@@ -32,9 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vinolm.export import WEIGHT_FORMATS
 from vinolm.export.report import SizeReport, folder_weight_bytes
 from vinolm.models import vinolm_home
 
+#: The formats built unless asked otherwise (``q4_1``, vinolm's own, on request).
 FORMATS = ("fp16", "int8", "int4")
 #: llama.cpp's quantizations of the same shape (``--peer llama-bench``): its 4-bit
 #: workhorse, its k-quant default, and 8 bit.
@@ -275,7 +277,7 @@ def built(name: str) -> dict[str, Path]:
     from vinolm.export import is_complete
 
     root = shape_root(name)
-    return {fmt: root / fmt for fmt in FORMATS if is_complete(root / fmt)}
+    return {fmt: root / fmt for fmt in WEIGHT_FORMATS if is_complete(root / fmt)}
 
 
 def size_table(name: str) -> str:
@@ -290,7 +292,7 @@ def _log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vinolm.bench.shapes", description=__doc__.splitlines()[0])
     p.add_argument("--shape", action="append", choices=sorted(SHAPES), help="default: all")
-    p.add_argument("--format", action="append", choices=FORMATS, help="default: fp16, int8, int4")
+    p.add_argument("--format", action="append", choices=WEIGHT_FORMATS, help="default: fp16, int8, int4")
     args = p.parse_args(argv)
     out: dict[str, Any] = {}
     for name in args.shape or list(SHAPES):

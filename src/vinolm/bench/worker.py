@@ -38,6 +38,7 @@ from vinolm.bench.schema import (
     timed_record,
 )
 from vinolm.errors import InvalidRequest
+from vinolm.export import WEIGHT_FORMATS
 
 
 def load(args: argparse.Namespace, batching: bool, max_concurrency: int) -> tuple[Any, float]:
@@ -129,7 +130,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engine", default="genai", help="genai, native or optimum")
     p.add_argument("--label", default=None, help="name in the JSON line (default: vinolm ENGINE)")
     p.add_argument("--model", default=None, help="any vinolm model reference (default: smollm2-135m)")
-    p.add_argument("--weight-format", choices=["fp16", "int8", "int4"], default=None)
+    p.add_argument("--weight-format", choices=WEIGHT_FORMATS, default=None)
     p.add_argument("--device", default="CPU")
     p.add_argument("--ov-config", action="append", default=[], metavar="KEY=VALUE")
     job_arguments(p)

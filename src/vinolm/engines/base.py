@@ -24,6 +24,7 @@ from vinolm.engines import compile_cache
 from vinolm.engines.constraints import check_params
 from vinolm.engines.ovconfig import check_device, compile_properties, layout_mismatch
 from vinolm.errors import EngineError, InvalidRequest, VinolmError
+from vinolm.kernels import extensions_for
 from vinolm.types import Chunk, FinishReason, GenerationParams, Message, Metrics, Request, Result
 
 if TYPE_CHECKING:
@@ -265,6 +266,8 @@ class Engine(ABC):
         #: this export's layout), the user's overrides.
         self.properties = compile_properties(opts.device, opts.ov_config, cache, opts.vinolm_defaults, model.weights)
         compile_cache.make_room(self.properties)
+        #: OpenVINO extension libraries the export's operations need (vinolm's q4_1 kernel).
+        self.extensions = extensions_for(model.info)
         if (note := layout_mismatch(model.info, opts.device)) is not None:
             log.warning(note)
 

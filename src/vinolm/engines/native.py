@@ -111,6 +111,8 @@ class NativeEngine(Engine):
         props = self.properties
         started = time.perf_counter()
         core = ov.Core()
+        for library in self.extensions:
+            core.add_extension(library)
         try:
             self.text = TokenizerIR(core, model.path)
             self.lm = StatefulLM(core, model.path / "openvino_model.xml", opts.device, props, model.context_length,

@@ -34,6 +34,7 @@ from openvino import opset13
 
 from vinolm.cpu import cpu_kind
 from vinolm.errors import EngineError
+from vinolm.kernels import OP as KERNEL_OP
 
 #: ``ov_config`` keys with this prefix apply to the prefill variant only (hybrid mode).
 PREFILL_PREFIX = "PREFILL_"
@@ -90,7 +91,7 @@ def slice_last_position(model: ov.Model) -> None:
     computes one row of logits (196 KB) instead of 990 (190 MB)."""
     node = model.output(0).get_node().input_value(0).get_node()
     for _ in range(8):  # through a tail of Convert / scaling / soft-capping ops
-        if node.get_type_name() == "MatMul":
+        if node.get_type_name() in ("MatMul", KERNEL_OP):
             break
         node = next(v.get_node() for v in node.input_values() if v.get_node().get_type_name() != "Constant")
     else:

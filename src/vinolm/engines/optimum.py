@@ -31,6 +31,8 @@ from vinolm.types import Chunk, FinishReason, GenerationParams, Metrics, Request
 try:
     import torch
     from optimum.intel import OVModelForCausalLM  # type: ignore[import-untyped]
+    from optimum.intel.openvino import modeling_base as optimum_base  # type: ignore[import-untyped]
+    from optimum.intel.openvino import modeling_decoder as optimum_decoder  # type: ignore[import-untyped]
     from transformers import (
         AutoTokenizer,
         GenerationConfig,
@@ -212,6 +214,9 @@ class OptimumEngine(Engine):
         opts = self.options
         props = self.properties
         started = time.perf_counter()
+        for library in self.extensions:  # optimum reads and compiles with module-level Cores of its own
+            optimum_base.core.add_extension(library)
+            optimum_decoder.core.add_extension(library)
         try:
             # A local folder needs no local_files_only; with it, optimum looks the path up
             # in the hub cache and warns that it could not.

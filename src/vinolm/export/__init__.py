@@ -25,8 +25,11 @@ from vinolm.catalog import Int4Preset
 from vinolm.errors import ExportError, InvalidRequest
 from vinolm.export.layouts import TARGETS, Layout, layout_for, target_kind
 from vinolm.export.report import SizeReport, adjusted_groups, folder_weight_bytes, weight_layouts
+from vinolm.kernels import Q4_1
 
-WEIGHT_FORMATS = ("fp16", "int8", "int4")
+WEIGHT_FORMATS = ("fp16", "int8", "int4", "q4_1")
+#: Formats compressed by NNCF (``q4_1`` is vinolm's own: ``export.blocks``).
+NNCF_FORMATS = ("int8", "int4")
 #: What a setting nobody chose becomes: NNCF's asymmetric weights, INT4 in groups of 128, every layer.
 NNCF_DEFAULTS = Int4Preset(sym=False, group_size=128, ratio=1.0)
 #: Where neither the user nor the target CPU's layout asks for fusion: projections stay apart.
@@ -77,8 +80,8 @@ class ExportOptions:
             raise InvalidRequest("--dataset and --num-samples calibrate AWQ: add --awq")
         if self.weight_format != "int4" and (self.group_size or self.ratio):
             raise InvalidRequest("--group-size and --ratio apply to int4 only")
-        if self.weight_format == "fp16" and self.sym is not None:
-            raise InvalidRequest("--sym/--asym apply to int8 and int4 weights, not fp16")
+        if self.weight_format not in NNCF_FORMATS and self.sym is not None:
+            raise InvalidRequest(f"--sym/--asym apply to int8 and int4 weights, not {self.weight_format}")
         if self.weight_format == "fp16" and self.fuse is not None:
             raise InvalidRequest("--fuse/--no-fuse apply to int8 and int4 weights, not fp16")
         return self
@@ -87,7 +90,8 @@ class ExportOptions:
         """Fill unset settings from the target CPU's layout (speed), then from the catalog's
         INT4 preset (the tutorials' values, chosen for quality), and say which came whence.
         Fusion is a layout setting only: no preset has it, and nobody's choice means off."""
-        names = {"int4": ("sym", "group_size", "ratio", "fuse"), "int8": ("sym", "fuse")}.get(self.weight_format, ())
+        names = {"int4": ("sym", "group_size", "ratio", "fuse"), "int8": ("sym", "fuse"),
+                 "q4_1": ("fuse",)}.get(self.weight_format, ())
         layout = None if self.target_cpu == "any" else layout_for(self.target_cpu, self.weight_format)
         sources = (("user", self), ("cpu", layout), ("catalog", preset if self.weight_format == "int4" else None),
                    ("default", NNCF_DEFAULTS), ("default", UNFUSED))
@@ -102,6 +106,9 @@ class ExportOptions:
 
     def for_task(self, task: str) -> ExportOptions:
         """Fusion was measured on token steps; an embedding model runs only prompt-sized passes."""
+        if task != GENERATION_TASK and self.weight_format == Q4_1:
+            raise InvalidRequest("the q4_1 weight format applies to text-generation models, not to embedding "
+                                 "models: use --weight-format int8")
         if task == GENERATION_TASK or not self.fuse:
             return self
         if self.settings_from.get("fuse") == "user":
@@ -110,9 +117,10 @@ class ExportOptions:
 
     def compression(self) -> dict[str, Any]:
         data: dict[str, Any] = {"weight_format": self.weight_format}
+        if self.weight_format in NNCF_FORMATS:
+            data["sym"] = bool(self.sym)
         if self.weight_format != "fp16":
-            data.update(sym=bool(self.sym), fuse=bool(self.fuse), target_cpu=target_kind(self.target_cpu),
-                        settings_from=self.settings_from)
+            data.update(fuse=bool(self.fuse), target_cpu=target_kind(self.target_cpu), settings_from=self.settings_from)
         if self.weight_format == "int4":
             data.update(group_size=self.group_size, ratio=self.ratio, awq=self.awq)
             if self.awq:
@@ -204,7 +212,7 @@ def export_model(
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **options.compression(),
         }
-        if options.weight_format != "fp16":
+        if options.weight_format in NNCF_FORMATS:
             info["layers"] = weight_layouts(tmp / "openvino_model.xml")
             _say_adjusted_groups(info, progress)
         if options.fuse:
@@ -212,6 +220,11 @@ def export_model(
 
             progress("fusing the projections that share an input (q/k/v)")
             info["fused_matmuls"] = fuse_projections(tmp / "openvino_model.xml")
+        if options.weight_format == Q4_1:
+            from vinolm.export.blocks import to_q4_1
+
+            progress("quantizing the weights to 4-bit blocks of 32 (q4_1, for vinolm's kernel)")
+            info["layers"] = to_q4_1(tmp / "openvino_model.xml")
         if task == EMBEDDING_TASK:
             from vinolm.export.embedding import embedding_info
 
@@ -270,8 +283,8 @@ def _grouping(layout: str | int) -> str:
 
 def _settings(record: dict[str, Any]) -> dict[str, Any]:
     """What makes two exports' weights differ (records older than ``sym`` for int8 were asymmetric)."""
-    keys = {"fp16": (), "int8": ("sym", "fuse")}.get(record.get("weight_format", ""),
-                                                     ("sym", "group_size", "ratio", "awq", "fuse"))
+    keys = {"fp16": (), "int8": ("sym", "fuse"), "q4_1": ("fuse",)}.get(
+        record.get("weight_format", ""), ("sym", "group_size", "ratio", "awq", "fuse"))
     return {"weight_format": record.get("weight_format"),
             **{k: record.get(k) if k in ("group_size", "ratio") else bool(record.get(k)) for k in keys}}
 
@@ -415,7 +428,8 @@ def _optimum_export(source: str, out: Path, options: ExportOptions, task: str = 
             output=out,
             task=task,
             trust_remote_code=options.trust_remote_code,
-            ov_config=OVConfig(quantization_config=quant, dtype=options.weight_format),
+            ov_config=OVConfig(quantization_config=quant,
+                               dtype="fp16" if options.weight_format == Q4_1 else options.weight_format),
             convert_tokenizer=False,
             stateful=task == GENERATION_TASK,
         )
@@ -436,7 +450,7 @@ def _optimum_export(source: str, out: Path, options: ExportOptions, task: str = 
 
 
 def _quantization_config(options: ExportOptions, cfg_cls: type) -> Any:
-    if options.weight_format == "fp16":
+    if options.weight_format not in NNCF_FORMATS:
         return None
     if options.weight_format == "int8":
         return cfg_cls(bits=8, sym=bool(options.sym), group_size=-1, ratio=1.0, dtype="int8")

@@ -128,6 +128,13 @@ LAYOUTS: dict[tuple[str, str], Layout] = {
                  "1.28x the time per token of symmetric groups of 128 at 1.1B on the real Zen 3, and 1.03x at 135M. "
                  + _FUSED_AVX2,
     ),
+    ("avx2", "q4_1"): Layout(
+        fuse=True,
+        measured="AMD EPYC Zen 3 (AVX2 only), 2026-12-07, the default model from vinolm's fused INT8 export, a "
+                 "plain stateful loop, 3 processes round-robin: q4_1 decoded 1.22x (32-token prompts) and 1.25x "
+                 "(990) the INT8 export's speed; fused as INT8 is on this kind (docs/benchmarks.md section 31). "
+                 + _FUSED_AVX2,
+    ),
     ("avx2", "int8"): Layout(
         sym=True, fuse=True,
         measured="AMD EPYC Zen 3 (issue 16): symmetric INT8 decoded the 1.1B shape 1.14x faster than "

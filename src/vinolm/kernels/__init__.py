@@ -1,0 +1,92 @@
+"""vinolm's own CPU kernel, compiled on the machine that runs it.
+
+One so far: ``q4_1.cpp``, the matmul of the ``q4_1`` weight format, which multiplies 4-bit
+weights by int8 activations with AVX2 integer instructions where OpenVINO's CPU plugin,
+without VNNI, unpacks every weight to f32 (docs/benchmarks.md section 31). It is an OpenVINO
+extension operation: C++ against the headers the ``openvino`` wheel ships, built once per
+source and OpenVINO release with the system's C++ compiler into ``$VINOLM_HOME/kernels``
+(as PyTorch builds its C++ extensions), so vinolm's wheel stays pure Python and the kernel
+always matches the OpenVINO it is loaded into.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from vinolm.cpu import cpu_flags
+from vinolm.errors import EngineError
+
+#: The weight format whose matmuls this kernel runs, and its operation's name in the IR.
+Q4_1 = "q4_1"
+OP = "Q4MatMul"
+SOURCE = Path(__file__).with_name("q4_1.cpp")
+#: What the kernel's instructions need (vpmaddubsw/vpermps, FMA, f16 scales).
+CPU_FLAGS = frozenset({"avx2", "fma", "f16c"})
+FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-mavx2", "-mfma", "-mf16c",
+         # what OpenVINO's own CMake package gives a consumer: its threading (TBB) and C++ ABI
+         "-DOV_THREAD=OV_THREAD_TBB_ADAPTIVE", "-D_GLIBCXX_USE_CXX11_ABI=1")
+
+
+def extensions_for(info: dict[str, Any]) -> list[str]:
+    """The extension libraries an export (its ``vinolm.json``) needs loaded: built here if needed."""
+    return [str(library())] if info.get("weight_format") == Q4_1 else []
+
+
+def missing_cpu_features(flags: set[str] | None = None) -> list[str]:
+    """The instructions the kernel needs that this CPU lacks (none on any x86 CPU since 2013-2015)."""
+    flags = cpu_flags(obey_cap=False) if flags is None else flags
+    return sorted(CPU_FLAGS - flags)
+
+
+def library() -> Path:
+    """The compiled kernel for this OpenVINO release, built (once, atomically) if missing."""
+    import openvino as ov
+
+    if missing := missing_cpu_features():
+        raise EngineError(f"the q4_1 weight format's kernel needs {', '.join(missing).upper()}, which this CPU "
+                          "lacks: export the model with --weight-format int8 or int4")
+    if not sys.platform.startswith("linux"):
+        raise EngineError("the q4_1 weight format's kernel is built for Linux only: export the model with "
+                          "--weight-format int8 or int4")
+    root = Path(ov.__file__).parent
+    key = hashlib.sha256(SOURCE.read_bytes() + ov.get_version().encode() + " ".join(FLAGS).encode()).hexdigest()
+    from vinolm.models import vinolm_home
+
+    target = vinolm_home() / "kernels" / key[:16] / "libvinolm_q4_1.so"
+    if not target.is_file():
+        _build(root, target)
+    return target
+
+
+def _build(root: Path, target: Path) -> None:
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if not compiler or not shutil.which(compiler):
+        raise EngineError("the q4_1 weight format's kernel is compiled on first use and needs a C++ compiler "
+                          f"({compiler or 'g++'} was not found): install one (apt install g++) or set CXX")
+    libs = root / "libs"
+    runtime = sorted(libs.glob("libopenvino.so.*"))
+    tbb = sorted(libs.glob("libtbb.so.*"))
+    if not runtime or not tbb or not (root / "include" / "openvino").is_dir():
+        raise EngineError(f"the openvino package at {root} has no headers or libraries to build the q4_1 kernel "
+                          "against (it is the PyPI wheel's layout vinolm builds with)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=target.parent)
+    os.close(fd)
+    cmd = [compiler, *FLAGS, f"-I{root / 'include'}", str(SOURCE), "-o", tmp, f"-L{libs}",
+           f"-l:{runtime[0].name}", f"-l:{tbb[0].name}", f"-Wl,-rpath,{libs}"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        if done.returncode != 0:
+            raise EngineError(f"building the q4_1 kernel with {compiler} failed: "
+                              f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

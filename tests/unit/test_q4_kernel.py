@@ -1,0 +1,108 @@
+"""The q4_1 kernel computes llama.cpp's Q4_1 x Q8_1 arithmetic, and the export's blocks hold the weights.
+
+The reference below is written from the format's definition (numpy, float64), not from the
+kernel: activations rounded to int8 per block of 32 at scale max|x|/127, each block's dot
+product d*dx*sum(q*xq) + m*dx*sum(xq). The kernel must agree to float32 rounding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+
+from vinolm.errors import EngineError
+from vinolm.export.blocks import BLOCK, _op_class, dequantize, quantize, to_q4_1
+from vinolm.kernels import library, missing_cpu_features
+
+pytestmark = pytest.mark.skipif(bool(missing_cpu_features()), reason="the q4_1 kernel needs AVX2, FMA and F16C")
+
+
+def _reference(x: np.ndarray, blob: np.ndarray) -> np.ndarray:
+    w = dequantize(blob).astype(np.float64)
+    rows = x.reshape(-1, x.shape[-1]).astype(np.float32)
+    blocks = rows.reshape(rows.shape[0], -1, BLOCK)
+    scale = np.abs(blocks).max(axis=-1) / np.float32(127)
+    inverse = np.divide(np.float32(1), scale, out=np.zeros_like(scale), where=scale != 0)
+    q = np.rint(blocks * inverse[..., None])
+    xq = (q * scale[..., None]).reshape(rows.shape).astype(np.float64)
+    return (xq @ w.T).reshape(*x.shape[:-1], w.shape[0])
+
+
+def _compiled(tmp_path: Path, blob: np.ndarray, k: int) -> ov.CompiledModel:
+    x = ops.parameter([-1, -1, k], np.float32, name="x")
+    node = _op_class()([x.output(0), ops.constant(blob).output(0)])
+    xml = tmp_path / "q4.xml"
+    ov.save_model(ov.Model([node.output(0)], [x]), xml, compress_to_fp16=False)
+    core = ov.Core()
+    core.add_extension(str(library()))
+    return core.compile_model(core.read_model(xml), "CPU")
+
+
+@pytest.mark.parametrize(("n", "k", "rows"), [(64, 96, 1), (40, 576, 3), (8, 32, 7)])
+def test_kernel_matches_the_formats_arithmetic(tmp_path: Path, n: int, k: int, rows: int) -> None:
+    rng = np.random.default_rng(n + k)
+    blob = quantize(rng.standard_normal((n, k)).astype(np.float32))
+    x = rng.standard_normal((1, rows, k)).astype(np.float32)
+    x[0, 0, :BLOCK] = 0  # an all-zero block: scale 0, no division by it
+    got = _compiled(tmp_path, blob, k)(x)[0]
+    want = _reference(x, blob)
+    assert got.shape == (1, rows, n)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * np.abs(want).max())
+
+
+def test_blocks_hold_the_weights_to_a_sixteenth_of_their_range() -> None:
+    w = np.random.default_rng(1).standard_normal((16, 64)).astype(np.float32)
+    back = dequantize(quantize(w))
+    span = np.ptp(w.reshape(16, 2, BLOCK), axis=-1)
+    assert (np.abs(back - w).reshape(16, 2, BLOCK).max(axis=-1) <= span / 30 + 1e-3).all()
+
+
+def test_q4_1_weights_come_back_exactly() -> None:
+    """Weights that are Q4_1 already (a GGUF's, dequantized) are re-quantized to themselves."""
+    rng = np.random.default_rng(2)
+    scale = rng.uniform(0.01, 0.1, (16, 4)).astype(np.float16).astype(np.float32)
+    minimum = rng.uniform(-1, 0, (16, 4)).astype(np.float16).astype(np.float32)
+    q = rng.integers(0, 16, (16, 4, BLOCK))
+    q[..., 0], q[..., 1] = 0, 15  # llama.cpp's blocks span their range
+    w = (q * scale[..., None] + minimum[..., None]).reshape(16, 4 * BLOCK)
+    np.testing.assert_allclose(dequantize(quantize(w)), w, rtol=0, atol=2e-3 * np.abs(w).max())
+
+
+def test_rewrite_keeps_shapes_the_blocks_do_not_fit(tmp_path: Path) -> None:
+    """Inputs not a multiple of 32 or outputs not of 8 keep their FP16 weights."""
+    rng = np.random.default_rng(3)
+    x = ops.parameter([1, -1, 64], np.float32, name="x")
+    fits = ops.matmul(x, ops.convert(ops.constant(rng.standard_normal((24, 64)).astype(np.float16)), "f32"),
+                      False, True)
+    odd = ops.matmul(fits, ops.convert(ops.constant(rng.standard_normal((12, 24)).astype(np.float16)), "f32"),
+                     False, True)
+    xml = tmp_path / "openvino_model.xml"
+    ov.save_model(ov.Model([odd.output(0)], [x]), xml, compress_to_fp16=False)
+    before = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    data = rng.standard_normal((1, 5, 64)).astype(np.float32)
+    want = before(data)[0]
+    assert to_q4_1(xml) == {"q4_1 g32": 1, "fp16": 1}
+    core = ov.Core()
+    core.add_extension(str(library()))
+    got = core.compile_model(core.read_model(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(data)[0]
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() < 0.2 * np.abs(want).max()
+    assert not list(tmp_path.glob(".q4_1-*"))
+
+
+def test_a_machine_without_a_compiler_is_told_what_to_install(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VINOLM_HOME", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    with pytest.raises(EngineError, match=r"needs a C\+\+ compiler \(no-such-compiler was not found\)"):
+        library()
+    assert not list(tmp_path.rglob("*.so"))
+
+
+def test_missing_cpu_features_are_named() -> None:
+    assert missing_cpu_features({"avx", "avx2", "fma", "f16c"}) == []
+    assert missing_cpu_features({"avx", "sse4_2"}) == ["avx2", "f16c", "fma"]
