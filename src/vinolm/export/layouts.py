@@ -130,10 +130,10 @@ LAYOUTS: dict[tuple[str, str], Layout] = {
     ),
     ("avx2", "q4_1"): Layout(
         fuse=True,
-        measured="AMD EPYC Zen 3 (AVX2 only), 2026-12-07, the default model from vinolm's fused INT8 export, a "
-                 "plain stateful loop, 3 processes round-robin: q4_1 decoded 1.22x (32-token prompts) and 1.25x "
-                 "(990) the INT8 export's speed; fused as INT8 is on this kind (docs/benchmarks.md section 31). "
-                 + _FUSED_AVX2,
+        measured="AMD EPYC Zen 3 (AVX2 only), 2026-12-07, the default model, the genai engine, one process, 7 "
+                 "runs alternating: fused q4_1 decoded 1.21x (990-token prompts) and 1.20x (32) the fused INT8 "
+                 "export's speed, prefill 0.82x and 0.81x; fused as INT8 is on this kind (docs/benchmarks.md "
+                 "section 31). " + _FUSED_AVX2,
     ),
     ("avx2", "int8"): Layout(
         sym=True, fuse=True,
