@@ -21,10 +21,12 @@ KINDS = [t for t in TARGETS if t not in ("auto", "any")]
 def test_every_layout_row_names_a_kind_a_format_and_where_it_was_measured() -> None:
     assert LAYOUTS, "no CPU kind has a measured layout"
     for (kind, fmt), layout in LAYOUTS.items():
-        assert kind in KINDS and fmt in ("int8", "int4")
+        assert kind in KINDS and fmt in ("int8", "int4", "q4_1")
         assert layout.measured, (kind, fmt)
         if fmt == "int8":  # int8 is per channel: only the symmetry is a choice
             assert (layout.group_size, layout.ratio, layout.widest_activation_group) == (None, None, None)
+        if fmt == "q4_1":  # llama.cpp's blocks: only the fusion is a choice
+            assert (layout.sym, layout.group_size, layout.ratio, layout.widest_activation_group) == (None,) * 4
         if (group := layout.widest_activation_group) is not None:
             assert group % 16 == 0, "OpenVINO quantizes activations in groups of a multiple of 16 or not at all"
 
