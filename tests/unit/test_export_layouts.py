@@ -80,8 +80,10 @@ def test_fusion_follows_the_target_kind_and_never_reaches_embedding_models() -> 
     assert (embedding.fuse, embedding.settings_from["fuse"]) == (False, "task")
     with pytest.raises(InvalidRequest, match="--fuse applies to text-generation models"):
         ExportOptions(weight_format="int8", fuse=True).with_defaults(None).for_task(EMBEDDING_TASK)
-    with pytest.raises(InvalidRequest, match="--fuse/--no-fuse apply to int8 and int4"):
+    with pytest.raises(InvalidRequest, match="--fuse/--no-fuse apply to int8, int4 and q4_1"):
         ExportOptions(weight_format="fp16", fuse=False).validated()
+    with pytest.raises(InvalidRequest, match="q4_1 weight format applies to text-generation models"):
+        ExportOptions(weight_format="q4_1").with_defaults(None).for_task(EMBEDDING_TASK)
 
 
 def test_a_fused_export_is_not_taken_for_an_unfused_one() -> None:

@@ -39,6 +39,7 @@ from vinolm.bench.interleave import parse_row
 from vinolm.bench.report import run_tool
 from vinolm.errors import InvalidRequest
 from vinolm.export import WEIGHT_FORMATS
+from vinolm.kernels import add_to_cores, extensions_for
 
 #: Rows of this kind score a GGUF with llama.cpp (``--text-tokens`` only).
 LLAMA_ROW = "llama.cpp:"
@@ -124,6 +125,7 @@ def text_scores(specs: list[str], model: Any, tokens: int) -> list[dict[str, flo
             row = parse_row(spec)
             folder = prepare(row.model, progress=lambda _: None) if row.model else model
             props = compile_properties("CPU", row.properties or {}, None, row.properties is None, folder.weights)
+            add_to_cores([core], extensions_for(folder.info))
             request = core.compile_model(folder.path / "openvino_model.xml", "CPU", props).create_infer_request()
             request.infer({"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(n)[None],
                            "beam_idx": np.zeros(1, dtype=np.int32)})

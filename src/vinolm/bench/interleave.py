@@ -62,6 +62,7 @@ from vinolm.bench.worker import request
 from vinolm.engines.common import first_line
 from vinolm.errors import EngineError, InvalidRequest
 from vinolm.export import WEIGHT_FORMATS
+from vinolm.kernels import extensions_for, genai_properties
 from vinolm.types import SPECULATION_LIMIT
 
 Timed = tuple[float, float, str | None]  # (ttft_s, tpot_s, the answer; None: a direct row keeps none)
@@ -179,7 +180,8 @@ def build_rows(specs: list[str], model: Any, task: str = "filler", lookup: tuple
             folder = None if gguf else prepare(row.model, progress=lambda _: None) if row.model else model
             props = compile_properties("CPU", user or {}, None, user is None, folder.weights if folder else None)
             try:
-                pipe = ov_genai.LLMPipeline(gguf or str(folder.path), "CPU", **props)
+                pipe = ov_genai.LLMPipeline(gguf or str(folder.path), "CPU", **props,
+                                            **genai_properties(extensions_for(folder.info) if folder else []))
             except RuntimeError as exc:
                 raise EngineError(f"openvino-genai cannot load {gguf or folder.path}: {first_line(exc)}") from exc
             rows.append(Row(spec, direct_run(pipe, row.kind == "direct-stream"), props))

@@ -41,6 +41,7 @@ from vinolm.bench.report import run_tool
 from vinolm.bench.schema import check_context
 from vinolm.errors import EngineError
 from vinolm.export import WEIGHT_FORMATS
+from vinolm.kernels import add_to_cores, extensions_for
 
 #: Node types that stream the weights (``FullyConnectedCompressed`` where OpenVINO
 #: decompresses INT8/INT4 inside the kernel).
@@ -60,6 +61,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     check_context(model, capacity, "--prompt-tokens and --steps x --step-tokens")
     props = {**compile_properties("CPU", parse_ov_config(args.ov_config), None, export=model.weights), "PERF_COUNT": True}
     core = ov.Core()
+    add_to_cores([core], extensions_for(model.info))
     xml = model.path / "openvino_model.xml"
     if args.paged:
         compiled = core.compile_model(paged_model(core, xml), "CPU", props)

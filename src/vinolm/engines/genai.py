@@ -25,7 +25,7 @@ from vinolm.engines.native_tokenizer import VocabLookup
 from vinolm.engines.ovconfig import device_base, optimization_capabilities
 from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import EngineError
-from vinolm.kernels import extensions_for
+from vinolm.kernels import extensions_for, genai_properties
 from vinolm.models import PreparedModel
 from vinolm.types import Chunk, GenerationParams, Metrics, Request
 
@@ -68,7 +68,7 @@ class GenaiEngine(Engine):
             self.properties = compile_cache.for_paged_attention(self.properties, opts.device)
         if paged and (problem := _paged_f16_problem(self.properties, opts.device)) is not None:
             raise EngineError(problem)
-        props = {**self.properties, **self._speculation_properties(), **_extensions(self.extensions)}
+        props = {**self.properties, **self._speculation_properties(), **genai_properties(self.extensions)}
         started = time.perf_counter()
         try:
             with compile_cache.watching_paged_loads(self.properties, opts.device) if paged else nullcontext():
@@ -116,7 +116,7 @@ class GenaiEngine(Engine):
 
         draft = prepare(spec.draft, progress=lambda _: None)
         return {"draft_model": self._genai.draft_model(str(draft.path), self.options.device, **self.properties,
-                                                       **_extensions(extensions_for(draft.info)))}
+                                                       **genai_properties(extensions_for(draft.info)))}
 
     # -- tokens ------------------------------------------------------------------------
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -293,11 +293,6 @@ def _tokens_per_gb(model: PreparedModel, props: dict[str, Any]) -> int | None:
     values = model.kv_values_per_token
     width = {"f32": 4, "u8": 1, "i8": 1}.get(str(props.get("KV_CACHE_PRECISION", "u8")).lower(), 2)
     return 2**30 // (values * width) if values else None
-
-
-def _extensions(paths: list[str]) -> dict[str, Any]:
-    """genai's property for extension libraries its pipelines read the model with."""
-    return {"extensions": paths} if paths else {}
 
 
 def _paged_f16_problem(props: dict[str, Any], device: str) -> str | None:

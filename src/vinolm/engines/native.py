@@ -34,6 +34,7 @@ from vinolm.engines.native_tokenizer import TokenizerIR
 from vinolm.engines.sampling import BeamSearch, Sampler, TokenHistory, log_softmax, top_logprobs
 from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import InvalidRequest
+from vinolm.kernels import add_to_cores
 from vinolm.models import PreparedModel
 from vinolm.types import Chunk, GenerationParams, Metrics, Request
 
@@ -111,8 +112,7 @@ class NativeEngine(Engine):
         props = self.properties
         started = time.perf_counter()
         core = ov.Core()
-        for library in self.extensions:
-            core.add_extension(library)
+        add_to_cores([core], self.extensions)
         try:
             self.text = TokenizerIR(core, model.path)
             self.lm = StatefulLM(core, model.path / "openvino_model.xml", opts.device, props, model.context_length,

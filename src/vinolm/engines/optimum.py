@@ -25,14 +25,13 @@ from vinolm.engines.common import finish_reason_for, finish_sequence, load_error
 from vinolm.engines.constraints import TokenMask, compile_constraint, vocabulary_for
 from vinolm.engines.streaming import TextStreamer
 from vinolm.errors import EngineError
+from vinolm.kernels import add_to_optimum
 from vinolm.models import PreparedModel
 from vinolm.types import Chunk, FinishReason, GenerationParams, Metrics, Request
 
 try:
     import torch
     from optimum.intel import OVModelForCausalLM  # type: ignore[import-untyped]
-    from optimum.intel.openvino import modeling_base as optimum_base  # type: ignore[import-untyped]
-    from optimum.intel.openvino import modeling_decoder as optimum_decoder  # type: ignore[import-untyped]
     from transformers import (
         AutoTokenizer,
         GenerationConfig,
@@ -214,9 +213,7 @@ class OptimumEngine(Engine):
         opts = self.options
         props = self.properties
         started = time.perf_counter()
-        for library in self.extensions:  # optimum reads and compiles with module-level Cores of its own
-            optimum_base.core.add_extension(library)
-            optimum_decoder.core.add_extension(library)
+        add_to_optimum(self.extensions)
         try:
             # A local folder needs no local_files_only; with it, optimum looks the path up
             # in the hub cache and warns that it could not.

@@ -83,7 +83,7 @@ class ExportOptions:
         if self.weight_format not in NNCF_FORMATS and self.sym is not None:
             raise InvalidRequest(f"--sym/--asym apply to int8 and int4 weights, not {self.weight_format}")
         if self.weight_format == "fp16" and self.fuse is not None:
-            raise InvalidRequest("--fuse/--no-fuse apply to int8 and int4 weights, not fp16")
+            raise InvalidRequest("--fuse/--no-fuse apply to int8, int4 and q4_1 weights, not fp16")
         return self
 
     def with_defaults(self, preset: Int4Preset | None) -> ExportOptions:
@@ -105,7 +105,8 @@ class ExportOptions:
         return replace(self, **values, settings_from=origins)
 
     def for_task(self, task: str) -> ExportOptions:
-        """Fusion was measured on token steps; an embedding model runs only prompt-sized passes."""
+        """Fusion was measured on token steps; an embedding model runs only prompt-sized passes
+        (and no engine of vinolm's would load its q4_1 kernel for one)."""
         if task != GENERATION_TASK and self.weight_format == Q4_1:
             raise InvalidRequest("the q4_1 weight format applies to text-generation models, not to embedding "
                                  "models: use --weight-format int8")

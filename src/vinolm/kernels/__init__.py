@@ -39,6 +39,32 @@ def extensions_for(info: dict[str, Any]) -> list[str]:
     return [str(library())] if info.get("weight_format") == Q4_1 else []
 
 
+def folder_extensions(folder: str | Path) -> list[str]:
+    """``extensions_for`` the export in ``folder`` (none for a folder without a record)."""
+    from vinolm.export import read_record
+
+    return extensions_for(read_record(Path(folder)))
+
+
+def genai_properties(paths: list[str]) -> dict[str, Any]:
+    """openvino-genai's property that loads extension libraries into the Core its pipelines read with."""
+    return {"extensions": paths} if paths else {}
+
+
+def add_to_cores(cores: list[Any], paths: list[str]) -> None:
+    for core in cores:
+        for path in paths:
+            core.add_extension(path)
+
+
+def add_to_optimum(paths: list[str]) -> None:
+    """optimum-intel reads and compiles models with module-level Cores of its own."""
+    if paths:
+        from optimum.intel.openvino import modeling_base, modeling_decoder  # type: ignore[import-untyped]
+
+        add_to_cores([modeling_base.core, modeling_decoder.core], paths)
+
+
 def missing_cpu_features(flags: set[str] | None = None) -> list[str]:
     """The instructions the kernel needs that this CPU lacks (none on any x86 CPU since 2013-2015)."""
     flags = cpu_flags(obey_cap=False) if flags is None else flags

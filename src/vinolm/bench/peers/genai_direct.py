@@ -33,10 +33,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     from vinolm.engines.common import first_line
     from vinolm.engines.ovconfig import cap_properties
+    from vinolm.kernels import folder_extensions, genai_properties
 
     started = time.perf_counter()
     try:
-        pipe = ov_genai.LLMPipeline(args.model, args.device, **{**cap_properties(), **args.properties})
+        pipe = ov_genai.LLMPipeline(args.model, args.device, **{**cap_properties(), **args.properties},
+                                    **genai_properties(folder_extensions(args.model)))
     except RuntimeError as exc:
         raise EngineError(f"openvino-genai cannot load {args.model}: {first_line(exc)}") from exc
     load_s = time.perf_counter() - started

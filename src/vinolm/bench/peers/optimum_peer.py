@@ -27,7 +27,9 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, str]:
     from transformers import AutoConfig, AutoTokenizer
 
     from vinolm.engines.ovconfig import cap_properties
+    from vinolm.kernels import add_to_optimum, folder_extensions
 
+    add_to_optimum(folder_extensions(args.model))
     model = OVModelForCausalLM.from_pretrained(
         args.model,
         device="CPU",
