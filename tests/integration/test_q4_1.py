@@ -18,7 +18,7 @@ from tests.integration.test_engine_parity import GREEDY, PROMPTS, SDPA, assert_a
 
 from vinolm.engines import Engine, EngineOptions, load_engine
 from vinolm.export import read_record
-from vinolm.kernels import missing_cpu_features
+from vinolm.kernels import KERNEL_LAYOUT, missing_cpu_features
 from vinolm.models import DEFAULT_MODEL, PreparedModel, prepare
 from vinolm.types import Request
 
@@ -39,12 +39,13 @@ def default_q4() -> Path:
 
 
 def test_export_records_every_matmul_in_blocks(tiny_q4: Path, default_q4: Path) -> None:
-    for folder, matmuls in ((tiny_q4, 2 * 5 + 1), (default_q4, 30 * 5 + 1)):  # fused q/k/v where the CPU fuses
+    """Every hidden matmul in 4-bit blocks, the output layer (lm_head) in 8-bit ones, the embedding in int8."""
+    for folder, matmuls in ((tiny_q4, 2 * 5), (default_q4, 30 * 5)):  # fused q/k/v where the CPU fuses
         record = read_record(folder)
-        assert record["weight_format"] == "q4_1"
-        assert sum(record["layers"].values()) >= matmuls
-        assert record["layers"].get("q4_1 g32", 0) >= matmuls
-        assert "Q4MatMul" in (folder / "openvino_model.xml").read_text()
+        assert record["weight_format"] == "q4_1" and record["kernel_layout"] == KERNEL_LAYOUT
+        assert record["layers"].get("q4_1 g32", 0) >= matmuls and record["layers"]["q8_0 g32"] == 1
+        assert record["layers"]["int8 channel-wise"] == 1 and "fp16" not in record["layers"]
+        assert (folder / "openvino_model.xml").read_text().count('type="Q8MatMul"') == 1
 
 
 @pytest.mark.parametrize("model", ["tiny", "default"])

@@ -9,10 +9,11 @@ import pytest
 
 from vinolm.catalog import Int4Preset
 from vinolm.cpu import cpu_kind
-from vinolm.errors import InvalidRequest
+from vinolm.errors import EngineError, InvalidRequest
 from vinolm.export import EMBEDDING_TASK, GENERATION_TASK, ExportOptions, _settings, describe
 from vinolm.export.layouts import LAYOUTS, TARGETS, layout_for, target_kind
 from vinolm.export.report import adjusted_groups, weight_layouts
+from vinolm.kernels import extensions_for
 
 PRESET = Int4Preset(sym=False, group_size=128, ratio=0.8)
 KINDS = [t for t in TARGETS if t not in ("auto", "any")]
@@ -91,6 +92,15 @@ def test_a_fused_export_is_not_taken_for_an_unfused_one() -> None:
     assert describe({"weight_format": "int8", "sym": True}) == "int8 sym"  # records before fusion
     assert _settings({"weight_format": "int8", "sym": True}) != _settings({"weight_format": "int8", "sym": True,
                                                                           "fuse": True})
+
+
+def test_a_q4_1_export_in_an_older_kernel_layout_is_made_again() -> None:
+    """Exports from before the kernel's layout was recorded (4-bit output layer, scales in row order) have none."""
+    now = ExportOptions(weight_format="q4_1").with_defaults(None).compression()
+    assert describe(now).startswith("q4_1 layout 2")
+    assert _settings({"weight_format": "q4_1", "fuse": now["fuse"]}) != _settings(now)
+    with pytest.raises(EngineError, match="made by an older vinolm.*export it again"):
+        extensions_for({"weight_format": "q4_1", "fuse": True})
 
 
 def test_bad_targets_and_settings_are_refused_by_name() -> None:

@@ -1,8 +1,10 @@
-"""The q4_1 kernel computes llama.cpp's Q4_1 x Q8_1 arithmetic, and the export's blocks hold the weights.
+"""The q4_1 kernels compute llama.cpp's Q4_1 x Q8_1 and Q8_0 x Q8_1 arithmetic, and the export's
+blocks hold the weights.
 
-The reference below is written from the format's definition (numpy, float64), not from the
+The reference below is written from the formats' definition (numpy, float64), not from the
 kernel: activations rounded to int8 per block of 32 at scale max|x|/127, each block's dot
-product d*dx*sum(q*xq) + m*dx*sum(xq). The kernel must agree to float32 rounding.
+product d*dx*sum(q*xq) (+ m*dx*sum(xq) for Q4_1) with the weights the blob holds. The kernel
+must agree to float32 rounding.
 """
 
 from __future__ import annotations
@@ -15,14 +17,27 @@ import openvino.opset13 as ops
 import pytest
 
 from vinolm.errors import EngineError
-from vinolm.export.blocks import BLOCK, _op_class, dequantize, quantize, to_q4_1
+from vinolm.export.blocks import (
+    BLOCK,
+    OPS,
+    _op_class,
+    dequantize,
+    dequantize_q8_0,
+    quantize,
+    quantize_q8_0,
+    to_q4_1,
+)
 from vinolm.kernels import library, missing_cpu_features
 
 pytestmark = pytest.mark.skipif(bool(missing_cpu_features()), reason="the q4_1 kernel needs AVX2, FMA and F16C")
 
 
-def _reference(x: np.ndarray, blob: np.ndarray) -> np.ndarray:
-    w = dequantize(blob).astype(np.float64)
+#: Each layout's quantizer and the weights its blob holds.
+FORMATS = {"q4_1 g32": (quantize, dequantize), "q8_0 g32": (quantize_q8_0, dequantize_q8_0)}
+
+
+def _reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    w = w.astype(np.float64)
     rows = x.reshape(-1, x.shape[-1]).astype(np.float32)
     blocks = rows.reshape(rows.shape[0], -1, BLOCK)
     scale = np.abs(blocks).max(axis=-1) / np.float32(127)
@@ -32,9 +47,9 @@ def _reference(x: np.ndarray, blob: np.ndarray) -> np.ndarray:
     return (xq @ w.T).reshape(*x.shape[:-1], w.shape[0])
 
 
-def _compiled(tmp_path: Path, blob: np.ndarray, k: int) -> ov.CompiledModel:
+def _compiled(tmp_path: Path, layout: str, blob: np.ndarray, k: int) -> ov.CompiledModel:
     x = ops.parameter([-1, -1, k], np.float32, name="x")
-    node = _op_class()([x.output(0), ops.constant(blob).output(0)])
+    node = _op_class(OPS[layout])([x.output(0), ops.constant(blob).output(0)])
     xml = tmp_path / "q4.xml"
     ov.save_model(ov.Model([node.output(0)], [x]), xml, compress_to_fp16=False)
     core = ov.Core()
@@ -42,14 +57,17 @@ def _compiled(tmp_path: Path, blob: np.ndarray, k: int) -> ov.CompiledModel:
     return core.compile_model(core.read_model(xml), "CPU")
 
 
+@pytest.mark.parametrize("layout", FORMATS)
 @pytest.mark.parametrize(("n", "k", "rows"), [(64, 96, 1), (40, 576, 3), (8, 32, 7)])
-def test_kernel_matches_the_formats_arithmetic(tmp_path: Path, n: int, k: int, rows: int) -> None:
+def test_kernel_matches_the_formats_arithmetic(tmp_path: Path, layout: str, n: int, k: int, rows: int) -> None:
     rng = np.random.default_rng(n + k)
-    blob = quantize(rng.standard_normal((n, k)).astype(np.float32))
+    pack, unpack = FORMATS[layout]
+    blob = pack(rng.standard_normal((n, k)).astype(np.float32))
     x = rng.standard_normal((1, rows, k)).astype(np.float32)
     x[0, 0, :BLOCK] = 0  # an all-zero block: scale 0, no division by it
-    got = _compiled(tmp_path, blob, k)(x)[0]
-    want = _reference(x, blob)
+    x[0, -1, -BLOCK:] = -x[0, -1, -BLOCK:]  # signs flipped: Q8_0 multiplies signed by signed
+    got = _compiled(tmp_path, layout, blob, k)(x)[0]
+    want = _reference(x, unpack(blob))
     assert got.shape == (1, rows, n)
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * np.abs(want).max())
 
@@ -72,14 +90,57 @@ def test_q4_1_weights_come_back_exactly() -> None:
     np.testing.assert_allclose(dequantize(quantize(w)), w, rtol=0, atol=2e-3 * np.abs(w).max())
 
 
+def test_q8_0_weights_come_back_exactly() -> None:
+    """A GGUF's Q8_0 weights (its output layer, dequantized) are re-quantized to themselves, bit for bit."""
+    rng = np.random.default_rng(4)
+    scale = rng.uniform(0.001, 0.01, (16, 4)).astype(np.float16).astype(np.float32)
+    q = rng.integers(-127, 128, (16, 4, BLOCK))
+    q[..., 0] = 127 * rng.choice([-1, 1], (16, 4))  # llama.cpp's blocks reach +-127
+    w = (q * scale[..., None]).reshape(16, 4 * BLOCK).astype(np.float32)
+    assert np.array_equal(dequantize_q8_0(quantize_q8_0(w)), w)
+
+
+def _fp16_matmul(x: object, rng: np.random.Generator, n: int, k: int) -> object:
+    return ops.matmul(x, ops.convert(ops.constant(rng.standard_normal((n, k)).astype(np.float16)), "f32"),
+                      False, True)
+
+
+def test_rewrite_puts_the_logits_matmul_in_8_bits_and_the_embedding_in_int8(tmp_path: Path) -> None:
+    """Hidden matmuls become 4-bit blocks; the one that makes the logits, behind a scaling, 8-bit
+    ones; the table gathered by token ids int8 rows; a table gathered by positions stays FP16."""
+    rng = np.random.default_rng(5)
+    ids = ops.parameter([1, -1], np.int64, name="input_ids")
+    ids.output(0).get_tensor().set_names({"input_ids"})
+    positions = ops.parameter([1, -1], np.int64, name="positions")
+    table = ops.constant(rng.standard_normal((48, 64)).astype(np.float16))
+    rotary = ops.convert(ops.constant(rng.standard_normal((16, 64)).astype(np.float16)), "f32")
+    x = ops.add(ops.gather(ops.convert(table, "f32"), ids, 0), ops.gather(rotary, positions, 0))
+    hidden = _fp16_matmul(_fp16_matmul(x, rng, 32, 64), rng, 64, 32)
+    logits = ops.multiply(_fp16_matmul(hidden, rng, 48, 64), np.float32(0.5))
+    xml = tmp_path / "openvino_model.xml"
+    ov.save_model(ov.Model([logits.output(0)], [ids, positions]), xml, compress_to_fp16=False)
+    inputs = [np.array([[3, 47, 0]]), np.array([[0, 1, 2]])]
+    want = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(inputs)[0]
+    assert to_q4_1(xml) == {"q4_1 g32": 2, "q8_0 g32": 1, "int8 channel-wise": 1}
+    core = ov.Core()
+    core.add_extension(str(library()))
+    model = core.read_model(xml)
+    types = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert types.count("Q4MatMul") == 2 and types.count("Q8MatMul") == 1 and "MatMul" not in types
+    tables = sorted(str(op.get_output_element_type(0)) for op in model.get_ordered_ops()
+                    if op.get_type_name() == "Constant" and len(op.get_output_shape(0)) == 2
+                    and op.get_output_shape(0)[1] == 64 and op.get_output_shape(0)[0] in (16, 48))
+    assert tables == ["<Type: 'float16'>", "<Type: 'int8_t'>"]
+    got = core.compile_model(model, "CPU")(inputs)[0]
+    assert got.shape == want.shape == (1, 3, 48)
+    assert np.abs(got - want).max() < 0.2 * np.abs(want).max()
+
+
 def test_rewrite_keeps_shapes_the_blocks_do_not_fit(tmp_path: Path) -> None:
     """Inputs not a multiple of 32 or outputs not of 8 keep their FP16 weights."""
     rng = np.random.default_rng(3)
     x = ops.parameter([1, -1, 64], np.float32, name="x")
-    fits = ops.matmul(x, ops.convert(ops.constant(rng.standard_normal((24, 64)).astype(np.float16)), "f32"),
-                      False, True)
-    odd = ops.matmul(fits, ops.convert(ops.constant(rng.standard_normal((12, 24)).astype(np.float16)), "f32"),
-                     False, True)
+    odd = _fp16_matmul(_fp16_matmul(x, rng, 24, 64), rng, 12, 24)
     xml = tmp_path / "openvino_model.xml"
     ov.save_model(ov.Model([odd.output(0)], [x]), xml, compress_to_fp16=False)
     before = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})

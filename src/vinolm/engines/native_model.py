@@ -34,7 +34,7 @@ from openvino import opset13
 
 from vinolm.cpu import cpu_kind
 from vinolm.errors import EngineError
-from vinolm.kernels import OP as KERNEL_OP
+from vinolm.export.blocks import logits_matmul
 
 #: ``ov_config`` keys with this prefix apply to the prefill variant only (hybrid mode).
 PREFILL_PREFIX = "PREFILL_"
@@ -89,12 +89,8 @@ def slice_last_position(model: ov.Model) -> None:
     """Make the model return logits for the last ``LOGITS_ROWS`` positions only, as
     openvino-genai does for one: a Slice before the lm_head MatMul, so a 990-token prompt
     computes one row of logits (196 KB) instead of 990 (190 MB)."""
-    node = model.output(0).get_node().input_value(0).get_node()
-    for _ in range(8):  # through a tail of Convert / scaling / soft-capping ops
-        if node.get_type_name() in ("MatMul", KERNEL_OP):
-            break
-        node = next(v.get_node() for v in node.input_values() if v.get_node().get_type_name() != "Constant")
-    else:
+    node = logits_matmul(model)
+    if node is None:
         raise EngineError("cannot find the lm_head MatMul before the logits output")
     hidden = node.input_value(0)
     if hidden.get_partial_shape().rank.get_length() != 3:

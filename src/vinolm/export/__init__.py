@@ -25,7 +25,7 @@ from vinolm.catalog import Int4Preset
 from vinolm.errors import ExportError, InvalidRequest
 from vinolm.export.layouts import TARGETS, Layout, layout_for, target_kind
 from vinolm.export.report import SizeReport, adjusted_groups, folder_weight_bytes, weight_layouts
-from vinolm.kernels import Q4_1
+from vinolm.kernels import KERNEL_LAYOUT, Q4_1
 
 WEIGHT_FORMATS = ("fp16", "int8", "int4", "q4_1")
 #: Formats compressed by NNCF (``q4_1`` is vinolm's own: ``export.blocks``).
@@ -122,6 +122,8 @@ class ExportOptions:
             data["sym"] = bool(self.sym)
         if self.weight_format != "fp16":
             data.update(fuse=bool(self.fuse), target_cpu=target_kind(self.target_cpu), settings_from=self.settings_from)
+        if self.weight_format == Q4_1:
+            data.update(kernel_layout=KERNEL_LAYOUT)
         if self.weight_format == "int4":
             data.update(group_size=self.group_size, ratio=self.ratio, awq=self.awq)
             if self.awq:
@@ -284,10 +286,11 @@ def _grouping(layout: str | int) -> str:
 
 def _settings(record: dict[str, Any]) -> dict[str, Any]:
     """What makes two exports' weights differ (records older than ``sym`` for int8 were asymmetric)."""
-    keys = {"fp16": (), "int8": ("sym", "fuse"), "q4_1": ("fuse",)}.get(
+    keys = {"fp16": (), "int8": ("sym", "fuse"), "q4_1": ("fuse", "kernel_layout")}.get(
         record.get("weight_format", ""), ("sym", "group_size", "ratio", "awq", "fuse"))
     return {"weight_format": record.get("weight_format"),
-            **{k: record.get(k) if k in ("group_size", "ratio") else bool(record.get(k)) for k in keys}}
+            **{k: record.get(k) if k in ("group_size", "ratio", "kernel_layout") else bool(record.get(k))
+               for k in keys}}
 
 
 def describe(record: dict[str, Any]) -> str:
@@ -300,6 +303,8 @@ def describe(record: dict[str, Any]) -> str:
         group, ratio = settings["group_size"], settings["ratio"]
         words += [] if group is None else ["channel-wise" if group == -1 else f"g{group}"]
         words += ([] if ratio is None else [f"r{ratio}"]) + (["awq"] if settings["awq"] else [])
+    if settings.get("kernel_layout"):
+        words.append(f"layout {settings['kernel_layout']}")
     return " ".join(words + (["fused"] if settings.get("fuse") else []))
 
 

@@ -3,11 +3,16 @@
 An FP16 export's weight matmuls become ``Q4MatMul`` operations (``vinolm/kernels/q4_1.cpp``)
 over 4-bit weights in blocks of 32, each with an f16 scale and minimum, quantized as
 llama.cpp's ``quantize_row_q4_1`` does, so a GGUF in Q4_1 (the default model ships as one)
-comes back as the weights it held. The kernel multiplies them by int8 activations with AVX2
-integer instructions, which OpenVINO's CPU plugin uses only with VNNI (docs/benchmarks.md
-section 31). The blocks are stored repacked by 8 output rows (the kernel's layout, described
-in the C++ source). A matmul whose shape does not fit the blocks (inputs not a multiple of
-32, outputs not a multiple of 8) keeps its FP16 weights, and ``vinolm.json`` says how many.
+comes back as the weights it held. The output layer (the matmul that makes the logits)
+becomes a ``Q8MatMul`` over llama.cpp's 8-bit Q8_0 blocks instead: llama.cpp's 4-bit files
+keep that layer at 8 bits or more, and in 4 bits it moved the default model's next-token
+distribution 15 times further from FP16's (docs/benchmarks.md section 32); the embedding
+table becomes int8 rows, as in OpenVINO's INT8 exports. The kernels
+multiply by int8 activations with AVX2 integer instructions, which OpenVINO's CPU plugin
+uses only with VNNI (section 31). The blocks are stored repacked by 8 output rows (the
+kernel's layout, described in the C++ source). A matmul whose shape does not fit the blocks
+(inputs not a multiple of 32, outputs not a multiple of 8) keeps its FP16 weights, and
+``vinolm.json`` says how many.
 """
 
 from __future__ import annotations
@@ -22,11 +27,17 @@ import numpy as np
 #: Weights per block along the inputs, and output rows repacked together (the kernel's constants).
 BLOCK = 32
 ROWS = 8
+#: The record's names for the two layouts, and the kernels' operations for them.
 LAYOUT = "q4_1 g32"
+OUTPUT_LAYOUT = "q8_0 g32"
+TABLE_LAYOUT = "int8 channel-wise"
+OPS = {LAYOUT: "Q4MatMul", OUTPUT_LAYOUT: "Q8MatMul"}
+#: The order of a row group's scales (and minimums) in a block: the kernel's lanes.
+LANES = np.array([0, 2, 4, 6, 1, 3, 5, 7])
 
 
 def quantize(weights: np.ndarray) -> np.ndarray:
-    """[N, K] float weights -> the kernel's u8 blob [N/8, K/32 * 160]."""
+    """[N, K] float weights -> the Q4_1 kernel's u8 blob [N/8, K/32 * 160]."""
     n, k = weights.shape
     blocks = weights.astype(np.float32).reshape(n, k // BLOCK, BLOCK)
     low, high = blocks.min(axis=-1), blocks.max(axis=-1)
@@ -41,17 +52,57 @@ def pack(q: np.ndarray, scale: np.ndarray, minimum: np.ndarray) -> np.ndarray:
     n, nb, _ = q.shape
     nibbles = (q[..., :16] | (q[..., 16:] << 4)).astype(np.uint8)
     by_group = nibbles.reshape(n // ROWS, ROWS, nb, 16).transpose(0, 2, 1, 3).reshape(n // ROWS, nb, ROWS * 16)
-    heads = [h.view(np.uint8).reshape(n // ROWS, ROWS, nb, 2).transpose(0, 2, 1, 3).reshape(n // ROWS, nb, ROWS * 2)
-             for h in (scale, minimum)]
+    heads = [_head(h) for h in (scale, minimum)]
     return np.ascontiguousarray(np.concatenate([*heads, by_group], axis=-1).reshape(n // ROWS, -1))
 
 
+def quantize_q8_0(weights: np.ndarray) -> np.ndarray:
+    """[N, K] float weights -> the Q8_0 kernel's u8 blob [N/8, K/32 * 272], quantized as llama.cpp's
+    ``quantize_row_q8_0`` (scale max|w|/127, values rounded half away from zero), so a GGUF's
+    Q8_0 weights come back exactly."""
+    n, k = weights.shape
+    blocks = weights.astype(np.float32).reshape(n, k // BLOCK, BLOCK)
+    scale = np.abs(blocks).max(axis=-1) / np.float32(127)
+    inverse = np.divide(np.float32(1), scale, out=np.zeros_like(scale), where=scale != 0)
+    scaled = blocks * inverse[..., None]
+    q = (np.sign(scaled) * np.floor(np.abs(scaled) + np.float32(0.5))).astype(np.int8)
+    # per row pair: both rows' elements 0-15, then both rows' 16-31 (the kernel's 256-bit loads)
+    pairs = q.reshape(n // ROWS, ROWS // 2, 2, k // BLOCK, 2, 16).transpose(0, 3, 1, 4, 2, 5)
+    data = pairs.reshape(n // ROWS, k // BLOCK, ROWS * BLOCK).view(np.uint8)
+    return np.ascontiguousarray(np.concatenate([_head(scale.astype(np.float16)), data], axis=-1).reshape(n // ROWS, -1))
+
+
+def _head(values: np.ndarray) -> np.ndarray:
+    """f16 [N, K/32] -> each row group's block heads as bytes [N/8, K/32, 16], in the kernel's lane order."""
+    n, nb = values.shape
+    grouped = values.view(np.uint8).reshape(n // ROWS, ROWS, nb, 2)[:, LANES]
+    return grouped.transpose(0, 2, 1, 3).reshape(n // ROWS, nb, ROWS * 2)
+
+
+def _unhead(data: np.ndarray) -> np.ndarray:
+    """Block heads [groups, K/32, 16 bytes] -> f32 [groups, K/32, 8] in row order."""
+    lanes = data.copy().view(np.float16).astype(np.float32)
+    return lanes[..., np.argsort(LANES)]
+
+
+def dequantize_q8_0(blob: np.ndarray) -> np.ndarray:
+    """The Q8_0 blob's weights [N, K] as float32."""
+    groups = blob.shape[0]
+    nb = blob.shape[1] // (ROWS * 34)
+    parts = blob.reshape(groups, nb, ROWS * 34)
+    scale = _unhead(parts[..., :16])  # [g, nb, 8]
+    q = parts[..., 16:].copy().view(np.int8).reshape(groups, nb, ROWS // 2, 2, 2, 16)  # [g, nb, pair, half, row, 16]
+    q = q.transpose(0, 1, 2, 4, 3, 5).reshape(groups, nb, ROWS, BLOCK).astype(np.float32)
+    w = q * scale[..., None]
+    return w.transpose(0, 2, 1, 3).reshape(groups * ROWS, nb * BLOCK)
+
+
 def dequantize(blob: np.ndarray) -> np.ndarray:
-    """The blob's weights [N, K] as float32: what the kernel multiplies."""
+    """The Q4_1 blob's weights [N, K] as float32: what the kernel multiplies."""
     groups = blob.shape[0]
     nb = blob.shape[1] // (ROWS * 20)
     parts = blob.reshape(groups, nb, ROWS * 20)
-    scale, minimum = (parts[..., i * 16:(i + 1) * 16].copy().view(np.float16).astype(np.float32) for i in (0, 1))
+    scale, minimum = (_unhead(parts[..., i * 16:(i + 1) * 16]) for i in (0, 1))
     nibbles = parts[..., 32:].reshape(groups, nb, ROWS, 16)
     q = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=-1).astype(np.float32)  # [g, nb, 8, 32]
     w = q * scale[..., None] + minimum[..., None]
@@ -62,24 +113,27 @@ def to_q4_1(xml: Path) -> dict[str, int]:
     """Rewrite the FP16 IR at ``xml`` in place (written beside it, then renamed); returns its
     weight layouts for ``vinolm.json``: matmuls in blocks, and those left in FP16."""
     import openvino as ov
-    from openvino import opset13 as ops
 
     model = ov.Core().read_model(xml)
     keep: list[np.ndarray] = []  # the new constants' buffers, alive until the model is saved
-    layouts = {LAYOUT: 0, "fp16": 0}
-    op_class = _op_class()
+    layouts = {LAYOUT: 0, OUTPUT_LAYOUT: 0, TABLE_LAYOUT: 0, "fp16": 0}
+    output = logits_matmul(model)
     for op in model.get_ordered_ops():
+        if _is_embedding(op) and (table := _constant(op.input_value(0))) is not None:
+            op.input(0).replace_source_output(_int8_rows(table, keep))
+            layouts[TABLE_LAYOUT] += 1
         if op.get_type_name() != "MatMul" or (weights := _weights(op)) is None:
             continue
         n, k = weights.shape
         if n % ROWS or k % BLOCK:
             layouts["fp16"] += 1
             continue
-        keep.append(quantize(weights))
-        node = op_class([op.input_value(0), ops.constant(keep[-1], shared_memory=True).output(0)])
+        layout = OUTPUT_LAYOUT if output is not None and op.get_name() == output.get_name() else LAYOUT
+        keep.append(quantize_q8_0(weights) if layout == OUTPUT_LAYOUT else quantize(weights))
+        node = _op_class(OPS[layout])([op.input_value(0), _shared(keep[-1])])
         node.set_friendly_name(op.get_friendly_name())
         op.output(0).replace(node.output(0))
-        layouts[LAYOUT] += 1
+        layouts[layout] += 1
     tmp = xml.with_name(f".q4_1-{os.getpid()}.xml")
     ov.save_model(model, tmp, compress_to_fp16=False)
     del model, keep
@@ -88,26 +142,76 @@ def to_q4_1(xml: Path) -> dict[str, int]:
     return {name: count for name, count in layouts.items() if count}
 
 
+def _int8_rows(table: np.ndarray, keep: list[np.ndarray]) -> Any:
+    """An embedding table in int8 with an f16 scale per row, decompressed as OpenVINO's INT8
+    exports are (the CPU plugin gathers from the int8 rows): it is read a row per token, so
+    its size is memory, not speed, and FP16 would make it the largest part of the file."""
+    from openvino import opset13 as ops
+
+    scale = (np.abs(table).max(axis=1, keepdims=True) / 127).astype(np.float16)
+    safe = np.where(scale == 0, np.float16(1), scale).astype(np.float32)
+    keep += [np.clip(np.rint(table / safe), -127, 127).astype(np.int8), scale]
+    rows = ops.multiply(ops.convert(_shared(keep[-2]), "f16"), _shared(keep[-1]))
+    return ops.convert(rows, "f32").output(0)
+
+
+def _is_embedding(op: Any) -> bool:
+    """A Gather of token ids (not, say, of a rotary table by positions)."""
+    if op.get_type_name() != "Gather":
+        return False
+    node = op.input_value(1).get_node()
+    while node.get_type_name() == "Convert":
+        node = node.input_value(0).get_node()
+    return node.get_type_name() == "Parameter" and "input_ids" in node.output(0).get_names()
+
+
+def _shared(data: np.ndarray) -> Any:
+    from openvino import opset13 as ops
+
+    return ops.constant(data, shared_memory=True).output(0)
+
+
+def logits_matmul(model: Any) -> Any:
+    """The matmul (OpenVINO's or a kernel's) that makes the model's first output, the logits,
+    found through a tail of Convert / scaling / soft-capping ops; None without one."""
+    node = model.output(0).get_node().input_value(0).get_node()
+    for _ in range(8):
+        if node.get_type_name() in ("MatMul", *OPS.values()):
+            return node
+        inputs = [v.get_node() for v in node.input_values() if v.get_node().get_type_name() != "Constant"]
+        if not inputs:
+            return None
+        node = inputs[0]
+    return None
+
+
 def _weights(op: Any) -> np.ndarray | None:
     """A weight matmul's [N, K] weights (x @ W.T with W a constant, possibly converted), else None."""
     attrs = op.get_attributes()
     if attrs["transpose_a"] or not attrs["transpose_b"] or op.get_output_element_type(0).get_type_name() != "f32":
         return None
-    node = op.input_value(1).get_node()
+    return _constant(op.input_value(1))
+
+
+def _constant(value: Any) -> np.ndarray | None:
+    """A 2-D float constant behind ``value`` (through Converts) as float32, else None."""
+    node = value.get_node()
     while node.get_type_name() == "Convert":
         node = node.input_value(0).get_node()
-    if node.get_type_name() != "Constant" or len(node.get_output_shape(0)) != 2:
+    if (node.get_type_name() != "Constant" or len(node.get_output_shape(0)) != 2
+            or not node.get_output_element_type(0).is_real()):
         return None
     return np.asarray(node.data, dtype=np.float32)
 
 
 @cache
-def _op_class() -> type:
-    """The operation as the IR names it (``Q4MatMul``, opset ``extension``): a Python stand-in
-    with the kernel's shapes, enough to write the IR; the kernel's library reads it back."""
+def _op_class(name: str) -> type:
+    """The operation as the IR names it (``Q4MatMul`` or ``Q8MatMul``, opset ``extension``): a
+    Python stand-in with the kernel's shapes, enough to write the IR; the kernel's library reads
+    it back."""
     import openvino as ov
 
-    class Q4MatMul(ov.Op):
+    class BlockMatMul(ov.Op):
         def __init__(self, inputs: list[Any] | None = None) -> None:
             super().__init__(self, inputs)
             if inputs:
@@ -118,10 +222,11 @@ def _op_class() -> type:
             shape[shape.rank.get_length() - 1] = ov.Dimension(self.get_input_partial_shape(1)[0].get_length() * ROWS)
             self.set_output_type(0, ov.Type.f32, shape)
 
-        def clone_with_new_inputs(self, new_inputs: list[Any]) -> Q4MatMul:
-            return Q4MatMul(new_inputs)
+        def clone_with_new_inputs(self, new_inputs: list[Any]) -> BlockMatMul:
+            return BlockMatMul(new_inputs)
 
         def visit_attributes(self, visitor: Any) -> bool:
             return True
 
-    return Q4MatMul
+    BlockMatMul.__name__ = BlockMatMul.__qualname__ = name
+    return BlockMatMul

@@ -1,9 +1,9 @@
 """vinolm's own CPU kernel, compiled on the machine that runs it.
 
-One so far: ``q4_1.cpp``, the matmul of the ``q4_1`` weight format, which multiplies 4-bit
-weights by int8 activations with AVX2 integer instructions where OpenVINO's CPU plugin,
-without VNNI, unpacks every weight to f32 (docs/benchmarks.md section 31). It is an OpenVINO
-extension operation: C++ against the headers the ``openvino`` wheel ships, built once per
+One so far: ``q4_1.cpp``, the matmuls of the ``q4_1`` weight format (4-bit blocks, and 8-bit
+ones for the output layer), which multiply by int8 activations with AVX2 integer instructions
+where OpenVINO's CPU plugin, without VNNI, unpacks every weight to f32 (docs/benchmarks.md
+section 31). They are OpenVINO extension operations: C++ against the headers the ``openvino`` wheel ships, built once per
 source and OpenVINO release with the system's C++ compiler into ``$VINOLM_HOME/kernels``
 (as PyTorch builds its C++ extensions), so vinolm's wheel stays pure Python and the kernel
 always matches the OpenVINO it is loaded into.
@@ -23,9 +23,11 @@ from typing import Any
 from vinolm.cpu import cpu_flags
 from vinolm.errors import EngineError
 
-#: The weight format whose matmuls this kernel runs, and its operation's name in the IR.
+#: The weight format whose matmuls this kernel runs, and the version of its blocks' layout in the
+#: IR, recorded in ``vinolm.json``: 2 added the 8-bit output layer and ordered the scales by the
+#: kernel's lanes (exports of layout 1 would multiply wrongly, so they are refused).
 Q4_1 = "q4_1"
-OP = "Q4MatMul"
+KERNEL_LAYOUT = 2
 SOURCE = Path(__file__).with_name("q4_1.cpp")
 #: What the kernel's instructions need (vpmaddubsw/vpermps, FMA, f16 scales).
 CPU_FLAGS = frozenset({"avx2", "fma", "f16c"})
@@ -36,7 +38,12 @@ FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-mavx2", "-mfma", "-mf16c",
 
 def extensions_for(info: dict[str, Any]) -> list[str]:
     """The extension libraries an export (its ``vinolm.json``) needs loaded: built here if needed."""
-    return [str(library())] if info.get("weight_format") == Q4_1 else []
+    if info.get("weight_format") != Q4_1:
+        return []
+    if info.get("kernel_layout") != KERNEL_LAYOUT:
+        raise EngineError("this q4_1 export was made by an older vinolm, whose blocks this kernel reads differently: "
+                          "export it again (vinolm export --force; vinolm prepare does it for a model in its cache)")
+    return [str(library())]
 
 
 def folder_extensions(folder: str | Path) -> list[str]:
@@ -110,8 +117,9 @@ def _build(root: Path, target: Path) -> None:
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
         if done.returncode != 0:
-            raise EngineError(f"building the q4_1 kernel with {compiler} failed: "
-                              f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+            lines = done.stderr.strip().splitlines()
+            first = next((line for line in lines if "error" in line), lines[-1] if lines else done.returncode)
+            raise EngineError(f"building the q4_1 kernel with {compiler} failed: {first}")
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

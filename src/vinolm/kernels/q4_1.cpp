@@ -1,15 +1,21 @@
-// vinolm's 4-bit weight matmul for x86 CPUs with AVX2: llama.cpp's Q4_1 arithmetic as an OpenVINO operation.
+// vinolm's block-quantized weight matmuls for x86 CPUs with AVX2: llama.cpp's Q4_1 and Q8_0 arithmetic as
+// OpenVINO operations.
 //
-// Why it exists: without VNNI (AVX2-only CPUs such as AMD Zen 2/3), OpenVINO's CPU plugin multiplies compressed
+// Why they exist: without VNNI (AVX2-only CPUs such as AMD Zen 2/3), OpenVINO's CPU plugin multiplies compressed
 // weights in f32 (`brgemm_avx2_f32`), unpacking every weight to a float each token; llama.cpp multiplies 8-bit
-// integers (`vpmaddubsw`) and decodes faster. This op does what llama.cpp does, inside the graph OpenVINO runs, so
-// both of vinolm's OpenVINO engines and the server keep their pipeline (docs/benchmarks.md section 31).
+// integers (`vpmaddubsw`) and decodes faster. These ops do what llama.cpp does, inside the graph OpenVINO runs, so
+// both of vinolm's OpenVINO engines and the server keep their pipeline (docs/benchmarks.md sections 31-32).
 //
-// Weights (input 1, u8 [N/8, K/32 * 160]): blocks of 32 along K, each with an f16 scale d and an f16 minimum m
-// (w = d*q + m, q in 0..15: llama.cpp's Q4_1), repacked by 8 output rows so that one 256-bit load feeds two rows:
-// for rows 8g..8g+7 and block b, 160 bytes = 8 scales, 8 minimums, then each row's 16 nibble bytes (byte j holds
-// element j in its low nibble and element j+16 in its high one). Activations (input 0, f32 [..., K]) are quantized
-// to int8 per block of 32 on the fly (llama.cpp's Q8_1), so a block contributes d*dx*sum(q*xq) + m*dx*sum(xq).
+// Weights (input 1, u8 [N/8, K/32 * group bytes]) come in blocks of 32 along K, repacked by 8 output rows so that
+// one 256-bit load feeds two rows. Activations (input 0, f32 [..., K]) are quantized to int8 per block of 32 on
+// the fly (llama.cpp's Q8_1: scale dx, values xq).
+// - Q4MatMul, llama.cpp's Q4_1 (w = d*q + m, q in 0..15, f16 d and m): for rows 8g..8g+7 and block b, 160 bytes =
+//   8 scales, 8 minimums (both in the row order 0, 2, 4, 6, 1, 3, 5, 7), then each row's 16 nibble bytes (byte j
+//   holds element j in its low nibble and element j+16 in its high one). A block contributes
+//   d*dx*sum(q*xq) + m*dx*sum(xq).
+// - Q8MatMul, llama.cpp's Q8_0 (w = d*q, q in -127..127, f16 d), for the output layer, which llama.cpp's files
+//   keep at 8 bits: 272 bytes = 8 scales (in the same row order), then per pair of rows (2p, 2p+1) their
+//   elements 0-15, then 16-31. A block contributes d*dx*sum(q*xq).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -24,9 +30,12 @@
 
 namespace vinolm {
 
-constexpr size_t kBlock = 32;      // weights (and activations) per block along K
-constexpr size_t kRows = 8;        // output rows repacked together
-constexpr size_t kGroupBytes = 160;  // one block of 8 rows: 8 f16 scales, 8 f16 minimums, 8 x 16 nibble bytes
+constexpr size_t kBlock = 32;  // weights (and activations) per block along K
+constexpr size_t kRows = 8;    // output rows repacked together
+// How far ahead of the block being multiplied its row group's weights are fetched into cache: the hardware
+// prefetcher alone left a token step's matmuls at ~45% of one core's read bandwidth (1024 B: 1.2x at M=1, sweep of
+// 512-4096 on Zen 3 in docs/benchmarks.md section 32).
+constexpr size_t kPrefetch = 1024;
 
 // Activations of one call, quantized per block: int8 values, scales, and scale * sum of the block's values.
 struct QuantizedRows {
@@ -50,50 +59,126 @@ static void quantize_block(const float* x, int8_t* q, float* d, float* s) {
     *s = scale * static_cast<float>(sum);
 }
 
-// Eight output rows (g) for one activation row: two rows per 256-bit lane pair, one accumulator per pair.
-static void dot_group(const uint8_t* w, const int8_t* xq, const float* xd, const float* xs, size_t blocks,
-                      float* out) {
-    const __m256i low = _mm256_set1_epi8(0x0F);
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    __m256 offset = _mm256_setzero_ps();
-    for (size_t b = 0; b < blocks; ++b, w += kGroupBytes) {
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
-        const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)));
-        const __m256 dx = _mm256_mul_ps(d, _mm256_set1_ps(xd[b]));
-        offset = _mm256_fmadd_ps(m, _mm256_set1_ps(xs[b]), offset);
-        const __m128i* x = reinterpret_cast<const __m128i*>(xq + b * kBlock);
-        const __m256i x_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(x));
-        const __m256i x_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(x + 1));
+// One block of activations, as each format's products want it: the int8 values broadcast to both 128-bit lanes
+// (elements 0-15 and 16-31), and their magnitudes for the signed-by-signed products of Q8_0.
+struct ActivationBlock {
+    __m256i lo, hi, abs_lo, abs_hi;
+};
+
+// Each format loads a block of 8 rows' weights once (for every activation row of a call's pass) and returns its
+// eight int32 sums sum(q*xq) for one activation row, one lane per output row in the order the scales are
+// stored: rows 0, 2, 4, 6, 1, 3, 5, 7 (pair p's rows come from the two 128-bit lanes of one load, and three
+// horizontal adds bring the four pairs together). One vector then takes the block's scales: no per-row reductions
+// inside the loop.
+struct Q4_1Blocks {
+    static constexpr size_t kGroupBytes = 160;
+    static constexpr size_t kHead = 32;  // 8 f16 scales, then 8 f16 minimums
+    static constexpr bool kMinimums = true;
+
+    struct Weights {
+        __m256i lo[4], hi[4];  // per pair of rows: elements 0-15 and 16-31, as values 0..15
+    };
+
+    static Weights load(const uint8_t* data) {
+        const __m256i low = _mm256_set1_epi8(0x0F);
+        Weights w;
         for (int pair = 0; pair < 4; ++pair) {
-            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32 + pair * 32));
-            const __m256i q_lo = _mm256_and_si256(v, low);
-            const __m256i q_hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-            // q <= 15 and |xq| <= 127: two products of a pair sum to at most 3810, four to 7620 (no int16 overflow).
-            const __m256i sums = _mm256_add_epi16(_mm256_maddubs_epi16(q_lo, x_lo), _mm256_maddubs_epi16(q_hi, x_hi));
-            const __m256 dots = _mm256_cvtepi32_ps(_mm256_madd_epi16(sums, ones));
-            const __m256i rows = _mm256_setr_epi32(2 * pair, 2 * pair, 2 * pair, 2 * pair, 2 * pair + 1,
-                                                   2 * pair + 1, 2 * pair + 1, 2 * pair + 1);
-            acc[pair] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dx, rows), dots, acc[pair]);
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + pair * 32));
+            w.lo[pair] = _mm256_and_si256(v, low);
+            w.hi[pair] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+        }
+        return w;
+    }
+
+    static __m256i dots(const Weights& w, const ActivationBlock& x) {
+        __m256i sums[4];
+        for (int pair = 0; pair < 4; ++pair)
+            sums[pair] = _mm256_add_epi16(_mm256_maddubs_epi16(w.lo[pair], x.lo), _mm256_maddubs_epi16(w.hi[pair], x.hi));
+        // q <= 15 and |xq| <= 127: an int16 lane holds 4 products (|sum| <= 7620), after two horizontal adds 16
+        // (<= 30480): no overflow before the last step widens to int32.
+        const __m256i quads = _mm256_hadd_epi16(_mm256_hadd_epi16(sums[0], sums[1]), _mm256_hadd_epi16(sums[2], sums[3]));
+        return _mm256_madd_epi16(quads, _mm256_set1_epi16(1));
+    }
+};
+
+struct Q8_0Blocks {
+    static constexpr size_t kGroupBytes = 272;
+    static constexpr size_t kHead = 16;  // 8 f16 scales
+    static constexpr bool kMinimums = false;
+
+    struct Weights {
+        __m256i lo[4], hi[4];  // per pair of rows: elements 0-15 and 16-31, int8
+    };
+
+    static Weights load(const uint8_t* data) {
+        Weights w;
+        for (int pair = 0; pair < 4; ++pair) {
+            w.lo[pair] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + pair * 64));
+            w.hi[pair] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + pair * 64 + 32));
+        }
+        return w;
+    }
+
+    static __m256i dots(const Weights& w, const ActivationBlock& x) {
+        const __m256i ones = _mm256_set1_epi16(1);
+        __m256i sums[4];
+        for (int pair = 0; pair < 4; ++pair) {
+            // vpmaddubsw multiplies unsigned by signed: |xq| by q carrying xq's sign (llama.cpp's trick). Two
+            // products reach 2*127*127, so each half is widened to int32 before anything is added to it.
+            const __m256i lo = _mm256_madd_epi16(_mm256_maddubs_epi16(x.abs_lo, _mm256_sign_epi8(w.lo[pair], x.lo)), ones);
+            const __m256i hi = _mm256_madd_epi16(_mm256_maddubs_epi16(x.abs_hi, _mm256_sign_epi8(w.hi[pair], x.hi)), ones);
+            sums[pair] = _mm256_add_epi32(lo, hi);
+        }
+        return _mm256_hadd_epi32(_mm256_hadd_epi32(sums[0], sums[1]), _mm256_hadd_epi32(sums[2], sums[3]));
+    }
+};
+
+// One call's activations, quantized: row r's values at q + r*k, its blocks' scales and sums at d/s + r*blocks.
+struct ActivationRows {
+    const int8_t* q;
+    const float* d;
+    const float* s;
+    size_t k, blocks;
+};
+
+// Eight output rows (g) for R activation rows from `first`: each block's weights are unpacked once for all R.
+template <class F, int R>
+static void dot_group(const uint8_t* w, const ActivationRows& x, size_t first, float* out, size_t n) {
+    __m256 acc[R], offset[R];
+    for (int r = 0; r < R; ++r) acc[r] = offset[r] = _mm256_setzero_ps();
+    for (size_t b = 0; b < x.blocks; ++b, w += F::kGroupBytes) {
+        for (size_t line = 0; line < F::kGroupBytes; line += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetch + line), _MM_HINT_T0);
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+        const typename F::Weights weights = F::load(w + F::kHead);
+        for (int r = 0; r < R; ++r) {
+            const size_t row = first + r, i = row * x.blocks + b;
+            if constexpr (F::kMinimums) {
+                const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)));
+                offset[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(x.s[i]), offset[r]);
+            }
+            const __m128i* q = reinterpret_cast<const __m128i*>(x.q + row * x.k + b * kBlock);
+            ActivationBlock a;
+            a.lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(q));
+            a.hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(q + 1));
+            a.abs_lo = _mm256_abs_epi8(a.lo);
+            a.abs_hi = _mm256_abs_epi8(a.hi);
+            const __m256 dots = _mm256_cvtepi32_ps(F::dots(weights, a));
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[i])), dots, acc[r]);
         }
     }
-    alignas(32) float lanes[4][8];
-    alignas(32) float offsets[8];
-    for (int pair = 0; pair < 4; ++pair) _mm256_store_ps(lanes[pair], acc[pair]);
-    _mm256_store_ps(offsets, offset);
-    for (int pair = 0; pair < 4; ++pair) {
-        const float* a = lanes[pair];
-        out[2 * pair] = a[0] + a[1] + a[2] + a[3] + offsets[2 * pair];
-        out[2 * pair + 1] = a[4] + a[5] + a[6] + a[7] + offsets[2 * pair + 1];
-    }
+    // lanes hold rows 0, 2, 4, 6, 1, 3, 5, 7: back to row order
+    const __m256i rows = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int r = 0; r < R; ++r)
+        _mm256_storeu_ps(out + (first + r) * n, _mm256_permutevar8x32_ps(_mm256_add_ps(acc[r], offset[r]), rows));
 }
 
-class Q4MatMul : public ov::op::Op {
+// The operation for one block format F; the named classes below are what the IR holds.
+template <class F>
+class BlockMatMul : public ov::op::Op {
 public:
-    OPENVINO_OP("Q4MatMul", "extension");
-
-    Q4MatMul() = default;
-    explicit Q4MatMul(const ov::OutputVector& args) : Op(args) { constructor_validate_and_infer_types(); }
+    BlockMatMul() = default;
+    explicit BlockMatMul(const ov::OutputVector& args) : Op(args) { constructor_validate_and_infer_types(); }
 
     void validate_and_infer_types() override {
         auto shape = get_input_partial_shape(0);
@@ -105,15 +190,11 @@ public:
         NODE_VALIDATION_CHECK(this, shape.rank().is_static(), "activations must have a known rank");
         const auto& k = shape[shape.size() - 1];
         const int64_t row_bytes = weights[1].get_length();
-        NODE_VALIDATION_CHECK(this, row_bytes % kGroupBytes == 0, "weight rows must hold whole blocks");
-        NODE_VALIDATION_CHECK(this, k.is_dynamic() || k.get_length() == row_bytes / kGroupBytes * kBlock,
+        NODE_VALIDATION_CHECK(this, row_bytes % F::kGroupBytes == 0, "weight rows must hold whole blocks");
+        NODE_VALIDATION_CHECK(this, k.is_dynamic() || k.get_length() == row_bytes / F::kGroupBytes * kBlock,
                               "activations' last dimension must match the weights' blocks");
         shape[shape.size() - 1] = weights[0].get_length() * kRows;
         set_output_type(0, ov::element::f32, shape);
-    }
-
-    std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
-        return std::make_shared<Q4MatMul>(args);
     }
 
     bool visit_attributes(ov::AttributeVisitor&) override { return true; }
@@ -152,22 +233,47 @@ public:
         else
             ov::parallel_for(rows, quantize_row);
 
-        // Four row groups (32 outputs) a task: every activation row is multiplied while they are in cache.
+        // Four row groups (32 outputs) a task: every activation row is multiplied while they are in cache, two
+        // activation rows at a time (the weights unpacked once for both).
+        const ActivationRows x_rows{act.q.data(), act.d.data(), act.s.data(), k, blocks};
         constexpr size_t kGroupsPerTask = 4;
         ov::parallel_for((groups + kGroupsPerTask - 1) / kGroupsPerTask, [&](size_t task) {
             const size_t first = task * kGroupsPerTask, last = std::min(groups, first + kGroupsPerTask);
-            for (size_t r = 0; r < rows; ++r) {
-                const int8_t* xq = act.q.data() + r * k;
-                const float* xd = act.d.data() + r * blocks;
-                const float* xs = act.s.data() + r * blocks;
-                for (size_t g = first; g < last; ++g)
-                    dot_group(wb + g * blocks * kGroupBytes, xq, xd, xs, blocks, out + r * n + g * kRows);
+            for (size_t r = 0; r < rows; r += 2) {
+                for (size_t g = first; g < last; ++g) {
+                    const uint8_t* wg = wb + g * blocks * F::kGroupBytes;
+                    if (r + 1 < rows)
+                        dot_group<F, 2>(wg, x_rows, r, out + g * kRows, n);
+                    else
+                        dot_group<F, 1>(wg, x_rows, r, out + g * kRows, n);
+                }
             }
         });
         return true;
     }
 };
 
+class Q4MatMul : public BlockMatMul<Q4_1Blocks> {
+public:
+    OPENVINO_OP("Q4MatMul", "extension", ov::op::Op);
+    using BlockMatMul::BlockMatMul;
+
+    std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
+        return std::make_shared<Q4MatMul>(args);
+    }
+};
+
+class Q8MatMul : public BlockMatMul<Q8_0Blocks> {
+public:
+    OPENVINO_OP("Q8MatMul", "extension", ov::op::Op);
+    using BlockMatMul::BlockMatMul;
+
+    std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
+        return std::make_shared<Q8MatMul>(args);
+    }
+};
+
 }  // namespace vinolm
 
-OPENVINO_CREATE_EXTENSIONS(std::vector<ov::Extension::Ptr>({std::make_shared<ov::OpExtension<vinolm::Q4MatMul>>()}));
+OPENVINO_CREATE_EXTENSIONS(std::vector<ov::Extension::Ptr>({std::make_shared<ov::OpExtension<vinolm::Q4MatMul>>(),
+                                                            std::make_shared<ov::OpExtension<vinolm::Q8MatMul>>()}));
