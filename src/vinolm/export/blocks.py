@@ -17,12 +17,13 @@ kernel's layout, described in the C++ source). A matmul whose shape does not fit
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vinolm.export.ir import save_in_place
 
 #: Weights per block along the inputs, and output rows repacked together (the kernel's constants).
 BLOCK = 32
@@ -134,11 +135,7 @@ def to_q4_1(xml: Path) -> dict[str, int]:
         node.set_friendly_name(op.get_friendly_name())
         op.output(0).replace(node.output(0))
         layouts[layout] += 1
-    tmp = xml.with_name(f".q4_1-{os.getpid()}.xml")
-    ov.save_model(model, tmp, compress_to_fp16=False)
-    del model, keep
-    os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
-    os.replace(tmp, xml)
+    save_in_place(model, xml, "q4_1")
     return {name: count for name, count in layouts.items() if count}
 
 

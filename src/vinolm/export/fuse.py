@@ -20,12 +20,13 @@ two of three side-by-side runs). Projections NNCF compressed differently
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vinolm.export.ir import save_in_place
 
 #: Element types stored two or more values per byte (bits per value): concatenated as raw bytes.
 _PACKED = {"u4": 4, "i4": 4, "nf4": 4, "f4e2m1": 4, "u2": 2, "u1": 1}
@@ -47,11 +48,7 @@ def fuse_projections(xml: Path) -> int:
     if not folded:
         return 0
     model.validate_nodes_and_infer_types()
-    tmp = xml.with_name(f".fused-{os.getpid()}.xml")
-    ov.save_model(model, tmp, compress_to_fp16=False)
-    del model, keep
-    os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
-    os.replace(tmp, xml)
+    save_in_place(model, xml, "fused")
     return folded
 
 
