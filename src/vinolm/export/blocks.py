@@ -28,7 +28,7 @@ from vinolm.export.ir import save_in_place
 #: Weights per block along the inputs, and output rows repacked together (the kernel's constants).
 BLOCK = 32
 ROWS = 8
-#: The record's names for the two layouts, and the kernels' operations for them.
+#: The record's names for the layouts, and the kernels' operations for the two block layouts.
 LAYOUT = "q4_1 g32"
 OUTPUT_LAYOUT = "q8_0 g32"
 TABLE_LAYOUT = "int8 channel-wise"
@@ -112,7 +112,8 @@ def dequantize(blob: np.ndarray) -> np.ndarray:
 
 def to_q4_1(xml: Path) -> dict[str, int]:
     """Rewrite the FP16 IR at ``xml`` in place (written beside it, then renamed); returns its
-    weight layouts for ``vinolm.json``: matmuls in blocks, and those left in FP16."""
+    weight layouts for ``vinolm.json``: matmuls in blocks, the embedding in int8 rows, and
+    matmuls left in FP16."""
     import openvino as ov
 
     model = ov.Core().read_model(xml)
