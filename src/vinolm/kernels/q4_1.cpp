@@ -151,12 +151,11 @@ static void dot_group(const uint8_t* w, const ActivationRows& x, size_t first, f
             _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetch + line), _MM_HINT_T0);
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
         const typename F::Weights weights = F::load(w + F::kHead);
+        __m256 m = _mm256_setzero_ps();
+        if constexpr (F::kMinimums) m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)));
         for (int r = 0; r < R; ++r) {
             const size_t row = first + r, i = row * x.blocks + b;
-            if constexpr (F::kMinimums) {
-                const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)));
-                offset[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(x.s[i]), offset[r]);
-            }
+            if constexpr (F::kMinimums) offset[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(x.s[i]), offset[r]);
             const __m128i* q = reinterpret_cast<const __m128i*>(x.q + row * x.k + b * kBlock);
             ActivationBlock a;
             a.lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(q));
