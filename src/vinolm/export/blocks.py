@@ -157,9 +157,7 @@ def _is_embedding(op: Any) -> bool:
     """A Gather of token ids (not, say, of a rotary table by positions)."""
     if op.get_type_name() != "Gather":
         return False
-    node = op.input_value(1).get_node()
-    while node.get_type_name() == "Convert":
-        node = node.input_value(0).get_node()
+    node = _source(op.input_value(1))
     return node.get_type_name() == "Parameter" and "input_ids" in node.output(0).get_names()
 
 
@@ -191,11 +189,17 @@ def _weights(op: Any) -> np.ndarray | None:
     return _constant(op.input_value(1))
 
 
-def _constant(value: Any) -> np.ndarray | None:
-    """A 2-D float constant behind ``value`` (through Converts) as float32, else None."""
+def _source(value: Any) -> Any:
+    """The node behind ``value`` through any Converts."""
     node = value.get_node()
     while node.get_type_name() == "Convert":
         node = node.input_value(0).get_node()
+    return node
+
+
+def _constant(value: Any) -> np.ndarray | None:
+    """A 2-D float constant behind ``value`` (through Converts) as float32, else None."""
+    node = _source(value)
     if (node.get_type_name() != "Constant" or len(node.get_output_shape(0)) != 2
             or not node.get_output_element_type(0).is_real()):
         return None
