@@ -140,6 +140,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
             print("  compiled with: " + ", ".join(f"{k}={v}" for k, v in cpu["compile_defaults"].items()))
             for fmt, layout in cpu["layouts"].items():
                 print(f"  {fmt} exports made here: {layout}")
+            print(f"  a GGUF (the default model) is prepared as {cpu['gguf_weight_format']}"
+                  + (", int8 where no C++ compiler builds its kernel" if cpu["gguf_weight_format"] != "int8" else ""))
             print(f"  prompt lookup proposes {cpu['lookup_proposals']} tokens a step, "
                   f"a draft model {cpu['draft_proposals']}")
     print("AUTO: let OpenVINO choose")
@@ -164,17 +166,19 @@ def cpu_choices() -> dict[str, Any]:
     (docs/benchmarks.md, per section and kind): what a user reads next to a speed they did
     not expect, and a bug report should carry. One read of the flags serves every choice."""
     from vinolm.bench.report import machine
-    from vinolm.cpu import BF16_FLAGS, INT8_DOT_FLAGS, cpu_flags
+    from vinolm.cpu import BF16_FLAGS, INT8_DOT_FLAGS, cpu_flags, cpu_kind
     from vinolm.engines.base import Speculation
     from vinolm.engines.lookup import proposed_tokens
     from vinolm.engines.ovconfig import device_defaults
-    from vinolm.export.layouts import describe_layout
+    from vinolm.export.layouts import DEFAULT_FORMATS, describe_layout
+    from vinolm.models import DEFAULT_WEIGHT_FORMAT
 
     flags = cpu_flags()
     return {**machine(),
             "math": {"bf16": bool(BF16_FLAGS & flags), "int8_activations": bool(INT8_DOT_FLAGS & flags)},
             "compile_defaults": device_defaults("CPU", flags),
             "layouts": {fmt: describe_layout("auto", fmt) for fmt in ("int4", "int8")},
+            "gguf_weight_format": DEFAULT_FORMATS.get(cpu_kind(flags), DEFAULT_WEIGHT_FORMAT),
             "lookup_proposals": proposed_tokens(Speculation(), "CPU", flags),
             "draft_proposals": proposed_tokens(Speculation(draft="draft"), "CPU", flags)}  # fmt: skip
 

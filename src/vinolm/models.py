@@ -254,7 +254,8 @@ def prepare(
         return PreparedModel.open(Path(source.location))
     from vinolm.export import ExportOptions, export_model, is_complete
 
-    options = export_options or ExportOptions(weight_format=weight_format or default_weight_format(source))
+    options = export_options or ExportOptions(
+        weight_format=weight_format or default_weight_format(source, progress))
     target = source.cache_dir(options.weight_format)
     if not is_complete(target) or options.force:
         _check_remote_code(source, options)
@@ -268,12 +269,24 @@ def prepare(
     return PreparedModel.open(target, name=source.name, entry=source.entry)
 
 
-def default_weight_format(source: Source) -> str:
-    """INT8 for small models (INT4 costs them quality and buys little speed), else the
-    catalog's INT4 preset, as the tutorials recommend for 1B+ models."""
+def default_weight_format(source: Source, progress: Callable[[str], None] | None = None) -> str:
+    """The catalog's INT4 preset where it has one, as the tutorials recommend for 1B+ models;
+    for a GGUF file (the default model is one) the format this kind of CPU decodes fastest
+    at INT8's quality or better (``layouts.DEFAULT_FORMATS``); else INT8 (INT4 costs small
+    models quality and buys little speed). vinolm's q4_1 kernel is compiled where it runs:
+    without a compiler the default is INT8, said through ``progress``, never an error."""
     if source.entry is not None and getattr(source.entry, "int4", None) and source.kind == "hub":
         return "int4"
-    return DEFAULT_WEIGHT_FORMAT
+    from vinolm.cpu import cpu_kind
+    from vinolm.export.layouts import DEFAULT_FORMATS
+    from vinolm.kernels import Q4_1, unusable
+
+    chosen = DEFAULT_FORMATS.get(cpu_kind(), DEFAULT_WEIGHT_FORMAT) if source.kind == "gguf" else None
+    if chosen == Q4_1 and (reason := unusable()):
+        if progress:
+            progress(f"{DEFAULT_WEIGHT_FORMAT} weights, not this CPU's faster q4_1: {reason}")
+        return DEFAULT_WEIGHT_FORMAT
+    return chosen or DEFAULT_WEIGHT_FORMAT
 
 
 def _check_remote_code(source: Source, options: Any) -> None:

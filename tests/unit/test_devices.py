@@ -37,6 +37,7 @@ def test_the_cpu_entry_is_what_the_engines_and_the_exporter_pick(capsys: pytest.
     assert cpu["cpu_kind"] == kind
     assert cpu["compile_defaults"] == device_defaults("CPU")
     assert cpu["layouts"] == {"int4": describe_layout(kind, "int4"), "int8": describe_layout(kind, "int8")}
+    assert cpu["gguf_weight_format"] == ("q4_1" if kind == "avx2" else "int8")
     flags = cpu_flags()
     assert (cpu["lookup_proposals"], cpu["draft_proposals"]) == (LOOKUP_PROPOSALS, DRAFT_PROPOSALS)
     assert cpu["math"] == {
@@ -75,6 +76,8 @@ def test_a_capped_cpu_reads_as_the_older_kind(
     assert cpu["layouts"]["int4"] == int4
     out = subprocess.check_output(run, env=env, text=True)
     assert f"kernels capped at {cap}" in out and ("OpenVINO computes in f32" in out) is not int8
+    fmt = "int8" if int8 else "q4_1, int8 where no C++ compiler builds its kernel"
+    assert f"a GGUF (the default model) is prepared as {fmt}\n" in out
     assert f"prompt lookup proposes {proposals[0]} tokens a step, a draft model {proposals[1]}" in out
 
 

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from vinolm.catalog import Int4Preset
-from vinolm.cpu import cpu_kind
+from vinolm.cpu import ISA_CAP_ENV, cpu_kind
 from vinolm.errors import EngineError, InvalidRequest
 from vinolm.export import EMBEDDING_TASK, GENERATION_TASK, ExportOptions, _settings, describe
-from vinolm.export.layouts import LAYOUTS, TARGETS, layout_for, target_kind
+from vinolm.export.layouts import DEFAULT_FORMATS, LAYOUTS, TARGETS, layout_for, target_kind
 from vinolm.export.report import adjusted_groups, weight_layouts
-from vinolm.kernels import extensions_for
+from vinolm.kernels import extensions_for, missing_cpu_features
+from vinolm.models import DEFAULT_MODEL, default_weight_format, locate_source
 
 PRESET = Int4Preset(sym=False, group_size=128, ratio=0.8)
 KINDS = [t for t in TARGETS if t not in ("auto", "any")]
@@ -157,3 +158,27 @@ def test_int4_exports_take_activation_groups_as_wide_as_their_weights_allow() ->
     int8 = {"weight_format": "int8", "layers": {"int8 channel-wise": 211}}  # its own error is small: keep 64
     for info in (int8, {"weight_format": "int4"}, {}):
         assert activation_group("avx512-bf16", info) is None
+
+
+def test_prepares_default_is_the_kinds_fastest_format_and_int8_without_a_compiler(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default model (a GGUF) takes q4_1 where OpenVINO's kernels are capped at AVX2 (so on any x86
+    CPU of the last decade), INT8 capped below; without a compiler INT8, with the reason said."""
+    if missing_cpu_features():
+        pytest.skip("the q4_1 kernel needs AVX2, FMA and F16C")
+    gguf, embedding = locate_source(DEFAULT_MODEL), locate_source("all-minilm-l6-v2")
+    assert gguf.kind == "gguf"
+    monkeypatch.setenv(ISA_CAP_ENV, "AVX2")
+    assert cpu_kind() == "avx2" and DEFAULT_FORMATS["avx2"] == "q4_1"
+    assert default_weight_format(gguf) == "q4_1"
+    assert default_weight_format(embedding) == "int8"  # q4_1 is for text generation
+    monkeypatch.setenv(ISA_CAP_ENV, "AVX")
+    assert default_weight_format(gguf) == "int8"
+    monkeypatch.setenv(ISA_CAP_ENV, "AVX2")
+    monkeypatch.setenv("VINOLM_HOME", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    said: list[str] = []
+    assert default_weight_format(gguf, said.append) == "int8"
+    assert said == [("int8 weights, not this CPU's faster q4_1: the q4_1 weight format's kernel is compiled on "
+                     "first use and needs a C++ compiler (no-such-compiler was not found): install one (apt install "
+                     "g++) or set CXX")]

@@ -78,6 +78,16 @@ def missing_cpu_features(flags: set[str] | None = None) -> list[str]:
     return sorted(CPU_FLAGS - flags)
 
 
+def unusable() -> str | None:
+    """Why the kernel cannot run here, or None when it can (then it is built, once, now): a
+    default of the q4_1 format falls back to one OpenVINO runs alone instead of failing."""
+    try:
+        library()
+    except EngineError as error:
+        return str(error)
+    return None
+
+
 def library() -> Path:
     """The compiled kernel for this OpenVINO release, built (once, atomically) if missing."""
     import openvino as ov
