@@ -36,6 +36,8 @@ def text_of(message: anthropic.types.Message) -> str:
 
 
 def test_unary_message_knows_the_capital_of_france(server: RunningServer) -> None:
+    """With a system prompt of its own: under SmolLM's default one the FP16 model itself nearly ties
+    "The" (capital ... Paris) with "L" (L'Etoile ...), and q4_1 weights tip it, as llama.cpp's do."""
     message = greedy(server, system="You are a helpful assistant.")
     assert message.type == "message" and message.role == "assistant" and message.model == MODEL
     assert "Paris" in text_of(message), message
@@ -112,7 +114,7 @@ def test_bad_requests_are_anthropic_errors(server: RunningServer) -> None:
     with pytest.raises(anthropic.BadRequestError):
         sdk(server).messages.create(model=MODEL, messages=[{"role": "user", "content": [  # type: ignore[list-item]
             {"type": "image", "source": {"type": "url", "url": "http://x/y.png"}}]}], max_tokens=8)
-    assert "Paris" in text_of(greedy(server))  # and the server still serves
+    assert "Paris" in text_of(greedy(server, system="You are a helpful assistant."))  # and the server still serves
 
 
 WEATHER = {"name": "get_weather", "description": "The current weather in a city.",

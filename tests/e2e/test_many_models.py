@@ -22,7 +22,7 @@ from openai import BadRequestError, NotFoundError, OpenAI
 from tests.e2e.conftest import RunningServer, start_server
 from tritonclient.utils import InferenceServerException
 
-from vinolm.models import prepare
+from vinolm.models import default_weight_format, locate_source, prepare
 
 pytestmark = pytest.mark.slow
 CHAT = "smollm2-135m"
@@ -140,7 +140,8 @@ def test_ollama_and_anthropic_clients_chat_with_both_models_and_ollama_embeds(ma
     assert missing.value.status_code == 404 and INT4 in missing.value.error
     tags = {m.model: m for m in local.list().models}
     assert set(tags) == {CHAT, INT4, EMBED, "broken"}
-    assert tags[INT4].details.quantization_level == "INT4" and tags[CHAT].details.quantization_level == "INT8"  # type: ignore[union-attr]
+    chat_format = default_weight_format(locate_source(CHAT)).upper()  # q4_1 on AVX2 alone, else INT8
+    assert tags[INT4].details.quantization_level == "INT4" and tags[CHAT].details.quantization_level == chat_format  # type: ignore[union-attr]
     assert {m.model for m in local.ps().models} >= {CHAT, INT4, EMBED}
     assert local.show(EMBED).capabilities == ["embedding"]
 
