@@ -58,7 +58,7 @@ def _compiled(tmp_path: Path, layout: str, blob: np.ndarray, k: int) -> ov.Compi
 
 
 @pytest.mark.parametrize("layout", FORMATS)
-@pytest.mark.parametrize(("n", "k", "rows"), [(64, 96, 1), (40, 576, 3), (8, 32, 7)])
+@pytest.mark.parametrize(("n", "k", "rows"), [(64, 96, 1), (40, 576, 3), (8, 32, 7), (16, 64, 11)])
 def test_kernel_matches_the_formats_arithmetic(tmp_path: Path, layout: str, n: int, k: int, rows: int) -> None:
     rng = np.random.default_rng(n + k)
     pack, unpack = FORMATS[layout]

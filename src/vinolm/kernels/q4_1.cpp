@@ -74,6 +74,9 @@ struct Q4_1Blocks {
     static constexpr size_t kGroupBytes = 160;
     static constexpr size_t kHead = 32;  // 8 f16 scales, then 8 f16 minimums
     static constexpr bool kMinimums = true;
+    // Activation rows a prompt's pass multiplies against one unpacking of the weights: 4 took 0.91x the time of 2
+    // at M = 64 on Zen 3 (docs/benchmarks.md section 33); Q8_0's wider unpacked weights leave registers for 2.
+    static constexpr int kRowsPerPass = 4;
 
     struct Weights {
         __m256i lo[4], hi[4];  // per pair of rows: elements 0-15 and 16-31, as values 0..15
@@ -105,6 +108,7 @@ struct Q8_0Blocks {
     static constexpr size_t kGroupBytes = 272;
     static constexpr size_t kHead = 16;  // 8 f16 scales
     static constexpr bool kMinimums = false;
+    static constexpr int kRowsPerPass = 2;
 
     struct Weights {
         __m256i lo[4], hi[4];  // per pair of rows: elements 0-15 and 16-31, int8
@@ -232,20 +236,25 @@ public:
         else
             ov::parallel_for(rows, quantize_row);
 
-        // Four row groups (32 outputs) a task: every activation row is multiplied while they are in cache, two
-        // activation rows at a time (the weights unpacked once for both).
+        // Four row groups (32 outputs) a task: every activation row is multiplied while they are in cache,
+        // F::kRowsPerPass activation rows at a time (the weights unpacked once for them), then 2, then 1.
         const ActivationRows x_rows{act.q.data(), act.d.data(), act.s.data(), k, blocks};
         constexpr size_t kGroupsPerTask = 4;
+        constexpr size_t kWide = F::kRowsPerPass;
         ov::parallel_for((groups + kGroupsPerTask - 1) / kGroupsPerTask, [&](size_t task) {
             const size_t first = task * kGroupsPerTask, last = std::min(groups, first + kGroupsPerTask);
-            for (size_t r = 0; r < rows; r += 2) {
+            for (size_t r = 0; r < rows;) {
+                const size_t pass = rows - r >= kWide ? kWide : rows - r >= 2 ? 2 : 1;
                 for (size_t g = first; g < last; ++g) {
                     const uint8_t* wg = wb + g * blocks * F::kGroupBytes;
-                    if (r + 1 < rows)
+                    if (pass == kWide)
+                        dot_group<F, F::kRowsPerPass>(wg, x_rows, r, out + g * kRows, n);
+                    else if (pass == 2)
                         dot_group<F, 2>(wg, x_rows, r, out + g * kRows, n);
                     else
                         dot_group<F, 1>(wg, x_rows, r, out + g * kRows, n);
                 }
+                r += pass;
             }
         });
         return true;
