@@ -30,6 +30,7 @@ from vinolm.bench.schema import (
     timed_record,
 )
 from vinolm.errors import InvalidRequest
+from vinolm.kernels import missing_cpu_features
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -459,6 +460,24 @@ def test_profile_breaks_a_decode_step_down_by_node_type() -> None:
                               "NO_SUCH_PROPERTY=1"], capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
     assert unknown.returncode == 1 and unknown.stderr.startswith("python -m vinolm.bench.profile: error: OpenVINO: ")
     assert "NO_SUCH_PROPERTY" in unknown.stderr and len(unknown.stderr.splitlines()) == 1, unknown.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(missing_cpu_features()), reason="the q4_1 kernel needs AVX2, FMA and F16C")
+def test_profile_counts_the_q4_1_kernels_operations_as_the_weight_matmuls() -> None:
+    """OpenVINO runs vinolm's kernel as ``Reference`` nodes: their blobs are read back as the N x K matrices
+    they hold, and the checking pass around it (the native engine's) loads the kernel too."""
+    cmd = [sys.executable, "-m", "vinolm.bench.profile", "--weight-format", "q4_1", "--prompt-tokens", "16",
+           "--steps", "2", "--step-tokens", "2", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    matmuls = {m["matmul"]: m for m in result["matmuls"]}
+    assert matmuls["lm_head"]["matrix"] == "49152x576 Q8MatMul", matmuls
+    assert matmuls["layers.N.mlp.down_proj"]["matrix"] == "576x1536 Q4MatMul", matmuls
+    reference = next(r for r in result["rows"] if r["node_type"] == "Reference")
+    assert sum(m["nodes"] for m in matmuls.values()) == reference["nodes"] and result["weight_gbps"] > 0
+    assert result["parity"]["bitwise"] and result["miss"]["pass_ms"] > 0  # the kernel's rows are a step's
 
 
 @pytest.mark.slow

@@ -33,8 +33,15 @@ LAYOUT = "q4_1 g32"
 OUTPUT_LAYOUT = "q8_0 g32"
 TABLE_LAYOUT = "int8 channel-wise"
 OPS = {LAYOUT: "Q4MatMul", OUTPUT_LAYOUT: "Q8MatMul"}
+#: Bytes of one block of a row group per operation (the kernel's ``kGroupBytes``).
+GROUP_BYTES = {"Q4MatMul": 160, "Q8MatMul": 272}
 #: The order of a row group's scales (and minimums) in a block: the kernel's lanes.
 LANES = np.array([0, 2, 4, 6, 1, 3, 5, 7])
+
+
+def blob_matrix(op_type: str, shape: tuple[int, ...]) -> tuple[int, int]:
+    """The [N, K] weight matrix held by a kernel operation's u8 blob of ``shape``."""
+    return shape[0] * ROWS, shape[1] // GROUP_BYTES[op_type] * BLOCK
 
 
 def quantize(weights: np.ndarray) -> np.ndarray:
