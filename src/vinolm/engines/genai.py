@@ -24,7 +24,7 @@ from vinolm.engines.lookup import f32_checks, proposed_tokens
 from vinolm.engines.native_tokenizer import VocabLookup
 from vinolm.engines.ovconfig import device_base, optimization_capabilities
 from vinolm.engines.streaming import TextStreamer
-from vinolm.errors import EngineError
+from vinolm.errors import EngineError, InvalidRequest
 from vinolm.kernels import extensions_for, genai_properties
 from vinolm.models import PreparedModel
 from vinolm.types import Chunk, GenerationParams, Metrics, Request
@@ -112,11 +112,18 @@ class GenaiEngine(Engine):
             log.warning(SHARED_LOOKUP_WARNING if spec.draft is None else SHARED_DRAFT_WARNING)
         if spec.draft is None:
             return {"prompt_lookup": True}
-        from vinolm.models import prepare
+        from vinolm.models import DEFAULT_WEIGHT_FORMAT, prepare
 
         draft = prepare(spec.draft, progress=lambda _: None)
-        return {"draft_model": self._genai.draft_model(str(draft.path), self.options.device, **self.properties,
-                                                       **genai_properties(extensions_for(draft.info)))}
+        if extensions_for(draft.info):
+            # openvino-genai 2026.4 reads a draft with a Core that has not loaded the pipeline's extension
+            # libraries and compiles it with properties the CPU plugin refuses them in: a q4_1 draft cannot load.
+            # Where q4_1 was only prepare's default, the draft is made in INT8 instead.
+            draft = prepare(spec.draft, DEFAULT_WEIGHT_FORMAT, progress=lambda _: None)
+            if extensions_for(draft.info):
+                raise InvalidRequest(f"{spec.draft} is in vinolm's q4_1 format, which openvino-genai cannot load as "
+                                     "a draft model: export the draft with --weight-format int8")
+        return {"draft_model": self._genai.draft_model(str(draft.path), self.options.device, **self.properties)}
 
     # -- tokens ------------------------------------------------------------------------
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
