@@ -112,17 +112,17 @@ class GenaiEngine(Engine):
             log.warning(SHARED_LOOKUP_WARNING if spec.draft is None else SHARED_DRAFT_WARNING)
         if spec.draft is None:
             return {"prompt_lookup": True}
-        from vinolm.models import DEFAULT_WEIGHT_FORMAT, prepare
+        from vinolm.kernels import Q4_1
+        from vinolm.models import DEFAULT_WEIGHT_FORMAT, default_weight_format, locate_source, prepare
 
-        draft = prepare(spec.draft, progress=lambda _: None)
+        # openvino-genai 2026.4 reads a draft with a Core that has not loaded the pipeline's extension libraries
+        # and compiles it with properties the CPU plugin refuses them in: a q4_1 draft cannot load. Where q4_1
+        # is only prepare's default, the draft is made in INT8 instead.
+        own = DEFAULT_WEIGHT_FORMAT if default_weight_format(locate_source(spec.draft)) == Q4_1 else None
+        draft = prepare(spec.draft, own, progress=lambda _: None)
         if extensions_for(draft.info):
-            # openvino-genai 2026.4 reads a draft with a Core that has not loaded the pipeline's extension
-            # libraries and compiles it with properties the CPU plugin refuses them in: a q4_1 draft cannot load.
-            # Where q4_1 was only prepare's default, the draft is made in INT8 instead.
-            draft = prepare(spec.draft, DEFAULT_WEIGHT_FORMAT, progress=lambda _: None)
-            if extensions_for(draft.info):
-                raise InvalidRequest(f"{spec.draft} is in vinolm's q4_1 format, which openvino-genai cannot load as "
-                                     "a draft model: export the draft with --weight-format int8")
+            raise InvalidRequest(f"{spec.draft} is in vinolm's q4_1 format, which openvino-genai cannot load as a "
+                                 "draft model: export the draft with --weight-format int8")
         return {"draft_model": self._genai.draft_model(str(draft.path), self.options.device, **self.properties)}
 
     # -- tokens ------------------------------------------------------------------------
