@@ -35,8 +35,9 @@ TABLE_LAYOUT = "int8 channel-wise"
 OPS = {LAYOUT: "Q4MatMul", OUTPUT_LAYOUT: "Q8MatMul"}
 #: Bytes of one block of a row group per operation (the kernel's ``kGroupBytes``).
 GROUP_BYTES = {"Q4MatMul": 160, "Q8MatMul": 272}
-#: The order of a row group's scales (and minimums) in a block: the kernel's lanes.
-LANES = np.array([0, 2, 4, 6, 1, 3, 5, 7])
+#: The order of a row group's scales in a Q8_0 block: the kernel's lanes (Q4_1's are in row order).
+Q8_LANES = np.array([0, 2, 4, 6, 1, 3, 5, 7])
+ROW_ORDER = np.arange(ROWS)
 
 
 def blob_matrix(op_type: str, shape: tuple[int, ...]) -> tuple[int, int]:
@@ -56,11 +57,12 @@ def quantize(weights: np.ndarray) -> np.ndarray:
 
 
 def pack(q: np.ndarray, scale: np.ndarray, minimum: np.ndarray) -> np.ndarray:
-    """Values 0..15 [N, K/32, 32] with f16 scales and minimums [N, K/32] -> the repacked blob."""
+    """Values 0..15 [N, K/32, 32] with f16 scales and minimums [N, K/32] -> the repacked blob: per
+    block of a row group, four vectors whose byte 4r+j holds row r's elements 4v+j and 16+4v+j."""
     n, nb, _ = q.shape
-    nibbles = (q[..., :16] | (q[..., 16:] << 4)).astype(np.uint8)
-    by_group = nibbles.reshape(n // ROWS, ROWS, nb, 16).transpose(0, 2, 1, 3).reshape(n // ROWS, nb, ROWS * 16)
-    heads = [_head(h) for h in (scale, minimum)]
+    nibbles = (q[..., :16] | (q[..., 16:] << 4)).astype(np.uint8).reshape(n // ROWS, ROWS, nb, 4, 4)
+    by_group = nibbles.transpose(0, 2, 3, 1, 4).reshape(n // ROWS, nb, ROWS * 16)
+    heads = [_head(h, ROW_ORDER) for h in (scale, minimum)]
     return np.ascontiguousarray(np.concatenate([*heads, by_group], axis=-1).reshape(n // ROWS, -1))
 
 
@@ -77,20 +79,20 @@ def quantize_q8_0(weights: np.ndarray) -> np.ndarray:
     # per row pair: both rows' elements 0-15, then both rows' 16-31 (the kernel's 256-bit loads)
     pairs = q.reshape(n // ROWS, ROWS // 2, 2, k // BLOCK, 2, 16).transpose(0, 3, 1, 4, 2, 5)
     data = pairs.reshape(n // ROWS, k // BLOCK, ROWS * BLOCK).view(np.uint8)
-    return np.ascontiguousarray(np.concatenate([_head(scale.astype(np.float16)), data], axis=-1).reshape(n // ROWS, -1))
+    return np.ascontiguousarray(np.concatenate([_head(scale.astype(np.float16), Q8_LANES), data], axis=-1).reshape(n // ROWS, -1))
 
 
-def _head(values: np.ndarray) -> np.ndarray:
+def _head(values: np.ndarray, lanes: np.ndarray) -> np.ndarray:
     """f16 [N, K/32] -> each row group's block heads as bytes [N/8, K/32, 16], in the kernel's lane order."""
     n, nb = values.shape
-    grouped = values.view(np.uint8).reshape(n // ROWS, ROWS, nb, 2)[:, LANES]
+    grouped = values.view(np.uint8).reshape(n // ROWS, ROWS, nb, 2)[:, lanes]
     return grouped.transpose(0, 2, 1, 3).reshape(n // ROWS, nb, ROWS * 2)
 
 
-def _unhead(data: np.ndarray) -> np.ndarray:
+def _unhead(data: np.ndarray, lanes: np.ndarray) -> np.ndarray:
     """Block heads [groups, K/32, 16 bytes] -> f32 [groups, K/32, 8] in row order."""
-    lanes = data.copy().view(np.float16).astype(np.float32)
-    return lanes[..., np.argsort(LANES)]
+    values = data.copy().view(np.float16).astype(np.float32)
+    return values[..., np.argsort(lanes)]
 
 
 def dequantize_q8_0(blob: np.ndarray) -> np.ndarray:
@@ -98,7 +100,7 @@ def dequantize_q8_0(blob: np.ndarray) -> np.ndarray:
     groups = blob.shape[0]
     nb = blob.shape[1] // (ROWS * 34)
     parts = blob.reshape(groups, nb, ROWS * 34)
-    scale = _unhead(parts[..., :16])  # [g, nb, 8]
+    scale = _unhead(parts[..., :16], Q8_LANES)  # [g, nb, 8]
     q = parts[..., 16:].copy().view(np.int8).reshape(groups, nb, ROWS // 2, 2, 2, 16)  # [g, nb, pair, half, row, 16]
     q = q.transpose(0, 1, 2, 4, 3, 5).reshape(groups, nb, ROWS, BLOCK).astype(np.float32)
     w = q * scale[..., None]
@@ -110,8 +112,8 @@ def dequantize(blob: np.ndarray) -> np.ndarray:
     groups = blob.shape[0]
     nb = blob.shape[1] // (ROWS * 20)
     parts = blob.reshape(groups, nb, ROWS * 20)
-    scale, minimum = (_unhead(parts[..., i * 16:(i + 1) * 16]) for i in (0, 1))
-    nibbles = parts[..., 32:].reshape(groups, nb, ROWS, 16)
+    scale, minimum = (_unhead(parts[..., i * 16:(i + 1) * 16], ROW_ORDER) for i in (0, 1))
+    nibbles = parts[..., 32:].reshape(groups, nb, 4, ROWS, 4).transpose(0, 1, 3, 2, 4).reshape(groups, nb, ROWS, 16)
     q = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=-1).astype(np.float32)  # [g, nb, 8, 32]
     w = q * scale[..., None] + minimum[..., None]
     return w.transpose(0, 2, 1, 3).reshape(groups * ROWS, nb * BLOCK)

@@ -25,9 +25,10 @@ from vinolm.errors import EngineError
 
 #: The weight format whose matmuls this kernel runs, and the version of its blocks' layout in the
 #: IR, recorded in ``vinolm.json``: 2 added the 8-bit output layer and ordered the scales by the
-#: kernel's lanes (exports of layout 1 would multiply wrongly, so they are refused).
+#: kernel's lanes, 3 interleaved a Q4_1 block's rows by four elements (exports of older layouts
+#: would multiply wrongly, so they are refused).
 Q4_1 = "q4_1"
-KERNEL_LAYOUT = 2
+KERNEL_LAYOUT = 3
 SOURCE = Path(__file__).with_name("q4_1.cpp")
 #: What the kernel's instructions need (vpmaddubsw/vpermps, FMA, f16 scales).
 CPU_FLAGS = frozenset({"avx2", "fma", "f16c"})

@@ -6,21 +6,20 @@
 // integers (`vpmaddubsw`) and decodes faster. These ops do what llama.cpp does, inside the graph OpenVINO runs, so
 // both of vinolm's OpenVINO engines and the server keep their pipeline (docs/benchmarks.md sections 31-32).
 //
-// Weights (input 1, u8 [N/8, K/32 * group bytes]) come in blocks of 32 along K, repacked by 8 output rows so that
-// one 256-bit load feeds two rows. Activations (input 0, f32 [..., K]) are quantized to int8 per block of 32 on
-// the fly (llama.cpp's Q8_1: scale dx, values xq).
+// Weights (input 1, u8 [N/8, K/32 * group bytes]) come in blocks of 32 along K, repacked by 8 output rows.
+// Activations (input 0, f32 [..., K]) are quantized to int8 per block of 32 on the fly (llama.cpp's Q8_1: scale
+// dx, values xq).
 // - Q4MatMul, llama.cpp's Q4_1 (w = d*q + m, q in 0..15, f16 d and m): for rows 8g..8g+7 and block b, 160 bytes =
-//   8 scales, 8 minimums (both in the row order 0, 2, 4, 6, 1, 3, 5, 7), then each row's 16 nibble bytes (byte j
-//   holds element j in its low nibble and element j+16 in its high one). A block contributes
-//   d*dx*sum(q*xq) + m*dx*sum(xq).
+//   8 scales, 8 minimums (row order), then four 32-byte vectors: vector v's byte 4r+j holds row r's element 4v+j
+//   in its low nibble and element 16+4v+j in its high one. A block contributes d*dx*sum(q*xq) + m*dx*sum(xq).
 // - Q8MatMul, llama.cpp's Q8_0 (w = d*q, q in -127..127, f16 d), for the output layer, which llama.cpp's files
-//   keep at 8 bits: 272 bytes = 8 scales (in the same row order), then per pair of rows (2p, 2p+1) their
-//   elements 0-15, then 16-31. A block contributes d*dx*sum(q*xq).
+//   keep at 8 bits: 272 bytes = 8 scales (in the row order 0, 2, 4, 6, 1, 3, 5, 7), then per pair of rows
+//   (2p, 2p+1) their elements 0-15, then 16-31. A block contributes d*dx*sum(q*xq).
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include <openvino/core/extension.hpp>
@@ -44,63 +43,72 @@ struct QuantizedRows {
     std::vector<float> s;
 };
 
+// Scale max|x|/127, values x/scale rounded to nearest even (the default rounding of vcvtps2dq).
 static void quantize_block(const float* x, int8_t* q, float* d, float* s) {
-    float amax = 0.f;
-    for (size_t j = 0; j < kBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
-    const float scale = amax / 127.f;
-    const float inverse = scale != 0.f ? 1.f / scale : 0.f;
-    int sum = 0;
-    for (size_t j = 0; j < kBlock; ++j) {
-        const int v = static_cast<int>(std::nearbyint(x[j] * inverse));
-        q[j] = static_cast<int8_t>(v);
-        sum += v;
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+        v[i] = _mm256_loadu_ps(x + 8 * i);
+        amax = _mm256_max_ps(amax, _mm256_andnot_ps(_mm256_set1_ps(-0.f), v[i]));
     }
+    __m128 top = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    top = _mm_max_ps(top, _mm_movehl_ps(top, top));
+    top = _mm_max_ss(top, _mm_movehdup_ps(top));
+    const float scale = _mm_cvtss_f32(top) / 127.f;
+    const __m256 inverse = _mm256_set1_ps(scale != 0.f ? 1.f / scale : 0.f);
+    __m256i values[4];
+    for (int i = 0; i < 4; ++i) values[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inverse));
+    // |values| <= 127: packing saturates nothing; the packs interleave 32-bit groups, put back in order
+    const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(values[0], values[1]),
+                                             _mm256_packs_epi32(values[2], values[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q),
+                        _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    const __m256i total = _mm256_add_epi32(_mm256_add_epi32(values[0], values[1]),
+                                           _mm256_add_epi32(values[2], values[3]));
+    __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+    sum = _mm_hadd_epi32(sum, sum);
+    sum = _mm_hadd_epi32(sum, sum);
     *d = scale;
-    *s = scale * static_cast<float>(sum);
+    *s = scale * static_cast<float>(_mm_cvtsi128_si32(sum));
 }
 
-// One block of activations, as each format's products want it: the int8 values broadcast to both 128-bit lanes
-// (elements 0-15 and 16-31), and their magnitudes for the signed-by-signed products of Q8_0.
-struct ActivationBlock {
-    __m256i lo, hi, abs_lo, abs_hi;
-};
-
-// Each format loads a block of 8 rows' weights once (for every activation row of a call's pass) and returns its
-// eight int32 sums sum(q*xq) for one activation row, one lane per output row in the order the scales are
-// stored: rows 0, 2, 4, 6, 1, 3, 5, 7 (pair p's rows come from the two 128-bit lanes of one load, and three
-// horizontal adds bring the four pairs together). One vector then takes the block's scales: no per-row reductions
-// inside the loop.
+// Each format multiplies one block of a group of 8 output rows against R activation rows' blocks, unpacking the
+// weights once for all R, and returns per activation row the eight int32 sums sum(q*xq) in a vector whose lanes
+// are the output rows in the order the block's scales are stored.
 struct Q4_1Blocks {
     static constexpr size_t kGroupBytes = 160;
     static constexpr size_t kHead = 32;  // 8 f16 scales, then 8 f16 minimums
     static constexpr bool kMinimums = true;
-    // Activation rows a prompt's pass multiplies against one unpacking of the weights: 4 took 0.91x the time of 2
-    // at M = 64 on Zen 3 (docs/benchmarks.md section 33); Q8_0's wider unpacked weights leave registers for 2.
+    static constexpr bool kRowOrder = true;  // lanes are rows 0-7
+    // Activation rows a prompt's pass multiplies against one unpacking of the weights: 4 took 0.72-0.81x the time
+    // of the previous layout's 4 at M = 256 on Zen 3, 6 and 8 spilled registers (docs/benchmarks.md section 34).
     static constexpr int kRowsPerPass = 4;
 
-    struct Weights {
-        __m256i lo[4], hi[4];  // per pair of rows: elements 0-15 and 16-31, as values 0..15
-    };
-
-    static Weights load(const uint8_t* data) {
+    // One vpmaddubsw of a vector's nibbles against four activation bytes broadcast to every 32-bit lane sums two
+    // products per int16 for all eight rows at once; the sums stay in their row's lane, so a block needs no
+    // horizontal adds.
+    template <int R>
+    static void dots(const uint8_t* data, const int8_t* const* x, __m256i* out) {
         const __m256i low = _mm256_set1_epi8(0x0F);
-        Weights w;
-        for (int pair = 0; pair < 4; ++pair) {
-            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + pair * 32));
-            w.lo[pair] = _mm256_and_si256(v, low);
-            w.hi[pair] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+        __m256i sums[R];
+        for (int r = 0; r < R; ++r) sums[r] = _mm256_setzero_si256();
+        for (int v = 0; v < 4; ++v) {
+            const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + v * 32));
+            const __m256i lo = _mm256_and_si256(raw, low);
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+            for (int r = 0; r < R; ++r) {
+                int32_t first, second;
+                std::memcpy(&first, x[r] + 4 * v, 4);
+                std::memcpy(&second, x[r] + 16 + 4 * v, 4);
+                // q <= 15 and |xq| <= 127: an int16 holds two products, and the eight summed here <= 30480
+                sums[r] = _mm256_add_epi16(sums[r], _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(first)),
+                                                                     _mm256_maddubs_epi16(hi, _mm256_set1_epi32(second))));
+                // Keeps each row's sum in a register as it goes: left free, GCC 12 computed all 32 products
+                // first and spilled them to the stack (1.4x slower at M = 256).
+                asm("" : "+x"(sums[r]));
+            }
         }
-        return w;
-    }
-
-    static __m256i dots(const Weights& w, const ActivationBlock& x) {
-        __m256i sums[4];
-        for (int pair = 0; pair < 4; ++pair)
-            sums[pair] = _mm256_add_epi16(_mm256_maddubs_epi16(w.lo[pair], x.lo), _mm256_maddubs_epi16(w.hi[pair], x.hi));
-        // q <= 15 and |xq| <= 127: an int16 lane holds 4 products (|sum| <= 7620), after two horizontal adds 16
-        // (<= 30480): no overflow before the last step widens to int32.
-        const __m256i quads = _mm256_hadd_epi16(_mm256_hadd_epi16(sums[0], sums[1]), _mm256_hadd_epi16(sums[2], sums[3]));
-        return _mm256_madd_epi16(quads, _mm256_set1_epi16(1));
+        for (int r = 0; r < R; ++r) out[r] = _mm256_madd_epi16(sums[r], _mm256_set1_epi16(1));
     }
 };
 
@@ -108,32 +116,35 @@ struct Q8_0Blocks {
     static constexpr size_t kGroupBytes = 272;
     static constexpr size_t kHead = 16;  // 8 f16 scales
     static constexpr bool kMinimums = false;
+    static constexpr bool kRowOrder = false;  // lanes are rows 0, 2, 4, 6, 1, 3, 5, 7
+    // Its wider unpacked weights leave registers for 2.
     static constexpr int kRowsPerPass = 2;
 
-    struct Weights {
+    // Pair p's rows come from the two 128-bit lanes of one load, against the activation block broadcast to both;
+    // three horizontal adds bring the four pairs together.
+    template <int R>
+    static void dots(const uint8_t* data, const int8_t* const* x, __m256i* out) {
         __m256i lo[4], hi[4];  // per pair of rows: elements 0-15 and 16-31, int8
-    };
-
-    static Weights load(const uint8_t* data) {
-        Weights w;
         for (int pair = 0; pair < 4; ++pair) {
-            w.lo[pair] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + pair * 64));
-            w.hi[pair] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + pair * 64 + 32));
+            lo[pair] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + pair * 64));
+            hi[pair] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + pair * 64 + 32));
         }
-        return w;
-    }
-
-    static __m256i dots(const Weights& w, const ActivationBlock& x) {
         const __m256i ones = _mm256_set1_epi16(1);
-        __m256i sums[4];
-        for (int pair = 0; pair < 4; ++pair) {
-            // vpmaddubsw multiplies unsigned by signed: |xq| by q carrying xq's sign (llama.cpp's trick). Two
-            // products reach 2*127*127, so each half is widened to int32 before anything is added to it.
-            const __m256i lo = _mm256_madd_epi16(_mm256_maddubs_epi16(x.abs_lo, _mm256_sign_epi8(w.lo[pair], x.lo)), ones);
-            const __m256i hi = _mm256_madd_epi16(_mm256_maddubs_epi16(x.abs_hi, _mm256_sign_epi8(w.hi[pair], x.hi)), ones);
-            sums[pair] = _mm256_add_epi32(lo, hi);
+        for (int r = 0; r < R; ++r) {
+            const __m128i* q = reinterpret_cast<const __m128i*>(x[r]);
+            const __m256i xlo = _mm256_broadcastsi128_si256(_mm_loadu_si128(q));
+            const __m256i xhi = _mm256_broadcastsi128_si256(_mm_loadu_si128(q + 1));
+            const __m256i abs_lo = _mm256_abs_epi8(xlo), abs_hi = _mm256_abs_epi8(xhi);
+            __m256i sums[4];
+            for (int pair = 0; pair < 4; ++pair) {
+                // vpmaddubsw multiplies unsigned by signed: |xq| by q carrying xq's sign (llama.cpp's trick). Two
+                // products reach 2*127*127, so each half is widened to int32 before anything is added to it.
+                const __m256i a = _mm256_madd_epi16(_mm256_maddubs_epi16(abs_lo, _mm256_sign_epi8(lo[pair], xlo)), ones);
+                const __m256i b = _mm256_madd_epi16(_mm256_maddubs_epi16(abs_hi, _mm256_sign_epi8(hi[pair], xhi)), ones);
+                sums[pair] = _mm256_add_epi32(a, b);
+            }
+            out[r] = _mm256_hadd_epi32(_mm256_hadd_epi32(sums[0], sums[1]), _mm256_hadd_epi32(sums[2], sums[3]));
         }
-        return _mm256_hadd_epi32(_mm256_hadd_epi32(sums[0], sums[1]), _mm256_hadd_epi32(sums[2], sums[3]));
     }
 };
 
@@ -154,26 +165,23 @@ static void dot_group(const uint8_t* w, const ActivationRows& x, size_t first, f
         for (size_t line = 0; line < F::kGroupBytes; line += 64)
             _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetch + line), _MM_HINT_T0);
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
-        const typename F::Weights weights = F::load(w + F::kHead);
         __m256 m = _mm256_setzero_ps();
         if constexpr (F::kMinimums) m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)));
+        const int8_t* xq[R];
+        for (int r = 0; r < R; ++r) xq[r] = x.q + (first + r) * x.k + b * kBlock;
+        __m256i dots[R];
+        F::template dots<R>(w + F::kHead, xq, dots);
         for (int r = 0; r < R; ++r) {
-            const size_t row = first + r, i = row * x.blocks + b;
+            const size_t i = (first + r) * x.blocks + b;
             if constexpr (F::kMinimums) offset[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(x.s[i]), offset[r]);
-            const __m128i* q = reinterpret_cast<const __m128i*>(x.q + row * x.k + b * kBlock);
-            ActivationBlock a;
-            a.lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(q));
-            a.hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(q + 1));
-            a.abs_lo = _mm256_abs_epi8(a.lo);
-            a.abs_hi = _mm256_abs_epi8(a.hi);
-            const __m256 dots = _mm256_cvtepi32_ps(F::dots(weights, a));
-            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[i])), dots, acc[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[i])), _mm256_cvtepi32_ps(dots[r]), acc[r]);
         }
     }
-    // lanes hold rows 0, 2, 4, 6, 1, 3, 5, 7: back to row order
     const __m256i rows = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (int r = 0; r < R; ++r)
-        _mm256_storeu_ps(out + (first + r) * n, _mm256_permutevar8x32_ps(_mm256_add_ps(acc[r], offset[r]), rows));
+    for (int r = 0; r < R; ++r) {
+        const __m256 sum = _mm256_add_ps(acc[r], offset[r]);
+        _mm256_storeu_ps(out + (first + r) * n, F::kRowOrder ? sum : _mm256_permutevar8x32_ps(sum, rows));
+    }
 }
 
 // The operation for one block format F; the named classes below are what the IR holds.
