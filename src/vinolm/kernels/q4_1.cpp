@@ -157,13 +157,16 @@ struct ActivationRows {
 };
 
 // Eight output rows (g) for R activation rows from `first`: each block's weights are unpacked once for all R.
+// `prefetch` on the first pass over the group's weights only: a prompt's later passes find them in cache, and
+// without prefetching there a 256-row pass took 0.91-0.94x the time (docs/benchmarks.md section 34).
 template <class F, int R>
-static void dot_group(const uint8_t* w, const ActivationRows& x, size_t first, float* out, size_t n) {
+static void dot_group(const uint8_t* w, const ActivationRows& x, size_t first, float* out, size_t n, bool prefetch) {
     __m256 acc[R], offset[R];
     for (int r = 0; r < R; ++r) acc[r] = offset[r] = _mm256_setzero_ps();
     for (size_t b = 0; b < x.blocks; ++b, w += F::kGroupBytes) {
-        for (size_t line = 0; line < F::kGroupBytes; line += 64)
-            _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetch + line), _MM_HINT_T0);
+        if (prefetch)
+            for (size_t line = 0; line < F::kGroupBytes; line += 64)
+                _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetch + line), _MM_HINT_T0);
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
         __m256 m = _mm256_setzero_ps();
         if constexpr (F::kMinimums) m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)));
@@ -255,12 +258,13 @@ public:
                 const size_t pass = rows - r >= kWide ? kWide : rows - r >= 2 ? 2 : 1;
                 for (size_t g = first; g < last; ++g) {
                     const uint8_t* wg = wb + g * blocks * F::kGroupBytes;
+                    float* og = out + g * kRows;
                     if (pass == kWide)
-                        dot_group<F, F::kRowsPerPass>(wg, x_rows, r, out + g * kRows, n);
+                        dot_group<F, F::kRowsPerPass>(wg, x_rows, r, og, n, r == 0);
                     else if (pass == 2)
-                        dot_group<F, 2>(wg, x_rows, r, out + g * kRows, n);
+                        dot_group<F, 2>(wg, x_rows, r, og, n, r == 0);
                     else
-                        dot_group<F, 1>(wg, x_rows, r, out + g * kRows, n);
+                        dot_group<F, 1>(wg, x_rows, r, og, n, r == 0);
                 }
                 r += pass;
             }
