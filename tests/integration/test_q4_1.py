@@ -17,6 +17,7 @@ from tests.integration.conftest import F32
 from tests.integration.test_engine_parity import GREEDY, PROMPTS, SDPA, assert_agree, token_ids
 
 from vinolm.engines import Engine, EngineOptions, load_engine
+from vinolm.engines.genai_logits import sampled_rows_folder
 from vinolm.export import read_record
 from vinolm.kernels import KERNEL_LAYOUT, missing_cpu_features
 from vinolm.models import DEFAULT_MODEL, PreparedModel, prepare
@@ -39,13 +40,17 @@ def default_q4() -> Path:
 
 
 def test_export_records_every_matmul_in_blocks(tiny_q4: Path, default_q4: Path) -> None:
-    """Every hidden matmul in 4-bit blocks, the output layer (lm_head) in 8-bit ones, the embedding in int8."""
+    """Every hidden matmul in 4-bit blocks, the output layer (lm_head) in 8-bit ones, the embedding in int8;
+    gate, up and down one operation where the export fuses."""
     for folder, matmuls in ((tiny_q4, 2 * 5), (default_q4, 30 * 5)):  # fused q/k/v where the CPU fuses
         record = read_record(folder)
         assert record["weight_format"] == "q4_1" and record["kernel_layout"] == KERNEL_LAYOUT
         assert record["layers"].get("q4_1 g32", 0) >= matmuls and record["layers"]["q8_0 g32"] == 1
         assert record["layers"]["int8 channel-wise"] == 1 and "fp16" not in record["layers"]
-        assert (folder / "openvino_model.xml").read_text().count('type="Q8MatMul"') == 1
+        ir = (folder / "openvino_model.xml").read_text()
+        assert ir.count('type="Q8MatMul"') == 1
+        mlps = matmuls // 5 if record["fuse"] else 0  # where the export fuses, each layer's MLP is one Q4MLP
+        assert record.get("fused_mlps", 0) == ir.count('type="Q4MLP"') == mlps, record
 
 
 @pytest.mark.parametrize("model", ["tiny", "default"])
@@ -70,3 +75,11 @@ def test_batched_requests_answer_as_one_at_a_time(tiny_q4: Path, engine: Loader)
     finally:
         batched.close()
     assert together == alone
+
+
+def test_paged_genai_makes_logits_for_the_rows_it_samples_and_answers_as_the_native_engine(
+        tiny_q4: Path, engine: Loader) -> None:
+    """genai's paged pipelines load the export wired to their row indices (genai_logits.py), so a
+    prompt's pass multiplies one row by the output layer; the answers are the native engine's."""
+    assert sampled_rows_folder(tiny_q4) != tiny_q4
+    assert token_ids(engine("genai", tiny_q4), GREEDY) == token_ids(engine("native", tiny_q4), GREEDY)

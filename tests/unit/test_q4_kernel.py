@@ -16,6 +16,7 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
+from vinolm.engines.genai_logits import SAMPLED_ROWS, sampled_rows_folder
 from vinolm.errors import EngineError
 from vinolm.export.blocks import (
     BLOCK,
@@ -121,7 +122,7 @@ def test_rewrite_puts_the_logits_matmul_in_8_bits_and_the_embedding_in_int8(tmp_
     ov.save_model(ov.Model([logits.output(0)], [ids, positions]), xml, compress_to_fp16=False)
     inputs = [np.array([[3, 47, 0]]), np.array([[0, 1, 2]])]
     want = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(inputs)[0]
-    assert to_q4_1(xml) == {"q4_1 g32": 2, "q8_0 g32": 1, "int8 channel-wise": 1}
+    assert to_q4_1(xml, fuse_mlps=True) == ({"q4_1 g32": 2, "q8_0 g32": 1, "int8 channel-wise": 1}, 0)
     core = ov.Core()
     core.add_extension(str(library()))
     model = core.read_model(xml)
@@ -146,7 +147,7 @@ def test_rewrite_keeps_shapes_the_blocks_do_not_fit(tmp_path: Path) -> None:
     before = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     data = rng.standard_normal((1, 5, 64)).astype(np.float32)
     want = before(data)[0]
-    assert to_q4_1(xml) == {"q4_1 g32": 1, "fp16": 1}
+    assert to_q4_1(xml, fuse_mlps=True) == ({"q4_1 g32": 1, "fp16": 1}, 0)
     core = ov.Core()
     core.add_extension(str(library()))
     got = core.compile_model(core.read_model(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(data)[0]
@@ -167,3 +168,58 @@ def test_a_machine_without_a_compiler_is_told_what_to_install(tmp_path: Path,
 def test_missing_cpu_features_are_named() -> None:
     assert missing_cpu_features({"avx", "avx2", "fma", "f16c"}) == []
     assert missing_cpu_features({"avx", "sse4_2"}) == ["avx2", "f16c", "fma"]
+
+
+def _mlp_model(tmp_path: Path, name: str) -> Path:
+    """x -> down(swish(gate(x)) * up(x)) -> a logits matmul, FP16 weights (a Llama MLP's shape, small)."""
+    rng = np.random.default_rng(6)
+    x = ops.parameter([-1, -1, 64], np.float32, name="x")
+    gate, up = _fp16_matmul(x, rng, 96, 64), _fp16_matmul(x, rng, 96, 64)
+    down = _fp16_matmul(ops.multiply(ops.swish(gate), up), rng, 64, 96)
+    logits = _fp16_matmul(down, rng, 40, 64)
+    xml = tmp_path / name / "openvino_model.xml"
+    xml.parent.mkdir()
+    ov.save_model(ov.Model([logits.output(0)], [x]), xml, compress_to_fp16=False)
+    return xml
+
+
+def test_a_gated_mlp_becomes_one_operation_that_computes_what_its_five_nodes_did(tmp_path: Path) -> None:
+    """Fused: gate, Swish, up, Multiply and down are one Q4MLP, x quantized once for gate and up;
+    its output is the unfused graph's but for silu's last bits (its own expf, not OpenVINO's
+    Swish), which can move a rounding of the int8 activations down multiplies."""
+    fused, plain = _mlp_model(tmp_path, "fused"), _mlp_model(tmp_path, "plain")
+    assert to_q4_1(fused, fuse_mlps=True) == ({"q4_1 g32": 3, "q8_0 g32": 1}, 1)
+    assert to_q4_1(plain, fuse_mlps=False) == ({"q4_1 g32": 3, "q8_0 g32": 1}, 0)
+    core = ov.Core()
+    core.add_extension(str(library()))
+    types = [op.get_type_name() for op in core.read_model(fused).get_ordered_ops()]
+    assert types.count("Q4MLP") == 1 and "Q4MatMul" not in types and "Swish" not in types
+    data = np.random.default_rng(7).standard_normal((1, 13, 64)).astype(np.float32)  # 4+4+4+1 rows
+    got, want = (core.compile_model(core.read_model(xml), "CPU")(data)[0] for xml in (fused, plain))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * np.abs(want).max())
+    step = core.compile_model(core.read_model(fused), "CPU")(data[:, -1:])[0]
+    assert np.array_equal(step[0, 0], got[0, -1])  # a token step is bit for bit the prompt pass's last row
+
+
+def test_the_output_layer_multiplies_only_the_rows_genai_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """genai's paged pipelines load an export whose Q8MatMul takes their ``sampled_tokens_indices``
+    (genai_logits.py; genai converts them to i32): those rows' logits, bit for bit the full pass's,
+    and none for the rows nobody samples. A folder without a Q8MatMul is loaded as it is."""
+    monkeypatch.setenv("VINOLM_HOME", str(tmp_path / "home"))
+    xml = _mlp_model(tmp_path, "export")
+    to_q4_1(xml, fuse_mlps=True)
+    (xml.parent / "config.json").write_text("{}")
+    folder = sampled_rows_folder(xml.parent)
+    assert folder != xml.parent and sampled_rows_folder(xml.parent) == folder  # written once
+    assert (folder / "config.json").resolve() == (xml.parent / "config.json").resolve()
+    assert (folder / "openvino_model.bin").is_symlink()
+    core = ov.Core()
+    core.add_extension(str(library()))
+    model = core.read_model(folder / "openvino_model.xml")
+    assert {i.get_any_name() for i in model.inputs} == {"x", SAMPLED_ROWS}
+    data = np.random.default_rng(8).standard_normal((5, 1, 64)).astype(np.float32)  # paged: tokens on axis 0
+    full = core.compile_model(core.read_model(xml), "CPU")(data)[0]
+    picked = core.compile_model(model, "CPU")({"x": data, SAMPLED_ROWS: np.array([4, 1], np.int64)})[0]
+    assert picked.shape == (2, 1, 40) and np.array_equal(picked, full[[4, 1]])
+    plain = _mlp_model(tmp_path, "fp16")
+    assert sampled_rows_folder(plain.parent) == plain.parent

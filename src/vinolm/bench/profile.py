@@ -200,9 +200,9 @@ def weight_matrices(compiled: Any, kernels: dict[str, str]) -> dict[str, tuple[s
             continue
         shape, kind = constants[0]
         size = sum(math.prod(s) * k.bitwidth // 8 for s, k in constants)
-        if name in kernels:
-            n, k = blob_matrix(kernels[name], tuple(shape))
-            matrices[name] = (f"{n}x{k} {kernels[name]}", n * k, size)
+        if name in kernels:  # a fused MLP holds three matrices
+            dims = [blob_matrix(kernels[name], tuple(s)) for s, _ in constants]
+            matrices[name] = (" + ".join(f"{n}x{k}" for n, k in dims) + f" {kernels[name]}", sum(n * k for n, k in dims), size)
         else:
             matrices[name] = (f"{'x'.join(map(str, shape))} {kind.get_type_name()}", math.prod(shape), size)
     return matrices

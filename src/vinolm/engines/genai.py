@@ -14,12 +14,14 @@ import random
 import threading
 import time
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 from vinolm.engines import compile_cache
 from vinolm.engines.base import Emit, Engine, EngineOptions, PreparedInput
 from vinolm.engines.common import finish_reason_for, finish_sequence, load_error
 from vinolm.engines.constraints import compile_constraint
+from vinolm.engines.genai_logits import sampled_rows_folder
 from vinolm.engines.lookup import f32_checks, proposed_tokens
 from vinolm.engines.native_tokenizer import VocabLookup
 from vinolm.engines.ovconfig import device_base, optimization_capabilities
@@ -69,10 +71,13 @@ class GenaiEngine(Engine):
         if paged and (problem := _paged_f16_problem(self.properties, opts.device)) is not None:
             raise EngineError(problem)
         props = {**self.properties, **self._speculation_properties(), **genai_properties(self.extensions)}
+        # A q4_1 export's output layer is vinolm's, which genai does not slice: a paged pipeline loads it wired to
+        # genai's row indices (genai_logits.py), or every prompt row would get logits.
+        path = sampled_rows_folder(model.path) if paged and self.extensions else model.path
         started = time.perf_counter()
         try:
             with compile_cache.watching_paged_loads(self.properties, opts.device) if paged else nullcontext():
-                self._load(model, props)
+                self._load(model, path, props)
         except RuntimeError as exc:
             raise load_error("openvino-genai", model.path, exc) from exc
         self.load_seconds = time.perf_counter() - started
@@ -81,13 +86,13 @@ class GenaiEngine(Engine):
         # is one (byte-level BPE) skips genai's detokenizer inference each time.
         self._lookup = VocabLookup.from_folder(model.path)
 
-    def _load(self, model: PreparedModel, props: dict[str, Any]) -> None:
+    def _load(self, model: PreparedModel, path: Path, props: dict[str, Any]) -> None:
         opts = self.options
         if opts.batching:
             from vinolm.engines.batching import BatchScheduler
 
             self._scheduler: BatchScheduler | None = BatchScheduler(
-                model.path, opts.device, props, max_concurrency=opts.max_concurrency, kv_cache_gb=opts.kv_cache_gb,
+                path, opts.device, props, max_concurrency=opts.max_concurrency, kv_cache_gb=opts.kv_cache_gb,
                 kv_cache_blocks=opts.kv_cache_blocks, max_batched_tokens=opts.max_batched_tokens,
                 tokens_per_gb=_tokens_per_gb(model, props),
             )
@@ -97,7 +102,7 @@ class GenaiEngine(Engine):
             self._pipe = None
         else:
             self._scheduler = None
-            self._pipe = self._genai.LLMPipeline(str(model.path), opts.device, **props)
+            self._pipe = self._genai.LLMPipeline(str(path), opts.device, **props)
             self._tokenizer = self._pipe.get_tokenizer()
 
     def _speculation_properties(self) -> dict[str, Any]:

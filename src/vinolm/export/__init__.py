@@ -227,7 +227,9 @@ def export_model(
             from vinolm.export.blocks import to_q4_1
 
             progress("quantizing the weights to 4-bit blocks of 32 (q4_1, for vinolm's kernel)")
-            info["layers"] = to_q4_1(tmp / "openvino_model.xml")
+            info["layers"], mlps = to_q4_1(tmp / "openvino_model.xml", fuse_mlps=bool(options.fuse))
+            if mlps:
+                info["fused_mlps"] = mlps
         if task == EMBEDDING_TASK:
             from vinolm.export.embedding import embedding_info
 

@@ -7,7 +7,10 @@ comes back as the weights it held. The output layer (the matmul that makes the l
 becomes a ``Q8MatMul`` over llama.cpp's 8-bit Q8_0 blocks instead: llama.cpp's 4-bit files
 keep that layer at 8 bits or more, and in 4 bits it moved the default model's next-token
 distribution 15 times further from FP16's (docs/benchmarks.md section 32); the embedding
-table becomes int8 rows, as in OpenVINO's INT8 exports. The kernels
+table becomes int8 rows, as in OpenVINO's INT8 exports. A gated MLP (down(silu(gate(x)) *
+up(x)), as Llama-style models have) becomes one ``Q4MLP`` operation over its three blocks
+where the export fuses (``--fuse``, the default): the kernel's operations run as nodes with a
+fixed cost each, and that makes five nodes one. The kernels
 multiply by int8 activations with AVX2 integer instructions, which OpenVINO's CPU plugin
 uses only with VNNI (section 31). The blocks are stored repacked by 8 output rows (the
 kernel's layout, described in the C++ source). A matmul whose shape does not fit the blocks
@@ -33,8 +36,9 @@ LAYOUT = "q4_1 g32"
 OUTPUT_LAYOUT = "q8_0 g32"
 TABLE_LAYOUT = "int8 channel-wise"
 OPS = {LAYOUT: "Q4MatMul", OUTPUT_LAYOUT: "Q8MatMul"}
+MLP = "Q4MLP"
 #: Bytes of one block of a row group per operation (the kernel's ``kGroupBytes``).
-GROUP_BYTES = {"Q4MatMul": 160, "Q8MatMul": 272}
+GROUP_BYTES = {"Q4MatMul": 160, "Q8MatMul": 272, MLP: 160}
 #: The order of a row group's scales in a Q8_0 block: the kernel's lanes (Q4_1's are in row order).
 Q8_LANES = np.array([0, 2, 4, 6, 1, 3, 5, 7])
 ROW_ORDER = np.arange(ROWS)
@@ -119,10 +123,10 @@ def dequantize(blob: np.ndarray) -> np.ndarray:
     return w.transpose(0, 2, 1, 3).reshape(groups * ROWS, nb * BLOCK)
 
 
-def to_q4_1(xml: Path) -> dict[str, int]:
+def to_q4_1(xml: Path, fuse_mlps: bool) -> tuple[dict[str, int], int]:
     """Rewrite the FP16 IR at ``xml`` in place (written beside it, then renamed); returns its
-    weight layouts for ``vinolm.json``: matmuls in blocks, the embedding in int8 rows, and
-    matmuls left in FP16."""
+    weight layouts for ``vinolm.json`` (matmuls in blocks, the embedding in int8 rows, and
+    matmuls left in FP16) and how many MLPs became one operation."""
     import openvino as ov
 
     model = ov.Core().read_model(xml)
@@ -145,8 +149,37 @@ def to_q4_1(xml: Path) -> dict[str, int]:
         node.set_friendly_name(op.get_friendly_name())
         op.output(0).replace(node.output(0))
         layouts[layout] += 1
+    mlps = sum(_fuse_mlp(op) for op in model.get_ordered_ops() if op.get_type_name() == "Multiply") if fuse_mlps else 0
     save_in_place(model, xml, "q4_1")
-    return {name: count for name, count in layouts.items() if count}
+    return {name: count for name, count in layouts.items() if count}, mlps
+
+
+def _fuse_mlp(multiply: Any) -> bool:
+    """Replace ``down(swish(gate(x)) * up(x))`` of Q4MatMuls, ending at ``multiply``, with one
+    Q4MLP; False where the pattern or its single consumers are not there."""
+    sides = [value.get_node() for value in multiply.input_values()]
+    swish = next((n for n in sides if _is_silu(n)), None)
+    up = next((n for n in sides if n is not swish and n.get_type_name() == OPS[LAYOUT]), None)
+    consumers = list(multiply.output(0).get_target_inputs())
+    if swish is None or up is None or len(consumers) != 1 or consumers[0].get_index() != 0:
+        return False
+    gate, down = swish.input_value(0).get_node(), consumers[0].get_node()
+    x = gate.input_value(0) if gate.get_type_name() == OPS[LAYOUT] else None
+    if (x is None or down.get_type_name() != OPS[LAYOUT] or up.input_value(0) != x
+            or any(len(n.output(0).get_target_inputs()) != 1 for n in (gate, swish, up))):
+        return False
+    node = _op_class(MLP)([x, gate.input_value(1), up.input_value(1), down.input_value(1)])
+    node.set_friendly_name(multiply.get_friendly_name().split("/")[0] + "/" + MLP)
+    down.output(0).replace(node.output(0))
+    return True
+
+
+def _is_silu(node: Any) -> bool:
+    """Swish with beta 1 (given or left out): x * sigmoid(x)."""
+    if node.get_type_name() != "Swish":
+        return False
+    beta = _source(node.input_value(1)) if node.get_input_size() > 1 else None
+    return beta is None or (beta.get_type_name() == "Constant" and bool(np.all(np.asarray(beta.data) == 1)))
 
 
 def _int8_rows(table: np.ndarray, keep: list[np.ndarray]) -> Any:
@@ -217,9 +250,9 @@ def _constant(value: Any) -> np.ndarray | None:
 
 @cache
 def _op_class(name: str) -> type:
-    """The operation as the IR names it (``Q4MatMul`` or ``Q8MatMul``, opset ``extension``): a
-    Python stand-in with the kernel's shapes, enough to write the IR; the kernel's library reads
-    it back."""
+    """The operation as the IR names it (``Q4MatMul``, ``Q8MatMul`` or ``Q4MLP``, opset
+    ``extension``): a Python stand-in with the kernel's shapes (outputs: the last blob's), enough
+    to write the IR; the kernel's library reads it back."""
     import openvino as ov
 
     class BlockMatMul(ov.Op):
@@ -230,7 +263,8 @@ def _op_class(name: str) -> type:
 
         def validate_and_infer_types(self) -> None:
             shape = self.get_input_partial_shape(0)
-            shape[shape.rank.get_length() - 1] = ov.Dimension(self.get_input_partial_shape(1)[0].get_length() * ROWS)
+            last = self.get_input_size() - 1
+            shape[shape.rank.get_length() - 1] = ov.Dimension(self.get_input_partial_shape(last)[0].get_length() * ROWS)
             self.set_output_type(0, ov.Type.f32, shape)
 
         def clone_with_new_inputs(self, new_inputs: list[Any]) -> BlockMatMul:

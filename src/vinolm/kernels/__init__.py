@@ -25,10 +25,11 @@ from vinolm.errors import EngineError
 
 #: The weight format whose matmuls this kernel runs, and the version of its blocks' layout in the
 #: IR, recorded in ``vinolm.json``: 2 added the 8-bit output layer and ordered the scales by the
-#: kernel's lanes, 3 interleaved a Q4_1 block's rows by four elements (exports of older layouts
-#: would multiply wrongly, so they are refused).
+#: kernel's lanes, 3 interleaved a Q4_1 block's rows by four elements, 4 made a fused export's
+#: gated MLPs one operation (exports of older layouts would multiply wrongly or, from 3, run
+#: slower, so they are refused and ``prepare`` makes them again).
 Q4_1 = "q4_1"
-KERNEL_LAYOUT = 3
+KERNEL_LAYOUT = 4
 SOURCE = Path(__file__).with_name("q4_1.cpp")
 #: What the kernel's instructions need (vpmaddubsw/vpermps, FMA, f16 scales).
 CPU_FLAGS = frozenset({"avx2", "fma", "f16c"})
@@ -42,7 +43,7 @@ def extensions_for(info: dict[str, Any]) -> list[str]:
     if info.get("weight_format") != Q4_1:
         return []
     if info.get("kernel_layout") != KERNEL_LAYOUT:
-        raise EngineError("this q4_1 export was made by an older vinolm, whose blocks this kernel reads differently: "
+        raise EngineError("this q4_1 export was made by an older vinolm, in a layout this kernel no longer runs: "
                           "export it again (vinolm export --force; vinolm prepare does it for a model in its cache)")
     return [str(library())]
 

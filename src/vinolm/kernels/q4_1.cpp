@@ -187,7 +187,114 @@ static void dot_group(const uint8_t* w, const ActivationRows& x, size_t first, f
     }
 }
 
-// The operation for one block format F; the named classes below are what the IR holds.
+// Quantizes `rows` rows of k activations (row r at x + r*stride) per block of 32, in parallel for a prompt.
+static ActivationRows quantize_rows(const float* x, size_t rows, size_t k, size_t stride, QuantizedRows& act) {
+    const size_t blocks = k / kBlock;
+    act.q.resize(rows * k);
+    act.d.resize(rows * blocks);
+    act.s.resize(rows * blocks);
+    auto quantize_row = [&](size_t r) {
+        for (size_t b = 0; b < blocks; ++b) {
+            const size_t i = r * blocks + b;
+            quantize_block(x + r * stride + b * kBlock, act.q.data() + i * kBlock, &act.d[i], &act.s[i]);
+        }
+    };
+    if (rows == 1)  // a token step: not worth waking the other threads
+        quantize_row(0);
+    else
+        ov::parallel_for(rows, quantize_row);
+    return ActivationRows{act.q.data(), act.d.data(), act.s.data(), k, blocks};
+}
+
+// Four row groups (32 outputs) of a weight matrix are one task of a parallel section: every activation row is
+// multiplied while they are in cache, F::kRowsPerPass activation rows at a time (the weights unpacked once for
+// them), then 2, then 1.
+constexpr size_t kGroupsPerTask = 4;
+
+static size_t tasks_for(size_t groups) { return (groups + kGroupsPerTask - 1) / kGroupsPerTask; }
+
+template <class F>
+static void multiply_task(const uint8_t* wb, size_t groups, const ActivationRows& x, size_t rows, float* out,
+                          size_t n, size_t task) {
+    const size_t first = task * kGroupsPerTask, last = std::min(groups, first + kGroupsPerTask);
+    constexpr size_t kWide = F::kRowsPerPass;
+    for (size_t r = 0; r < rows;) {
+        const size_t pass = rows - r >= kWide ? kWide : rows - r >= 2 ? 2 : 1;
+        for (size_t g = first; g < last; ++g) {
+            const uint8_t* wg = wb + g * x.blocks * F::kGroupBytes;
+            float* og = out + g * kRows;
+            if (pass == kWide)
+                dot_group<F, F::kRowsPerPass>(wg, x, r, og, n, r == 0);
+            else if (pass == 2)
+                dot_group<F, 2>(wg, x, r, og, n, r == 0);
+            else
+                dot_group<F, 1>(wg, x, r, og, n, r == 0);
+        }
+        r += pass;
+    }
+}
+
+// The shape checks every operation makes: f32 activations, static 2-D u8 blobs of whole blocks.
+static void check_blob(const ov::Node* node, size_t port, size_t group_bytes) {
+    const auto weights = node->get_input_partial_shape(port);
+    NODE_VALIDATION_CHECK(node, node->get_input_element_type(port) == ov::element::u8, "weights must be u8 blocks");
+    NODE_VALIDATION_CHECK(node, weights.rank().is_static() && weights.rank().get_length() == 2 && weights.is_static(),
+                          "weights must be a static 2-D tensor");
+    NODE_VALIDATION_CHECK(node, weights[1].get_length() % group_bytes == 0, "weight rows must hold whole blocks");
+}
+
+// The inputs (K) a blob's rows hold, and its outputs (N).
+static int64_t blob_inputs(const ov::Node* node, size_t port, size_t group_bytes) {
+    return node->get_input_partial_shape(port)[1].get_length() / group_bytes * kBlock;
+}
+
+static int64_t blob_outputs(const ov::Node* node, size_t port) {
+    return node->get_input_partial_shape(port)[0].get_length() * kRows;
+}
+
+// Activations [..., K] in, [..., N] out, N from the blob at `port`.
+static void set_matmul_output(ov::Node* node, int64_t k_expected, size_t port) {
+    auto shape = node->get_input_partial_shape(0);
+    NODE_VALIDATION_CHECK(node, node->get_input_element_type(0) == ov::element::f32, "activations must be f32");
+    NODE_VALIDATION_CHECK(node, shape.rank().is_static(), "activations must have a known rank");
+    const auto& k = shape[shape.size() - 1];
+    NODE_VALIDATION_CHECK(node, k.is_dynamic() || k.get_length() == k_expected,
+                          "activations' last dimension must match the weights' blocks");
+    shape[shape.size() - 1] = blob_outputs(node, port);
+    node->set_output_type(0, ov::element::f32, shape);
+}
+
+// The output tensor shaped as the activations with N outputs; rows and K of the call.
+static float* shaped_output(ov::TensorVector& outputs, const ov::Tensor& x, size_t n, size_t& rows, size_t& k) {
+    k = x.get_shape().back();
+    rows = x.get_size() / k;
+    auto shape = x.get_shape();
+    shape.back() = n;
+    outputs[0].set_shape(shape);
+    return outputs[0].data<float>();
+}
+
+// The slices of x along its first axis that `indices` name, in a tensor over `buffer`.
+static ov::Tensor pick(const ov::Tensor& x, const ov::Tensor& indices, std::vector<float>& buffer) {
+    const ov::Shape& shape = x.get_shape();
+    const size_t slice = x.get_size() / shape[0], count = indices.get_size();
+    const bool wide = indices.get_element_type() == ov::element::i64;
+    buffer.resize(std::max<size_t>(count * slice, 1));
+    for (size_t i = 0; i < count; ++i) {
+        const int64_t row = wide ? indices.data<const int64_t>()[i] : indices.data<const int32_t>()[i];
+        OPENVINO_ASSERT(row >= 0 && static_cast<size_t>(row) < shape[0], "row index out of range");
+        std::memcpy(buffer.data() + i * slice, x.data<const float>() + row * slice, slice * sizeof(float));
+    }
+    ov::Shape picked = shape;
+    picked[0] = count;
+    return ov::Tensor(ov::element::f32, picked, buffer.data());
+}
+
+// The operation for one block format F; the named classes below are what the IR holds. An optional third input,
+// i64 indices along the activations' first axis, multiplies those slices only: openvino-genai gives it its
+// `sampled_tokens_indices` (the rows it samples from) where the output layer is an OpenVINO MatMul, and vinolm's
+// genai engine wires it to this operation (engines/genai_logits.py), so a prompt's pass makes logits for its
+// last row and not for every row (genai finds no MatMul to put its own Gather before).
 template <class F>
 class BlockMatMul : public ov::op::Op {
 public:
@@ -195,20 +302,17 @@ public:
     explicit BlockMatMul(const ov::OutputVector& args) : Op(args) { constructor_validate_and_infer_types(); }
 
     void validate_and_infer_types() override {
-        auto shape = get_input_partial_shape(0);
-        const auto weights = get_input_partial_shape(1);
-        NODE_VALIDATION_CHECK(this, get_input_element_type(0) == ov::element::f32, "activations must be f32");
-        NODE_VALIDATION_CHECK(this, get_input_element_type(1) == ov::element::u8, "weights must be u8 blocks");
-        NODE_VALIDATION_CHECK(this, weights.rank().is_static() && weights.rank().get_length() == 2 &&
-                                        weights.is_static(), "weights must be a static 2-D tensor");
-        NODE_VALIDATION_CHECK(this, shape.rank().is_static(), "activations must have a known rank");
-        const auto& k = shape[shape.size() - 1];
-        const int64_t row_bytes = weights[1].get_length();
-        NODE_VALIDATION_CHECK(this, row_bytes % F::kGroupBytes == 0, "weight rows must hold whole blocks");
-        NODE_VALIDATION_CHECK(this, k.is_dynamic() || k.get_length() == row_bytes / F::kGroupBytes * kBlock,
-                              "activations' last dimension must match the weights' blocks");
-        shape[shape.size() - 1] = weights[0].get_length() * kRows;
-        set_output_type(0, ov::element::f32, shape);
+        check_blob(this, 1, F::kGroupBytes);
+        set_matmul_output(this, blob_inputs(this, 1, F::kGroupBytes), 1);
+        if (get_input_size() == 3) {
+            const auto indices = get_input_element_type(2);  // genai's paged pipelines convert them to i32
+            NODE_VALIDATION_CHECK(this, indices == ov::element::i64 || indices == ov::element::i32,
+                                  "row indices must be i64 or i32");
+            auto shape = get_output_partial_shape(0);
+            NODE_VALIDATION_CHECK(this, shape.size() >= 2, "activations to pick rows from need two axes or more");
+            shape[0] = ov::Dimension::dynamic();
+            set_output_type(0, ov::element::f32, shape);
+        }
     }
 
     bool visit_attributes(ov::AttributeVisitor&) override { return true; }
@@ -216,59 +320,18 @@ public:
     bool has_evaluate() const override { return true; }
 
     bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
-        const ov::Tensor& x = inputs[0];
         const ov::Tensor& w = inputs[1];
-        const size_t k = x.get_shape().back();
-        const size_t rows = x.get_size() / k;
-        const size_t blocks = k / kBlock;
         const size_t groups = w.get_shape()[0];
         const size_t n = groups * kRows;
-        auto shape = x.get_shape();
-        shape.back() = n;
-        outputs[0].set_shape(shape);
-        const float* xf = x.data<const float>();
-        const uint8_t* wb = w.data<const uint8_t>();
-        float* out = outputs[0].data<float>();
-
         // The caller's buffers, named by reference: inside the tasks a thread_local would be each worker's own.
         thread_local QuantizedRows buffers;
-        QuantizedRows& act = buffers;
-        act.q.resize(rows * k);
-        act.d.resize(rows * blocks);
-        act.s.resize(rows * blocks);
-        auto quantize_row = [&](size_t r) {
-            for (size_t b = 0; b < blocks; ++b) {
-                const size_t i = r * blocks + b;
-                quantize_block(xf + i * kBlock, act.q.data() + i * kBlock, &act.d[i], &act.s[i]);
-            }
-        };
-        if (rows == 1)  // a token step: not worth waking the other threads
-            quantize_row(0);
-        else
-            ov::parallel_for(rows, quantize_row);
-
-        // Four row groups (32 outputs) a task: every activation row is multiplied while they are in cache,
-        // F::kRowsPerPass activation rows at a time (the weights unpacked once for them), then 2, then 1.
-        const ActivationRows x_rows{act.q.data(), act.d.data(), act.s.data(), k, blocks};
-        constexpr size_t kGroupsPerTask = 4;
-        constexpr size_t kWide = F::kRowsPerPass;
-        ov::parallel_for((groups + kGroupsPerTask - 1) / kGroupsPerTask, [&](size_t task) {
-            const size_t first = task * kGroupsPerTask, last = std::min(groups, first + kGroupsPerTask);
-            for (size_t r = 0; r < rows;) {
-                const size_t pass = rows - r >= kWide ? kWide : rows - r >= 2 ? 2 : 1;
-                for (size_t g = first; g < last; ++g) {
-                    const uint8_t* wg = wb + g * blocks * F::kGroupBytes;
-                    float* og = out + g * kRows;
-                    if (pass == kWide)
-                        dot_group<F, F::kRowsPerPass>(wg, x_rows, r, og, n, r == 0);
-                    else if (pass == 2)
-                        dot_group<F, 2>(wg, x_rows, r, og, n, r == 0);
-                    else
-                        dot_group<F, 1>(wg, x_rows, r, og, n, r == 0);
-                }
-                r += pass;
-            }
-        });
+        thread_local std::vector<float> picked;
+        const ov::Tensor x_in = inputs.size() == 3 ? pick(inputs[0], inputs[2], picked) : inputs[0];
+        size_t rows, k;
+        float* out = shaped_output(outputs, x_in, n, rows, k);
+        const ActivationRows x = quantize_rows(x_in.data<const float>(), rows, k, k, buffers);
+        const uint8_t* wb = w.data<const uint8_t>();
+        ov::parallel_for(tasks_for(groups), [&](size_t task) { multiply_task<F>(wb, groups, x, rows, out, n, task); });
         return true;
     }
 };
@@ -293,7 +356,96 @@ public:
     }
 };
 
+// e^x for eight floats (Cephes' expf: x = n*ln2 + r, a degree-5 polynomial in r, 2^n from the exponent bits).
+static __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
+        y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(c));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+}
+
+// A gated MLP as one operation: down(silu(gate(x)) * up(x)), the three weights in Q4_1 blocks (inputs 1-3).
+// Why: OpenVINO runs an extension operation as a `Reference` node whose shape inference runs on every call
+// (25-32 µs a node on Zen 3, docs/benchmarks.md section 33); as separate nodes an MLP was five (three matmuls,
+// Swish, Multiply), as this one it is one, and x is quantized once for gate and up. The matmuls' arithmetic is
+// Q4MatMul's; silu is computed here, in f32, with the expf above instead of OpenVINO's Swish.
+class Q4MLP : public ov::op::Op {
+public:
+    OPENVINO_OP("Q4MLP", "extension", ov::op::Op);
+    Q4MLP() = default;
+    explicit Q4MLP(const ov::OutputVector& args) : Op(args) { constructor_validate_and_infer_types(); }
+
+    void validate_and_infer_types() override {
+        for (size_t port = 1; port <= 3; ++port) check_blob(this, port, Q4_1Blocks::kGroupBytes);
+        NODE_VALIDATION_CHECK(this, get_input_partial_shape(1) == get_input_partial_shape(2),
+                              "gate and up weights must have the same shape");
+        NODE_VALIDATION_CHECK(this, blob_inputs(this, 3, Q4_1Blocks::kGroupBytes) == blob_outputs(this, 1),
+                              "down's inputs must be gate's outputs");
+        set_matmul_output(this, blob_inputs(this, 1, Q4_1Blocks::kGroupBytes), 3);
+    }
+
+    bool visit_attributes(ov::AttributeVisitor&) override { return true; }
+
+    bool has_evaluate() const override { return true; }
+
+    std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
+        return std::make_shared<Q4MLP>(args);
+    }
+
+    bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
+        using F = Q4_1Blocks;
+        const size_t hidden_groups = inputs[1].get_shape()[0], out_groups = inputs[3].get_shape()[0];
+        const size_t hidden = hidden_groups * kRows, n = out_groups * kRows;
+        size_t rows, k;
+        float* out = shaped_output(outputs, inputs[0], n, rows, k);
+        thread_local Buffers buffers;  // the caller's, as in BlockMatMul
+        Buffers& b = buffers;
+        b.gate.resize(rows * hidden);
+        b.up.resize(rows * hidden);
+        const ActivationRows x = quantize_rows(inputs[0].data<const float>(), rows, k, k, b.x);
+        const uint8_t* gate = inputs[1].data<const uint8_t>();
+        const uint8_t* up = inputs[2].data<const uint8_t>();
+        const size_t tasks = tasks_for(hidden_groups);
+        ov::parallel_for(2 * tasks, [&](size_t task) {
+            if (task < tasks)
+                multiply_task<F>(gate, hidden_groups, x, rows, b.gate.data(), hidden, task);
+            else
+                multiply_task<F>(up, hidden_groups, x, rows, b.up.data(), hidden, task - tasks);
+        });
+        auto activate_row = [&](size_t r) {
+            float* g = b.gate.data() + r * hidden;
+            const float* u = b.up.data() + r * hidden;
+            for (size_t j = 0; j < hidden; j += 8) {
+                const __m256 v = _mm256_loadu_ps(g + j);
+                const __m256 silu = _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.f), exp8(_mm256_sub_ps(_mm256_setzero_ps(), v))));
+                _mm256_storeu_ps(g + j, _mm256_mul_ps(silu, _mm256_loadu_ps(u + j)));
+            }
+        };
+        if (rows == 1)
+            activate_row(0);
+        else
+            ov::parallel_for(rows, activate_row);
+        const ActivationRows h = quantize_rows(b.gate.data(), rows, hidden, hidden, b.h);
+        const uint8_t* down = inputs[3].data<const uint8_t>();
+        ov::parallel_for(tasks_for(out_groups), [&](size_t task) { multiply_task<F>(down, out_groups, h, rows, out, n, task); });
+        return true;
+    }
+
+private:
+    struct Buffers {
+        QuantizedRows x, h;
+        std::vector<float> gate, up;
+    };
+};
+
 }  // namespace vinolm
 
 OPENVINO_CREATE_EXTENSIONS(std::vector<ov::Extension::Ptr>({std::make_shared<ov::OpExtension<vinolm::Q4MatMul>>(),
-                                                            std::make_shared<ov::OpExtension<vinolm::Q8MatMul>>()}));
+                                                            std::make_shared<ov::OpExtension<vinolm::Q8MatMul>>(),
+                                                            std::make_shared<ov::OpExtension<vinolm::Q4MLP>>()}));
