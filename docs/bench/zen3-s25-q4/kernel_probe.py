@@ -3,7 +3,7 @@
 A chain of 120 Q4MatMul nodes at the default model's MLP shapes (576<->1536, 66 MB of blocks) and the
 49152x576 Q8MatMul output layer, at M = 1 (a token step) and M = 64 (a prompt), each library in its own
 Core, round-robin, 9 rounds; medians. Usage: python kernel_probe.py LABEL=path/to/lib.so ... (NT=1 for
-one thread). Libraries are built from a version of src/vinolm/kernels/q4_1.cpp with the flags in
+one thread; CHAIN_ROWS=1,8,256 for other chain row counts, section 34, and the chain's multiply-adds a second). Libraries are built from a version of src/vinolm/kernels/q4_1.cpp with the flags in
 vinolm/kernels/__init__.py (the blobs are packed by the current export/blocks.py: for timing only).
 """
 import os, sys, time, tempfile, statistics
@@ -30,9 +30,11 @@ for label, path in libs.items():
     for name in ("chain", "head"):
         cm = core.compile_model(core.read_model(tmp / f"{name}.xml"), "CPU", {"NUM_STREAMS": "1", **THREADS})
         reqs[(label, name)] = cm.create_infer_request()
-cases = [("chain", 1, 20), ("chain", 64, 2), ("head", 1, 20), ("head", 64, 1)]
+CHAIN_ROWS = [int(m) for m in os.environ.get("CHAIN_ROWS", "").split(",") if m]
+cases = ([("chain", m, max(1, 256 // m // 8)) for m in CHAIN_ROWS] if CHAIN_ROWS else
+         [("chain", 1, 20), ("chain", 64, 2), ("head", 1, 20), ("head", 64, 1)])
 times = {(l, c, m): [] for l in libs for c, m, _ in cases}
-data = {m: rng.standard_normal((1, m, 576)).astype(np.float32) for m in (1, 64)}
+data = {m: rng.standard_normal((1, m, 576)).astype(np.float32) for _, m, _ in cases}
 for l in libs:
     for c, m, reps in cases: reqs[(l, c)].infer([data[m]])
 for rnd in range(9):
@@ -49,3 +51,7 @@ for c, m, _ in cases:
         med = statistics.median(times[(l, c, m)])
         row.append(f"{l} {med:.3f} ms ({statistics.median(times[(base, c, m)]) / med:.2f}x)")
     print("  ".join(row), flush=True)
+if CHAIN_ROWS:
+    for l in libs:  # 120 matmuls of 1536x576
+        print(l, "  ".join(f"M={m}: {120 * 1536 * 576 * m / statistics.median(times[(l, 'chain', m)]) / 1e6:.1f} G multiply-adds/s"
+                           for m in CHAIN_ROWS))
