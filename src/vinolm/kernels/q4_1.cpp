@@ -356,25 +356,35 @@ public:
     }
 };
 
-// e^x for eight floats (Cephes' expf: x = n*ln2 + r, a degree-5 polynomial in r, 2^n from the exponent bits).
-static __m256 exp8(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-    const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
-    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
-        y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(c));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
-    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+// silu(x) = x * logistic(x) for eight floats, computed as OpenVINO's CPU plugin computes Swish on AVX2 (oneDNN's
+// logistic: e^-|x| from a degree-5 polynomial times 2 * 2^(n-1), then y = e / (e + 1), 1 - y for positive x; the
+// same constants and operations in the same order), so a fused MLP multiplies bit for bit what the unfused graph's
+// Swish and Multiply nodes produced (unit test), and its answers are the unfused export's.
+static __m256 silu8(__m256 x) {
+    auto constant = [](uint32_t bits) { return _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(bits))); };
+    const __m256 sign = constant(0x80000000), one = constant(0x3f800000), ln_flt_min = constant(0xc2aeac50);
+    __m256 v = _mm256_or_ps(x, sign);  // -|x|: e^v <= 1
+    const __m256 too_small = _mm256_cmp_ps(v, ln_flt_min, _CMP_LT_OS);
+    v = _mm256_max_ps(_mm256_min_ps(v, constant(0x42b17218)), ln_flt_min);
+    const __m256 n = _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(v, constant(0x3fb8aa3b)), constant(0x3f000000)));
+    const __m256 r = _mm256_fnmadd_ps(n, constant(0x3f317218), v);
+    const __m256i exponent = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_sub_ps(n, one)), _mm256_set1_epi32(127));
+    const __m256 half_scale = _mm256_blendv_ps(_mm256_castsi256_ps(_mm256_slli_epi32(exponent, 23)),
+                                               _mm256_setzero_ps(), too_small);  // 2^(n-1)
+    __m256 p = constant(0x3c07cfce);
+    for (const uint32_t c : {0x3d2b9d0du, 0x3e2aad40u, 0x3efffee3u, 0x3f7ffffbu, 0x3f800000u})
+        p = _mm256_fmadd_ps(p, r, constant(c));
+    const __m256 e = _mm256_mul_ps(_mm256_mul_ps(p, half_scale), constant(0x40000000));
+    const __m256 y = _mm256_div_ps(e, _mm256_add_ps(e, one));
+    const __m256 logistic = _mm256_blendv_ps(_mm256_sub_ps(one, y), y, _mm256_and_ps(x, sign));
+    return _mm256_mul_ps(logistic, x);
 }
 
 // A gated MLP as one operation: down(silu(gate(x)) * up(x)), the three weights in Q4_1 blocks (inputs 1-3).
 // Why: OpenVINO runs an extension operation as a `Reference` node whose shape inference runs on every call
 // (25-32 µs a node on Zen 3, docs/benchmarks.md section 33); as separate nodes an MLP was five (three matmuls,
 // Swish, Multiply), as this one it is one, and x is quantized once for gate and up. The matmuls' arithmetic is
-// Q4MatMul's; silu is computed here, in f32, with the expf above instead of OpenVINO's Swish.
+// Q4MatMul's; silu is OpenVINO's (silu8 above), so the result is the five nodes' bit for bit.
 class Q4MLP : public ov::op::Op {
 public:
     OPENVINO_OP("Q4MLP", "extension", ov::op::Op);
@@ -422,9 +432,7 @@ public:
             float* g = b.gate.data() + r * hidden;
             const float* u = b.up.data() + r * hidden;
             for (size_t j = 0; j < hidden; j += 8) {
-                const __m256 v = _mm256_loadu_ps(g + j);
-                const __m256 silu = _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.f), exp8(_mm256_sub_ps(_mm256_setzero_ps(), v))));
-                _mm256_storeu_ps(g + j, _mm256_mul_ps(silu, _mm256_loadu_ps(u + j)));
+                _mm256_storeu_ps(g + j, _mm256_mul_ps(silu8(_mm256_loadu_ps(g + j)), _mm256_loadu_ps(u + j)));
             }
         };
         if (rows == 1)
