@@ -33,13 +33,13 @@ def sampled_rows_folder(folder: Path) -> Path:
     from vinolm.models import vinolm_home
 
     source = (folder / MODEL_XML).read_bytes()
+    key = hashlib.sha256(str(folder.resolve()).encode() + source).hexdigest()[:16]
+    target = vinolm_home() / "genai" / key
+    if (target / MODEL_XML).is_file():  # written by an earlier load: no need to parse the IR again
+        return target
     rewritten = _with_sampled_rows(source)
     if rewritten is None:
         return folder
-    key = hashlib.sha256(str(folder.resolve()).encode() + source).hexdigest()[:16]
-    target = vinolm_home() / "genai" / key
-    if (target / MODEL_XML).is_file():
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
     try:
