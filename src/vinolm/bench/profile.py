@@ -25,7 +25,10 @@ B sequences a step, as a server does at concurrency B: whether the weight kernel
 with the rows it multiplies (compute-bound) or stays (memory-bound). ``--paged`` profiles
 the model as openvino-genai's pipelines run it, its attention paged: their token step, and
 the pass that checks genai's own prompt lookup proposals, which runs another attention kernel
-than a step and so answers as plain decoding only where the parity line says so.
+than a step and so answers as plain decoding only where the parity line says so. Its node
+times do not add up to genai's prompt: a 988-token ``--paged`` pass took 3.1 s here where genai
+prefilled the same length in 1.75 s (docs/benchmarks.md, section 35), so a prompt's split is
+sampled from the pipeline itself (``perf``), not read from these counters.
 """
 
 from __future__ import annotations
