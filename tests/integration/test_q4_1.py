@@ -41,7 +41,8 @@ def default_q4() -> Path:
 
 def test_export_records_every_matmul_in_blocks(tiny_q4: Path, default_q4: Path) -> None:
     """Every hidden matmul in 4-bit blocks, the output layer (lm_head) in 8-bit ones, the embedding in int8;
-    gate, up and down one operation where the export fuses."""
+    gate, up and down one operation where the export fuses, and o_proj one with the residual added to it
+    where it is square (the default model's is)."""
     for folder, matmuls in ((tiny_q4, 2 * 5), (default_q4, 30 * 5)):  # fused q/k/v where the CPU fuses
         record = read_record(folder)
         assert record["weight_format"] == "q4_1" and record["kernel_layout"] == KERNEL_LAYOUT
@@ -51,6 +52,8 @@ def test_export_records_every_matmul_in_blocks(tiny_q4: Path, default_q4: Path) 
         assert ir.count('type="Q8MatMul"') == 1
         mlps = matmuls // 5 if record["fuse"] else 0  # where the export fuses, each layer's MLP is one Q4MLP
         assert record.get("fused_mlps", 0) == ir.count('type="Q4MLP"') == mlps, record
+        assert record.get("fused_matmul_adds", 0) == ir.count('type="Q4MatMulAdd"'), record
+    assert read_record(default_q4).get("fused_matmul_adds") == (30 if read_record(default_q4)["fuse"] else None)
 
 
 @pytest.mark.parametrize("model", ["tiny", "default"])

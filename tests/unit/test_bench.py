@@ -477,6 +477,7 @@ def test_profile_counts_the_q4_1_kernels_operations_as_the_weight_matmuls() -> N
     if "layers.N.mlp" in matmuls:  # exported fused (q4_1's default on AVX2 alone): the MLP's three matrices
         assert matmuls["layers.N.mlp"]["matrix"] == "1536x576 + 1536x576 + 576x1536 Q4MLP", matmuls
         assert matmuls["layers.N.mlp"]["nodes"] == 30 and "layers.N.mlp.down_proj" not in matmuls, matmuls
+        assert matmuls["layers.N.self_attn.o_proj"]["matrix"] == "576x576 Q4MatMulAdd", matmuls  # its residual's Add
     else:
         assert matmuls["layers.N.mlp.down_proj"]["matrix"] == "576x1536 Q4MatMul", matmuls
     reference = next(r for r in result["rows"] if r["node_type"] == "Reference")

@@ -97,11 +97,12 @@ def test_a_fused_export_is_not_taken_for_an_unfused_one() -> None:
 
 def test_a_q4_1_export_in_an_older_kernel_layout_is_made_again() -> None:
     """Exports from before the kernel's layout was recorded (4-bit output layer, scales in row order) have none;
-    layout 2 kept each row's Q4_1 nibbles together, where 3 interleaves the rows by four elements, and 3 ran
-    a gated MLP as five nodes, where 4 fuses it into one."""
+    layout 2 kept each row's Q4_1 nibbles together, where 3 interleaves the rows by four elements, 3 ran
+    a gated MLP as five nodes, where 4 fuses it into one, and 4 gave that one its blocks as inputs, where
+    5 holds them in its body."""
     now = ExportOptions(weight_format="q4_1").with_defaults(None).compression()
-    assert describe(now).startswith("q4_1 layout 4")
-    for old in ({}, {"kernel_layout": 2}, {"kernel_layout": 3}):
+    assert describe(now).startswith("q4_1 layout 5")
+    for old in ({}, {"kernel_layout": 2}, {"kernel_layout": 3}, {"kernel_layout": 4}):
         assert _settings({"weight_format": "q4_1", "fuse": now["fuse"], **old}) != _settings(now)
         with pytest.raises(EngineError, match="made by an older vinolm.*export it again"):
             extensions_for({"weight_format": "q4_1", "fuse": True, **old})

@@ -123,7 +123,7 @@ def test_rewrite_puts_the_logits_matmul_in_8_bits_and_the_embedding_in_int8(tmp_
     ov.save_model(ov.Model([logits.output(0)], [ids, positions]), xml, compress_to_fp16=False)
     inputs = [np.array([[3, 47, 0]]), np.array([[0, 1, 2]])]
     want = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(inputs)[0]
-    assert to_q4_1(xml, fuse_mlps=True) == ({"q4_1 g32": 2, "q8_0 g32": 1, "int8 channel-wise": 1}, 0)
+    assert to_q4_1(xml, fuse=True) == ({"q4_1 g32": 2, "q8_0 g32": 1, "int8 channel-wise": 1}, 0, 0)
     core = ov.Core()
     core.add_extension(str(library()))
     model = core.read_model(xml)
@@ -148,7 +148,7 @@ def test_rewrite_keeps_shapes_the_blocks_do_not_fit(tmp_path: Path) -> None:
     before = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     data = rng.standard_normal((1, 5, 64)).astype(np.float32)
     want = before(data)[0]
-    assert to_q4_1(xml, fuse_mlps=True) == ({"q4_1 g32": 1, "fp16": 1}, 0)
+    assert to_q4_1(xml, fuse=True) == ({"q4_1 g32": 1, "fp16": 1}, 0, 0)
     core = ov.Core()
     core.add_extension(str(library()))
     got = core.compile_model(core.read_model(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(data)[0]
@@ -172,12 +172,14 @@ def test_missing_cpu_features_are_named() -> None:
 
 
 def _mlp_model(tmp_path: Path, name: str) -> Path:
-    """x -> down(swish(gate(x)) * up(x)) -> a logits matmul, FP16 weights (a Llama MLP's shape, small)."""
+    """x -> h = x + o(x) -> h + down(swish(gate(h)) * up(h)) -> a logits matmul, FP16 weights (a
+    Llama layer's residual connections, attention aside, and its MLP's shape, small)."""
     rng = np.random.default_rng(6)
     x = ops.parameter([-1, -1, 64], np.float32, name="x")
-    gate, up = _fp16_matmul(x, rng, 96, 64), _fp16_matmul(x, rng, 96, 64)
+    h = ops.add(x, _fp16_matmul(x, rng, 64, 64))
+    gate, up = _fp16_matmul(h, rng, 96, 64), _fp16_matmul(h, rng, 96, 64)
     down = _fp16_matmul(ops.multiply(ops.swish(gate), up), rng, 64, 96)
-    logits = _fp16_matmul(down, rng, 40, 64)
+    logits = _fp16_matmul(ops.add(h, down), rng, 40, 64)
     xml = tmp_path / name / "openvino_model.xml"
     xml.parent.mkdir()
     ov.save_model(ov.Model([logits.output(0)], [x]), xml, compress_to_fp16=False)
@@ -185,16 +187,21 @@ def _mlp_model(tmp_path: Path, name: str) -> Path:
 
 
 def test_a_gated_mlp_becomes_one_operation_that_computes_what_its_five_nodes_did(tmp_path: Path) -> None:
-    """Fused: gate, Swish, up, Multiply and down are one Q4MLP, x quantized once for gate and up;
-    its output is the unfused graph's, bit for bit where OpenVINO's Swish runs its AVX2 code (silu
-    computed as that code does: the default model's answers do not move); elsewhere to rounding."""
+    """Fused: gate, Swish, up, Multiply and down are one Q4MLP, x quantized once for gate and up, and
+    a square matmul and the Add of its residual one Q4MatMulAdd, their blocks in their bodies (one input
+    of activations each, the residual besides); the output is the unfused graph's, bit for bit where
+    OpenVINO's Swish runs its AVX2 code (silu computed as that code does: the default model's answers
+    do not move); elsewhere to rounding."""
     fused, plain = _mlp_model(tmp_path, "fused"), _mlp_model(tmp_path, "plain")
-    assert to_q4_1(fused, fuse_mlps=True) == ({"q4_1 g32": 3, "q8_0 g32": 1}, 1)
-    assert to_q4_1(plain, fuse_mlps=False) == ({"q4_1 g32": 3, "q8_0 g32": 1}, 0)
+    assert to_q4_1(fused, fuse=True) == ({"q4_1 g32": 4, "q8_0 g32": 1}, 1, 1)
+    assert to_q4_1(plain, fuse=False) == ({"q4_1 g32": 4, "q8_0 g32": 1}, 0, 0)
     core = ov.Core()
     core.add_extension(str(library()))
-    types = [op.get_type_name() for op in core.read_model(fused).get_ordered_ops()]
-    assert types.count("Q4MLP") == 1 and "Q4MatMul" not in types and "Swish" not in types
+    read = core.read_model(fused).get_ordered_ops()
+    ops_read = {op.get_type_name(): op for op in read}
+    assert "Q4MatMul" not in ops_read and "Swish" not in ops_read
+    assert [op.get_type_name() for op in read].count("Add") == 1  # the MLP's residual, after the Q4MLP
+    assert ops_read["Q4MLP"].get_input_size() == 1 and ops_read["Q4MatMulAdd"].get_input_size() == 2
     data = np.random.default_rng(7).standard_normal((1, 13, 64)).astype(np.float32)  # 4+4+4+1 rows
     got, want = (core.compile_model(core.read_model(xml), "CPU")(data)[0] for xml in (fused, plain))
     if cpu_kind() == "avx2":
@@ -202,6 +209,10 @@ def test_a_gated_mlp_becomes_one_operation_that_computes_what_its_five_nodes_did
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * np.abs(want).max())
     step = core.compile_model(core.read_model(fused), "CPU")(data[:, -1:])[0]
     assert np.array_equal(step[0, 0], got[0, -1])  # a token step is bit for bit the prompt pass's last row
+    cache = {"CACHE_DIR": str(tmp_path / "cache")}  # a compiled model's cache holds the bodies' blocks
+    written, read_back = (core.compile_model(core.read_model(fused), "CPU", cache) for _ in range(2))
+    assert read_back.get_property("LOADED_FROM_CACHE") and not written.get_property("LOADED_FROM_CACHE")
+    assert np.array_equal(read_back(data)[0], got)
 
 
 def test_the_output_layer_multiplies_only_the_rows_genai_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,7 +221,7 @@ def test_the_output_layer_multiplies_only_the_rows_genai_samples(tmp_path: Path,
     and none for the rows nobody samples. A folder without a Q8MatMul is loaded as it is."""
     monkeypatch.setenv("VINOLM_HOME", str(tmp_path / "home"))
     xml = _mlp_model(tmp_path, "export")
-    to_q4_1(xml, fuse_mlps=True)
+    to_q4_1(xml, fuse=True)
     (xml.parent / "config.json").write_text("{}")
     folder = sampled_rows_folder(xml.parent)
     assert folder != xml.parent and sampled_rows_folder(xml.parent) == folder  # written once

@@ -39,13 +39,15 @@ import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 from vinolm.bench.report import run_tool
 from vinolm.bench.schema import check_context
 from vinolm.errors import EngineError
 from vinolm.export import WEIGHT_FORMATS
-from vinolm.export.blocks import GROUP_BYTES, blob_matrix
+from vinolm.export.blocks import BODY_BLOCKS, GROUP_BYTES, blob_matrix
 from vinolm.kernels import add_to_cores, extensions_for, folder_extensions
 
 #: Node types that stream the weights (``FullyConnectedCompressed`` where OpenVINO
@@ -122,7 +124,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                   "argmax_same": bool((checked.argmax(axis=1) == singles.argmax(axis=1)).all())}
     miss = miss_cost(model.path, props, prompt, args.step_tokens, args.steps) if args.step_tokens > 1 and not args.paged else None
     weights = folder_weight_bytes(model.path)
-    matrices = weight_matrices(compiled, kernel_ops(core.read_model(xml)))
+    matrices = weight_matrices(compiled, kernel_blobs(xml))
     weight_s = sum(per_node.get(name, 0.0) for name in matrices) / args.steps
     rows = [{"node_type": node, "ms_per_step": round(s / args.steps * 1000, 3), "share": round(s / counted, 4),
              "nodes": sum(kernels[node].values()), "kernels": dict(kernels[node].most_common(3))}
@@ -181,21 +183,53 @@ def paged_feed(compiled: Any, request: Any, capacity: int) -> Callable[[list[int
     return logits
 
 
-def kernel_ops(model: Any) -> dict[str, str]:
-    """vinolm's kernel operations in the model as read (friendly name -> type): the compiled
-    graph names them only ``Reference``."""
-    return {op.get_friendly_name(): op.get_type_name() for op in model.get_ordered_ops()
-            if op.get_type_name() in GROUP_BYTES}
+def kernel_blobs(xml: Path) -> dict[str, tuple[str, list[tuple[int, ...]]]]:
+    """vinolm's kernel operations in the IR (friendly name -> type and the shapes of its u8
+    blobs), read from the XML: the compiled graph names them only ``Reference``, and a Q4MLP's
+    blobs are its body's constants, which OpenVINO's Python API does not show."""
+    root = ElementTree.parse(xml).getroot()
+    layers = [layer for layer in root.iterfind("layers/layer") if layer.get("type") in GROUP_BYTES]
+    inputs = _fed(root, {layer.get("name") for layer in layers})
+    kernels = {}
+    for layer in layers:
+        body, roles = layer.find("body"), BODY_BLOCKS.get(layer.get("type"), ())
+        blocks = _fed(body, set(roles)) if body is not None else {}
+        shapes = [s for name in roles for s in blocks.get(name, [])] if body is not None else inputs[layer.get("name")]
+        kernels[layer.get("name")] = (layer.get("type"), shapes)
+    return kernels
 
 
-def weight_matrices(compiled: Any, kernels: dict[str, str]) -> dict[str, tuple[str, int, int]]:
+def _fed(graph: Any, names: set[str]) -> dict[str, list[tuple[int, ...]]]:
+    """The shapes of the constants that feed the layers ``names`` of ``graph`` (an IR or a
+    body) other than at port 0, a kernel's activations: its weights."""
+    layers = {layer.get("id"): layer for layer in graph.iterfind("layers/layer")}
+    fed: dict[str, list[tuple[int, ...]]] = defaultdict(list)
+    for edge in graph.iterfind("edges/edge"):
+        source, target = layers[edge.get("from-layer")], layers[edge.get("to-layer")]
+        if target.get("name") in names and source.get("type") == "Const" and (
+                target.get("type") == "Result" or edge.get("to-port") != "0"):
+            fed[target.get("name")].append(_shape(source))
+    return fed
+
+
+def _shape(const: Any) -> tuple[int, ...]:
+    return tuple(int(d) for d in const.find("data").get("shape").split(","))
+
+
+def weight_matrices(compiled: Any, kernels: dict[str, tuple[str, list[tuple[int, ...]]]]) -> dict[str, tuple[str, int, int]]:
     """Each weight matmul of the compiled graph: node name -> (its matrix as ``NxK type``,
     weights, bytes of the weights with their scales and zero points); ``kernels`` are the
-    q4_1 kernel's (``kernel_ops``), whose blob holds an NxK matrix in blocks."""
+    q4_1 kernel's (``kernel_blobs``), whose blobs hold NxK matrices in blocks."""
     matrices = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         name = op.get_friendly_name()
-        if not (op.get_rt_info()["layerType"].astype(str).startswith(WEIGHT_NODES) or name in kernels):
+        if name in kernels:
+            kind, shapes = kernels[name]
+            dims = [blob_matrix(kind, s) for s in shapes]
+            matrices[name] = (" + ".join(f"{n}x{k}" for n, k in dims) + f" {kind}", sum(n * k for n, k in dims),
+                              sum(math.prod(s) for s in shapes))
+            continue
+        if not op.get_rt_info()["layerType"].astype(str).startswith(WEIGHT_NODES):
             continue
         constants = [(i.get_shape(), i.get_element_type()) for i in op.inputs()[1:] if i.get_partial_shape().is_static]
         constants = [(shape, kind) for shape, kind in constants if math.prod(shape)]  # not the empty placeholders
@@ -203,11 +237,7 @@ def weight_matrices(compiled: Any, kernels: dict[str, str]) -> dict[str, tuple[s
             continue
         shape, kind = constants[0]
         size = sum(math.prod(s) * k.bitwidth // 8 for s, k in constants)
-        if name in kernels:  # a fused MLP holds three matrices
-            dims = [blob_matrix(kernels[name], tuple(s)) for s, _ in constants]
-            matrices[name] = (" + ".join(f"{n}x{k}" for n, k in dims) + f" {kernels[name]}", sum(n * k for n, k in dims), size)
-        else:
-            matrices[name] = (f"{'x'.join(map(str, shape))} {kind.get_type_name()}", math.prod(shape), size)
+        matrices[name] = (f"{'x'.join(map(str, shape))} {kind.get_type_name()}", math.prod(shape), size)
     return matrices
 
 

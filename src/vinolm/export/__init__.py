@@ -227,9 +227,11 @@ def export_model(
             from vinolm.export.blocks import to_q4_1
 
             progress("quantizing the weights to 4-bit blocks of 32 (q4_1, for vinolm's kernel)")
-            info["layers"], mlps = to_q4_1(tmp / "openvino_model.xml", fuse_mlps=bool(options.fuse))
+            info["layers"], mlps, adds = to_q4_1(tmp / "openvino_model.xml", fuse=bool(options.fuse))
             if mlps:
                 info["fused_mlps"] = mlps
+            if adds:
+                info["fused_matmul_adds"] = adds
         if task == EMBEDDING_TASK:
             from vinolm.export.embedding import embedding_info
 

@@ -37,8 +37,15 @@ OUTPUT_LAYOUT = "q8_0 g32"
 TABLE_LAYOUT = "int8 channel-wise"
 OPS = {LAYOUT: "Q4MatMul", OUTPUT_LAYOUT: "Q8MatMul"}
 MLP = "Q4MLP"
+MATMUL_ADD = "Q4MatMulAdd"
+#: The operations that hold their blocks in a body (the kernel's source says why), and the names
+#: of the body's results, in the order the kernel reads them.
+BODY_BLOCKS = {MLP: ("gate", "up", "down"), MATMUL_ADD: ("weights",)}
+#: Operations that only move data, which OpenVINO moves an elementwise operation above (a Q4MLP is one).
+MOVES_DATA = frozenset({"Squeeze", "Unsqueeze", "Reshape", "Transpose", "ShuffleChannels", "Roll", "ReverseSequence",
+                        "DepthToSpace", "BatchToSpace", "Broadcast", "Gather"})
 #: Bytes of one block of a row group per operation (the kernel's ``kGroupBytes``).
-GROUP_BYTES = {"Q4MatMul": 160, "Q8MatMul": 272, MLP: 160}
+GROUP_BYTES = {"Q4MatMul": 160, "Q8MatMul": 272, MLP: 160, MATMUL_ADD: 160}
 #: The order of a row group's scales in a Q8_0 block: the kernel's lanes (Q4_1's are in row order).
 Q8_LANES = np.array([0, 2, 4, 6, 1, 3, 5, 7])
 ROW_ORDER = np.arange(ROWS)
@@ -123,10 +130,11 @@ def dequantize(blob: np.ndarray) -> np.ndarray:
     return w.transpose(0, 2, 1, 3).reshape(groups * ROWS, nb * BLOCK)
 
 
-def to_q4_1(xml: Path, fuse_mlps: bool) -> tuple[dict[str, int], int]:
+def to_q4_1(xml: Path, fuse: bool) -> tuple[dict[str, int], int, int]:
     """Rewrite the FP16 IR at ``xml`` in place (written beside it, then renamed); returns its
     weight layouts for ``vinolm.json`` (matmuls in blocks, the embedding in int8 rows, and
-    matmuls left in FP16) and how many MLPs became one operation."""
+    matmuls left in FP16), how many MLPs became one operation and how many square matmuls one
+    with the residual added to them (``fuse``: both kinds, else neither)."""
     import openvino as ov
 
     model = ov.Core().read_model(xml)
@@ -149,29 +157,66 @@ def to_q4_1(xml: Path, fuse_mlps: bool) -> tuple[dict[str, int], int]:
         node.set_friendly_name(op.get_friendly_name())
         op.output(0).replace(node.output(0))
         layouts[layout] += 1
-    mlps = sum(_fuse_mlp(op) for op in model.get_ordered_ops() if op.get_type_name() == "Multiply") if fuse_mlps else 0
+    # the Python objects of the fused operations, alive until the model is saved: saving asks them for their bodies
+    mlps = [node for op in model.get_ordered_ops() if fuse and op.get_type_name() == "Multiply"
+            and (node := _fuse_mlp(op)) is not None]
+    adds = [node for op in model.get_ordered_ops() if fuse and op.get_type_name() == "Add"
+            and (node := _fuse_matmul_add(op)) is not None]
     save_in_place(model, xml, "q4_1")
-    return {name: count for name, count in layouts.items() if count}, mlps
+    return {name: count for name, count in layouts.items() if count}, len(mlps), len(adds)
 
 
-def _fuse_mlp(multiply: Any) -> bool:
+def _fuse_mlp(multiply: Any) -> Any:
     """Replace ``down(swish(gate(x)) * up(x))`` of Q4MatMuls, ending at ``multiply``, with one
-    Q4MLP; False where the pattern or its single consumers are not there."""
+    Q4MLP whose body holds the three blocks, and return it; None where the pattern or its single
+    consumers are not there, or x comes from an operation that only moves data (the kernel's
+    source says why)."""
     sides = [value.get_node() for value in multiply.input_values()]
     swish = next((n for n in sides if _is_silu(n)), None)
     up = next((n for n in sides if n is not swish and n.get_type_name() == OPS[LAYOUT]), None)
     consumers = list(multiply.output(0).get_target_inputs())
     if swish is None or up is None or len(consumers) != 1 or consumers[0].get_index() != 0:
-        return False
+        return None
     gate, down = swish.input_value(0).get_node(), consumers[0].get_node()
     x = gate.input_value(0) if gate.get_type_name() == OPS[LAYOUT] else None
     if (x is None or down.get_type_name() != OPS[LAYOUT] or up.input_value(0) != x
+            or x.get_node().get_type_name() in MOVES_DATA
+            or blob_matrix(MLP, tuple(down.get_input_shape(1)))[0] != blob_matrix(MLP, tuple(gate.get_input_shape(1)))[1]
             or any(len(n.output(0).get_target_inputs()) != 1 for n in (gate, swish, up))):
-        return False
-    node = _op_class(MLP)([x, gate.input_value(1), up.input_value(1), down.input_value(1)])
+        return None
+    node = _op_class(MLP)([x], _body(MLP, [n.input_value(1) for n in (gate, up, down)]))
     node.set_friendly_name(multiply.get_friendly_name().split("/")[0] + "/" + MLP)
     down.output(0).replace(node.output(0))
-    return True
+    return node
+
+
+def _fuse_matmul_add(add: Any) -> Any:
+    """Replace ``Add(x W^T, residual)`` of a square Q4MatMul whose one consumer is ``add`` (o_proj
+    and the residual connection) with one Q4MatMulAdd, and return it; None where that is not the
+    pattern or the residual's shape is not x's."""
+    for side in (0, 1):
+        matmul, residual = add.input_value(side).get_node(), add.input_value(1 - side)
+        if matmul.get_type_name() != OPS[LAYOUT] or matmul.get_input_size() != 2:
+            continue
+        n, k = blob_matrix(MATMUL_ADD, tuple(matmul.get_input_shape(1)))
+        x = matmul.input_value(0)
+        if n != k or len(matmul.output(0).get_target_inputs()) != 1 or x.get_partial_shape() != residual.get_partial_shape():
+            continue
+        node = _op_class(MATMUL_ADD)([x, residual], _body(MATMUL_ADD, [matmul.input_value(1)]))
+        node.set_friendly_name(matmul.get_friendly_name())
+        add.output(0).replace(node.output(0))
+        return node
+    return None
+
+
+def _body(op_type: str, blocks: list[Any]) -> Any:
+    """The model a fused operation holds its blocks in: the Constants as results named by role."""
+    import openvino as ov
+
+    body = ov.Model(blocks, [], "blocks")
+    for result, name in zip(body.get_results(), BODY_BLOCKS[op_type], strict=True):
+        result.set_friendly_name(name)
+    return body
 
 
 def _is_silu(node: Any) -> bool:
@@ -250,27 +295,30 @@ def _constant(value: Any) -> np.ndarray | None:
 
 @cache
 def _op_class(name: str) -> type:
-    """The operation as the IR names it (``Q4MatMul``, ``Q8MatMul`` or ``Q4MLP``, opset
-    ``extension``): a Python stand-in with the kernel's shapes (outputs: the last blob's), enough
-    to write the IR; the kernel's library reads it back."""
+    """The operation as the IR names it (``Q4MatMul``, ``Q8MatMul``, ``Q4MLP`` or
+    ``Q4MatMulAdd``, opset ``extension``): a Python stand-in with the kernel's shapes (outputs: the
+    last blob's, or the activations' for an operation whose blobs are its body's), enough to write
+    the IR; the kernel's library reads it back."""
     import openvino as ov
 
     class BlockMatMul(ov.Op):
-        def __init__(self, inputs: list[Any] | None = None) -> None:
+        def __init__(self, inputs: list[Any] | None = None, body: Any = None) -> None:
+            self._body = body
             super().__init__(self, inputs)
-            if inputs:
-                self.constructor_validate_and_infer_types()
 
         def validate_and_infer_types(self) -> None:
             shape = self.get_input_partial_shape(0)
-            last = self.get_input_size() - 1
-            shape[shape.rank.get_length() - 1] = ov.Dimension(self.get_input_partial_shape(last)[0].get_length() * ROWS)
+            if self._body is None:
+                last = self.get_input_size() - 1
+                shape[shape.rank.get_length() - 1] = ov.Dimension(self.get_input_partial_shape(last)[0].get_length() * ROWS)
             self.set_output_type(0, ov.Type.f32, shape)
 
         def clone_with_new_inputs(self, new_inputs: list[Any]) -> BlockMatMul:
-            return BlockMatMul(new_inputs)
+            return BlockMatMul(new_inputs, self._body)
 
         def visit_attributes(self, visitor: Any) -> bool:
+            if self._body is not None:
+                visitor.on_attributes({"body": self._body})
             return True
 
     BlockMatMul.__name__ = BlockMatMul.__qualname__ = name

@@ -26,10 +26,11 @@ from vinolm.errors import EngineError
 #: The weight format whose matmuls this kernel runs, and the version of its blocks' layout in the
 #: IR, recorded in ``vinolm.json``: 2 added the 8-bit output layer and ordered the scales by the
 #: kernel's lanes, 3 interleaved a Q4_1 block's rows by four elements, 4 made a fused export's
-#: gated MLPs one operation (exports of older layouts would multiply wrongly or, from 3, run
-#: slower, so they are refused and ``prepare`` makes them again).
+#: gated MLPs one operation, 5 moved those operations' blocks into their bodies and made a square
+#: matmul and the residual added to it one operation (exports of older layouts would multiply
+#: wrongly, run slower or not load, so they are refused and ``prepare`` makes them again).
 Q4_1 = "q4_1"
-KERNEL_LAYOUT = 4
+KERNEL_LAYOUT = 5
 SOURCE = Path(__file__).with_name("q4_1.cpp")
 #: What the kernel's instructions need (vpmaddubsw/vpermps, FMA, f16 scales).
 CPU_FLAGS = frozenset({"avx2", "fma", "f16c"})

@@ -18,14 +18,19 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
 #include <openvino/core/extension.hpp>
+#include <openvino/core/model.hpp>
 #include <openvino/core/op_extension.hpp>
 #include <openvino/core/parallel.hpp>
+#include <openvino/op/constant.hpp>
 #include <openvino/op/op.hpp>
+#include <openvino/op/util/binary_elementwise_arithmetic.hpp>
+#include <openvino/op/util/unary_elementwise_arithmetic.hpp>
 
 namespace vinolm {
 
@@ -290,6 +295,18 @@ static ov::Tensor pick(const ov::Tensor& x, const ov::Tensor& indices, std::vect
     return ov::Tensor(ov::element::f32, picked, buffer.data());
 }
 
+// x [..., K] times the blob `w` of `groups` row groups into outputs[0] [..., N].
+template <class F>
+static void multiply(const ov::Tensor& x_in, const uint8_t* wb, size_t groups, ov::TensorVector& outputs) {
+    const size_t n = groups * kRows;
+    // The caller's buffers, named by reference: inside the tasks a thread_local would be each worker's own.
+    thread_local QuantizedRows buffers;
+    size_t rows, k;
+    float* out = shaped_output(outputs, x_in, n, rows, k);
+    const ActivationRows x = quantize_rows(x_in.data<const float>(), rows, k, k, buffers);
+    ov::parallel_for(tasks_for(groups), [&](size_t task) { multiply_task<F>(wb, groups, x, rows, out, n, task); });
+}
+
 // The operation for one block format F; the named classes below are what the IR holds. An optional third input,
 // i64 indices along the activations' first axis, multiplies those slices only: openvino-genai gives it its
 // `sampled_tokens_indices` (the rows it samples from) where the output layer is an OpenVINO MatMul, and vinolm's
@@ -320,18 +337,9 @@ public:
     bool has_evaluate() const override { return true; }
 
     bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
-        const ov::Tensor& w = inputs[1];
-        const size_t groups = w.get_shape()[0];
-        const size_t n = groups * kRows;
-        // The caller's buffers, named by reference: inside the tasks a thread_local would be each worker's own.
-        thread_local QuantizedRows buffers;
-        thread_local std::vector<float> picked;
-        const ov::Tensor x_in = inputs.size() == 3 ? pick(inputs[0], inputs[2], picked) : inputs[0];
-        size_t rows, k;
-        float* out = shaped_output(outputs, x_in, n, rows, k);
-        const ActivationRows x = quantize_rows(x_in.data<const float>(), rows, k, k, buffers);
-        const uint8_t* wb = w.data<const uint8_t>();
-        ov::parallel_for(tasks_for(groups), [&](size_t task) { multiply_task<F>(wb, groups, x, rows, out, n, task); });
+        thread_local std::vector<float> picked;  // the caller's, as in multiply
+        const ov::Tensor x = inputs.size() == 3 ? pick(inputs[0], inputs[2], picked) : inputs[0];
+        multiply<F>(x, inputs[1].data<const uint8_t>(), inputs[1].get_shape()[0], outputs);
         return true;
     }
 };
@@ -380,80 +388,199 @@ static __m256 silu8(__m256 x) {
     return _mm256_mul_ps(logistic, x);
 }
 
-// A gated MLP as one operation: down(silu(gate(x)) * up(x)), the three weights in Q4_1 blocks (inputs 1-3).
-// Why: OpenVINO runs an extension operation as a `Reference` node whose shape inference runs on every call
-// (25-32 µs a node on Zen 3, docs/benchmarks.md section 33); as separate nodes an MLP was five (three matmuls,
-// Swish, Multiply), as this one it is one, and x is quantized once for gate and up. The matmuls' arithmetic is
-// Q4MatMul's; silu is OpenVINO's (silu8 above), so the result is the five nodes' bit for bit.
-class Q4MLP : public ov::op::Op {
-public:
-    OPENVINO_OP("Q4MLP", "extension", ov::op::Op);
-    Q4MLP() = default;
-    explicit Q4MLP(const ov::OutputVector& args) : Op(args) { constructor_validate_and_infer_types(); }
-
-    void validate_and_infer_types() override {
-        for (size_t port = 1; port <= 3; ++port) check_blob(this, port, Q4_1Blocks::kGroupBytes);
-        NODE_VALIDATION_CHECK(this, get_input_partial_shape(1) == get_input_partial_shape(2),
-                              "gate and up weights must have the same shape");
-        NODE_VALIDATION_CHECK(this, blob_inputs(this, 3, Q4_1Blocks::kGroupBytes) == blob_outputs(this, 1),
-                              "down's inputs must be gate's outputs");
-        set_matmul_output(this, blob_inputs(this, 1, Q4_1Blocks::kGroupBytes), 3);
-    }
-
-    bool visit_attributes(ov::AttributeVisitor&) override { return true; }
-
-    bool has_evaluate() const override { return true; }
-
-    std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
-        return std::make_shared<Q4MLP>(args);
-    }
-
-    bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
-        using F = Q4_1Blocks;
-        const size_t hidden_groups = inputs[1].get_shape()[0], out_groups = inputs[3].get_shape()[0];
-        const size_t hidden = hidden_groups * kRows, n = out_groups * kRows;
-        size_t rows, k;
-        float* out = shaped_output(outputs, inputs[0], n, rows, k);
-        thread_local Buffers buffers;  // the caller's, as in BlockMatMul
-        Buffers& b = buffers;
-        b.gate.resize(rows * hidden);
-        b.up.resize(rows * hidden);
-        const ActivationRows x = quantize_rows(inputs[0].data<const float>(), rows, k, k, b.x);
-        const uint8_t* gate = inputs[1].data<const uint8_t>();
-        const uint8_t* up = inputs[2].data<const uint8_t>();
-        const size_t tasks = tasks_for(hidden_groups);
-        ov::parallel_for(2 * tasks, [&](size_t task) {
-            if (task < tasks)
-                multiply_task<F>(gate, hidden_groups, x, rows, b.gate.data(), hidden, task);
-            else
-                multiply_task<F>(up, hidden_groups, x, rows, b.up.data(), hidden, task - tasks);
-        });
-        auto activate_row = [&](size_t r) {
-            float* g = b.gate.data() + r * hidden;
-            const float* u = b.up.data() + r * hidden;
-            for (size_t j = 0; j < hidden; j += 8) {
-                _mm256_storeu_ps(g + j, _mm256_mul_ps(silu8(_mm256_loadu_ps(g + j)), _mm256_loadu_ps(u + j)));
-            }
-        };
-        if (rows == 1)
-            activate_row(0);
-        else
-            ov::parallel_for(rows, activate_row);
-        const ActivationRows h = quantize_rows(b.gate.data(), rows, hidden, hidden, b.h);
-        const uint8_t* down = inputs[3].data<const uint8_t>();
-        ov::parallel_for(tasks_for(out_groups), [&](size_t task) { multiply_task<F>(down, out_groups, h, rows, out, n, task); });
-        return true;
-    }
-
-private:
+// down(silu(gate(x)) * up(x)) for x [..., K] into outputs[0] [..., N]: gate and up hold `hidden_groups` row groups,
+// down `out_groups`.
+static void gated_mlp(const ov::Tensor& x_in, const uint8_t* gate, const uint8_t* up, const uint8_t* down,
+                      size_t hidden_groups, size_t out_groups, ov::TensorVector& outputs) {
+    using F = Q4_1Blocks;
     struct Buffers {
         QuantizedRows x, h;
         std::vector<float> gate, up;
     };
+    const size_t hidden = hidden_groups * kRows, n = out_groups * kRows;
+    size_t rows, k;
+    float* out = shaped_output(outputs, x_in, n, rows, k);
+    thread_local Buffers buffers;  // the caller's, as in multiply
+    Buffers& b = buffers;
+    b.gate.resize(rows * hidden);
+    b.up.resize(rows * hidden);
+    const ActivationRows x = quantize_rows(x_in.data<const float>(), rows, k, k, b.x);
+    const size_t tasks = tasks_for(hidden_groups);
+    ov::parallel_for(2 * tasks, [&](size_t task) {
+        if (task < tasks)
+            multiply_task<F>(gate, hidden_groups, x, rows, b.gate.data(), hidden, task);
+        else
+            multiply_task<F>(up, hidden_groups, x, rows, b.up.data(), hidden, task - tasks);
+    });
+    auto activate_row = [&](size_t r) {
+        float* g = b.gate.data() + r * hidden;
+        const float* u = b.up.data() + r * hidden;
+        for (size_t j = 0; j < hidden; j += 8) {
+            _mm256_storeu_ps(g + j, _mm256_mul_ps(silu8(_mm256_loadu_ps(g + j)), _mm256_loadu_ps(u + j)));
+        }
+    };
+    if (rows == 1)
+        activate_row(0);
+    else
+        ov::parallel_for(rows, activate_row);
+    const ActivationRows h = quantize_rows(b.gate.data(), rows, hidden, hidden, b.h);
+    ov::parallel_for(tasks_for(out_groups), [&](size_t task) { multiply_task<F>(down, out_groups, h, rows, out, n, task); });
+}
+
+// Q4_1 blocks an operation holds in its body, a model of its own whose results (named) are the blocks'
+// Constants; the IR stores it as it stores a loop's body, the blocks in the same .bin file.
+//
+// Why not inputs: the CPU plugin infers an extension operation's output shape with its fallback, which treats every
+// input's data as something the shape may depend on, so in a graph with a dynamic axis it cloned and validated the
+// operation on every call (16-28 µs a node of a ~14 ms token step on Zen 3, docs/benchmarks.md section 36). An
+// operation of OpenVINO's elementwise kinds gets the plugin's own inference instead (the input's shape, or the
+// inputs' broadcast), run only when the inputs' shapes change, so the operations below take activations alone.
+template <size_t N>
+class Blocks {
+public:
+    Blocks() = default;
+    explicit Blocks(std::shared_ptr<ov::Model> body) : m_body(std::move(body)) {}
+
+    // Finds the blocks named `names` (in that order: the IR may reorder a body's results) and checks them.
+    void resolve(const ov::Node* node, const std::array<const char*, N>& names) {
+        NODE_VALIDATION_CHECK(node, m_body && m_body->get_results().size() == N && m_body->get_parameters().empty(),
+                              "the operation's body must hold its weight blocks and nothing else");
+        for (size_t i = 0; i < N; ++i) {
+            m_blobs[i] = nullptr;
+            for (const auto& result : m_body->get_results())
+                if (result->get_friendly_name() == names[i])
+                    m_blobs[i] = ov::as_type_ptr<ov::op::v0::Constant>(result->get_input_node_shared_ptr(0));
+            NODE_VALIDATION_CHECK(node, m_blobs[i] && m_blobs[i]->get_element_type() == ov::element::u8 &&
+                                            m_blobs[i]->get_shape().size() == 2 &&
+                                            m_blobs[i]->get_shape()[1] % Q4_1Blocks::kGroupBytes == 0,
+                                  "weight blocks must be u8 constants [N/8, K/32 * 160] named by their role");
+        }
+    }
+
+    void visit(ov::AttributeVisitor& visitor) { visitor.on_attribute("body", m_body); }
+
+    const std::shared_ptr<ov::Model>& body() const { return m_body; }
+    const uint8_t* data(size_t i) const { return m_blobs[i]->template get_data_ptr<uint8_t>(); }
+    size_t groups(size_t i) const { return m_blobs[i]->get_shape()[0]; }
+    size_t inputs(size_t i) const { return m_blobs[i]->get_shape()[1] / Q4_1Blocks::kGroupBytes * kBlock; }
+    size_t outputs(size_t i) const { return groups(i) * kRows; }
+
+private:
+    std::shared_ptr<ov::Model> m_body;
+    std::array<std::shared_ptr<ov::op::v0::Constant>, N> m_blobs;
+};
+
+// Activations [..., K] of f32 for weights of `k` inputs.
+static void check_activations(const ov::Node* node, size_t port, size_t k) {
+    NODE_VALIDATION_CHECK(node, node->get_input_element_type(port) == ov::element::f32, "activations must be f32");
+    const auto& shape = node->get_input_partial_shape(port);
+    NODE_VALIDATION_CHECK(node, shape.rank().is_static() && shape.size() >= 1, "activations must have a known rank");
+    const auto& last = shape[shape.size() - 1];
+    NODE_VALIDATION_CHECK(node, last.is_dynamic() || static_cast<size_t>(last.get_length()) == k,
+                          "activations' last dimension must match the weights' blocks");
+}
+
+// A gated MLP as one operation: down(silu(gate(x)) * up(x)), the three weights in Q4_1 blocks (its body's gate, up
+// and down). Why one: as separate nodes an MLP was five (three matmuls, Swish, Multiply), each with a `Reference`
+// node's fixed cost; as this one it is one, and x is quantized once for gate and up. The matmuls' arithmetic is
+// Q4MatMul's; silu is OpenVINO's (silu8 above), so the result is the five nodes' bit for bit. Of OpenVINO's unary
+// elementwise kind (its output has x's shape), so the export fuses only where x does not come from an operation
+// that just moves data: OpenVINO's MoveEltwiseUpThroughDataMov moves a unary elementwise operation above a Reshape
+// or Transpose, where its input would not be x.
+class Q4MLP : public ov::op::util::UnaryElementwiseArithmetic {
+public:
+    OPENVINO_OP("Q4MLP", "extension", ov::op::util::UnaryElementwiseArithmetic);
+    Q4MLP() = default;
+    Q4MLP(const ov::Output<ov::Node>& x, std::shared_ptr<ov::Model> body)
+        : UnaryElementwiseArithmetic(x), m_blocks(std::move(body)) {
+        constructor_validate_and_infer_types();
+    }
+
+    void validate_and_infer_types() override {
+        m_blocks.resolve(this, {"gate", "up", "down"});
+        const auto& b = m_blocks;
+        NODE_VALIDATION_CHECK(this, b.groups(0) == b.groups(1) && b.inputs(0) == b.inputs(1),
+                              "gate and up weights must have the same shape");
+        NODE_VALIDATION_CHECK(this, b.inputs(2) == b.outputs(0), "down's inputs must be gate's outputs");
+        NODE_VALIDATION_CHECK(this, b.outputs(2) == b.inputs(0), "down's outputs must be as many as gate's inputs");
+        check_activations(this, 0, b.inputs(0));
+        set_output_type(0, ov::element::f32, get_input_partial_shape(0));
+    }
+
+    bool visit_attributes(ov::AttributeVisitor& visitor) override {
+        m_blocks.visit(visitor);
+        return true;
+    }
+
+    bool has_evaluate() const override { return true; }
+
+    std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
+        check_new_args_count(this, args);
+        return std::make_shared<Q4MLP>(args[0], m_blocks.body());
+    }
+
+    bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
+        const auto& b = m_blocks;
+        gated_mlp(inputs[0], b.data(0), b.data(1), b.data(2), b.groups(0), b.groups(2), outputs);
+        return true;
+    }
+
+private:
+    Blocks<3> m_blocks;
+};
+
+// A square Q4_1 matmul and the residual added to its result, as one operation: residual + x W^T (o_proj and the
+// attention's residual connection in a Llama-style model), its weights its body's `weights`. Of OpenVINO's binary
+// elementwise kind (its output is the inputs' broadcast: both are [..., K]); the addition is the one OpenVINO's Add
+// made (f32, exact in either order), so the result is the two nodes' bit for bit, and one node's fixed cost is
+// saved besides the shape inference.
+class Q4MatMulAdd : public ov::op::util::BinaryElementwiseArithmetic {
+public:
+    OPENVINO_OP("Q4MatMulAdd", "extension", ov::op::util::BinaryElementwiseArithmetic);
+    Q4MatMulAdd() : BinaryElementwiseArithmetic(ov::op::AutoBroadcastType::NUMPY) {}
+    Q4MatMulAdd(const ov::Output<ov::Node>& x, const ov::Output<ov::Node>& residual, std::shared_ptr<ov::Model> body)
+        : BinaryElementwiseArithmetic(x, residual, ov::op::AutoBroadcastType::NUMPY), m_blocks(std::move(body)) {
+        constructor_validate_and_infer_types();
+    }
+
+    void validate_and_infer_types() override {
+        m_blocks.resolve(this, {"weights"});
+        NODE_VALIDATION_CHECK(this, m_blocks.outputs(0) == m_blocks.inputs(0), "the weights must be square");
+        check_activations(this, 0, m_blocks.inputs(0));
+        NODE_VALIDATION_CHECK(this, get_input_element_type(1) == ov::element::f32, "the residual must be f32");
+        NODE_VALIDATION_CHECK(this, get_input_partial_shape(0).compatible(get_input_partial_shape(1)),
+                              "the residual must have the activations' shape");
+        set_output_type(0, ov::element::f32, get_input_partial_shape(0));
+    }
+
+    bool visit_attributes(ov::AttributeVisitor& visitor) override {
+        m_blocks.visit(visitor);
+        return true;
+    }
+
+    bool has_evaluate() const override { return true; }
+
+    std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
+        check_new_args_count(this, args);
+        return std::make_shared<Q4MatMulAdd>(args[0], args[1], m_blocks.body());
+    }
+
+    bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
+        multiply<Q4_1Blocks>(inputs[0], m_blocks.data(0), m_blocks.groups(0), outputs);
+        OPENVINO_ASSERT(inputs[1].get_size() == outputs[0].get_size(), "the residual must have the activations' shape");
+        float* out = outputs[0].data<float>();
+        const float* residual = inputs[1].data<const float>();
+        for (size_t i = 0, size = outputs[0].get_size(); i < size; ++i) out[i] += residual[i];
+        return true;
+    }
+
+private:
+    Blocks<1> m_blocks;
 };
 
 }  // namespace vinolm
 
 OPENVINO_CREATE_EXTENSIONS(std::vector<ov::Extension::Ptr>({std::make_shared<ov::OpExtension<vinolm::Q4MatMul>>(),
                                                             std::make_shared<ov::OpExtension<vinolm::Q8MatMul>>(),
-                                                            std::make_shared<ov::OpExtension<vinolm::Q4MLP>>()}));
+                                                            std::make_shared<ov::OpExtension<vinolm::Q4MLP>>(),
+                                                            std::make_shared<ov::OpExtension<vinolm::Q4MatMulAdd>>()}));
