@@ -7,10 +7,13 @@ comes back as the weights it held. The output layer (the matmul that makes the l
 becomes a ``Q8MatMul`` over llama.cpp's 8-bit Q8_0 blocks instead: llama.cpp's 4-bit files
 keep that layer at 8 bits or more, and in 4 bits it moved the default model's next-token
 distribution 15 times further from FP16's (docs/benchmarks.md section 32); the embedding
-table becomes int8 rows, as in OpenVINO's INT8 exports. A gated MLP (down(silu(gate(x)) *
-up(x)), as Llama-style models have) becomes one ``Q4MLP`` operation over its three blocks
-where the export fuses (``--fuse``, the default): the kernel's operations run as nodes with a
-fixed cost each, and that makes five nodes one. The kernels
+table becomes int8 rows, as in OpenVINO's INT8 exports. Where the export fuses (``--fuse``,
+the default) a gated MLP (down(silu(gate(x)) * up(x)), as Llama-style models have) becomes one
+``Q4MLP`` operation over its three blocks, and a square matmul with the residual added to it
+(o_proj) one ``Q4MatMulAdd``: the kernel's operations run as nodes with a fixed cost each, and
+that makes five nodes one and two one. Those two hold their blocks in a body, a model of their
+own, and take only activations, so that OpenVINO infers their shapes as it does an elementwise
+operation's instead of on every call (the kernel's source says why). The kernels
 multiply by int8 activations with AVX2 integer instructions, which OpenVINO's CPU plugin
 uses only with VNNI (section 31). The blocks are stored repacked by 8 output rows (the
 kernel's layout, described in the C++ source). A matmul whose shape does not fit the blocks
