@@ -21,6 +21,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include <openvino/core/extension.hpp>
@@ -480,6 +481,25 @@ static void check_activations(const ov::Node* node, size_t port, size_t k) {
                           "activations' last dimension must match the weights' blocks");
 }
 
+// An operation of OpenVINO's elementwise kind `Kind` whose N blocks are in its body (Blocks above).
+template <class Kind, size_t N>
+class HoldsBlocks : public Kind {
+public:
+    bool visit_attributes(ov::AttributeVisitor& visitor) override {
+        m_blocks.visit(visitor);
+        return true;
+    }
+
+    bool has_evaluate() const override { return true; }
+
+protected:
+    template <class... Args>
+    explicit HoldsBlocks(std::shared_ptr<ov::Model> body, Args&&... kind) : Kind(std::forward<Args>(kind)...),
+                                                                             m_blocks(std::move(body)) {}
+
+    Blocks<N> m_blocks;
+};
+
 // A gated MLP as one operation: down(silu(gate(x)) * up(x)), the three weights in Q4_1 blocks (its body's gate, up
 // and down). Why one: as separate nodes an MLP was five (three matmuls, Swish, Multiply), each with a `Reference`
 // node's fixed cost; as this one it is one, and x is quantized once for gate and up. The matmuls' arithmetic is
@@ -487,12 +507,11 @@ static void check_activations(const ov::Node* node, size_t port, size_t k) {
 // elementwise kind (its output has x's shape), so the export fuses only where x does not come from an operation
 // that just moves data: OpenVINO's MoveEltwiseUpThroughDataMov moves a unary elementwise operation above a Reshape
 // or Transpose, where its input would not be x.
-class Q4MLP : public ov::op::util::UnaryElementwiseArithmetic {
+class Q4MLP : public HoldsBlocks<ov::op::util::UnaryElementwiseArithmetic, 3> {
 public:
     OPENVINO_OP("Q4MLP", "extension", ov::op::util::UnaryElementwiseArithmetic);
-    Q4MLP() = default;
-    Q4MLP(const ov::Output<ov::Node>& x, std::shared_ptr<ov::Model> body)
-        : UnaryElementwiseArithmetic(x), m_blocks(std::move(body)) {
+    Q4MLP() : HoldsBlocks(nullptr) {}
+    Q4MLP(const ov::Output<ov::Node>& x, std::shared_ptr<ov::Model> body) : HoldsBlocks(std::move(body), x) {
         constructor_validate_and_infer_types();
     }
 
@@ -507,13 +526,6 @@ public:
         set_output_type(0, ov::element::f32, get_input_partial_shape(0));
     }
 
-    bool visit_attributes(ov::AttributeVisitor& visitor) override {
-        m_blocks.visit(visitor);
-        return true;
-    }
-
-    bool has_evaluate() const override { return true; }
-
     std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
         check_new_args_count(this, args);
         return std::make_shared<Q4MLP>(args[0], m_blocks.body());
@@ -524,9 +536,6 @@ public:
         gated_mlp(inputs[0], b.data(0), b.data(1), b.data(2), b.groups(0), b.groups(2), outputs);
         return true;
     }
-
-private:
-    Blocks<3> m_blocks;
 };
 
 // A square Q4_1 matmul and the residual added to its result, as one operation: residual + x W^T (o_proj and the
@@ -534,12 +543,12 @@ private:
 // elementwise kind (its output is the inputs' broadcast: both are [..., K]); the addition is the one OpenVINO's Add
 // made (f32, exact in either order), so the result is the two nodes' bit for bit, and one node's fixed cost is
 // saved besides the shape inference.
-class Q4MatMulAdd : public ov::op::util::BinaryElementwiseArithmetic {
+class Q4MatMulAdd : public HoldsBlocks<ov::op::util::BinaryElementwiseArithmetic, 1> {
 public:
     OPENVINO_OP("Q4MatMulAdd", "extension", ov::op::util::BinaryElementwiseArithmetic);
-    Q4MatMulAdd() : BinaryElementwiseArithmetic(ov::op::AutoBroadcastType::NUMPY) {}
+    Q4MatMulAdd() : HoldsBlocks(nullptr, ov::op::AutoBroadcastType::NUMPY) {}
     Q4MatMulAdd(const ov::Output<ov::Node>& x, const ov::Output<ov::Node>& residual, std::shared_ptr<ov::Model> body)
-        : BinaryElementwiseArithmetic(x, residual, ov::op::AutoBroadcastType::NUMPY), m_blocks(std::move(body)) {
+        : HoldsBlocks(std::move(body), x, residual, ov::op::AutoBroadcastType::NUMPY) {
         constructor_validate_and_infer_types();
     }
 
@@ -552,13 +561,6 @@ public:
                               "the residual must have the activations' shape");
         set_output_type(0, ov::element::f32, get_input_partial_shape(0));
     }
-
-    bool visit_attributes(ov::AttributeVisitor& visitor) override {
-        m_blocks.visit(visitor);
-        return true;
-    }
-
-    bool has_evaluate() const override { return true; }
 
     std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
         check_new_args_count(this, args);
@@ -573,9 +575,6 @@ public:
         for (size_t i = 0, size = outputs[0].get_size(); i < size; ++i) out[i] += residual[i];
         return true;
     }
-
-private:
-    Blocks<1> m_blocks;
 };
 
 }  // namespace vinolm
