@@ -433,7 +433,7 @@ static void gated_mlp(const ov::Tensor& x_in, const uint8_t* gate, const uint8_t
 //
 // Why not inputs: the CPU plugin infers an extension operation's output shape with its fallback, which treats every
 // input's data as something the shape may depend on, so in a graph with a dynamic axis it cloned and validated the
-// operation on every call (16-28 µs a node of a ~14 ms token step on Zen 3, docs/benchmarks.md section 36). An
+// operation on every call (16-42 µs a node of a ~14 ms token step on Zen 3, docs/benchmarks.md section 36). An
 // operation of OpenVINO's elementwise kinds gets the plugin's own inference instead (the input's shape, or the
 // inputs' broadcast), run only when the inputs' shapes change, so the operations below take activations alone.
 template <size_t N>
