@@ -258,14 +258,20 @@ static int64_t blob_outputs(const ov::Node* node, size_t port) {
     return node->get_input_partial_shape(port)[0].get_length() * kRows;
 }
 
+// Activations [..., K] of f32 for weights of `k` inputs.
+static void check_activations(const ov::Node* node, size_t port, size_t k) {
+    NODE_VALIDATION_CHECK(node, node->get_input_element_type(port) == ov::element::f32, "activations must be f32");
+    const auto& shape = node->get_input_partial_shape(port);
+    NODE_VALIDATION_CHECK(node, shape.rank().is_static() && shape.size() >= 1, "activations must have a known rank");
+    const auto& last = shape[shape.size() - 1];
+    NODE_VALIDATION_CHECK(node, last.is_dynamic() || static_cast<size_t>(last.get_length()) == k,
+                          "activations' last dimension must match the weights' blocks");
+}
+
 // Activations [..., K] in, [..., N] out, N from the blob at `port`.
 static void set_matmul_output(ov::Node* node, int64_t k_expected, size_t port) {
+    check_activations(node, 0, static_cast<size_t>(k_expected));
     auto shape = node->get_input_partial_shape(0);
-    NODE_VALIDATION_CHECK(node, node->get_input_element_type(0) == ov::element::f32, "activations must be f32");
-    NODE_VALIDATION_CHECK(node, shape.rank().is_static(), "activations must have a known rank");
-    const auto& k = shape[shape.size() - 1];
-    NODE_VALIDATION_CHECK(node, k.is_dynamic() || k.get_length() == k_expected,
-                          "activations' last dimension must match the weights' blocks");
     shape[shape.size() - 1] = blob_outputs(node, port);
     node->set_output_type(0, ov::element::f32, shape);
 }
@@ -470,16 +476,6 @@ private:
     std::shared_ptr<ov::Model> m_body;
     std::array<std::shared_ptr<ov::op::v0::Constant>, N> m_blobs;
 };
-
-// Activations [..., K] of f32 for weights of `k` inputs.
-static void check_activations(const ov::Node* node, size_t port, size_t k) {
-    NODE_VALIDATION_CHECK(node, node->get_input_element_type(port) == ov::element::f32, "activations must be f32");
-    const auto& shape = node->get_input_partial_shape(port);
-    NODE_VALIDATION_CHECK(node, shape.rank().is_static() && shape.size() >= 1, "activations must have a known rank");
-    const auto& last = shape[shape.size() - 1];
-    NODE_VALIDATION_CHECK(node, last.is_dynamic() || static_cast<size_t>(last.get_length()) == k,
-                          "activations' last dimension must match the weights' blocks");
-}
 
 // An operation of OpenVINO's elementwise kind `Kind` whose N blocks are in its body (Blocks above).
 template <class Kind, size_t N>
